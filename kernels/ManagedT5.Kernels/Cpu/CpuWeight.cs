@@ -1,0 +1,143 @@
+// Host-memory weights for the CPU backends: F32/F16/BF16 used in place from the checkpoint's memory map,
+// or converted once into native memory (F32 -> BF16, anything -> int8 with per-row scales) on request.
+using System.Runtime.InteropServices;
+
+namespace ManagedT5.Kernels.Cpu;
+
+/// <summary>A weight in host memory. Row-major; a linear weight is [out_features, in_features].</summary>
+public sealed unsafe class CpuWeight : IWeight
+{
+    private void* _owned;          // native memory this weight allocated (null when it points into a checkpoint)
+    private readonly float[]? _scales;
+
+    /// <inheritdoc />
+    public string Name { get; }
+    /// <inheritdoc />
+    public IReadOnlyList<int> Shape { get; }
+    /// <inheritdoc />
+    public WeightFormat Format { get; }
+    /// <summary>Address of element 0.</summary>
+    public nint Data { get; }
+    /// <summary>Rows (the first dimension; 1 for a vector).</summary>
+    public int Rows { get; }
+    /// <summary>Elements per row (the last dimension).</summary>
+    public int Cols { get; }
+    /// <summary>Per-row dequantization scales (Int8 only): value = q * scale[row].</summary>
+    public ReadOnlySpan<float> Scales => _scales;
+
+    /// <inheritdoc />
+    public long ByteLength => (long)Rows * Cols * BytesPerElement(Format) + (_scales?.Length ?? 0) * 4L;
+
+    private CpuWeight(string name, IReadOnlyList<int> shape, WeightFormat format, nint data, void* owned, float[]? scales)
+    {
+        Name = name;
+        Shape = shape;
+        Format = format;
+        Data = data;
+        _owned = owned;
+        _scales = scales;
+        Cols = shape.Count == 0 ? 1 : shape[^1];
+        long rows = 1;
+        for (int i = 0; i < shape.Count - 1; i++) rows *= shape[i];
+        Rows = checked((int)rows);
+    }
+
+    /// <summary>Makes a CPU weight from a stored tensor, converting only when <paramref name="format"/> asks for it.</summary>
+    public static CpuWeight Create(HostTensor source, WeightFormat? format)
+    {
+        WeightFormat stored = source.DType switch
+        {
+            DType.F32 => WeightFormat.F32,
+            DType.F16 => WeightFormat.F16,
+            DType.BF16 => WeightFormat.BF16,
+            _ => throw new ArgumentException(
+                $"Tensor '{source.Name}' has dtype {source.DType}; weights must be F32, F16 or BF16.", nameof(source)),
+        };
+        WeightFormat target = format ?? stored;
+        if (target == stored)
+            return new CpuWeight(source.Name, source.Shape, stored, source.Data, null, null);
+
+        long count = source.ElementCount;
+        switch (target)
+        {
+            case WeightFormat.F32:
+            {
+                var p = (float*)NativeMemory.AlignedAlloc((nuint)(count * 4), 64);
+                for (long i = 0; i < count; i++) p[i] = source.GetSingle(i);
+                return new CpuWeight(source.Name, source.Shape, target, (nint)p, p, null);
+            }
+            case WeightFormat.BF16:
+            {
+                var p = (ushort*)NativeMemory.AlignedAlloc((nuint)(count * 2), 64);
+                for (long i = 0; i < count; i++) p[i] = DTypes.SingleToBFloat16(source.GetSingle(i));
+                return new CpuWeight(source.Name, source.Shape, target, (nint)p, p, null);
+            }
+            case WeightFormat.F16:
+            {
+                var p = (Half*)NativeMemory.AlignedAlloc((nuint)(count * 2), 64);
+                for (long i = 0; i < count; i++) p[i] = (Half)source.GetSingle(i);
+                return new CpuWeight(source.Name, source.Shape, target, (nint)p, p, null);
+            }
+            case WeightFormat.Int8:
+                return QuantizeInt8(source);
+            default:
+                throw new ArgumentOutOfRangeException(nameof(format), format, "Unknown weight format.");
+        }
+    }
+
+    /// <summary>Symmetric per-row int8: scale = max|row| / 127, q = round(x / scale).</summary>
+    private static CpuWeight QuantizeInt8(HostTensor source)
+    {
+        int cols = source.Shape.Count == 0 ? 1 : source.Shape[^1];
+        long rows = source.ElementCount / Math.Max(cols, 1);
+        var p = (sbyte*)NativeMemory.AlignedAlloc((nuint)Math.Max(source.ElementCount, 1), 64);
+        var scales = new float[rows];
+        for (long r = 0; r < rows; r++)
+        {
+            float max = 0;
+            for (int c = 0; c < cols; c++) max = MathF.Max(max, MathF.Abs(source.GetSingle(r * cols + c)));
+            float scale = max / 127f;
+            scales[r] = scale;
+            float inverse = scale == 0 ? 0 : 1f / scale;
+            for (int c = 0; c < cols; c++)
+                p[r * cols + c] = (sbyte)Math.Clamp(MathF.Round(source.GetSingle(r * cols + c) * inverse), -127, 127);
+        }
+        return new CpuWeight(source.Name, source.Shape, WeightFormat.Int8, (nint)p, p, scales);
+    }
+
+    /// <summary>Element (row, col) widened to float (dequantized for Int8). The slow, obvious accessor.</summary>
+    public float Get(int row, int col)
+    {
+        long i = (long)row * Cols + col;
+        return Format switch
+        {
+            WeightFormat.F32 => ((float*)Data)[i],
+            WeightFormat.F16 => (float)((Half*)Data)[i],
+            WeightFormat.BF16 => DTypes.BFloat16ToSingle(((ushort*)Data)[i]),
+            WeightFormat.Int8 => ((sbyte*)Data)[i] * _scales![row],
+            _ => throw new InvalidOperationException(),
+        };
+    }
+
+    /// <summary>Bytes per stored element of a format.</summary>
+    public static int BytesPerElement(WeightFormat format) => format switch
+    {
+        WeightFormat.F32 => 4,
+        WeightFormat.F16 or WeightFormat.BF16 => 2,
+        WeightFormat.Int8 => 1,
+        _ => throw new ArgumentOutOfRangeException(nameof(format)),
+    };
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (_owned != null)
+        {
+            NativeMemory.AlignedFree(_owned);
+            _owned = null;
+        }
+    }
+
+    internal static CpuWeight Of(IWeight weight) => weight as CpuWeight
+        ?? throw new ArgumentException($"Weight '{weight.Name}' does not belong to a CPU backend.", nameof(weight));
+}
