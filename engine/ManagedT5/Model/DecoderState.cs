@@ -1,0 +1,113 @@
+// Per-request decoder state: self-attention KV cache, cross-attention K/V (computed once per encoder output),
+// work buffers sized up front, and the logits of the last call. One state per request: the model itself is shared.
+using ManagedT5.Kernels;
+
+namespace ManagedT5.Model;
+
+/// <summary>A decoding session over one encoder output. Not thread-safe; the model that made it is.</summary>
+public sealed class DecoderState : IDisposable
+{
+    internal readonly IBackend Backend;
+    internal readonly T5Config Config;
+    internal readonly IBuffer[] SelfKeys, SelfValues;     // per layer: [batch, capacity, inner]
+    internal readonly IBuffer[] CrossKeys, CrossValues;   // per layer: [batch, enc_seq, inner]
+    internal readonly IBuffer EncoderMask;                 // [batch, enc_seq]
+    private IBuffer _scratch;                              // beam reordering: one layer's cache
+    internal Workspace Work;
+
+    /// <summary>Rows of the batch (prompts x beams).</summary>
+    public int Batch { get; }
+    /// <summary>Most positions the cache holds.</summary>
+    public int Capacity { get; }
+    /// <summary>Positions decoded so far (the cache's past length).</summary>
+    public int Position { get; internal set; }
+    /// <summary>Encoder sequence length.</summary>
+    public int EncoderLength { get; }
+    /// <summary>Logits of the last <see cref="T5Model.Decode"/> call: [batch, tokens, vocab_size].</summary>
+    public IBuffer Logits => Work.Logits;
+
+    internal DecoderState(IBackend backend, T5Config config, int batch, int capacity, int encoderLength,
+        IBuffer encoderMask, int maxTokensPerCall)
+    {
+        Backend = backend;
+        Config = config;
+        Batch = batch;
+        Capacity = capacity;
+        EncoderLength = encoderLength;
+        EncoderMask = encoderMask;
+        int layers = config.NumDecoderLayers, cacheLength = checked(batch * capacity * config.InnerDim);
+        SelfKeys = new IBuffer[layers];
+        SelfValues = new IBuffer[layers];
+        CrossKeys = new IBuffer[layers];
+        CrossValues = new IBuffer[layers];
+        for (int l = 0; l < layers; l++)
+        {
+            SelfKeys[l] = backend.Allocate(cacheLength);
+            SelfValues[l] = backend.Allocate(cacheLength);
+            CrossKeys[l] = backend.Allocate(batch * encoderLength * config.InnerDim);
+            CrossValues[l] = backend.Allocate(batch * encoderLength * config.InnerDim);
+        }
+        _scratch = backend.Allocate(cacheLength);
+        Work = new Workspace(backend, config, batch * maxTokensPerCall, Math.Min(maxTokensPerCall, capacity) * capacity, withLogits: true);
+    }
+
+    /// <summary>Grows the work buffers for a call of <paramref name="tokens"/> positions per row (rarely: teacher forcing).</summary>
+    internal void EnsureWork(int tokens)
+    {
+        if (Work.Rows >= Batch * tokens) return;
+        Work.Dispose();
+        Work = new Workspace(Backend, Config, Batch * tokens, tokens * Capacity, withLogits: true);
+    }
+
+    /// <summary>Reorders the batch rows of the self-attention cache: row r takes the cache of row sourceRows[r]
+    /// (beam search). Cross-attention K/V are left alone: beams of one prompt share them.</summary>
+    public void Reorder(ReadOnlySpan<int> sourceRows)
+    {
+        if (sourceRows.Length != Batch) throw new ArgumentException($"Expected {Batch} source rows, got {sourceRows.Length}.", nameof(sourceRows));
+        int rowLength = Capacity * Config.InnerDim;
+        for (int l = 0; l < SelfKeys.Length; l++)
+        {
+            Backend.GatherRows(SelfKeys[l], _scratch, sourceRows, rowLength);
+            (SelfKeys[l], _scratch) = (_scratch, SelfKeys[l]);
+            Backend.GatherRows(SelfValues[l], _scratch, sourceRows, rowLength);
+            (SelfValues[l], _scratch) = (_scratch, SelfValues[l]);
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        foreach (IBuffer b in SelfKeys.Concat(SelfValues).Concat(CrossKeys).Concat(CrossValues)) b.Dispose();
+        _scratch.Dispose();
+        EncoderMask.Dispose();
+        Work.Dispose();
+    }
+}
+
+/// <summary>Activation buffers for one forward call of up to Rows positions, allocated once.</summary>
+internal sealed class Workspace : IDisposable
+{
+    public readonly int Rows;
+    public readonly IBuffer Hidden, Normed, Query, Key, Value, Attention, Gate, Up, Bias;
+    public readonly IBuffer Logits;
+
+    public Workspace(IBackend backend, T5Config c, int rows, int biasPerHead, bool withLogits)
+    {
+        Rows = rows;
+        Hidden = backend.Allocate(rows * c.DModel);
+        Normed = backend.Allocate(rows * c.DModel);
+        Query = backend.Allocate(rows * c.InnerDim);
+        Key = backend.Allocate(rows * c.InnerDim);
+        Value = backend.Allocate(rows * c.InnerDim);
+        Attention = backend.Allocate(rows * c.InnerDim);
+        Gate = backend.Allocate(rows * c.DFf);
+        Up = backend.Allocate(c.IsGatedAct ? rows * c.DFf : 1);
+        Bias = backend.Allocate(checked(c.NumHeads * biasPerHead));
+        Logits = backend.Allocate(withLogits ? checked(rows * c.VocabSize) : 1);
+    }
+
+    public void Dispose()
+    {
+        foreach (IBuffer b in new[] { Hidden, Normed, Query, Key, Value, Attention, Gate, Up, Bias, Logits }) b.Dispose();
+    }
+}

@@ -1,0 +1,56 @@
+// Where the reference fixtures live (tests/fixtures in the repository) and small comparison helpers.
+using ManagedT5.Kernels;
+using ManagedT5.Kernels.Reference;
+
+namespace ManagedT5.Tests;
+
+internal static class Fixtures
+{
+    public static readonly string[] ModelNames = ["tiny-flan-t5", "tiny-t5-v1_0", "tiny-flan-t5-bf16-sharded"];
+
+    /// <summary>tests/fixtures, found by walking up from the test binary.</summary>
+    public static string Root { get; } = FindRoot();
+
+    public static string Model(string name) => Path.Combine(Root, "models", name);
+    public static string Configs => Path.Combine(Root, "configs");
+    public static string RepoRoot => Path.GetFullPath(Path.Combine(Root, "..", ".."));
+
+    private static string FindRoot()
+    {
+        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d != null; d = d.Parent)
+        {
+            string candidate = Path.Combine(d.FullName, "tests", "fixtures");
+            if (Directory.Exists(Path.Combine(candidate, "models"))) return candidate;
+        }
+        throw new DirectoryNotFoundException("tests/fixtures not found above " + AppContext.BaseDirectory);
+    }
+
+    /// <summary>max |actual - expected| / max |expected|: the one normalised error measure.</summary>
+    public static double RelativeError(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        double maxDiff = 0, maxRef = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double diff = Math.Abs((double)actual[i] - expected[i]);
+            if (double.IsNaN(diff)) return double.PositiveInfinity;
+            maxDiff = Math.Max(maxDiff, diff);
+            maxRef = Math.Max(maxRef, Math.Abs(expected[i]));
+        }
+        return maxRef == 0 ? maxDiff : maxDiff / maxRef;
+    }
+}
+
+/// <summary>The backends every parity test runs on. Faster backends join this list as they are written.</summary>
+public static class Backends
+{
+    public static readonly Dictionary<string, Func<IBackend>> Factories = new()
+    {
+        ["reference"] = () => new ReferenceBackend(),
+    };
+
+    public static IEnumerable<object[]> Names => Factories.Keys.Select(k => new object[] { k });
+
+    public static IEnumerable<object[]> ModelsByBackend =>
+        from b in Factories.Keys from m in Fixtures.ModelNames select new object[] { m, b };
+}

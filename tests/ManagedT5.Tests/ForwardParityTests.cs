@@ -1,0 +1,146 @@
+// Forward-pass parity with HuggingFace transformers on the three fixture models, on every backend:
+// encoder/decoder hidden states, logits, position biases, the long prompt; and KV-cache decoding vs teacher forcing.
+using ManagedT5.Kernels;
+using ManagedT5.Loading;
+using ManagedT5.Model;
+
+namespace ManagedT5.Tests;
+
+/// <summary>Collects observed tensors as host arrays.</summary>
+internal sealed class Recorder(IBackend backend) : ITensorObserver
+{
+    public readonly Dictionary<string, float[]> Tensors = new();
+
+    public void Observe(string name, IBuffer buffer, int[] shape)
+    {
+        var data = new float[shape.Aggregate(1, (a, d) => a * d)];
+        backend.Download(buffer, data);
+        Tensors[name] = data;
+    }
+}
+
+public sealed class ForwardParityTests(ITestOutputHelper output)
+{
+    private const double Tolerance = 1e-4;   // max abs diff / max abs of the reference, per tensor
+
+    private sealed record Reference(SafeTensorsFile File)
+    {
+        public float[] F(string name) => File.GetTensor(name).ToSingleArray();
+        public int[] I(string name) => File.GetTensor(name).ToInt64Array().Select(v => (int)v).ToArray();
+        public int[] Shape(string name) => File.Find(name)!.Shape;
+    }
+
+    private void Check(string what, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
+    {
+        double error = Fixtures.RelativeError(actual, expected);
+        output.WriteLine($"{what,-48} rel err {error:E2}");
+        Assert.True(error <= Tolerance, $"{what}: relative error {error:E3} exceeds {Tolerance:E0}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
+    public void BatchForwardMatchesHuggingFace(string modelName, string backendName)
+    {
+        using IBackend backend = Backends.Factories[backendName]();
+        using T5Model model = T5Model.Load(Fixtures.Model(modelName), backend);
+        using var file = SafeTensorsFile.Open(Path.Combine(Fixtures.Model(modelName), "reference.safetensors"));
+        var reference = new Reference(file);
+        T5Config c = model.Config;
+
+        int[] ids = reference.I("batch.input_ids"), mask = reference.I("batch.attention_mask");
+        int batch = reference.Shape("batch.input_ids")[0], seq = reference.Shape("batch.input_ids")[1];
+        var recorder = new Recorder(backend);
+        using EncoderOutput encoded = model.Encode(ids, mask, batch, recorder);
+
+        // Encoder: embeddings, each block's output, final norm (HF's encoder_hidden_states layout).
+        float[] encoderStates = reference.F("batch.encoder_hidden_states");
+        int stateSize = batch * seq * c.DModel;
+        var encoderNames = new List<string> { "encoder.embed_tokens" };
+        for (int i = 0; i < c.NumLayers - 1; i++) encoderNames.Add($"encoder.block.{i}");
+        encoderNames.Add("encoder.final_layer_norm");
+        for (int i = 0; i < encoderNames.Count; i++)
+            Check($"{modelName} encoder_hidden_states[{i}]", recorder.Tensors[encoderNames[i]], encoderStates.AsSpan(i * stateSize, stateSize));
+        var last = new float[stateSize];
+        backend.Download(encoded.Hidden, last);
+        Check($"{modelName} encoder_last_hidden_state", last, reference.F("batch.encoder_last_hidden_state"));
+        Check($"{modelName} encoder_position_bias", recorder.Tensors["encoder.block.0.layer.0.SelfAttention.position_bias"],
+            reference.F("batch.encoder_position_bias"));
+
+        // Decoder, teacher-forced over decoder_input_ids.
+        int[] decoderIds = reference.I("batch.decoder_input_ids");
+        int steps = reference.Shape("batch.decoder_input_ids")[1];
+        using DecoderState state = model.StartDecoder(encoded, capacity: steps, maxTokensPerCall: steps);
+        recorder.Tensors.Clear();
+        model.Decode(state, decoderIds, steps, recorder);
+
+        float[] decoderStates = reference.F("batch.decoder_hidden_states");
+        int decSize = batch * steps * c.DModel;
+        var decoderNames = new List<string> { "decoder.embed_tokens" };
+        for (int i = 0; i < c.NumDecoderLayers - 1; i++) decoderNames.Add($"decoder.block.{i}");
+        decoderNames.Add("decoder.final_layer_norm");
+        for (int i = 0; i < decoderNames.Count; i++)
+            Check($"{modelName} decoder_hidden_states[{i}]", recorder.Tensors[decoderNames[i]], decoderStates.AsSpan(i * decSize, decSize));
+        Check($"{modelName} decoder_position_bias", recorder.Tensors["decoder.block.0.layer.0.SelfAttention.position_bias"],
+            reference.F("batch.decoder_position_bias"));
+        var logits = new float[batch * steps * c.VocabSize];
+        backend.Download(state.Logits, logits);
+        Check($"{modelName} logits", logits, reference.F("batch.logits"));
+    }
+
+    [Theory]
+    [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
+    public void LongPromptEncoderMatchesHuggingFace(string modelName, string backendName)
+    {
+        using IBackend backend = Backends.Factories[backendName]();
+        using T5Model model = T5Model.Load(Fixtures.Model(modelName), backend);
+        using var file = SafeTensorsFile.Open(Path.Combine(Fixtures.Model(modelName), "reference.safetensors"));
+        var reference = new Reference(file);
+        int[] ids = ReferenceJson.Load(modelName).LongInputIds;
+        Assert.True(ids.Length > model.Config.RelativeAttentionMaxDistance, "the long prompt must exceed max_distance");
+        var recorder = new Recorder(backend);
+        using EncoderOutput encoded = model.Encode(ids, Enumerable.Repeat(1, ids.Length).ToArray(), 1, recorder);
+        var hidden = new float[ids.Length * model.Config.DModel];
+        backend.Download(encoded.Hidden, hidden);
+        Check($"{modelName} long.encoder_last_hidden_state", hidden, reference.F("long.encoder_last_hidden_state"));
+        Check($"{modelName} long.encoder_position_bias", recorder.Tensors["encoder.block.0.layer.0.SelfAttention.position_bias"],
+            reference.F("long.encoder_position_bias"));
+    }
+
+    [Theory]
+    [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
+    public void StepByStepDecodingEqualsTeacherForcing(string modelName, string backendName)
+    {
+        using IBackend backend = Backends.Factories[backendName]();
+        using T5Model model = T5Model.Load(Fixtures.Model(modelName), backend);
+        using var file = SafeTensorsFile.Open(Path.Combine(Fixtures.Model(modelName), "reference.safetensors"));
+        var reference = new Reference(file);
+        int[] ids = reference.I("batch.input_ids"), mask = reference.I("batch.attention_mask");
+        int batch = reference.Shape("batch.input_ids")[0];
+        int[] decoderIds = reference.I("batch.decoder_input_ids");
+        int steps = reference.Shape("batch.decoder_input_ids")[1], vocab = model.Config.VocabSize;
+
+        using EncoderOutput encoded = model.Encode(ids, mask, batch);
+        using DecoderState forced = model.StartDecoder(encoded, steps, maxTokensPerCall: steps);
+        model.Decode(forced, decoderIds, steps);
+        var all = new float[batch * steps * vocab];
+        backend.Download(forced.Logits, all);
+
+        using DecoderState stepwise = model.StartDecoder(encoded, steps);
+        var token = new int[batch];
+        var row = new float[batch * vocab];
+        double worst = 0;
+        for (int t = 0; t < steps; t++)
+        {
+            for (int b = 0; b < batch; b++) token[b] = decoderIds[b * steps + t];
+            model.Decode(stepwise, token, 1);
+            backend.Download(stepwise.Logits, row);
+            for (int b = 0; b < batch; b++)
+            {
+                double e = Fixtures.RelativeError(row.AsSpan(b * vocab, vocab), all.AsSpan((b * steps + t) * vocab, vocab));
+                worst = Math.Max(worst, e);
+            }
+        }
+        output.WriteLine($"{modelName} on {backendName}: step-by-step vs teacher-forced logits rel err {worst:E2}");
+        Assert.True(worst <= 1e-5, $"cached decoding differs from teacher forcing by {worst:E3}");
+    }
+}
