@@ -108,6 +108,8 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         long dataLength = fileLength - dataStart;
         var headerBytes = new ReadOnlySpan<byte>(p + 8, (int)headerLength);
 
+        if (!System.Text.Unicode.Utf8.IsValid(headerBytes))
+            throw Bad(path, "the header is not valid UTF-8; the file is corrupt or not a safetensors file");
         JsonDocument document;
         try
         {
@@ -185,7 +187,8 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         if (!e.TryGetProperty("data_offsets", out JsonElement offsets) || offsets.ValueKind != JsonValueKind.Array
             || offsets.GetArrayLength() != 2)
             throw Bad(path, "missing 'data_offsets' [begin, end]", tensor: name);
-        if (!offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end))
+        if (offsets[0].ValueKind != JsonValueKind.Number || offsets[1].ValueKind != JsonValueKind.Number
+            || !offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end))
             throw Bad(path, "data_offsets are not integers", tensor: name);
         if (begin < 0 || end < begin || end > dataLength)
             throw Bad(path, $"data_offsets [{begin}, {end}] are outside the data section of {dataLength} bytes; the file is truncated or corrupt", tensor: name);
