@@ -1,0 +1,491 @@
+// T5Tokenizer: the public facade. Loads spiece.model or tokenizer.json, then encodes the T5 way
+// (sentinels, </s>, batches with padding) on top of the raw SentencePiece encoder, and decodes.
+
+using System.Text;
+
+namespace ManagedT5.Tokenizer;
+
+/// <summary>
+/// The T5 / Flan-T5 tokenizer: a SentencePiece unigram model (32,000 pieces) plus 100 sentinel tokens
+/// <c>&lt;extra_id_0&gt;</c> = 32099 … <c>&lt;extra_id_99&gt;</c> = 32000.
+/// </summary>
+/// <remarks>
+/// <para><see cref="EncodeRaw(string)"/> matches Google sentencepiece's <c>encode</c> id for id;
+/// <see cref="Encode(string, bool, bool)"/> matches HuggingFace's T5Tokenizer: raw ids, sentinels written in the
+/// text become their ids, and &lt;/s&gt; is appended. Literal "&lt;/s&gt;", "&lt;pad&gt;" and "&lt;unk&gt;" in the text are
+/// ordinary text, so user input cannot forge an end of sequence.</para>
+/// <para>An instance is immutable and safe to use from several threads at once.</para>
+/// </remarks>
+public sealed class T5Tokenizer
+{
+    /// <summary>Number of sentinel tokens T5 adds after the SentencePiece vocabulary.</summary>
+    public const int SentinelCount = 100;
+
+    private const string SentinelPrefix = "<extra_id_";
+
+    private readonly Normalizer _normalizer;
+    private readonly UnigramModel _model;
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _sentinels;
+
+    private T5Tokenizer(ModelProto proto, string sourcePath)
+    {
+        _model = new UnigramModel(proto);
+        _normalizer = new Normalizer(proto.NormalizerSpec, _model.UserDefinedTrie);
+        SourcePath = sourcePath;
+        UnkId = _model.UnkId;
+        EosId = ControlId(proto.TrainerSpec.EosId, "</s>");
+        PadId = ControlId(proto.TrainerSpec.PadId, "<pad>");
+
+        var sentinels = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int n = 0; n < SentinelCount; n++)
+        {
+            string piece = SentinelPrefix + n + ">";
+            if (_model.TryGetId(piece, out int id)) sentinels[piece] = id;
+        }
+        _sentinels = sentinels.GetAlternateLookup<ReadOnlySpan<char>>();
+    }
+
+    /// <summary>The file this tokenizer was loaded from.</summary>
+    public string SourcePath { get; }
+
+    /// <summary>Number of ids, sentinels included (32100 for T5).</summary>
+    public int VocabSize => _model.VocabSize;
+
+    /// <summary>Id of &lt;pad&gt; (0 for T5): padding, and the decoder's start token.</summary>
+    public int PadId { get; }
+
+    /// <summary>Id of &lt;/s&gt; (1 for T5).</summary>
+    public int EosId { get; }
+
+    /// <summary>Id of &lt;unk&gt; (2 for T5).</summary>
+    public int UnkId { get; }
+
+    // ------------------------------------------------------------------------------------------------
+    // Loading
+    // ------------------------------------------------------------------------------------------------
+
+    /// <summary>Loads a SentencePiece model (spiece.model) or a HuggingFace tokenizer.json, told apart by content.</summary>
+    /// <exception cref="TokenizerException">The file is missing, empty, truncated or not a unigram SentencePiece tokenizer.</exception>
+    public static T5Tokenizer FromFile(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path))
+            throw new TokenizerException($"Tokenizer file '{path}' does not exist. Pass the path of spiece.model or tokenizer.json.", path);
+
+        byte[] data;
+        try
+        {
+            data = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new TokenizerException($"Tokenizer file '{path}' could not be read: {e.Message}", path, e);
+        }
+        if (data.Length == 0)
+            throw new TokenizerException($"Tokenizer file '{path}' is empty. Expected a SentencePiece model (spiece.model) or tokenizer.json; download it again.", path);
+
+        bool isJson = LooksLikeJson(data) || path.EndsWith(".json", StringComparison.OrdinalIgnoreCase);
+        string kind = isJson ? "tokenizer.json" : "SentencePiece model";
+        try
+        {
+            ModelProto proto = isJson ? TokenizerJsonLoader.Load(data) : LoadSentencePiece(data);
+            return new T5Tokenizer(proto, path);
+        }
+        catch (Exception e) when (e is InvalidDataException or System.Text.Json.JsonException or FormatException
+                                      or InvalidOperationException or KeyNotFoundException or IndexOutOfRangeException)
+        {
+            throw new TokenizerException(
+                $"Tokenizer file '{path}' is not a valid {kind} ({e.Message}). It may be truncated or a different format; download it again.",
+                path, e);
+        }
+    }
+
+    /// <summary>Loads the tokenizer of a model directory: spiece.model if present, else tokenizer.json.</summary>
+    /// <exception cref="TokenizerException">Neither file is in <paramref name="modelDir"/>, or the one found is invalid.</exception>
+    public static T5Tokenizer FromDirectory(string modelDir)
+    {
+        ArgumentNullException.ThrowIfNull(modelDir);
+        foreach (string name in new[] { "spiece.model", "tokenizer.json" })
+        {
+            string path = Path.Combine(modelDir, name);
+            if (File.Exists(path)) return FromFile(path);
+        }
+        throw new TokenizerException(
+            $"No tokenizer in '{modelDir}': expected spiece.model or tokenizer.json. Download the model's tokenizer files into that directory.",
+            modelDir);
+    }
+
+    private static ModelProto LoadSentencePiece(byte[] data)
+    {
+        var proto = ModelProto.Parse(data);
+        if (proto.Pieces.Count == 0) throw new InvalidDataException("it has no vocabulary pieces");
+        // spiece.model holds 32,000 pieces; T5 adds <extra_id_99> .. <extra_id_0> as ids 32000 .. 32099.
+        if (!proto.Pieces.Exists(p => p.Piece.StartsWith(SentinelPrefix, StringComparison.Ordinal)))
+        {
+            for (int n = SentinelCount - 1; n >= 0; n--)
+                proto.Pieces.Add(new SentencePiece(SentinelPrefix + n + ">", 0, PieceType.Control));
+        }
+        return proto;
+    }
+
+    private static bool LooksLikeJson(ReadOnlySpan<byte> data)
+    {
+        if (data.StartsWith("\uFEFF"u8)) data = data[3..];
+        data = data.TrimStart(" \t\r\n"u8);
+        return !data.IsEmpty && data[0] == (byte)'{';
+    }
+
+    private int ControlId(int specId, string piece)
+    {
+        if (specId >= 0 && specId < _model.VocabSize && _model.TypeOf(specId) == PieceType.Control) return specId;
+        if (_model.TryGetId(piece, out int id)) return id;
+        throw new InvalidDataException($"the model has no {piece} piece, which T5 needs");
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Vocabulary
+    // ------------------------------------------------------------------------------------------------
+
+    /// <summary>The piece of <paramref name="id"/>, e.g. 8774 → "▁Hello", 32099 → "&lt;extra_id_0&gt;".</summary>
+    public string IdToPiece(int id)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(id);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(id, VocabSize);
+        return _model.IdToPiece(id);
+    }
+
+    /// <summary>The id of <paramref name="piece"/>, or <see cref="UnkId"/> when it is not in the vocabulary (as sentencepiece does).</summary>
+    public int PieceToId(string piece) => TryGetPieceId(piece, out int id) ? id : UnkId;
+
+    /// <summary>The id of <paramref name="piece"/>, if it is in the vocabulary.</summary>
+    public bool TryGetPieceId(string piece, out int id) => _model.TryGetId(piece, out id);
+
+    /// <summary>The id of sentinel <c>&lt;extra_id_n&gt;</c>: 32099 - n.</summary>
+    public int SentinelId(int n)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(n, SentinelCount);
+        return _sentinels.TryGetValue(SentinelPrefix + n + ">", out int id) ? id : throw new InvalidOperationException($"<extra_id_{n}> is not in the vocabulary");
+    }
+
+    /// <summary>True for ids that are not text: &lt;pad&gt;, &lt;/s&gt;, &lt;unk&gt; and the sentinels.</summary>
+    public bool IsSpecial(int id) =>
+        (uint)id < (uint)VocabSize && _model.TypeOf(id) is PieceType.Control or PieceType.Unknown;
+
+    // ------------------------------------------------------------------------------------------------
+    // Encoding
+    // ------------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Encodes <paramref name="text"/> for T5: "translate English to German: Hi" → [13959, 1566, 12, 2968, 10, 2018, 1].
+    /// </summary>
+    /// <param name="text">Any string; lone surrogates and control characters are normalized, never rejected.</param>
+    /// <param name="addEos">Append &lt;/s&gt; (HuggingFace's add_special_tokens).</param>
+    /// <param name="parseSentinels">Turn "&lt;extra_id_N&gt;" in the text into sentinel ids; each stretch of text
+    /// between them is encoded on its own. When false the text is encoded exactly as sentencepiece does.</param>
+    public int[] Encode(string text, bool addEos = true, bool parseSentinels = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ws = Workspace.Rent();
+        try
+        {
+            EncodeCore(text, addEos, parseSentinels, trackOffsets: false, ws);
+            return ws.Ids.Span.ToArray();
+        }
+        finally
+        {
+            ws.Return();
+        }
+    }
+
+    /// <summary>
+    /// Allocation-free <see cref="Encode(string, bool, bool)"/> for hot loops: writes ids into
+    /// <paramref name="destination"/> and returns how many the full encoding has. When that is more than
+    /// <paramref name="destination"/> holds, the first <c>destination.Length</c> ids are written.
+    /// </summary>
+    public int Encode(ReadOnlySpan<char> text, Span<int> destination, bool addEos = true, bool parseSentinels = true)
+    {
+        var ws = Workspace.Rent();
+        try
+        {
+            EncodeCore(text, addEos, parseSentinels, trackOffsets: false, ws);
+            return CopyOut(ws.Ids.Span, destination);
+        }
+        finally
+        {
+            ws.Return();
+        }
+    }
+
+    /// <summary>Encodes like <see cref="Encode(string, bool, bool)"/> and gives each id's span in <paramref name="text"/>.</summary>
+    public TokenizedText EncodeWithOffsets(string text, bool addEos = true, bool parseSentinels = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ws = Workspace.Rent();
+        try
+        {
+            EncodeCore(text, addEos, parseSentinels, trackOffsets: true, ws);
+            return new TokenizedText(ws.Ids.Span.ToArray(), ws.Spans.Span.ToArray());
+        }
+        finally
+        {
+            ws.Return();
+        }
+    }
+
+    /// <summary>Raw SentencePiece ids, exactly as sentencepiece's <c>encode</c>: no &lt;/s&gt;, no sentinel handling.</summary>
+    public int[] EncodeRaw(string text) => Encode(text, addEos: false, parseSentinels: false);
+
+    /// <summary>Allocation-free <see cref="EncodeRaw(string)"/>; same contract as <see cref="Encode(ReadOnlySpan{char}, Span{int}, bool, bool)"/>.</summary>
+    public int EncodeRaw(ReadOnlySpan<char> text, Span<int> destination) => Encode(text, destination, addEos: false, parseSentinels: false);
+
+    /// <summary>Raw SentencePiece pieces, e.g. "Hello world" → ["▁Hello", "▁world"]; an unknown run is its own text.</summary>
+    public IReadOnlyList<string> EncodeToPieces(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ws = Workspace.Rent();
+        try
+        {
+            EncodeRawSegment(text, trackOffsets: false, ws);
+            var pieces = new string[ws.Tokens.Count];
+            for (int i = 0; i < pieces.Length; i++)
+            {
+                var token = ws.Tokens[i];
+                pieces[i] = token.Id == UnkId
+                    ? Encoding.UTF8.GetString(ws.Normalized.Span[token.NormStart..token.NormEnd])
+                    : _model.IdToPiece(token.Id);
+            }
+            return pieces;
+        }
+        finally
+        {
+            ws.Return();
+        }
+    }
+
+    /// <summary>
+    /// Encodes several texts (with &lt;/s&gt;) into one right-padded batch for the encoder.
+    /// </summary>
+    /// <param name="texts">The texts, one row each.</param>
+    /// <param name="maxLength">Most ids a row may have, &lt;/s&gt; included; null for no limit.</param>
+    /// <param name="truncate">Cut longer rows to <paramref name="maxLength"/>, keeping &lt;/s&gt; last (HuggingFace's
+    /// truncation=True). When false a longer row is an error.</param>
+    /// <param name="padToMaxLength">Pad every row to <paramref name="maxLength"/> instead of to the longest row.</param>
+    /// <exception cref="ArgumentException">A row is longer than <paramref name="maxLength"/> and <paramref name="truncate"/> is false.</exception>
+    public EncodedBatch EncodeBatch(IReadOnlyList<string> texts, int? maxLength = null, bool truncate = true, bool padToMaxLength = false)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (maxLength is < 1) throw new ArgumentOutOfRangeException(nameof(maxLength), maxLength, "maxLength must be at least 1.");
+        if (padToMaxLength && maxLength is null) throw new ArgumentException("padToMaxLength needs a maxLength.", nameof(padToMaxLength));
+
+        var rows = new int[texts.Count][];
+        for (int i = 0; i < rows.Length; i++)
+        {
+            int[] ids = Encode(texts[i]);
+            if (maxLength is int max && ids.Length > max)
+            {
+                if (!truncate)
+                    throw new ArgumentException($"Text {i} has {ids.Length} tokens, more than maxLength {max}. Shorten it or pass truncate: true.", nameof(texts));
+                ids = [.. ids.AsSpan(0, max - 1), EosId];
+            }
+            rows[i] = ids;
+        }
+
+        int sequenceLength = padToMaxLength ? maxLength!.Value : rows.Length == 0 ? 0 : rows.Max(r => r.Length);
+        var inputIds = new int[rows.Length * sequenceLength];
+        var mask = new int[rows.Length * sequenceLength];
+        var lengths = new int[rows.Length];
+        if (PadId != 0) Array.Fill(inputIds, PadId);
+        for (int i = 0; i < rows.Length; i++)
+        {
+            rows[i].CopyTo(inputIds.AsSpan(i * sequenceLength));
+            mask.AsSpan(i * sequenceLength, rows[i].Length).Fill(1);
+            lengths[i] = rows[i].Length;
+        }
+        return new EncodedBatch(rows.Length, sequenceLength, inputIds, mask, lengths);
+    }
+
+    /// <summary>Fills ws.Ids (and ws.Spans) with the T5 encoding of <paramref name="text"/>.</summary>
+    private void EncodeCore(ReadOnlySpan<char> text, bool addEos, bool parseSentinels, bool trackOffsets, Workspace ws)
+    {
+        ws.Ids.Clear();
+        ws.Spans.Clear();
+        int segmentStart = 0;
+        if (parseSentinels)
+        {
+            // HuggingFace splits the text at each special token and encodes the pieces in between separately.
+            int searchFrom = 0;
+            while (TryFindSentinel(text, searchFrom, out int at, out int length, out int sentinelId))
+            {
+                AppendRawSegment(text, segmentStart, at, trackOffsets, ws);
+                ws.Ids.Add(sentinelId);
+                if (trackOffsets) ws.Spans.Add(new TokenSpan(at, length));
+                segmentStart = searchFrom = at + length;
+            }
+        }
+        AppendRawSegment(text, segmentStart, text.Length, trackOffsets, ws);
+        if (addEos)
+        {
+            ws.Ids.Add(EosId);
+            if (trackOffsets) ws.Spans.Add(new TokenSpan(text.Length, 0));
+        }
+    }
+
+    private bool TryFindSentinel(ReadOnlySpan<char> text, int from, out int at, out int length, out int id)
+    {
+        while (from < text.Length)
+        {
+            int found = text[from..].IndexOf(SentinelPrefix, StringComparison.Ordinal);
+            if (found < 0) break;
+            at = from + found;
+            int close = text[at..].IndexOf('>');
+            if (close > 0 && close <= SentinelPrefix.Length + 3 && _sentinels.TryGetValue(text.Slice(at, close + 1), out id))
+            {
+                length = close + 1;
+                return true;
+            }
+            from = at + 1;
+        }
+        at = length = id = 0;
+        return false;
+    }
+
+    /// <summary>Appends the raw SentencePiece ids (and spans) of text[start..end).</summary>
+    private void AppendRawSegment(ReadOnlySpan<char> text, int start, int end, bool trackOffsets, Workspace ws)
+    {
+        if (start == end) return;
+        var segment = text[start..end];
+        EncodeRawSegment(segment, trackOffsets, ws);
+        var tokens = ws.Tokens.Span;
+        ws.Ids.EnsureCapacity(ws.Ids.Count + tokens.Length + 1);
+        foreach (var token in tokens) ws.Ids.Add(token.Id);
+        if (!trackOffsets) return;
+
+        // normalized byte -> original UTF-8 byte -> original UTF-16 char.
+        var byteToChar = BuildByteToChar(segment, ws);
+        var normToOrig = ws.NormToOrig.Span;
+        foreach (var token in tokens)
+        {
+            int begin = byteToChar[normToOrig[token.NormStart]];
+            int stop = byteToChar[normToOrig[token.NormEnd]];
+            ws.Spans.Add(new TokenSpan(start + begin, Math.Max(0, stop - begin)));
+        }
+    }
+
+    /// <summary>Normalizes and segments <paramref name="text"/> into ws.Tokens (raw SentencePiece).</summary>
+    private void EncodeRawSegment(ReadOnlySpan<char> text, bool trackOffsets, Workspace ws)
+    {
+        // Lone surrogates become U+FFFD here, as Encoding.UTF8 replaces them.
+        byte[] utf8 = ws.Utf8.EnsureCapacity(Encoding.UTF8.GetMaxByteCount(text.Length));
+        int byteCount = Encoding.UTF8.GetBytes(text, utf8);
+        _normalizer.Normalize(utf8.AsSpan(0, byteCount), ref ws.Normalized, ref ws.NormToOrig, trackOffsets);
+        _model.Encode(ws.Normalized.Span, ref ws.Lattice, ref ws.Tokens);
+    }
+
+    /// <summary>For each UTF-8 byte offset of <paramref name="text"/>, the UTF-16 index of its character.</summary>
+    private static ReadOnlySpan<int> BuildByteToChar(ReadOnlySpan<char> text, Workspace ws)
+    {
+        int[] map = ws.ByteToChar.EnsureCapacity(Encoding.UTF8.GetMaxByteCount(text.Length) + 1);
+        int bytePos = 0;
+        for (int i = 0; i < text.Length;)
+        {
+            char c = text[i];
+            int chars = 1, bytes;
+            if (c < 0x80) bytes = 1;
+            else if (c < 0x800) bytes = 2;
+            else if (char.IsHighSurrogate(c) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])) { chars = 2; bytes = 4; }
+            else bytes = 3; // BMP character, or a lone surrogate written as U+FFFD
+            map.AsSpan(bytePos, bytes).Fill(i);
+            bytePos += bytes;
+            i += chars;
+        }
+        map[bytePos] = text.Length;
+        return map.AsSpan(0, bytePos + 1);
+    }
+
+    private static int CopyOut(ReadOnlySpan<int> ids, Span<int> destination)
+    {
+        ids[..Math.Min(ids.Length, destination.Length)].CopyTo(destination);
+        return ids.Length;
+    }
+
+    // ------------------------------------------------------------------------------------------------
+    // Decoding
+    // ------------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Decodes ids the way HuggingFace's T5Tokenizer does: [8774, 296, 1] → "Hello world".
+    /// </summary>
+    /// <param name="ids">Token ids; ids outside the vocabulary (Flan-T5's logits have 32128) are ignored.</param>
+    /// <param name="skipSpecialTokens">Drop &lt;pad&gt;, &lt;/s&gt;, &lt;unk&gt; and sentinels. When false they appear
+    /// as their text, followed by a space ("Hello&lt;unk&gt; world&lt;/s&gt;").</param>
+    /// <remarks>Spaces before . , ! ? n't 's 'm 've 're are removed (clean_up_tokenization_spaces), and the
+    /// result is trimmed.</remarks>
+    public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = true)
+    {
+        var output = new StringBuilder();
+        int chunkStart = 0, chunkLength = 0;
+        int[] chunk = new int[ids.Length]; // non-special ids, stretch after stretch
+        for (int i = 0; i < ids.Length; i++)
+        {
+            int id = ids[i];
+            if ((uint)id >= (uint)VocabSize) continue;
+            if (!IsSpecial(id))
+            {
+                chunk[chunkStart + chunkLength++] = id;
+                continue;
+            }
+            if (skipSpecialTokens) continue;
+            // Special tokens are not passed to SentencePiece: each text stretch between them is decoded alone.
+            _model.Decode(chunk.AsSpan(chunkStart, chunkLength), output);
+            output.Append(_model.IdToPiece(id)).Append(' ');
+            chunkStart += chunkLength;
+            chunkLength = 0;
+        }
+        _model.Decode(chunk.AsSpan(chunkStart, chunkLength), output);
+        return CleanUpTokenizationSpaces(PythonStrip(output.ToString()));
+    }
+
+    /// <summary>
+    /// Decodes exactly as sentencepiece's <c>decode</c>: control ids invisible, &lt;unk&gt; shown as " ⁇ ".
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">An id is outside the vocabulary.</exception>
+    public string DecodeRaw(ReadOnlySpan<int> ids)
+    {
+        foreach (int id in ids)
+        {
+            if ((uint)id >= (uint)VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Id {id} is outside the vocabulary (0..{VocabSize - 1}).");
+        }
+        var output = new StringBuilder();
+        _model.Decode(ids, output);
+        return output.ToString();
+    }
+
+    /// <summary>The normalized text the model segments, e.g. "  Ｈello  world" → "▁Hello▁world".</summary>
+    internal string Normalize(string text) => _normalizer.Normalize(text);
+
+    /// <summary>Python's str.strip(): trims the characters str.isspace() accepts.</summary>
+    private static string PythonStrip(string s)
+    {
+        int start = 0, end = s.Length;
+        while (start < end && IsPythonSpace(s[start])) start++;
+        while (end > start && IsPythonSpace(s[end - 1])) end--;
+        return s[start..end];
+    }
+
+    private static bool IsPythonSpace(char c) => char.IsWhiteSpace(c) || c is >= '\u001C' and <= '\u001F';
+
+    /// <summary>HuggingFace's clean_up_tokenization: no space before punctuation and English contractions.</summary>
+    private static string CleanUpTokenizationSpaces(string s) => s
+        .Replace(" .", ".", StringComparison.Ordinal)
+        .Replace(" ?", "?", StringComparison.Ordinal)
+        .Replace(" !", "!", StringComparison.Ordinal)
+        .Replace(" ,", ",", StringComparison.Ordinal)
+        .Replace(" ' ", "'", StringComparison.Ordinal)
+        .Replace(" n't", "n't", StringComparison.Ordinal)
+        .Replace(" 'm", "'m", StringComparison.Ordinal)
+        .Replace(" 's", "'s", StringComparison.Ordinal)
+        .Replace(" 've", "'ve", StringComparison.Ordinal)
+        .Replace(" 're", "'re", StringComparison.Ordinal);
+}
