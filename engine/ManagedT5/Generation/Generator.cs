@@ -1,0 +1,279 @@
+// The decoding loops: greedy search and sampling (one loop), and beam search, with HF's semantics.
+// Buffers are sized before the first step; the per-token loop allocates nothing.
+using ManagedT5.Model;
+
+namespace ManagedT5.Generation;
+
+/// <summary>Called as tokens are chosen: (prompt row, token). Beam search does not stream.</summary>
+public delegate void TokenCallback(int row, int token);
+
+/// <summary>Runs generate() on a <see cref="T5Model"/> from token ids.</summary>
+public static class Generator
+{
+    /// <summary>Generates for a batch of prompts given as ids (each ending with EOS, as the tokenizer makes them).</summary>
+    public static GenerationOutput Generate(T5Model model, IReadOnlyList<int[]> prompts, GenerationOptions options,
+        CancellationToken cancellationToken = default, TokenCallback? onToken = null)
+    {
+        T5Config c = model.Config;
+        options.Validate(c.VocabSize);
+        if (prompts.Count == 0) throw new ArgumentException("The batch is empty: give at least one prompt.", nameof(prompts));
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            if (prompts[i] is null || prompts[i].Length == 0)
+                throw new ArgumentException($"Prompt {i} has no tokens; give a non-empty prompt.", nameof(prompts));
+            if (prompts[i].Length > options.MaxInputTokens)
+                throw new ArgumentException(
+                    $"max_input_tokens: prompt {i} has {prompts[i].Length} tokens, more than the limit of {options.MaxInputTokens}. Shorten it or raise the limit.",
+                    "max_input_tokens");
+        }
+        cancellationToken.ThrowIfCancellationRequested();
+
+        // Right-pad the prompts into one [batch, seq] block with its attention mask.
+        int batch = prompts.Count, seq = prompts.Max(p => p.Length);
+        int pad = options.PadTokenId ?? c.PadTokenId;
+        var ids = new int[batch * seq];
+        var mask = new int[batch * seq];
+        for (int b = 0; b < batch; b++)
+        {
+            Array.Fill(ids, pad, b * seq, seq);
+            prompts[b].CopyTo(ids, b * seq);
+            Array.Fill(mask, 1, b * seq, prompts[b].Length);
+        }
+
+        using EncoderOutput encoded = model.Encode(ids, mask, batch);
+        var inputIds = prompts.Select(p => (int[])p.Clone()).ToArray();
+        return options.NumBeams > 1
+            ? BeamSearch(model, encoded, inputIds, options, cancellationToken)
+            : GreedyOrSample(model, encoded, inputIds, options, cancellationToken, onToken);
+    }
+
+    private static (int Eos, int Pad, int Start) Ids(T5Config c, GenerationOptions o) =>
+        (o.EosTokenId ?? c.EosTokenId, o.PadTokenId ?? c.PadTokenId, o.DecoderStartTokenId ?? c.DecoderStartTokenId);
+
+    private static bool NeedsProcessing(GenerationOptions o) =>
+        o.RepetitionPenalty != 1f || o.NoRepeatNgramSize > 0 || o.MinLength > 1 || o.MinNewTokens > 0 || o.DoSample;
+
+    // ------------------------------------------------------------------ greedy search and sampling
+
+    private static GenerationOutput GreedyOrSample(T5Model model, EncoderOutput encoded, int[][] inputIds,
+        GenerationOptions o, CancellationToken ct, TokenCallback? onToken)
+    {
+        T5Config c = model.Config;
+        var (eos, pad, start) = Ids(c, o);
+        int copies = o.DoSample ? o.NumReturnSequences : 1;                  // sampled rows: prompt-major copies
+        int rows = encoded.Batch * copies, vocab = c.VocabSize, maxLength = o.EffectiveMaxLength;
+        bool process = NeedsProcessing(o);
+
+        using DecoderState state = model.StartDecoder(encoded, capacity: maxLength - 1, expand: copies);
+        var sequences = new int[rows][];
+        for (int r = 0; r < rows; r++) { sequences[r] = new int[maxLength]; sequences[r][0] = start; }
+        var next = new int[rows];
+        var finished = new bool[rows];
+        float[] logits = process ? new float[rows * vocab] : [];
+        float[] scratch = o.DoSample ? new float[vocab] : [];
+        int[] scratchIndices = o.DoSample && o.TopP < 1f ? new int[vocab] : [];
+        int[] stamp = o.RepetitionPenalty != 1f ? new int[vocab] : [];
+        Random? random = o.DoSample ? (o.Seed is ulong s ? new Random(unchecked((int)(s ^ (s >> 32)))) : new Random()) : null;
+
+        int length = 1, unfinished = rows, stampValue = 0;
+        for (int r = 0; r < rows; r++) next[r] = start;
+        while (length < maxLength && unfinished > 0)
+        {
+            ct.ThrowIfCancellationRequested();
+            model.Decode(state, next, 1);
+            if (process) model.Backend.Download(state.Logits, logits);
+            else model.Backend.ArgMax(state.Logits, rows, vocab, next);      // plain greedy: only ids come back
+
+            for (int r = 0; r < rows; r++)
+            {
+                if (process)
+                {
+                    Span<float> scores = logits.AsSpan(r * vocab, vocab);
+                    LogitsProcessors.Process(scores, sequences[r].AsSpan(0, length), o, eos, stamp, ++stampValue);
+                    if (o.DoSample)
+                    {
+                        LogitsProcessors.Temperature(scores, o.Temperature);
+                        LogitsProcessors.TopK(scores, o.TopK, scratch);
+                        LogitsProcessors.TopP(scores, o.TopP, scratch, scratchIndices);
+                        next[r] = LogitsProcessors.Sample(scores, random!.NextDouble());
+                    }
+                    else next[r] = LogitsProcessors.ArgMax(scores);
+                }
+                if (finished[r]) { next[r] = pad; continue; }
+                sequences[r][length] = next[r];
+                if (next[r] == eos) { finished[r] = true; unfinished--; }
+                onToken?.Invoke(r, next[r]);
+            }
+            length++;
+        }
+        // HF returns every row at the batch's length, rows that finished early padded after their EOS.
+        for (int r = 0; r < rows; r++)
+        {
+            Array.Resize(ref sequences[r], length);
+            if (finished[r]) for (int t = Array.IndexOf(sequences[r], eos, 1) + 1; t < length; t++) sequences[r][t] = pad;
+        }
+        return new GenerationOutput(inputIds, sequences, null);
+    }
+
+    // ------------------------------------------------------------------ beam search
+
+    /// <summary>Finished hypotheses of one prompt (HF's BeamHypotheses): at most num_beams, worst tracked.</summary>
+    private sealed class Hypotheses(int numBeams, float lengthPenalty)
+    {
+        public readonly List<(float Score, int[] Tokens)> Beams = new(numBeams + 1);
+        public float Worst = 1e9f;
+
+        public void Add(ReadOnlySpan<int> tokens, float sumLogProbs, int generatedLength)
+        {
+            float score = sumLogProbs / MathF.Pow(generatedLength, lengthPenalty);
+            if (Beams.Count < numBeams || score > Worst)
+            {
+                Beams.Add((score, tokens.ToArray()));
+                if (Beams.Count > numBeams)
+                {
+                    int worstIndex = 0;
+                    for (int i = 1; i < Beams.Count; i++) if (Beams[i].Score < Beams[worstIndex].Score) worstIndex = i;
+                    Beams.RemoveAt(worstIndex);
+                    Worst = float.MaxValue;
+                    foreach (var beam in Beams) Worst = MathF.Min(Worst, beam.Score);
+                }
+                else Worst = MathF.Min(score, Worst);
+            }
+        }
+
+        /// <summary>HF's is_done: full, and no running beam can still beat the worst finished one.</summary>
+        public bool IsDone(float bestSumLogProbs, int generatedLength, EarlyStopping earlyStopping, int maxGenerated)
+        {
+            if (Beams.Count < numBeams) return false;
+            if (earlyStopping == EarlyStopping.True) return true;
+            int length = earlyStopping == EarlyStopping.Never && lengthPenalty > 0 ? maxGenerated : generatedLength;
+            return Worst >= bestSumLogProbs / MathF.Pow(length, lengthPenalty);
+        }
+    }
+
+    private static GenerationOutput BeamSearch(T5Model model, EncoderOutput encoded, int[][] inputIds,
+        GenerationOptions o, CancellationToken ct)
+    {
+        T5Config c = model.Config;
+        var (eos, pad, start) = Ids(c, o);
+        int beams = o.NumBeams, batch = encoded.Batch, rows = batch * beams, vocab = c.VocabSize;
+        int maxLength = o.EffectiveMaxLength, candidates = 2 * beams;
+
+        using DecoderState state = model.StartDecoder(encoded, capacity: maxLength - 1, expand: beams);
+        var sequences = new int[rows][];
+        var nextSequences = new int[rows][];
+        for (int r = 0; r < rows; r++) { sequences[r] = new int[maxLength]; nextSequences[r] = new int[maxLength]; sequences[r][0] = start; }
+        var beamScores = new float[rows];
+        for (int r = 0; r < rows; r++) beamScores[r] = r % beams == 0 ? 0f : -1e9f;  // only beam 0 is live at first
+        var logits = new float[rows * vocab];
+        var stamp = new int[vocab];
+        var hypotheses = Enumerable.Range(0, batch).Select(_ => new Hypotheses(beams, o.LengthPenalty)).ToArray();
+        var done = new bool[batch];
+        var next = new int[rows];
+        var sourceRows = new int[rows];
+        var newScores = new float[rows];
+        var topScores = new float[candidates];
+        var topIndices = new int[candidates];
+        int length = 1, stampValue = 0;
+        for (int r = 0; r < rows; r++) next[r] = start;
+
+        while (length < maxLength)
+        {
+            ct.ThrowIfCancellationRequested();
+            model.Decode(state, next, 1);
+            model.Backend.Download(state.Logits, logits);
+            // log-softmax, processors on log-probs, then add each beam's running score
+            for (int r = 0; r < rows; r++)
+            {
+                Span<float> scores = logits.AsSpan(r * vocab, vocab);
+                LogitsProcessors.LogSoftmax(scores);
+                LogitsProcessors.Process(scores, sequences[r].AsSpan(0, length), o, eos, stamp, ++stampValue);
+                float running = beamScores[r];
+                for (int v = 0; v < vocab; v++) scores[v] += running;
+            }
+
+            int generatedWithNext = length;   // tokens after the start token once this step's token is added
+            for (int b = 0; b < batch; b++)
+            {
+                int baseRow = b * beams;
+                if (done[b])
+                {
+                    for (int k = 0; k < beams; k++) { newScores[baseRow + k] = 0; next[baseRow + k] = pad; sourceRows[baseRow + k] = baseRow + k; }
+                    continue;
+                }
+                TopCandidates(logits.AsSpan(baseRow * vocab, beams * vocab), topScores, topIndices);
+                int kept = 0;
+                for (int rank = 0; rank < candidates && kept < beams; rank++)
+                {
+                    int beam = topIndices[rank] / vocab, token = topIndices[rank] % vocab, source = baseRow + beam;
+                    if (token == eos)
+                    {
+                        // An EOS continuation becomes a finished hypothesis only if it ranks among the top num_beams.
+                        if (rank >= beams) continue;
+                        hypotheses[b].Add(sequences[source].AsSpan(0, length), topScores[rank], generatedWithNext);
+                    }
+                    else
+                    {
+                        newScores[baseRow + kept] = topScores[rank];
+                        next[baseRow + kept] = token;
+                        sourceRows[baseRow + kept] = source;
+                        kept++;
+                    }
+                }
+                done[b] = hypotheses[b].IsDone(topScores[0], generatedWithNext, o.EarlyStopping, maxLength);
+            }
+
+            // Reorder: each new beam continues its source beam's tokens and KV cache.
+            for (int r = 0; r < rows; r++)
+            {
+                sequences[sourceRows[r]].AsSpan(0, length).CopyTo(nextSequences[r]);
+                nextSequences[r][length] = next[r];
+                beamScores[r] = newScores[r];
+            }
+            (sequences, nextSequences) = (nextSequences, sequences);
+            state.Reorder(sourceRows);
+            length++;
+            if (Array.TrueForAll(done, d => d)) break;
+        }
+
+        // Finalize: open beams of unfinished prompts join their hypotheses; the best num_return_sequences are kept.
+        // As in HF, an open beam is normalised by its whole length, decoder start token included (a finished one by
+        // its generated tokens including EOS, which is the same count of tokens: start + generated - EOS).
+        for (int b = 0; b < batch; b++)
+        {
+            if (done[b]) continue;
+            for (int k = 0; k < beams; k++)
+                hypotheses[b].Add(sequences[b * beams + k].AsSpan(0, length), beamScores[b * beams + k], length);
+        }
+        int keep = o.NumReturnSequences;
+        var best = new List<(float Score, int[] Tokens)>();
+        foreach (Hypotheses h in hypotheses)
+            best.AddRange(h.Beams.OrderByDescending(x => x.Score).Take(keep));
+        int outLength = Math.Min(best.Max(x => x.Tokens.Length) + 1, maxLength);
+        var output = new int[best.Count][];
+        for (int i = 0; i < best.Count; i++)
+        {
+            int[] tokens = best[i].Tokens;
+            output[i] = new int[outLength];
+            Array.Fill(output[i], pad);
+            tokens.CopyTo(output[i], 0);
+            if (tokens.Length < outLength) output[i][tokens.Length] = eos;
+        }
+        return new GenerationOutput(inputIds, output, best.Select(x => x.Score).ToArray());
+    }
+
+    /// <summary>The 2 x num_beams best (score, beam * vocab + token) of one prompt's beams, best first.</summary>
+    private static void TopCandidates(ReadOnlySpan<float> scores, Span<float> topScores, Span<int> topIndices)
+    {
+        int k = topScores.Length, filled = 0;
+        for (int i = 0; i < scores.Length; i++)
+        {
+            float s = scores[i];
+            if (filled == k && !(s > topScores[k - 1])) continue;
+            int j = filled < k ? filled++ : k - 1;
+            while (j > 0 && topScores[j - 1] < s) { topScores[j] = topScores[j - 1]; topIndices[j] = topIndices[j - 1]; j--; }
+            topScores[j] = s;
+            topIndices[j] = i;
+        }
+    }
+}
