@@ -1,0 +1,112 @@
+// Linear (x W^T, no bias) for the CPU backend: picks GEMV for a few rows (bandwidth-bound decode) or the packed
+// GEMM for many (compute-bound encoder), picks the weight format and SIMD width, and splits the output across the
+// worker pool. Every output element is computed by one thread with the same code, so thread count never changes
+// the result.
+namespace ManagedT5.Kernels.Cpu;
+
+/// <summary>Dispatch of <see cref="IBackend.Linear"/>.</summary>
+internal static unsafe class LinearKernel
+{
+    /// <summary>Up to this many rows the GEMV streams the weight once for all rows; above, the GEMM packs it.</summary>
+    public const int GemvMaxRows = 4;
+
+    /// <summary>Below this many weight bytes a GEMV runs on the calling thread (waking workers costs more).</summary>
+    private const long ParallelMinBytes = 64 * 1024;
+
+    /// <summary>y (rows, out) (+)= x (rows, in) W^T.</summary>
+    public static void Run(WorkerPool pool, SimdLevel level, float* x, CpuWeight weight, float* y, int rows, bool accumulate)
+    {
+        fixed (float* scales = weight.Scales)
+        {
+            var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
+            if (rows <= GemvMaxRows) RunGemv(pool, level, x, view, y, rows, accumulate);
+            else RunGemm(pool, level, x, view, y, rows, accumulate);
+        }
+    }
+
+    private static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    {
+        int elementSize = CpuWeight.BytesPerElement(w.Format);
+        float* laid = x;
+        if (w.Format != WeightFormat.F32 && level != SimdLevel.Scalar)
+        {
+            laid = Scratch.Get(ScratchSlot.LaneInput, (long)rows * w.Cols);
+            for (int r = 0; r < rows; r++)
+                LaneLayout.Arrange(x + (long)r * w.Cols, laid + (long)r * w.Cols, w.Cols, level, elementSize);
+        }
+
+        long bytes = (long)w.Rows * w.Cols * elementSize;
+        int perItem = bytes < ParallelMinBytes ? w.Rows
+            : Math.Clamp(w.Rows / (pool.Threads * 8) / Gemv.RowBlock * Gemv.RowBlock, 16, 256);
+        int items = (w.Rows + perItem - 1) / perItem;
+        switch (w.Format)
+        {
+            case WeightFormat.F32: RunGemv<F32Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items); break;
+            case WeightFormat.BF16: RunGemv<BF16Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items); break;
+            case WeightFormat.F16: RunGemv<F16Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items); break;
+            case WeightFormat.Int8: RunGemv<Int8Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items); break;
+            default: throw new NotSupportedException($"Weight format {w.Format} is not one the CPU backend multiplies.");
+        }
+    }
+
+    private static void RunGemv<TFormat>(WorkerPool pool, SimdLevel level, float* laid, in WeightView w, float* y, int rows,
+        bool accumulate, int perItem, int items) where TFormat : IWeightFormat
+    {
+        var job = new GemvJob<TFormat>
+        {
+            Weight = w, Input = laid, Output = y, Rows = rows, PerItem = perItem, Accumulate = accumulate, Level = level,
+        };
+        pool.Run(ref job, items);
+    }
+
+    private static void RunGemm(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    {
+        switch (level)
+        {
+            case SimdLevel.Vector512: RunGemm<MicroKernel512>(pool, x, w, y, rows, accumulate); break;
+            case SimdLevel.Vector256: RunGemm<MicroKernel256>(pool, x, w, y, rows, accumulate); break;
+            case SimdLevel.Vector128: RunGemm<MicroKernel128>(pool, x, w, y, rows, accumulate); break;
+            default: RunGemm<MicroKernelScalar>(pool, x, w, y, rows, accumulate); break;
+        }
+    }
+
+    private static void RunGemm<TKernel>(WorkerPool pool, float* x, in WeightView w, float* y, int rows, bool accumulate)
+        where TKernel : IMicroKernel
+    {
+        int perItem = Gemm.ColumnsPerItem(w.Rows, TKernel.NR, pool.Threads);
+        var job = new GemmJob<TKernel> { Weight = w, Input = x, Output = y, Rows = rows, PerItem = perItem, Accumulate = accumulate };
+        pool.Run(ref job, (w.Rows + perItem - 1) / perItem);
+    }
+
+    /// <summary>One item: output rows [index * PerItem, +PerItem) of every input row.</summary>
+    private struct GemvJob<TFormat> : IParallelJob where TFormat : IWeightFormat
+    {
+        public WeightView Weight;
+        public float* Input, Output;
+        public int Rows, PerItem;
+        public bool Accumulate;
+        public SimdLevel Level;
+
+        public void Execute(int index)
+        {
+            int first = index * PerItem, end = Math.Min(first + PerItem, Weight.Rows);
+            Gemv.Run<TFormat>((byte*)Weight.Data, Weight.Cols, Weight.Rows, Weight.Scales, Input, Rows, Output,
+                first, end, Accumulate, Level);
+        }
+    }
+
+    /// <summary>One item: output columns [index * PerItem, +PerItem) (whole panels) of every row.</summary>
+    private struct GemmJob<TKernel> : IParallelJob where TKernel : IMicroKernel
+    {
+        public WeightView Weight;
+        public float* Input, Output;
+        public int Rows, PerItem;
+        public bool Accumulate;
+
+        public void Execute(int index)
+        {
+            int first = index * PerItem, end = Math.Min(first + PerItem, Weight.Rows);
+            Gemm.Run<TKernel>(Weight, Input, Output, Rows, first, end, Accumulate);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+// Per-thread scratch memory for the kernels (packed GEMM panels, attention scores, re-laid-out inputs). Pinned arrays
+// that only grow (to a power of two), so after the first tokens the token loop allocates nothing.
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace ManagedT5.Kernels.Cpu;
+
+/// <summary>Independent scratch areas of one thread; an op takes each slot at most once.</summary>
+internal enum ScratchSlot
+{
+    /// <summary>The GEMV input laid out in weight lanes (written by the caller, read by every worker).</summary>
+    LaneInput,
+    /// <summary>GEMM: packed weight panels.</summary>
+    PackedB,
+    /// <summary>GEMM: packed activation micro-panel.</summary>
+    PackedA,
+    /// <summary>GEMM edge tile, widened weight rows.</summary>
+    Tile,
+    /// <summary>Attention scores, position-bias lookups.</summary>
+    Scores,
+    /// <summary>A widened norm weight and other small vectors.</summary>
+    Vector,
+    /// <summary>Number of slots.</summary>
+    Count,
+}
+
+/// <summary>Thread-local, 64-byte aligned, pinned float scratch.</summary>
+internal static unsafe class Scratch
+{
+    [ThreadStatic] private static float[]?[]? t_slots;
+
+    /// <summary>At least <paramref name="floats"/> floats of this thread's <paramref name="slot"/>; contents are
+    /// undefined. The pointer stays valid until this thread asks for the same slot again.</summary>
+    public static float* Get(ScratchSlot slot, long floats)
+    {
+        float[]?[] slots = t_slots ??= new float[]?[(int)ScratchSlot.Count];
+        float[]? array = slots[(int)slot];
+        if (array is null || array.Length < floats + 16)
+        {
+            long size = Math.Max(4096, (long)BitOperations.RoundUpToPowerOf2((ulong)(floats + 16)));
+            array = GC.AllocateUninitializedArray<float>(checked((int)size), pinned: true);
+            slots[(int)slot] = array;
+        }
+        nint address = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(array));
+        return (float*)((address + 63) & ~(nint)63);
+    }
+}

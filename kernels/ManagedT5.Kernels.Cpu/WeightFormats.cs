@@ -1,0 +1,220 @@
+// How each weight format is read by the kernels: one small struct per format, with a scalar form and
+// Vector128/256/512 forms (TensorPrimitives' operator pattern). Narrow formats are read in "lanes": a vector load
+// of raw weights splits into 1, 2 or 4 float vectors with shifts and masks only (no shuffles), so the input x is
+// laid out once per call to match (see LaneLayout). Widening BF16/F16/int8 to float is exact.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace ManagedT5.Kernels.Cpu;
+
+/// <summary>A weight element type as the GEMV and packing loops see it.</summary>
+internal unsafe interface IWeightFormat
+{
+    /// <summary>Bytes per stored element.</summary>
+    static abstract int ElementSize { get; }
+
+    /// <summary>Element <paramref name="index"/> of <paramref name="row"/> widened to float (Int8: the raw integer).</summary>
+    static abstract float Widen(byte* row, int index);
+
+    /// <summary>acc += W chunk (64 bytes at <paramref name="w"/>) * x chunk (laid out in lanes at <paramref name="x"/>).</summary>
+    static abstract Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc);
+
+    /// <summary>acc += W chunk (32 bytes) * x chunk (in lanes).</summary>
+    static abstract Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc);
+
+    /// <summary>acc += W chunk (16 bytes) * x chunk (in lanes).</summary>
+    static abstract Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc);
+}
+
+/// <summary>fp32 weights: a chunk is one vector, x in natural order.</summary>
+internal readonly unsafe struct F32Weights : IWeightFormat
+{
+    public static int ElementSize => 4;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Widen(byte* row, int index) => ((float*)row)[index];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc) =>
+        Vector512.FusedMultiplyAdd(Vector512.Load((float*)w), Vector512.Load(x), acc);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc) =>
+        Vector256.FusedMultiplyAdd(Vector256.Load((float*)w), Vector256.Load(x), acc);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc) =>
+        Vector128.FusedMultiplyAdd(Vector128.Load((float*)w), Vector128.Load(x), acc);
+}
+
+/// <summary>bfloat16 weights: each 32-bit lane holds elements 2l (low half) and 2l+1 (high half); a bf16 is the top
+/// half of a float, so the low one is lane &lt;&lt; 16 and the high one is lane &amp; 0xFFFF0000.</summary>
+internal readonly unsafe struct BF16Weights : IWeightFormat
+{
+    public static int ElementSize => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Widen(byte* row, int index) => BitConverter.Int32BitsToSingle(((ushort*)row)[index] << 16);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc)
+    {
+        Vector512<uint> pairs = Vector512.Load((uint*)w);
+        acc = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(pairs, 16).AsSingle(), Vector512.Load(x), acc);
+        return Vector512.FusedMultiplyAdd((pairs & Vector512.Create(0xFFFF0000u)).AsSingle(), Vector512.Load(x + 16), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc)
+    {
+        Vector256<uint> pairs = Vector256.Load((uint*)w);
+        acc = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(pairs, 16).AsSingle(), Vector256.Load(x), acc);
+        return Vector256.FusedMultiplyAdd((pairs & Vector256.Create(0xFFFF0000u)).AsSingle(), Vector256.Load(x + 8), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc)
+    {
+        Vector128<uint> pairs = Vector128.Load((uint*)w);
+        acc = Vector128.FusedMultiplyAdd(Vector128.ShiftLeft(pairs, 16).AsSingle(), Vector128.Load(x), acc);
+        return Vector128.FusedMultiplyAdd((pairs & Vector128.Create(0xFFFF0000u)).AsSingle(), Vector128.Load(x + 4), acc);
+    }
+}
+
+/// <summary>IEEE half weights: like BF16, two per 32-bit lane, each widened by <see cref="HalfBits"/>.</summary>
+internal readonly unsafe struct F16Weights : IWeightFormat
+{
+    public static int ElementSize => 2;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Widen(byte* row, int index) => (float)((Half*)row)[index];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc)
+    {
+        Vector512<uint> pairs = Vector512.Load((uint*)w);
+        acc = Vector512.FusedMultiplyAdd(HalfBits.ToSingle(pairs & Vector512.Create(0xFFFFu)), Vector512.Load(x), acc);
+        return Vector512.FusedMultiplyAdd(HalfBits.ToSingle(Vector512.ShiftRightLogical(pairs, 16)), Vector512.Load(x + 16), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc)
+    {
+        Vector256<uint> pairs = Vector256.Load((uint*)w);
+        acc = Vector256.FusedMultiplyAdd(HalfBits.ToSingle(pairs & Vector256.Create(0xFFFFu)), Vector256.Load(x), acc);
+        return Vector256.FusedMultiplyAdd(HalfBits.ToSingle(Vector256.ShiftRightLogical(pairs, 16)), Vector256.Load(x + 8), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc)
+    {
+        Vector128<uint> pairs = Vector128.Load((uint*)w);
+        acc = Vector128.FusedMultiplyAdd(HalfBits.ToSingle(pairs & Vector128.Create(0xFFFFu)), Vector128.Load(x), acc);
+        return Vector128.FusedMultiplyAdd(HalfBits.ToSingle(Vector128.ShiftRightLogical(pairs, 16)), Vector128.Load(x + 4), acc);
+    }
+}
+
+/// <summary>int8 weights (the per-row scale is applied by the caller): each 32-bit lane holds elements 4l..4l+3;
+/// byte j is sign-extended by shifting it to the top and arithmetic-shifting it back down.</summary>
+internal readonly unsafe struct Int8Weights : IWeightFormat
+{
+    public static int ElementSize => 1;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Widen(byte* row, int index) => ((sbyte*)row)[index];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc)
+    {
+        Vector512<int> quads = Vector512.Load((int*)w);
+        acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(quads, 24), 24)), Vector512.Load(x), acc);
+        acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(quads, 16), 24)), Vector512.Load(x + 16), acc);
+        acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(quads, 8), 24)), Vector512.Load(x + 32), acc);
+        return Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(quads, 24)), Vector512.Load(x + 48), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc)
+    {
+        Vector256<int> quads = Vector256.Load((int*)w);
+        acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(quads, 24), 24)), Vector256.Load(x), acc);
+        acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(quads, 16), 24)), Vector256.Load(x + 8), acc);
+        acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(quads, 8), 24)), Vector256.Load(x + 16), acc);
+        return Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(quads, 24)), Vector256.Load(x + 24), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc)
+    {
+        Vector128<int> quads = Vector128.Load((int*)w);
+        acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(quads, 24), 24)), Vector128.Load(x), acc);
+        acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(quads, 16), 24)), Vector128.Load(x + 4), acc);
+        acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(quads, 8), 24)), Vector128.Load(x + 8), acc);
+        return Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(quads, 24)), Vector128.Load(x + 12), acc);
+    }
+}
+
+/// <summary>IEEE half bits (in the low 16 bits of each 32-bit lane) to float, without F16C: move exponent and
+/// mantissa into float position and multiply by 2^112 to rebias (subnormal halves come out right because the
+/// intermediate float is itself subnormal); infinities and NaNs get the float exponent all ones; then the sign.</summary>
+internal static class HalfBits
+{
+    private const float Rebias = 5.192297e33f; // 2^112 = 2^(127 - 15)
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> ToSingle(Vector512<uint> half)
+    {
+        Vector512<uint> magnitude = half & Vector512.Create(0x7FFFu);
+        Vector512<uint> sign = Vector512.ShiftLeft(half & Vector512.Create(0x8000u), 16);
+        Vector512<float> value = Vector512.ShiftLeft(magnitude, 13).AsSingle() * Vector512.Create(Rebias);
+        Vector512<uint> special = Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x7C00u));
+        Vector512<uint> bits = Vector512.ConditionalSelect(special, Vector512.ShiftLeft(magnitude, 13) | Vector512.Create(0x7F800000u), value.AsUInt32());
+        return (bits | sign).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ToSingle(Vector256<uint> half)
+    {
+        Vector256<uint> magnitude = half & Vector256.Create(0x7FFFu);
+        Vector256<uint> sign = Vector256.ShiftLeft(half & Vector256.Create(0x8000u), 16);
+        Vector256<float> value = Vector256.ShiftLeft(magnitude, 13).AsSingle() * Vector256.Create(Rebias);
+        Vector256<uint> special = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(0x7C00u));
+        Vector256<uint> bits = Vector256.ConditionalSelect(special, Vector256.ShiftLeft(magnitude, 13) | Vector256.Create(0x7F800000u), value.AsUInt32());
+        return (bits | sign).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> ToSingle(Vector128<uint> half)
+    {
+        Vector128<uint> magnitude = half & Vector128.Create(0x7FFFu);
+        Vector128<uint> sign = Vector128.ShiftLeft(half & Vector128.Create(0x8000u), 16);
+        Vector128<float> value = Vector128.ShiftLeft(magnitude, 13).AsSingle() * Vector128.Create(Rebias);
+        Vector128<uint> special = Vector128.GreaterThanOrEqual(magnitude, Vector128.Create(0x7C00u));
+        Vector128<uint> bits = Vector128.ConditionalSelect(special, Vector128.ShiftLeft(magnitude, 13) | Vector128.Create(0x7F800000u), value.AsUInt32());
+        return (bits | sign).AsSingle();
+    }
+}
+
+/// <summary>
+/// The order x must be in for the lane reads above. A chunk is one vector load of weights (64/32/16 bytes); its
+/// element (lane l, part j) is weight index l * parts + j, and the matching x goes to chunk offset j * lanes + l.
+/// Elements past the last whole chunk stay in natural order (read by the scalar tail).
+/// </summary>
+internal static unsafe class LaneLayout
+{
+    /// <summary>Weight elements in one chunk at <paramref name="level"/> (0 for scalar: natural order throughout).</summary>
+    public static int ChunkElements(SimdLevel level, int elementSize) => level == SimdLevel.Scalar ? 0 : (int)level / 8 / elementSize;
+
+    /// <summary>Copies x (length <paramref name="length"/>) to <paramref name="laid"/> in lane order.</summary>
+    public static void Arrange(float* x, float* laid, int length, SimdLevel level, int elementSize)
+    {
+        int chunk = ChunkElements(level, elementSize);
+        int parts = 4 / elementSize, lanes = chunk / Math.Max(parts, 1);
+        int whole = chunk == 0 ? 0 : length / chunk * chunk;
+        for (int c = 0; c < whole; c += chunk)
+            for (int l = 0; l < lanes; l++)
+                for (int j = 0; j < parts; j++)
+                    laid[c + j * lanes + l] = x[c + l * parts + j];
+        for (int i = whole; i < length; i++) laid[i] = x[i];
+    }
+}

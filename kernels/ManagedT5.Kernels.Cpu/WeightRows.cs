@@ -1,0 +1,78 @@
+// Reads a run of one weight row as floats, whatever the format: used by GEMM packing, embeddings and norm weights.
+// Widening is exact (and int8 is dequantized as q * scale[row], like CpuWeight.Get), so any vector width gives the
+// same floats; TensorPrimitives does the conversions it has, BF16 is a 16-bit shift.
+using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+
+namespace ManagedT5.Kernels.Cpu;
+
+/// <summary>
+/// What a kernel needs of a <see cref="CpuWeight"/>, as a plain unmanaged struct so that parallel jobs can carry it.
+/// <see cref="Scales"/> points at the pinned int8 scales (null for other formats).
+/// </summary>
+internal readonly unsafe struct WeightView(nint data, WeightFormat format, int rows, int cols, float* scales)
+{
+    /// <summary>Address of element 0.</summary>
+    public readonly nint Data = data;
+    /// <summary>Storage format.</summary>
+    public readonly WeightFormat Format = format;
+    /// <summary>Rows: out_features of a linear weight.</summary>
+    public readonly int Rows = rows;
+    /// <summary>Elements per row: in_features of a linear weight.</summary>
+    public readonly int Cols = cols;
+    /// <summary>Per-row int8 scales, or null.</summary>
+    public readonly float* Scales = scales;
+}
+
+/// <summary>Widening reads of weight rows.</summary>
+internal static unsafe class WeightRows
+{
+    /// <summary>destination[i] = W[row, start + i] for i &lt; count, as float (dequantized for int8).</summary>
+    public static void Widen(in WeightView weight, int row, int start, int count, float* destination)
+    {
+        long first = (long)row * weight.Cols + start;
+        var output = new Span<float>(destination, count);
+        switch (weight.Format)
+        {
+            case WeightFormat.F32:
+                new ReadOnlySpan<float>((float*)weight.Data + first, count).CopyTo(output);
+                break;
+            case WeightFormat.F16:
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)weight.Data + first, count), output);
+                break;
+            case WeightFormat.BF16:
+                WidenBFloat16((ushort*)weight.Data + first, destination, count);
+                break;
+            case WeightFormat.Int8:
+            {
+                sbyte* q = (sbyte*)weight.Data + first;
+                float scale = weight.Scales[row];
+                for (int i = 0; i < count; i++) destination[i] = q[i] * scale;
+                break;
+            }
+            default:
+                throw new NotSupportedException($"Weight format {weight.Format} is not one the CPU backend reads.");
+        }
+    }
+
+    /// <summary>bfloat16 bits to float: zero-extend to 32 bits and shift into the top half.</summary>
+    private static void WidenBFloat16(ushort* source, float* destination, int count)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; i <= count - 32; i += 32)
+            {
+                (Vector512<uint> low, Vector512<uint> high) = Vector512.Widen(Vector512.Load(source + i));
+                Vector512.ShiftLeft(low, 16).AsSingle().Store(destination + i);
+                Vector512.ShiftLeft(high, 16).AsSingle().Store(destination + i + 16);
+            }
+        if (Vector256.IsHardwareAccelerated)
+            for (; i <= count - 16; i += 16)
+            {
+                (Vector256<uint> low, Vector256<uint> high) = Vector256.Widen(Vector256.Load(source + i));
+                Vector256.ShiftLeft(low, 16).AsSingle().Store(destination + i);
+                Vector256.ShiftLeft(high, 16).AsSingle().Store(destination + i + 8);
+            }
+        for (; i < count; i++) destination[i] = BitConverter.Int32BitsToSingle(source[i] << 16);
+    }
+}

@@ -1,0 +1,119 @@
+// Shared helpers for the kernel parity tests: deterministic random data, host tensors in every stored dtype, the
+// theory data for SIMD levels and weight formats, and the one error measure every comparison uses.
+using System.Runtime.InteropServices;
+using ManagedT5.Kernels.Cpu;
+
+namespace ManagedT5.Kernels.Tests;
+
+/// <summary>Random inputs, tensors and the normalised error check.</summary>
+internal static class TestData
+{
+    /// <summary>fp32 paths: max |actual - expected| / max |expected| must not exceed this.</summary>
+    public const double Fp32Tolerance = 1e-5;
+
+    /// <summary>Every SIMD level this machine runs, widest first.</summary>
+    public static TheoryData<SimdLevel> Levels()
+    {
+        var data = new TheoryData<SimdLevel>();
+        foreach (SimdLevel level in SimdLevels.Supported()) data.Add(level);
+        return data;
+    }
+
+    /// <summary>Every weight format crossed with every SIMD level.</summary>
+    public static TheoryData<WeightFormat, SimdLevel> FormatsAndLevels()
+    {
+        var data = new TheoryData<WeightFormat, SimdLevel>();
+        foreach (WeightFormat format in Enum.GetValues<WeightFormat>())
+            foreach (SimdLevel level in SimdLevels.Supported()) data.Add(format, level);
+        return data;
+    }
+
+    /// <summary>Uniform values in [-scale, scale), reproducible from <paramref name="seed"/>.</summary>
+    public static float[] Random(int length, int seed, float scale = 1f)
+    {
+        var random = new Random(seed);
+        var values = new float[length];
+        for (int i = 0; i < length; i++) values[i] = (float)(random.NextDouble() * 2 - 1) * scale;
+        return values;
+    }
+
+    /// <summary>max |actual - expected| / max |expected| (absolute when expected is all zero).</summary>
+    public static double RelativeError(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        double maxDiff = 0, maxAbs = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            if (float.IsNaN(expected[i]) != float.IsNaN(actual[i])) return double.PositiveInfinity;
+            if (float.IsNaN(expected[i])) continue;
+            maxDiff = Math.Max(maxDiff, Math.Abs((double)actual[i] - expected[i]));
+            maxAbs = Math.Max(maxAbs, Math.Abs((double)expected[i]));
+        }
+        return maxAbs == 0 ? maxDiff : maxDiff / maxAbs;
+    }
+
+    /// <summary>Asserts <see cref="RelativeError"/> &lt;= <paramref name="tolerance"/>, naming the case on failure.</summary>
+    public static void AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what, double tolerance = Fp32Tolerance)
+    {
+        double error = RelativeError(expected, actual);
+        Assert.True(error <= tolerance, $"{what}: relative error {error:E3} > {tolerance:E1}");
+    }
+
+    /// <summary>Downloads the first <paramref name="length"/> floats of a buffer.</summary>
+    public static float[] Read(IBackend backend, IBuffer buffer, int length)
+    {
+        var values = new float[length];
+        backend.Download(buffer, values);
+        return values;
+    }
+
+    /// <summary>A buffer of exactly <paramref name="values"/>.</summary>
+    public static IBuffer Buffer(IBackend backend, float[] values, int extra = 0)
+    {
+        IBuffer buffer = backend.Allocate(values.Length + extra);
+        backend.Upload(values, buffer);
+        return buffer;
+    }
+}
+
+/// <summary>Host tensors in pinned native memory (what a memory-mapped checkpoint gives the backends).</summary>
+internal sealed unsafe class TensorStore : IDisposable
+{
+    private readonly List<nint> _allocations = [];
+
+    /// <summary>A tensor of <paramref name="values"/> stored as <paramref name="dtype"/> (F32, F16 or BF16).</summary>
+    public HostTensor Make(string name, DType dtype, int[] shape, float[] values)
+    {
+        nint data = (nint)NativeMemory.AlignedAlloc((nuint)Math.Max(values.Length * dtype.SizeOf(), 1), 64);
+        _allocations.Add(data);
+        for (int i = 0; i < values.Length; i++)
+        {
+            switch (dtype)
+            {
+                case DType.F32: ((float*)data)[i] = values[i]; break;
+                case DType.F16: ((Half*)data)[i] = (Half)values[i]; break;
+                case DType.BF16: ((ushort*)data)[i] = DTypes.SingleToBFloat16(values[i]); break;
+                default: throw new ArgumentOutOfRangeException(nameof(dtype));
+            }
+        }
+        return new HostTensor(name, dtype, shape, data);
+    }
+
+    /// <summary>A random weight in <paramref name="format"/>: stored as that dtype (Int8 is quantized from F32).</summary>
+    public HostTensor Random(string name, WeightFormat format, int rows, int cols, int seed, float scale = 1f) =>
+        Make(name, StoredAs(format), [rows, cols], TestData.Random(rows * cols, seed, scale));
+
+    /// <summary>The dtype a weight of <paramref name="format"/> is stored as in a test checkpoint.</summary>
+    public static DType StoredAs(WeightFormat format) => format switch
+    {
+        WeightFormat.F16 => DType.F16,
+        WeightFormat.BF16 => DType.BF16,
+        _ => DType.F32,
+    };
+
+    public void Dispose()
+    {
+        foreach (nint p in _allocations) NativeMemory.AlignedFree((void*)p);
+        _allocations.Clear();
+    }
+}
