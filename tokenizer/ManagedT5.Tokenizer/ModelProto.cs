@@ -50,6 +50,10 @@ internal sealed class ModelProto
     public TrainerSpec TrainerSpec { get; set; } = new(); // field 2
     public NormalizerSpec NormalizerSpec { get; set; } = new(); // field 3
 
+    /// <summary>Whether the serialized model had a trainer_spec / normalizer_spec (every real model does).</summary>
+    public bool HasTrainerSpec { get; private set; }
+    public bool HasNormalizerSpec { get; private set; }
+
     /// <summary>Parses a serialized ModelProto. Throws <see cref="InvalidDataException"/> on malformed input.</summary>
     public static ModelProto Parse(ReadOnlySpan<byte> data)
     {
@@ -60,8 +64,14 @@ internal sealed class ModelProto
             switch (field, wireType)
             {
                 case (1, ProtoReader.LengthDelimited): model.Pieces.Add(ParsePiece(reader.ReadBytes())); break;
-                case (2, ProtoReader.LengthDelimited): model.TrainerSpec = ParseTrainerSpec(reader.ReadBytes()); break;
-                case (3, ProtoReader.LengthDelimited): model.NormalizerSpec = ParseNormalizerSpec(reader.ReadBytes()); break;
+                case (2, ProtoReader.LengthDelimited):
+                    model.TrainerSpec = ParseTrainerSpec(reader.ReadBytes());
+                    model.HasTrainerSpec = true;
+                    break;
+                case (3, ProtoReader.LengthDelimited):
+                    model.NormalizerSpec = ParseNormalizerSpec(reader.ReadBytes());
+                    model.HasNormalizerSpec = true;
+                    break;
                 default: reader.Skip(wireType); break;
             }
         }

@@ -76,8 +76,10 @@ internal sealed class Normalizer
         }
         if (pos == input.Length) return; // all whitespace
 
-        output.EnsureCapacity((input.Length - pos) * 3 + 3);
-        if (trackOffsets) normToOrig.EnsureCapacity((input.Length - pos) * 3 + 4);
+        // Usually enough (a space grows to the 3-byte '▁'); Add grows the buffers when it is not.
+        int expected = (input.Length - pos) * 3 / 2 + 16;
+        output.EnsureCapacity(expected);
+        if (trackOffsets) normToOrig.EnsureCapacity(expected + 1);
 
         // "world" and "hello world" both start their word with "▁".
         if (_addDummyPrefix) AppendSpace(ref output, ref normToOrig, trackOffsets, pos);

@@ -118,7 +118,10 @@ public sealed class T5Tokenizer
     private static ModelProto LoadSentencePiece(byte[] data)
     {
         var proto = ModelProto.Parse(data);
+        // A file cut at a field boundary still parses: the specs sentencepiece always writes last must be there.
         if (proto.Pieces.Count == 0) throw new InvalidDataException("it has no vocabulary pieces");
+        if (!proto.HasTrainerSpec || !proto.HasNormalizerSpec)
+            throw new InvalidDataException($"it ends after {proto.Pieces.Count} pieces without its trainer_spec and normalizer_spec");
         // spiece.model holds 32,000 pieces; T5 adds <extra_id_99> .. <extra_id_0> as ids 32000 .. 32099.
         if (!proto.Pieces.Exists(p => p.Piece.StartsWith(SentinelPrefix, StringComparison.Ordinal)))
         {
@@ -376,7 +379,7 @@ public sealed class T5Tokenizer
     private void EncodeRawSegment(ReadOnlySpan<char> text, bool trackOffsets, Workspace ws)
     {
         // Lone surrogates become U+FFFD here, as Encoding.UTF8 replaces them.
-        byte[] utf8 = ws.Utf8.EnsureCapacity(Encoding.UTF8.GetMaxByteCount(text.Length));
+        byte[] utf8 = ws.Utf8.EnsureCapacity(text.Length < 4096 ? Encoding.UTF8.GetMaxByteCount(text.Length) : Encoding.UTF8.GetByteCount(text));
         int byteCount = Encoding.UTF8.GetBytes(text, utf8);
         _normalizer.Normalize(utf8.AsSpan(0, byteCount), ref ws.Normalized, ref ws.NormToOrig, trackOffsets);
         _model.Encode(ws.Normalized.Span, ref ws.Lattice, ref ws.Tokens);

@@ -5,9 +5,9 @@ namespace ManagedT5.Tokenizer;
 
 /// <summary>Where a token came from in the original string: <c>text.Substring(Start, Length)</c>.</summary>
 /// <remarks>
-/// Spans follow sentencepiece: a piece starting with "▁" covers the space before its word (not the first
-/// word's, which is dropped), a run of unknown characters is one span, and a token that normalization made up
-/// (the digits of "½", the appended &lt;/s&gt;) may have length 0.
+/// Spans are sentencepiece's: a piece starting with "▁" covers the whitespace before its word (none for the
+/// first word), a run of unknown characters is one span, and a token that normalization made up (the dummy
+/// "▁" before a text that starts with punctuation, parts of "½", the appended &lt;/s&gt;) may have length 0.
 /// </remarks>
 public readonly record struct TokenSpan(int Start, int Length)
 {

@@ -124,6 +124,7 @@ internal sealed class UnigramModel
     public void Encode(ReadOnlySpan<byte> normalized, ref ArrayBuilder<BestPath> lattice, ref ArrayBuilder<RawToken> tokens)
     {
         tokens.Clear();
+        tokens.EnsureCapacity(normalized.Length / 4 + 16); // about 4 bytes a token in English text
         float scoreSoFar = 0;
         int start = 0;
         while (start < normalized.Length)

@@ -1,0 +1,173 @@
+// BadInputTests: broken tokenizer files fail with a TokenizerException that names the file; awkward text
+// (lone surrogates, control characters, 10 MB) is encoded, never thrown, in linear time and memory.
+
+using System.Diagnostics;
+using System.Text;
+
+namespace ManagedT5.Tokenizer.Tests;
+
+public sealed class BadInputTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("managedt5-tok-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string Write(string name, byte[] content)
+    {
+        string path = Path.Combine(_dir, name);
+        File.WriteAllBytes(path, content);
+        return path;
+    }
+
+    private static void AssertFailsNamingFile(string path)
+    {
+        var e = Assert.Throws<TokenizerException>(() => T5Tokenizer.FromFile(path));
+        Assert.Equal(path, e.Path);
+        Assert.Contains(path, e.Message);
+    }
+
+    [Fact]
+    public void EmptyFileFails()
+    {
+        string path = Write("spiece.model", []);
+        AssertFailsNamingFile(path);
+        Assert.Contains("empty", Assert.Throws<TokenizerException>(() => T5Tokenizer.FromFile(path)).Message);
+    }
+
+    [Fact]
+    public void MissingFileFails() => AssertFailsNamingFile(Path.Combine(_dir, "nope.model"));
+
+    [Fact]
+    public void TruncatedModelFailsAtEveryLength()
+    {
+        byte[] model = File.ReadAllBytes(Fixtures.SpieceModel);
+        var random = new Random(7);
+        var lengths = Enumerable.Range(1, 64)                                        // inside the first pieces
+            .Concat(Enumerable.Range(0, 200).Select(_ => random.Next(1, model.Length))) // anywhere
+            .Concat(Enumerable.Range(1, 64).Select(k => model.Length - k));           // inside the last fields
+        foreach (int length in lengths)
+        {
+            string path = Write($"cut-{length}.model", model[..length]);
+            AssertFailsNamingFile(path);
+            File.Delete(path);
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 16)]
+    [InlineData(2, 1024)]
+    [InlineData(3, 100_000)]
+    public void RandomBytesFail(int seed, int length)
+    {
+        var bytes = new byte[length];
+        new Random(seed).NextBytes(bytes);
+        AssertFailsNamingFile(Write($"random-{seed}.model", bytes));
+    }
+
+    [Fact]
+    public void TruncatedTokenizerJsonFails()
+    {
+        byte[] json = File.ReadAllBytes(Fixtures.TokenizerJson);
+        AssertFailsNamingFile(Write("tokenizer.json", json[..(json.Length / 2)]));
+    }
+
+    [Fact]
+    public void NonUnigramTokenizerJsonFails()
+    {
+        string path = Write("tokenizer.json", Encoding.UTF8.GetBytes("""{"model": {"type": "BPE", "vocab": {}, "merges": []}}"""));
+        var e = Assert.Throws<TokenizerException>(() => T5Tokenizer.FromFile(path));
+        Assert.Contains("Unigram", e.Message);
+    }
+
+    [Fact]
+    public void DirectoryWithoutTokenizerFails()
+    {
+        var e = Assert.Throws<TokenizerException>(() => T5Tokenizer.FromDirectory(_dir));
+        Assert.Contains(_dir, e.Message);
+        Assert.Contains("spiece.model", e.Message);
+    }
+
+    [Fact]
+    public void DirectoryPrefersSpieceModelAndFallsBackToTokenizerJson()
+    {
+        File.Copy(Fixtures.TokenizerJson, Path.Combine(_dir, "tokenizer.json"));
+        Assert.EndsWith("tokenizer.json", T5Tokenizer.FromDirectory(_dir).SourcePath);
+        File.Copy(Fixtures.SpieceModel, Path.Combine(_dir, "spiece.model"));
+        Assert.EndsWith("spiece.model", T5Tokenizer.FromDirectory(_dir).SourcePath);
+    }
+
+    [Theory]
+    [InlineData("\uD800")]
+    [InlineData("a\uDC00b")]
+    [InlineData("end \uD83D")]
+    [InlineData("\uDE00\uD83D start")]
+    public void LoneSurrogatesEncodeAsReplacementCharacter(string text)
+    {
+        var tokenizer = Fixtures.Spiece;
+        string replaced = text.Replace('\uD800', '\uFFFD').Replace('\uDC00', '\uFFFD').Replace('\uD83D', '\uFFFD').Replace('\uDE00', '\uFFFD');
+        Assert.Equal(tokenizer.Encode(replaced), tokenizer.Encode(text));
+        var withOffsets = tokenizer.EncodeWithOffsets(text);
+        Assert.All(withOffsets.Offsets, span => Assert.InRange(span.End, 0, text.Length));
+        _ = tokenizer.Decode(withOffsets.Ids);
+    }
+
+    [Fact]
+    public void ControlCharactersEncode()
+    {
+        var tokenizer = Fixtures.Spiece;
+        string controls = new(Enumerable.Range(0, 0x20).Concat(Enumerable.Range(0x7F, 0x21)).Select(c => (char)c).ToArray());
+        foreach (string text in new[] { controls, "a" + controls + "b", "\0", "x\0y", "\u001B[31mred\u001B[0m" })
+        {
+            int[] ids = tokenizer.Encode(text);
+            Assert.Equal(tokenizer.EosId, ids[^1]);
+            Assert.Equal(ids.Length, tokenizer.EncodeWithOffsets(text).Offsets.Length);
+            _ = tokenizer.Decode(ids, skipSpecialTokens: false);
+        }
+        Assert.Equal(tokenizer.Encode("a b"), tokenizer.Encode("a\tb"));
+        Assert.Equal(tokenizer.Encode("a b"), tokenizer.Encode("a\r\n\r\nb"));
+    }
+
+    [Fact]
+    public void TenMegabytesEncodeInLinearTimeAndMemory()
+    {
+        var tokenizer = Fixtures.Spiece;
+        string unit = string.Join(" ", Fixtures.Cases.Select(c => c.Text)) + "\n";
+        string small = Repeat(unit, 1_000_000), large = Repeat(unit, 10_000_000);
+        tokenizer.EncodeRaw(unit); // warm up
+
+        var (smallTime, smallBytes, smallIds) = Measure(tokenizer, small);
+        var (largeTime, largeBytes, largeIds) = Measure(tokenizer, large);
+
+        // Ten times the text: about ten times the ids, time and memory (a quadratic step would be 100x).
+        Assert.InRange(largeIds / (double)smallIds, 9.5, 10.5);
+        Assert.True(largeTime.TotalSeconds / smallTime.TotalSeconds < 25, $"1 MB took {smallTime}, 10 MB took {largeTime}");
+        // Memory: a bounded number of bytes per character at both sizes.
+        Assert.True(smallBytes < 24L * small.Length && largeBytes < 24L * large.Length,
+            $"1 MB allocated {smallBytes:N0} B, 10 MB allocated {largeBytes:N0} B");
+        Assert.True(largeTime < TimeSpan.FromSeconds(20), $"10 MB took {largeTime}");
+    }
+
+    private static (TimeSpan Time, long Bytes, int Ids) Measure(T5Tokenizer tokenizer, string text)
+    {
+        var best = TimeSpan.MaxValue;
+        long bytes = 0;
+        int ids = 0;
+        for (int run = 0; run < 2; run++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var watch = Stopwatch.StartNew();
+            ids = tokenizer.EncodeRaw(text).Length;
+            watch.Stop();
+            bytes = GC.GetAllocatedBytesForCurrentThread() - before;
+            if (watch.Elapsed < best) best = watch.Elapsed;
+        }
+        return (best, bytes, ids);
+    }
+
+    private static string Repeat(string unit, int length)
+    {
+        var sb = new StringBuilder(length + unit.Length);
+        while (sb.Length < length) sb.Append(unit);
+        return sb.ToString(0, length - length % unit.Length);
+    }
+}
