@@ -47,6 +47,7 @@ public static class Backends
     public static readonly Dictionary<string, Func<IBackend>> Factories = new()
     {
         ["reference"] = () => new ReferenceBackend(),
+        ["cpu"] = () => new ManagedT5.Kernels.Cpu.CpuBackend(),
     };
 
     public static IEnumerable<object[]> Names => Factories.Keys.Select(k => new object[] { k });

@@ -1,0 +1,163 @@
+// The public entry point: load a model folder once, then generate text for prompts — one, a batch, async, streamed.
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using ManagedT5.Generation;
+using ManagedT5.Kernels;
+using ManagedT5.Model;
+using ManagedT5.Tokenizer;
+
+namespace ManagedT5;
+
+/// <summary>Options for <see cref="T5TextGenerator.Load"/>.</summary>
+public sealed record T5LoadOptions
+{
+    /// <summary>"cpu" (default), "reference", "cuda", "opencl", "ilgpu-cpu" or "auto".</summary>
+    public string Device { get; init; } = "cpu";
+    /// <summary>CPU threads (0: all cores).</summary>
+    public int Threads { get; init; }
+    /// <summary>How matrices are kept in memory (null: as stored). BF16 halves and Int8 quarters an F32 model.</summary>
+    public WeightFormat? WeightFormat { get; init; }
+}
+
+/// <summary>One generated text.</summary>
+/// <param name="Text">Decoded text, special tokens skipped.</param>
+/// <param name="TokenIds">Generated ids in HF's layout (decoder start token first).</param>
+/// <param name="Score">Beam search: the length-penalised log-probability; null otherwise.</param>
+public sealed record GenerationResult(string Text, int[] TokenIds, float? Score);
+
+/// <summary>
+/// A loaded T5 / Flan-T5 model with its tokenizer. Thread-safe: one instance serves concurrent requests, each of
+/// which owns its decoding state. Dispose it to release the weights.
+/// </summary>
+public sealed class T5TextGenerator : IDisposable
+{
+    /// <summary>The model.</summary>
+    public T5Model Model { get; }
+    /// <summary>The tokenizer.</summary>
+    public T5Tokenizer Tokenizer { get; }
+    /// <summary>Defaults read from generation_config.json.</summary>
+    public GenerationOptions DefaultOptions { get; }
+
+    private T5TextGenerator(T5Model model, T5Tokenizer tokenizer, GenerationOptions defaults)
+    {
+        Model = model;
+        Tokenizer = tokenizer;
+        DefaultOptions = defaults;
+    }
+
+    /// <summary>Loads a model folder holding config.json, safetensors weights and spiece.model or tokenizer.json.</summary>
+    public static T5TextGenerator Load(string modelDirectory, T5LoadOptions? options = null)
+    {
+        options ??= new T5LoadOptions();
+        if (!Directory.Exists(modelDirectory))
+            throw new ModelLoadException(
+                $"Model folder '{modelDirectory}' does not exist. Give a folder with config.json, model.safetensors and spiece.model.",
+                modelDirectory);
+        T5Tokenizer tokenizer;
+        try { tokenizer = T5Tokenizer.FromDirectory(modelDirectory); }
+        catch (TokenizerException e) { throw new ModelLoadException(e.Message, modelDirectory, e); }
+        IBackend backend = BackendFactory.Create(options.Device, options.Threads);
+        try
+        {
+            T5Model model = T5Model.Load(modelDirectory, backend, new T5ModelOptions { WeightFormat = options.WeightFormat }, ownsBackend: true);
+            var defaults = GenerationOptions.FromGenerationConfig(Path.Combine(modelDirectory, "generation_config.json"));
+            return new T5TextGenerator(model, tokenizer, defaults);
+        }
+        catch
+        {
+            backend.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Generates for one prompt.</summary>
+    public GenerationResult Generate(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        Generate([prompt], options, cancellationToken)[0];
+
+    /// <summary>Generates for a batch of prompts (one forward batch). With num_return_sequences &gt; 1, results are
+    /// prompt-major.</summary>
+    public IReadOnlyList<GenerationResult> Generate(IReadOnlyList<string> prompts, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        GenerationOutput output = Generator.Generate(Model, Encode(prompts), options ?? DefaultOptions, cancellationToken);
+        return ToResults(output);
+    }
+
+    /// <summary>Generates from token ids (each prompt should end with EOS, id 1).</summary>
+    public GenerationOutput GenerateIds(IReadOnlyList<int[]> inputIds, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        Generator.Generate(Model, inputIds, options ?? DefaultOptions, cancellationToken);
+
+    /// <summary>Generates on the thread pool.</summary>
+    public Task<GenerationResult> GenerateAsync(string prompt, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        Task.Run(() => Generate(prompt, options, cancellationToken), cancellationToken);
+
+    /// <summary>Generates a batch on the thread pool.</summary>
+    public Task<IReadOnlyList<GenerationResult>> GenerateAsync(IReadOnlyList<string> prompts, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        Task.Run(() => Generate(prompts, options, cancellationToken), cancellationToken);
+
+    /// <summary>
+    /// Streams the text of one prompt as tokens are produced (greedy search or sampling). Each piece is the new text
+    /// since the previous one; a character is never emitted half-made.
+    /// </summary>
+    public async IAsyncEnumerable<string> StreamAsync(string prompt, GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        options ??= DefaultOptions;
+        if (options.NumBeams > 1) throw new ArgumentException("num_beams: streaming needs greedy search or sampling (num_beams 1).", "num_beams");
+        if (options.NumReturnSequences > 1) throw new ArgumentException("num_return_sequences: streaming yields one sequence.", "num_return_sequences");
+        int[] ids = Encode([prompt])[0];
+        var channel = Channel.CreateUnbounded<int>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        Task producer = Task.Run(() =>
+        {
+            try
+            {
+                Generator.Generate(Model, [ids], options, cancellationToken, (_, token) => channel.Writer.TryWrite(token));
+                channel.Writer.TryComplete();
+            }
+            catch (Exception e)
+            {
+                channel.Writer.TryComplete(e);
+            }
+        }, CancellationToken.None);
+
+        var tokens = new List<int>();
+        int emitted = 0;
+        await foreach (int token in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            tokens.Add(token);
+            string text = Tokenizer.Decode(tokens.ToArray());
+            int end = text.Length;
+            if (end > 0 && (char.IsHighSurrogate(text[end - 1]) || text[end - 1] == '\uFFFD')) end--;   // wait for the rest
+            if (end > emitted)
+            {
+                yield return text[emitted..end];
+                emitted = end;
+            }
+        }
+        await producer.ConfigureAwait(false);
+    }
+
+    /// <summary>Tokenizes prompts the T5 way (EOS appended); an empty prompt is refused.</summary>
+    public int[][] Encode(IReadOnlyList<string> prompts)
+    {
+        if (prompts.Count == 0) throw new ArgumentException("The batch is empty: give at least one prompt.", nameof(prompts));
+        var ids = new int[prompts.Count][];
+        for (int i = 0; i < prompts.Count; i++)
+        {
+            if (string.IsNullOrWhiteSpace(prompts[i]))
+                throw new ArgumentException($"Prompt {i} is empty; give some text.", nameof(prompts));
+            ids[i] = Tokenizer.Encode(prompts[i]);
+        }
+        return ids;
+    }
+
+    private GenerationResult[] ToResults(GenerationOutput output) =>
+        output.Sequences.Select((s, i) => new GenerationResult(Tokenizer.Decode(s), s, output.SequencesScores?[i])).ToArray();
+
+    /// <inheritdoc />
+    public void Dispose() => Model.Dispose();
+}
