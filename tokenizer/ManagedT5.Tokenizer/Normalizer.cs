@@ -25,7 +25,13 @@ internal sealed class Normalizer
     private readonly AsciiRule[] _ascii = new AsciiRule[128];
     private readonly byte[][] _asciiReplacement = new byte[128][];
 
-    private enum AsciiRule : byte { Identity, Replace, Slow }
+    private enum AsciiRule : byte
+    {
+        Plain,    // copied as it is and not a space: runs of these are copied in one go
+        Identity, // copied as it is (the space)
+        Replace,  // one charsmap rule of one byte, e.g. '\t' -> ' '
+        Slow,     // a longer rule or a user-defined piece may start here
+    }
 
     public Normalizer(NormalizerSpec spec, PieceTrie? userDefinedPieces)
     {
@@ -49,6 +55,10 @@ internal sealed class Normalizer
             {
                 _ascii[b] = AsciiRule.Replace;
                 _asciiReplacement[b] = replacement.ToArray();
+            }
+            else
+            {
+                _ascii[b] = b == ' ' ? AsciiRule.Identity : AsciiRule.Plain;
             }
         }
     }
@@ -90,6 +100,20 @@ internal sealed class Normalizer
             int consumed;
             ReadOnlySpan<byte> replacement;
             byte first = input[pos];
+            if (first < 0x80 && _ascii[first] == AsciiRule.Plain)
+            {
+                // Fast path: a run of ASCII that normalizes to itself, e.g. a word.
+                int runEnd = pos + 1;
+                while (runEnd < input.Length && input[runEnd] < 0x80 && _ascii[input[runEnd]] == AsciiRule.Plain) runEnd++;
+                output.AddRange(input[pos..runEnd]);
+                if (trackOffsets)
+                {
+                    for (int k = pos; k < runEnd; k++) normToOrig.Add(k);
+                }
+                isPrevSpace = false;
+                pos = runEnd;
+                continue;
+            }
             if (first < 0x80 && _ascii[first] != AsciiRule.Slow)
             {
                 consumed = 1;

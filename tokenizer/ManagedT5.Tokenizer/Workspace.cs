@@ -59,10 +59,10 @@ internal struct ArrayBuilder<T>
         Array.Resize(ref _items, size);
     }
 
-    /// <summary>Drops storage grown past <paramref name="maxKept"/> items so a huge call does not pin memory.</summary>
-    public void Shrink(int maxKept)
+    /// <summary>Drops storage grown past <paramref name="maxKeptBytes"/> so a huge call does not pin memory.</summary>
+    public void Shrink(long maxKeptBytes)
     {
-        if (_items.Length > maxKept) _items = new T[16];
+        if ((long)_items.Length * Unsafe.SizeOf<T>() > maxKeptBytes) _items = new T[16];
         _count = 0;
     }
 }
@@ -86,7 +86,7 @@ internal struct BestPath
 /// <summary>Scratch buffers for one thread. Nothing here survives a call except capacity.</summary>
 internal sealed class Workspace
 {
-    private const int MaxKeptItems = 1 << 20; // buffers above this are dropped after the call
+    private const long MaxKeptBytes = 4 << 20; // bytes: larger buffers are dropped after the call
 
     [ThreadStatic] private static Workspace? t_current;
 
@@ -111,14 +111,14 @@ internal sealed class Workspace
 
     public void Return()
     {
-        Utf8.Shrink(MaxKeptItems);
-        Normalized.Shrink(MaxKeptItems);
-        NormToOrig.Shrink(MaxKeptItems);
-        Lattice.Shrink(MaxKeptItems);
-        Tokens.Shrink(MaxKeptItems);
-        ByteToChar.Shrink(MaxKeptItems);
-        Ids.Shrink(MaxKeptItems);
-        Spans.Shrink(MaxKeptItems);
+        Utf8.Shrink(MaxKeptBytes);
+        Normalized.Shrink(MaxKeptBytes);
+        NormToOrig.Shrink(MaxKeptBytes);
+        Lattice.Shrink(MaxKeptBytes);
+        Tokens.Shrink(MaxKeptBytes);
+        ByteToChar.Shrink(MaxKeptBytes);
+        Ids.Shrink(MaxKeptBytes);
+        Spans.Shrink(MaxKeptBytes);
         _inUse = false;
     }
 }
