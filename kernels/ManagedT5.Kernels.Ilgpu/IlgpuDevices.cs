@@ -119,7 +119,7 @@ public static class IlgpuDevices
         {
             case IlgpuDeviceKind.Cuda: builder.Cuda(); break;
             case IlgpuDeviceKind.OpenCL: builder.OpenCL(); break;
-            default: builder.CPU(); break;
+            default: builder.DefaultCPU(); break; // one CPU device (warp 4, 16 threads per group), not every emulated vendor
         }
     });
 
