@@ -32,6 +32,7 @@ internal static unsafe class ActivationKernel
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Run<TOperator>(float* gate, float* up, int first, int end, SimdLevel level) where TOperator : IUnaryOperator
     {
         int i = first;

@@ -1,5 +1,6 @@
 // Greedy decoding's argmax over a row of logits: the largest value by a vector max, then the first index holding it
 // (the reference's "first index on ties"). NaN rows fall back to the scalar reference loop.
+using System.Runtime.CompilerServices;
 using System.Numerics;
 using System.Runtime.Intrinsics;
 using ManagedT5.Kernels.Reference;
@@ -10,6 +11,7 @@ namespace ManagedT5.Kernels.Cpu;
 internal static unsafe class ArgMaxKernel
 {
     /// <summary>Index of the largest of values[0 .. length), the first one on ties.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int Run(float* values, int length, SimdLevel level)
     {
         if (length <= 0) return 0;

@@ -1,6 +1,7 @@
 // Fused T5 attention for one (batch entry, head, block of queries): scores = q . k (NO 1/sqrt(d_kv) scaling)
 // + position bias, masked and future keys excluded, fp32 softmax, then the probability-weighted sum of v rows.
 // Scores live in per-thread scratch, so a call allocates nothing.
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace ManagedT5.Kernels.Cpu;
@@ -16,6 +17,7 @@ internal static unsafe class AttentionKernel
     /// q, output: [batch, q_len, heads * d_kv]; k, v: [batch, capacity, heads * d_kv]; bias: [heads, q_len, k_len]
     /// or null; keyMask: [batch, k_len] (0 = padding) or null.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(float* query, float* key, float* value, float* output, in AttentionShape s, float* bias,
         float* keyMask, int b, int h, int firstQuery, int endQuery, SimdLevel level)
     {

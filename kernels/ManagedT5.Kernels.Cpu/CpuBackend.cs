@@ -1,6 +1,7 @@
 // The fast CPU backend: IBackend over SIMD kernels (Vector512/256/128, scalar fallback) and a persistent worker
 // pool. Weights are CpuWeight (used in place from the checkpoint's memory map when the format allows), activations
 // are CpuBuffer. The kernels live one per file beside this one; ReferenceBackend is the twin they are tested against.
+// Hot loops are marked AggressiveOptimization: the first tokens should not run tier-0 code.
 using ManagedT5.Kernels.Reference;
 
 namespace ManagedT5.Kernels.Cpu;

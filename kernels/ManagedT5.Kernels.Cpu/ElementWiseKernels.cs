@@ -1,6 +1,7 @@
 // Element-wise Add and Scale (the residual add, the tied-embedding rescale). Each is a cascade: the widest allowed
 // vector loop, then narrower ones for what is left, then a scalar tail. TensorPrimitives is as fast here, but
 // hand loops let a test force each width.
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace ManagedT5.Kernels.Cpu;
@@ -9,6 +10,7 @@ namespace ManagedT5.Kernels.Cpu;
 internal static unsafe class ElementWiseKernels
 {
     /// <summary>destination[i] += source[i] for i &lt; length.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Add(float* source, float* destination, int length, SimdLevel level)
     {
         int i = 0;
@@ -22,6 +24,7 @@ internal static unsafe class ElementWiseKernels
     }
 
     /// <summary>buffer[i] *= factor for i &lt; length.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Scale(float* buffer, float factor, int length, SimdLevel level)
     {
         int i = 0;

@@ -1,8 +1,13 @@
 // GEMM: C (rows, out) (+)= A (rows, in) W^T, for many rows (the encoder, batched decode). Cache-blocked and
-// packed as in BLIS / Goto: a KC-deep slab of the thread's weight columns is widened once to fp32 and packed
-// into panels of NR columns (B, in L2), each MR-row strip of A is packed into a micro-panel (in L1), and a
-// register-blocked micro-kernel multiplies them. Narrow formats (BF16/F16/int8) cost their conversion once per
-// slab instead of once per row. Threads split the output columns; every C element is owned by one thread.
+// packed as in BLIS / Goto: A is packed once per call into MR-row strips (the micro-kernel then reads it
+// sequentially); each thread item widens a KC-deep slab of its weight columns to fp32 and packs it into panels of
+// NR columns (in L2) with 16 x 16 register transposes; a register-blocked micro-kernel multiplies them. Narrow
+// formats (BF16/F16/int8) cost their conversion once per slab instead of once per row. Threads split the output
+// columns; every C element is owned by one thread.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace ManagedT5.Kernels.Cpu;
 
 /// <summary>The packed, cache-blocked matrix product behind Linear for many rows.</summary>
@@ -22,11 +27,42 @@ internal static unsafe class Gemm
         return perItem * nr;
     }
 
+    /// <summary>Floats <see cref="PackA"/> writes for <paramref name="rows"/> x <paramref name="inDim"/>.</summary>
+    public static long PackedASize(int rows, int inDim, int mr) => (long)(rows + mr - 1) / mr * mr * inDim;
+
+    /// <summary>
+    /// Packs A (rows, in) into strips of MR rows: packed[(s * in + k) * MR + r] = A[s * MR + r, k] (zero past the
+    /// last row), so the micro-panel of strip s for slab k0 starts at (s * in + k0) * MR and is read sequentially.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PackA(float* a, int rows, int inDim, int mr, float* packed)
+    {
+        int strips = (rows + mr - 1) / mr;
+        for (int s = 0; s < strips; s++)
+        {
+            float* strip = packed + (long)s * inDim * mr;
+            for (int r = 0; r < mr; r++)
+            {
+                int row = s * mr + r;
+                if (row < rows)
+                {
+                    float* source = a + (long)row * inDim;
+                    for (int k = 0; k < inDim; k++) strip[k * mr + r] = source[k];
+                }
+                else
+                {
+                    for (int k = 0; k < inDim; k++) strip[k * mr + r] = 0;
+                }
+            }
+        }
+    }
+
     /// <summary>
     /// C[r, n] (+)= sum_k A[r, k] W[n, k] for r &lt; <paramref name="rows"/>, n in [<paramref name="firstColumn"/>,
-    /// <paramref name="endColumn"/>). A is (rows, in) row-major, C is (rows, out) row-major, W is the weight.
+    /// <paramref name="endColumn"/>). <paramref name="packedA"/> is A after <see cref="PackA"/>; C is (rows, out).
     /// </summary>
-    public static void Run<TKernel>(in WeightView weight, float* a, float* c, int rows, int firstColumn, int endColumn,
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Run<TKernel>(in WeightView weight, float* packedA, float* c, int rows, int firstColumn, int endColumn,
         bool accumulate) where TKernel : IMicroKernel
     {
         int mr = TKernel.MR, nr = TKernel.NR;
@@ -34,18 +70,18 @@ internal static unsafe class Gemm
         int columns = endColumn - firstColumn;
         int panels = (columns + nr - 1) / nr;
         float* packedB = Scratch.Get(ScratchSlot.PackedB, (long)panels * nr * KC);
-        float* packedA = Scratch.Get(ScratchSlot.PackedA, (long)mr * KC);
-        float* tile = Scratch.Get(ScratchSlot.Tile, Math.Max(mr * nr, KC));
+        float* widened = Scratch.Get(ScratchSlot.PackedA, 17L * KC); // 16 widened weight rows and a zero row
+        float* tile = Scratch.Get(ScratchSlot.Tile, mr * nr);
 
         for (int k0 = 0; k0 < inDim; k0 += KC)
         {
             int kc = Math.Min(KC, inDim - k0);
             bool add = accumulate || k0 > 0;
-            PackB(weight, firstColumn, columns, k0, kc, nr, packedB, tile);
+            PackB(weight, firstColumn, columns, k0, kc, nr, packedB, widened);
             for (int r0 = 0; r0 < rows; r0 += mr)
             {
                 int rowsHere = Math.Min(mr, rows - r0);
-                PackA(a + (long)r0 * inDim + k0, inDim, rowsHere, kc, mr, packedA);
+                float* a = packedA + ((long)(r0 / mr) * inDim + k0) * mr;
                 for (int p = 0; p < panels; p++)
                 {
                     int column = firstColumn + p * nr;
@@ -54,11 +90,11 @@ internal static unsafe class Gemm
                     float* cTile = c + (long)r0 * outDim + column;
                     if (rowsHere == mr && columnsHere == nr)
                     {
-                        TKernel.Run(packedA, b, kc, cTile, outDim, add);
+                        TKernel.Run(a, b, kc, cTile, outDim, add);
                         continue;
                     }
                     // Edge tile: compute the whole tile aside, keep the part that exists.
-                    TKernel.Run(packedA, b, kc, tile, nr, false);
+                    TKernel.Run(a, b, kc, tile, nr, false);
                     for (int r = 0; r < rowsHere; r++)
                         for (int j = 0; j < columnsHere; j++)
                         {
@@ -71,33 +107,83 @@ internal static unsafe class Gemm
     }
 
     /// <summary>Packs W[first .. first + columns, k0 .. k0 + kc) as fp32 panels: panel p holds columns
-    /// p*NR .. p*NR + NR - 1 as kc rows of NR floats (columns past the end are zero).</summary>
-    private static void PackB(in WeightView weight, int first, int columns, int k0, int kc, int nr, float* packed, float* row)
+    /// p*NR .. p*NR + NR - 1 as kc rows of NR floats (columns past the end are zero). Columns go in groups of 16
+    /// (or NR when smaller): their rows are widened side by side, then transposed 16 x 16 at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackB(in WeightView weight, int first, int columns, int k0, int kc, int nr, float* packed, float* widened)
     {
+        int group = Math.Min(16, nr);
         int panels = (columns + nr - 1) / nr;
-        for (int j = 0; j < panels * nr; j++)
+        float* zero = widened + 16L * KC;
+        new Span<float>(zero, kc).Clear();
+        float** rows = stackalloc float*[16];
+        for (int g = 0; g < panels * nr; g += group)
         {
-            float* panel = packed + (long)(j / nr) * nr * kc + j % nr;
-            if (j >= columns)
+            for (int j = 0; j < group; j++)
             {
-                for (int k = 0; k < kc; k++) panel[k * nr] = 0;
-                continue;
+                int column = g + j;
+                if (column >= columns) rows[j] = zero;
+                else if (weight.Format == WeightFormat.F32) rows[j] = (float*)weight.Data + (long)(first + column) * weight.Cols + k0;
+                else
+                {
+                    rows[j] = widened + (long)j * KC;
+                    WeightRows.Widen(weight, first + column, k0, kc, rows[j]);
+                }
             }
-            float* source = row;
-            if (weight.Format == WeightFormat.F32) source = (float*)weight.Data + (long)(first + j) * weight.Cols + k0;
-            else WeightRows.Widen(weight, first + j, k0, kc, row);
-            for (int k = 0; k < kc; k++) panel[k * nr] = source[k];
+
+            float* panel = packed + (long)(g / nr) * nr * kc + g % nr;
+            int k = 0;
+            if (group == 16 && Avx512F.IsSupported)
+                for (; k <= kc - 16; k += 16) Transpose16x16(rows, k, panel + (long)k * nr, nr);
+            for (; k < kc; k++)
+                for (int j = 0; j < group; j++) panel[(long)k * nr + j] = rows[j][k];
         }
     }
 
-    /// <summary>Packs rows r &lt; <paramref name="rows"/> of an A strip as kc groups of MR floats (missing rows zero).</summary>
-    private static void PackA(float* a, int lda, int rows, int kc, int mr, float* packed)
+    /// <summary>destination[t * stride + j] = rows[j][k + t] for a 16 x 16 block: unpack pairs, shuffle quads,
+    /// then swap 128-bit lanes twice (the classic AVX-512 transpose, 64 shuffles per 256 floats).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose16x16(float** rows, int k, float* destination, int stride)
     {
-        for (int r = 0; r < mr; r++)
-        {
-            float* source = a + (long)r * lda;
-            if (r < rows) for (int k = 0; k < kc; k++) packed[k * mr + r] = source[k];
-            else for (int k = 0; k < kc; k++) packed[k * mr + r] = 0;
-        }
+        Vector512<float> r0 = Vector512.Load(rows[0] + k), r1 = Vector512.Load(rows[1] + k), r2 = Vector512.Load(rows[2] + k), r3 = Vector512.Load(rows[3] + k);
+        Vector512<float> r4 = Vector512.Load(rows[4] + k), r5 = Vector512.Load(rows[5] + k), r6 = Vector512.Load(rows[6] + k), r7 = Vector512.Load(rows[7] + k);
+        Vector512<float> r8 = Vector512.Load(rows[8] + k), r9 = Vector512.Load(rows[9] + k), ra = Vector512.Load(rows[10] + k), rb = Vector512.Load(rows[11] + k);
+        Vector512<float> rc = Vector512.Load(rows[12] + k), rd = Vector512.Load(rows[13] + k), re = Vector512.Load(rows[14] + k), rf = Vector512.Load(rows[15] + k);
+
+        // pairs: t0 = a0 b0 a1 b1 | a4 b4 a5 b5 | ...
+        Vector512<float> t0 = Avx512F.UnpackLow(r0, r1), t1 = Avx512F.UnpackHigh(r0, r1), t2 = Avx512F.UnpackLow(r2, r3), t3 = Avx512F.UnpackHigh(r2, r3);
+        Vector512<float> t4 = Avx512F.UnpackLow(r4, r5), t5 = Avx512F.UnpackHigh(r4, r5), t6 = Avx512F.UnpackLow(r6, r7), t7 = Avx512F.UnpackHigh(r6, r7);
+        Vector512<float> t8 = Avx512F.UnpackLow(r8, r9), t9 = Avx512F.UnpackHigh(r8, r9), ta = Avx512F.UnpackLow(ra, rb), tb = Avx512F.UnpackHigh(ra, rb);
+        Vector512<float> tc = Avx512F.UnpackLow(rc, rd), td = Avx512F.UnpackHigh(rc, rd), te = Avx512F.UnpackLow(re, rf), tf = Avx512F.UnpackHigh(re, rf);
+
+        // quads: r0 = a0 b0 c0 d0 | a4 b4 c4 d4 | a8 .. | a12 ..
+        r0 = Avx512F.Shuffle(t0, t2, 0x44); r1 = Avx512F.Shuffle(t0, t2, 0xEE); r2 = Avx512F.Shuffle(t1, t3, 0x44); r3 = Avx512F.Shuffle(t1, t3, 0xEE);
+        r4 = Avx512F.Shuffle(t4, t6, 0x44); r5 = Avx512F.Shuffle(t4, t6, 0xEE); r6 = Avx512F.Shuffle(t5, t7, 0x44); r7 = Avx512F.Shuffle(t5, t7, 0xEE);
+        r8 = Avx512F.Shuffle(t8, ta, 0x44); r9 = Avx512F.Shuffle(t8, ta, 0xEE); ra = Avx512F.Shuffle(t9, tb, 0x44); rb = Avx512F.Shuffle(t9, tb, 0xEE);
+        rc = Avx512F.Shuffle(tc, te, 0x44); rd = Avx512F.Shuffle(tc, te, 0xEE); re = Avx512F.Shuffle(td, tf, 0x44); rf = Avx512F.Shuffle(td, tf, 0xEE);
+
+        // 128-bit lanes: t0 = (a-d)0 | (a-d)8 | (e-h)0 | (e-h)8, t4 = (a-d)4 | (a-d)12 | (e-h)4 | (e-h)12
+        t0 = Avx512F.Shuffle4x128(r0, r4, 0x88); t1 = Avx512F.Shuffle4x128(r1, r5, 0x88); t2 = Avx512F.Shuffle4x128(r2, r6, 0x88); t3 = Avx512F.Shuffle4x128(r3, r7, 0x88);
+        t4 = Avx512F.Shuffle4x128(r0, r4, 0xDD); t5 = Avx512F.Shuffle4x128(r1, r5, 0xDD); t6 = Avx512F.Shuffle4x128(r2, r6, 0xDD); t7 = Avx512F.Shuffle4x128(r3, r7, 0xDD);
+        t8 = Avx512F.Shuffle4x128(r8, rc, 0x88); t9 = Avx512F.Shuffle4x128(r9, rd, 0x88); ta = Avx512F.Shuffle4x128(ra, re, 0x88); tb = Avx512F.Shuffle4x128(rb, rf, 0x88);
+        tc = Avx512F.Shuffle4x128(r8, rc, 0xDD); td = Avx512F.Shuffle4x128(r9, rd, 0xDD); te = Avx512F.Shuffle4x128(ra, re, 0xDD); tf = Avx512F.Shuffle4x128(rb, rf, 0xDD);
+
+        // columns: column 0 = (a-d)0 | (e-h)0 | (i-l)0 | (m-p)0
+        Avx512F.Shuffle4x128(t0, t8, 0x88).Store(destination);
+        Avx512F.Shuffle4x128(t1, t9, 0x88).Store(destination + stride);
+        Avx512F.Shuffle4x128(t2, ta, 0x88).Store(destination + 2 * stride);
+        Avx512F.Shuffle4x128(t3, tb, 0x88).Store(destination + 3 * stride);
+        Avx512F.Shuffle4x128(t4, tc, 0x88).Store(destination + 4 * stride);
+        Avx512F.Shuffle4x128(t5, td, 0x88).Store(destination + 5 * stride);
+        Avx512F.Shuffle4x128(t6, te, 0x88).Store(destination + 6 * stride);
+        Avx512F.Shuffle4x128(t7, tf, 0x88).Store(destination + 7 * stride);
+        Avx512F.Shuffle4x128(t0, t8, 0xDD).Store(destination + 8 * stride);
+        Avx512F.Shuffle4x128(t1, t9, 0xDD).Store(destination + 9 * stride);
+        Avx512F.Shuffle4x128(t2, ta, 0xDD).Store(destination + 10 * stride);
+        Avx512F.Shuffle4x128(t3, tb, 0xDD).Store(destination + 11 * stride);
+        Avx512F.Shuffle4x128(t4, tc, 0xDD).Store(destination + 12 * stride);
+        Avx512F.Shuffle4x128(t5, td, 0xDD).Store(destination + 13 * stride);
+        Avx512F.Shuffle4x128(t6, te, 0xDD).Store(destination + 14 * stride);
+        Avx512F.Shuffle4x128(t7, tf, 0xDD).Store(destination + 15 * stride);
     }
 }

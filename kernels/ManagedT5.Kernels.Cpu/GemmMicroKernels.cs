@@ -23,6 +23,7 @@ internal readonly unsafe struct MicroKernel512 : IMicroKernel
     public static int MR => 8;
     public static int NR => 32;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(float* a, float* b, int kc, float* c, int ldc, bool add)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
@@ -69,6 +70,7 @@ internal readonly unsafe struct MicroKernel256 : IMicroKernel
     public static int MR => 6;
     public static int NR => 16;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(float* a, float* b, int kc, float* c, int ldc, bool add)
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
@@ -108,6 +110,7 @@ internal readonly unsafe struct MicroKernel128 : IMicroKernel
     public static int MR => 6;
     public static int NR => 8;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(float* a, float* b, int kc, float* c, int ldc, bool add)
     {
         Vector128<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
@@ -147,6 +150,7 @@ internal readonly unsafe struct MicroKernelScalar : IMicroKernel
     public static int MR => 4;
     public static int NR => 4;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(float* a, float* b, int kc, float* c, int ldc, bool add)
     {
         float* acc = stackalloc float[16];

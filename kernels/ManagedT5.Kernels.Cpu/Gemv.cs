@@ -19,6 +19,7 @@ internal static unsafe class Gemv
     /// rows of x in <see cref="LaneLayout"/> order for <paramref name="level"/>; <paramref name="scales"/> is null
     /// except for int8.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run<TFormat>(byte* weights, int inDim, int outDim, float* scales, float* laidInput, int rows,
         float* output, int first, int end, bool accumulate, SimdLevel level) where TFormat : IWeightFormat
     {
@@ -45,7 +46,7 @@ internal static unsafe class Gemv
         }
     }
 
-    /// <summary>Four dot products of weight rows w0..w3 with one laid-out x; one accumulator per row.</summary>
+    /// <summary>Four dot products of weight rows w0..w3 with one laid-out x; two accumulators per row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Dot4<TFormat>(byte* w0, byte* w1, byte* w2, byte* w3, float* x, int length, float* sums,
         SimdLevel level) where TFormat : IWeightFormat
@@ -55,44 +56,44 @@ internal static unsafe class Gemv
         if (level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated)
         {
             int chunk = 64 / TFormat.ElementSize;
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
             for (; k <= length - chunk; k += chunk)
             {
                 long offset = (long)k * TFormat.ElementSize;
-                a0 = TFormat.MultiplyAdd(w0 + offset, x + k, a0);
-                a1 = TFormat.MultiplyAdd(w1 + offset, x + k, a1);
-                a2 = TFormat.MultiplyAdd(w2 + offset, x + k, a2);
-                a3 = TFormat.MultiplyAdd(w3 + offset, x + k, a3);
+                TFormat.MultiplyAdd(w0 + offset, x + k, ref a0, ref b0);
+                TFormat.MultiplyAdd(w1 + offset, x + k, ref a1, ref b1);
+                TFormat.MultiplyAdd(w2 + offset, x + k, ref a2, ref b2);
+                TFormat.MultiplyAdd(w3 + offset, x + k, ref a3, ref b3);
             }
-            s0 = Vector512.Sum(a0); s1 = Vector512.Sum(a1); s2 = Vector512.Sum(a2); s3 = Vector512.Sum(a3);
+            s0 = Vector512.Sum(a0 + b0); s1 = Vector512.Sum(a1 + b1); s2 = Vector512.Sum(a2 + b2); s3 = Vector512.Sum(a3 + b3);
         }
         else if (level == SimdLevel.Vector256 && Vector256.IsHardwareAccelerated)
         {
             int chunk = 32 / TFormat.ElementSize;
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
             for (; k <= length - chunk; k += chunk)
             {
                 long offset = (long)k * TFormat.ElementSize;
-                a0 = TFormat.MultiplyAdd(w0 + offset, x + k, a0);
-                a1 = TFormat.MultiplyAdd(w1 + offset, x + k, a1);
-                a2 = TFormat.MultiplyAdd(w2 + offset, x + k, a2);
-                a3 = TFormat.MultiplyAdd(w3 + offset, x + k, a3);
+                TFormat.MultiplyAdd(w0 + offset, x + k, ref a0, ref b0);
+                TFormat.MultiplyAdd(w1 + offset, x + k, ref a1, ref b1);
+                TFormat.MultiplyAdd(w2 + offset, x + k, ref a2, ref b2);
+                TFormat.MultiplyAdd(w3 + offset, x + k, ref a3, ref b3);
             }
-            s0 = Vector256.Sum(a0); s1 = Vector256.Sum(a1); s2 = Vector256.Sum(a2); s3 = Vector256.Sum(a3);
+            s0 = Vector256.Sum(a0 + b0); s1 = Vector256.Sum(a1 + b1); s2 = Vector256.Sum(a2 + b2); s3 = Vector256.Sum(a3 + b3);
         }
         else if (level == SimdLevel.Vector128 && Vector128.IsHardwareAccelerated)
         {
             int chunk = 16 / TFormat.ElementSize;
-            Vector128<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector128<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
             for (; k <= length - chunk; k += chunk)
             {
                 long offset = (long)k * TFormat.ElementSize;
-                a0 = TFormat.MultiplyAdd(w0 + offset, x + k, a0);
-                a1 = TFormat.MultiplyAdd(w1 + offset, x + k, a1);
-                a2 = TFormat.MultiplyAdd(w2 + offset, x + k, a2);
-                a3 = TFormat.MultiplyAdd(w3 + offset, x + k, a3);
+                TFormat.MultiplyAdd(w0 + offset, x + k, ref a0, ref b0);
+                TFormat.MultiplyAdd(w1 + offset, x + k, ref a1, ref b1);
+                TFormat.MultiplyAdd(w2 + offset, x + k, ref a2, ref b2);
+                TFormat.MultiplyAdd(w3 + offset, x + k, ref a3, ref b3);
             }
-            s0 = Vector128.Sum(a0); s1 = Vector128.Sum(a1); s2 = Vector128.Sum(a2); s3 = Vector128.Sum(a3);
+            s0 = Vector128.Sum(a0 + b0); s1 = Vector128.Sum(a1 + b1); s2 = Vector128.Sum(a2 + b2); s3 = Vector128.Sum(a3 + b3);
         }
 
         for (; k < length; k++)

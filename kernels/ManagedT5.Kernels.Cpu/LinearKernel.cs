@@ -73,8 +73,10 @@ internal static unsafe class LinearKernel
     private static void RunGemm<TKernel>(WorkerPool pool, float* x, in WeightView w, float* y, int rows, bool accumulate)
         where TKernel : IMicroKernel
     {
+        float* packedA = Scratch.Get(ScratchSlot.LaneInput, Gemm.PackedASize(rows, w.Cols, TKernel.MR));
+        Gemm.PackA(x, rows, w.Cols, TKernel.MR, packedA);
         int perItem = Gemm.ColumnsPerItem(w.Rows, TKernel.NR, pool.Threads);
-        var job = new GemmJob<TKernel> { Weight = w, Input = x, Output = y, Rows = rows, PerItem = perItem, Accumulate = accumulate };
+        var job = new GemmJob<TKernel> { Weight = w, Input = packedA, Output = y, Rows = rows, PerItem = perItem, Accumulate = accumulate };
         pool.Run(ref job, (w.Rows + perItem - 1) / perItem);
     }
 
@@ -95,7 +97,7 @@ internal static unsafe class LinearKernel
         }
     }
 
-    /// <summary>One item: output columns [index * PerItem, +PerItem) (whole panels) of every row.</summary>
+    /// <summary>One item: output columns [index * PerItem, +PerItem) (whole panels) of every row; Input is packed A.</summary>
     private struct GemmJob<TKernel> : IParallelJob where TKernel : IMicroKernel
     {
         public WeightView Weight;

@@ -1,5 +1,6 @@
 // T5LayerNorm (RMS norm) for the CPU backend: per row, variance = mean(x^2) in fp32, then
 // out = weight * (x * rsqrt(variance + eps)). No mean subtraction, no bias.
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace ManagedT5.Kernels.Cpu;
@@ -9,6 +10,7 @@ internal static unsafe class RmsNormKernel
 {
     /// <summary>output[r] = weight * (input[r] * rsqrt(mean(input[r]^2) + epsilon)) for rows [first, end);
     /// <paramref name="weight"/> is d_model floats (already widened).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(float* input, float* weight, float* output, int dModel, int first, int end, float epsilon, SimdLevel level)
     {
         for (int r = first; r < end; r++)

@@ -9,13 +9,13 @@ namespace ManagedT5.Kernels.Cpu;
 /// <summary>Independent scratch areas of one thread; an op takes each slot at most once.</summary>
 internal enum ScratchSlot
 {
-    /// <summary>The GEMV input laid out in weight lanes (written by the caller, read by every worker).</summary>
+    /// <summary>The GEMV input laid out in weight lanes, or the GEMM's packed A (written by the caller, read by every worker).</summary>
     LaneInput,
     /// <summary>GEMM: packed weight panels.</summary>
     PackedB,
-    /// <summary>GEMM: packed activation micro-panel.</summary>
+    /// <summary>GEMM: weight rows widened to fp32 before packing.</summary>
     PackedA,
-    /// <summary>GEMM edge tile, widened weight rows.</summary>
+    /// <summary>GEMM edge tile.</summary>
     Tile,
     /// <summary>Attention scores, position-bias lookups.</summary>
     Scores,

@@ -16,14 +16,15 @@ internal unsafe interface IWeightFormat
     /// <summary>Element <paramref name="index"/> of <paramref name="row"/> widened to float (Int8: the raw integer).</summary>
     static abstract float Widen(byte* row, int index);
 
-    /// <summary>acc += W chunk (64 bytes at <paramref name="w"/>) * x chunk (laid out in lanes at <paramref name="x"/>).</summary>
-    static abstract Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc);
+    /// <summary>acc0 + acc1 += W chunk (64 bytes at <paramref name="w"/>) * x chunk (laid out in lanes at
+    /// <paramref name="x"/>). The products are spread over two accumulators to halve the FMA dependency chain.</summary>
+    static abstract void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1);
 
-    /// <summary>acc += W chunk (32 bytes) * x chunk (in lanes).</summary>
-    static abstract Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc);
+    /// <summary>acc0 + acc1 += W chunk (32 bytes) * x chunk (in lanes).</summary>
+    static abstract void MultiplyAdd(byte* w, float* x, ref Vector256<float> acc0, ref Vector256<float> acc1);
 
-    /// <summary>acc += W chunk (16 bytes) * x chunk (in lanes).</summary>
-    static abstract Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc);
+    /// <summary>acc0 + acc1 += W chunk (16 bytes) * x chunk (in lanes).</summary>
+    static abstract void MultiplyAdd(byte* w, float* x, ref Vector128<float> acc0, ref Vector128<float> acc1);
 }
 
 /// <summary>fp32 weights: a chunk is one vector, x in natural order.</summary>
@@ -35,16 +36,16 @@ internal readonly unsafe struct F32Weights : IWeightFormat
     public static float Widen(byte* row, int index) => ((float*)row)[index];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc) =>
-        Vector512.FusedMultiplyAdd(Vector512.Load((float*)w), Vector512.Load(x), acc);
+    public static void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1) =>
+        acc0 = Vector512.FusedMultiplyAdd(Vector512.Load((float*)w), Vector512.Load(x), acc0);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc) =>
-        Vector256.FusedMultiplyAdd(Vector256.Load((float*)w), Vector256.Load(x), acc);
+    public static void MultiplyAdd(byte* w, float* x, ref Vector256<float> acc0, ref Vector256<float> acc1) =>
+        acc0 = Vector256.FusedMultiplyAdd(Vector256.Load((float*)w), Vector256.Load(x), acc0);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc) =>
-        Vector128.FusedMultiplyAdd(Vector128.Load((float*)w), Vector128.Load(x), acc);
+    public static void MultiplyAdd(byte* w, float* x, ref Vector128<float> acc0, ref Vector128<float> acc1) =>
+        acc0 = Vector128.FusedMultiplyAdd(Vector128.Load((float*)w), Vector128.Load(x), acc0);
 }
 
 /// <summary>bfloat16 weights: each 32-bit lane holds elements 2l (low half) and 2l+1 (high half); a bf16 is the top
@@ -57,31 +58,31 @@ internal readonly unsafe struct BF16Weights : IWeightFormat
     public static float Widen(byte* row, int index) => BitConverter.Int32BitsToSingle(((ushort*)row)[index] << 16);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc)
+    public static void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1)
     {
         Vector512<uint> pairs = Vector512.Load((uint*)w);
-        acc = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(pairs, 16).AsSingle(), Vector512.Load(x), acc);
-        return Vector512.FusedMultiplyAdd((pairs & Vector512.Create(0xFFFF0000u)).AsSingle(), Vector512.Load(x + 16), acc);
+        acc0 = Vector512.FusedMultiplyAdd(Vector512.ShiftLeft(pairs, 16).AsSingle(), Vector512.Load(x), acc0);
+        acc1 = Vector512.FusedMultiplyAdd((pairs & Vector512.Create(0xFFFF0000u)).AsSingle(), Vector512.Load(x + 16), acc1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc)
+    public static void MultiplyAdd(byte* w, float* x, ref Vector256<float> acc0, ref Vector256<float> acc1)
     {
         Vector256<uint> pairs = Vector256.Load((uint*)w);
-        acc = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(pairs, 16).AsSingle(), Vector256.Load(x), acc);
-        return Vector256.FusedMultiplyAdd((pairs & Vector256.Create(0xFFFF0000u)).AsSingle(), Vector256.Load(x + 8), acc);
+        acc0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(pairs, 16).AsSingle(), Vector256.Load(x), acc0);
+        acc1 = Vector256.FusedMultiplyAdd((pairs & Vector256.Create(0xFFFF0000u)).AsSingle(), Vector256.Load(x + 8), acc1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc)
+    public static void MultiplyAdd(byte* w, float* x, ref Vector128<float> acc0, ref Vector128<float> acc1)
     {
         Vector128<uint> pairs = Vector128.Load((uint*)w);
-        acc = Vector128.FusedMultiplyAdd(Vector128.ShiftLeft(pairs, 16).AsSingle(), Vector128.Load(x), acc);
-        return Vector128.FusedMultiplyAdd((pairs & Vector128.Create(0xFFFF0000u)).AsSingle(), Vector128.Load(x + 4), acc);
+        acc0 = Vector128.FusedMultiplyAdd(Vector128.ShiftLeft(pairs, 16).AsSingle(), Vector128.Load(x), acc0);
+        acc1 = Vector128.FusedMultiplyAdd((pairs & Vector128.Create(0xFFFF0000u)).AsSingle(), Vector128.Load(x + 4), acc1);
     }
 }
 
-/// <summary>IEEE half weights: like BF16, two per 32-bit lane, each widened by <see cref="HalfBits"/>.</summary>
+/// <summary>IEEE half weights: like BF16, two per 32-bit lane, widened by <see cref="HalfBits"/>.</summary>
 internal readonly unsafe struct F16Weights : IWeightFormat
 {
     public static int ElementSize => 2;
@@ -90,27 +91,27 @@ internal readonly unsafe struct F16Weights : IWeightFormat
     public static float Widen(byte* row, int index) => (float)((Half*)row)[index];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc)
+    public static void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1)
     {
         Vector512<uint> pairs = Vector512.Load((uint*)w);
-        acc = Vector512.FusedMultiplyAdd(HalfBits.ToSingle(pairs & Vector512.Create(0xFFFFu)), Vector512.Load(x), acc);
-        return Vector512.FusedMultiplyAdd(HalfBits.ToSingle(Vector512.ShiftRightLogical(pairs, 16)), Vector512.Load(x + 16), acc);
+        acc0 = Vector512.FusedMultiplyAdd(HalfBits.Low(pairs), Vector512.Load(x), acc0);
+        acc1 = Vector512.FusedMultiplyAdd(HalfBits.High(pairs), Vector512.Load(x + 16), acc1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc)
+    public static void MultiplyAdd(byte* w, float* x, ref Vector256<float> acc0, ref Vector256<float> acc1)
     {
         Vector256<uint> pairs = Vector256.Load((uint*)w);
-        acc = Vector256.FusedMultiplyAdd(HalfBits.ToSingle(pairs & Vector256.Create(0xFFFFu)), Vector256.Load(x), acc);
-        return Vector256.FusedMultiplyAdd(HalfBits.ToSingle(Vector256.ShiftRightLogical(pairs, 16)), Vector256.Load(x + 8), acc);
+        acc0 = Vector256.FusedMultiplyAdd(HalfBits.Low(pairs), Vector256.Load(x), acc0);
+        acc1 = Vector256.FusedMultiplyAdd(HalfBits.High(pairs), Vector256.Load(x + 8), acc1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc)
+    public static void MultiplyAdd(byte* w, float* x, ref Vector128<float> acc0, ref Vector128<float> acc1)
     {
         Vector128<uint> pairs = Vector128.Load((uint*)w);
-        acc = Vector128.FusedMultiplyAdd(HalfBits.ToSingle(pairs & Vector128.Create(0xFFFFu)), Vector128.Load(x), acc);
-        return Vector128.FusedMultiplyAdd(HalfBits.ToSingle(Vector128.ShiftRightLogical(pairs, 16)), Vector128.Load(x + 4), acc);
+        acc0 = Vector128.FusedMultiplyAdd(HalfBits.Low(pairs), Vector128.Load(x), acc0);
+        acc1 = Vector128.FusedMultiplyAdd(HalfBits.High(pairs), Vector128.Load(x + 4), acc1);
     }
 }
 
@@ -124,74 +125,93 @@ internal readonly unsafe struct Int8Weights : IWeightFormat
     public static float Widen(byte* row, int index) => ((sbyte*)row)[index];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> MultiplyAdd(byte* w, float* x, Vector512<float> acc)
+    public static void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1)
     {
         Vector512<int> quads = Vector512.Load((int*)w);
-        acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(quads, 24), 24)), Vector512.Load(x), acc);
-        acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(quads, 16), 24)), Vector512.Load(x + 16), acc);
-        acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(quads, 8), 24)), Vector512.Load(x + 32), acc);
-        return Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(quads, 24)), Vector512.Load(x + 48), acc);
+        acc0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(quads, 24), 24)), Vector512.Load(x), acc0);
+        acc1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(quads, 16), 24)), Vector512.Load(x + 16), acc1);
+        acc0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(quads, 8), 24)), Vector512.Load(x + 32), acc0);
+        acc1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(quads, 24)), Vector512.Load(x + 48), acc1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> MultiplyAdd(byte* w, float* x, Vector256<float> acc)
+    public static void MultiplyAdd(byte* w, float* x, ref Vector256<float> acc0, ref Vector256<float> acc1)
     {
         Vector256<int> quads = Vector256.Load((int*)w);
-        acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(quads, 24), 24)), Vector256.Load(x), acc);
-        acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(quads, 16), 24)), Vector256.Load(x + 8), acc);
-        acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(quads, 8), 24)), Vector256.Load(x + 16), acc);
-        return Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(quads, 24)), Vector256.Load(x + 24), acc);
+        acc0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(quads, 24), 24)), Vector256.Load(x), acc0);
+        acc1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(quads, 16), 24)), Vector256.Load(x + 8), acc1);
+        acc0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(quads, 8), 24)), Vector256.Load(x + 16), acc0);
+        acc1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(quads, 24)), Vector256.Load(x + 24), acc1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> MultiplyAdd(byte* w, float* x, Vector128<float> acc)
+    public static void MultiplyAdd(byte* w, float* x, ref Vector128<float> acc0, ref Vector128<float> acc1)
     {
         Vector128<int> quads = Vector128.Load((int*)w);
-        acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(quads, 24), 24)), Vector128.Load(x), acc);
-        acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(quads, 16), 24)), Vector128.Load(x + 4), acc);
-        acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(quads, 8), 24)), Vector128.Load(x + 8), acc);
-        return Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(quads, 24)), Vector128.Load(x + 12), acc);
+        acc0 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(quads, 24), 24)), Vector128.Load(x), acc0);
+        acc1 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(quads, 16), 24)), Vector128.Load(x + 4), acc1);
+        acc0 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(Vector128.ShiftLeft(quads, 8), 24)), Vector128.Load(x + 8), acc0);
+        acc1 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Vector128.ShiftRightArithmetic(quads, 24)), Vector128.Load(x + 12), acc1);
     }
 }
 
-/// <summary>IEEE half bits (in the low 16 bits of each 32-bit lane) to float, without F16C: move exponent and
-/// mantissa into float position and multiply by 2^112 to rebias (subnormal halves come out right because the
-/// intermediate float is itself subnormal); infinities and NaNs get the float exponent all ones; then the sign.</summary>
+/// <summary>IEEE halves, two per 32-bit lane, to floats without F16C: move exponent and mantissa into float
+/// position and multiply by 2^112 to rebias (subnormal halves come out right because the intermediate float is
+/// itself subnormal); a half exponent of all ones (inf, NaN) becomes a float exponent of all ones; then the sign.</summary>
 internal static class HalfBits
 {
-    private const float Rebias = 5.192297e33f; // 2^112 = 2^(127 - 15)
+    private const float Rebias = 5.192297e33f;       // 2^112 = 2^(127 - 15)
+    private const uint Magnitude = 0x7FFFu << 13;    // a half's exponent and mantissa, moved to float position
+    private const uint Special = 0x7C00u << 13;      // half exponent all ones
+    private const uint FloatExponent = 0x7F800000u;
+    private const uint Sign = 0x80000000u;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> ToSingle(Vector512<uint> half)
+    public static Vector512<float> Low(Vector512<uint> pairs) =>
+        Combine(Vector512.ShiftLeft(pairs, 13) & Vector512.Create(Magnitude), Vector512.ShiftLeft(pairs, 16) & Vector512.Create(Sign));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> High(Vector512<uint> pairs) =>
+        Combine(Vector512.ShiftRightLogical(pairs, 3) & Vector512.Create(Magnitude), pairs & Vector512.Create(Sign));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Combine(Vector512<uint> magnitude, Vector512<uint> sign)
     {
-        Vector512<uint> magnitude = half & Vector512.Create(0x7FFFu);
-        Vector512<uint> sign = Vector512.ShiftLeft(half & Vector512.Create(0x8000u), 16);
-        Vector512<float> value = Vector512.ShiftLeft(magnitude, 13).AsSingle() * Vector512.Create(Rebias);
-        Vector512<uint> special = Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x7C00u));
-        Vector512<uint> bits = Vector512.ConditionalSelect(special, Vector512.ShiftLeft(magnitude, 13) | Vector512.Create(0x7F800000u), value.AsUInt32());
-        return (bits | sign).AsSingle();
+        Vector512<uint> value = (magnitude.AsSingle() * Vector512.Create(Rebias)).AsUInt32();
+        Vector512<uint> special = Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(Special)) & Vector512.Create(FloatExponent);
+        return (value | special | sign).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> ToSingle(Vector256<uint> half)
+    public static Vector256<float> Low(Vector256<uint> pairs) =>
+        Combine(Vector256.ShiftLeft(pairs, 13) & Vector256.Create(Magnitude), Vector256.ShiftLeft(pairs, 16) & Vector256.Create(Sign));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> High(Vector256<uint> pairs) =>
+        Combine(Vector256.ShiftRightLogical(pairs, 3) & Vector256.Create(Magnitude), pairs & Vector256.Create(Sign));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Combine(Vector256<uint> magnitude, Vector256<uint> sign)
     {
-        Vector256<uint> magnitude = half & Vector256.Create(0x7FFFu);
-        Vector256<uint> sign = Vector256.ShiftLeft(half & Vector256.Create(0x8000u), 16);
-        Vector256<float> value = Vector256.ShiftLeft(magnitude, 13).AsSingle() * Vector256.Create(Rebias);
-        Vector256<uint> special = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(0x7C00u));
-        Vector256<uint> bits = Vector256.ConditionalSelect(special, Vector256.ShiftLeft(magnitude, 13) | Vector256.Create(0x7F800000u), value.AsUInt32());
-        return (bits | sign).AsSingle();
+        Vector256<uint> value = (magnitude.AsSingle() * Vector256.Create(Rebias)).AsUInt32();
+        Vector256<uint> special = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(Special)) & Vector256.Create(FloatExponent);
+        return (value | special | sign).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> ToSingle(Vector128<uint> half)
+    public static Vector128<float> Low(Vector128<uint> pairs) =>
+        Combine(Vector128.ShiftLeft(pairs, 13) & Vector128.Create(Magnitude), Vector128.ShiftLeft(pairs, 16) & Vector128.Create(Sign));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> High(Vector128<uint> pairs) =>
+        Combine(Vector128.ShiftRightLogical(pairs, 3) & Vector128.Create(Magnitude), pairs & Vector128.Create(Sign));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Combine(Vector128<uint> magnitude, Vector128<uint> sign)
     {
-        Vector128<uint> magnitude = half & Vector128.Create(0x7FFFu);
-        Vector128<uint> sign = Vector128.ShiftLeft(half & Vector128.Create(0x8000u), 16);
-        Vector128<float> value = Vector128.ShiftLeft(magnitude, 13).AsSingle() * Vector128.Create(Rebias);
-        Vector128<uint> special = Vector128.GreaterThanOrEqual(magnitude, Vector128.Create(0x7C00u));
-        Vector128<uint> bits = Vector128.ConditionalSelect(special, Vector128.ShiftLeft(magnitude, 13) | Vector128.Create(0x7F800000u), value.AsUInt32());
-        return (bits | sign).AsSingle();
+        Vector128<uint> value = (magnitude.AsSingle() * Vector128.Create(Rebias)).AsUInt32();
+        Vector128<uint> special = Vector128.GreaterThanOrEqual(magnitude, Vector128.Create(Special)) & Vector128.Create(FloatExponent);
+        return (value | special | sign).AsSingle();
     }
 }
 

@@ -1,6 +1,7 @@
 // Reads a run of one weight row as floats, whatever the format: used by GEMM packing, embeddings and norm weights.
 // Widening is exact (and int8 is dequantized as q * scale[row], like CpuWeight.Get), so any vector width gives the
 // same floats; TensorPrimitives does the conversions it has, BF16 is a 16-bit shift.
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 
@@ -44,18 +45,45 @@ internal static unsafe class WeightRows
                 WidenBFloat16((ushort*)weight.Data + first, destination, count);
                 break;
             case WeightFormat.Int8:
-            {
-                sbyte* q = (sbyte*)weight.Data + first;
-                float scale = weight.Scales[row];
-                for (int i = 0; i < count; i++) destination[i] = q[i] * scale;
+                DequantizeInt8((sbyte*)weight.Data + first, weight.Scales[row], destination, count);
                 break;
-            }
             default:
                 throw new NotSupportedException($"Weight format {weight.Format} is not one the CPU backend reads.");
         }
     }
 
+    /// <summary>destination[i] = q[i] * scale: sign-extend each byte to int32, convert, scale (as CpuWeight.Get does).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DequantizeInt8(sbyte* q, float scale, float* destination, int count)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; i <= count - 64; i += 64)
+            {
+                (Vector512<short> low, Vector512<short> high) = Vector512.Widen(Vector512.Load(q + i));
+                (Vector512<int> a, Vector512<int> b) = Vector512.Widen(low);
+                (Vector512<int> c, Vector512<int> d) = Vector512.Widen(high);
+                (Vector512.ConvertToSingle(a) * scale).Store(destination + i);
+                (Vector512.ConvertToSingle(b) * scale).Store(destination + i + 16);
+                (Vector512.ConvertToSingle(c) * scale).Store(destination + i + 32);
+                (Vector512.ConvertToSingle(d) * scale).Store(destination + i + 48);
+            }
+        if (Vector256.IsHardwareAccelerated)
+            for (; i <= count - 32; i += 32)
+            {
+                (Vector256<short> low, Vector256<short> high) = Vector256.Widen(Vector256.Load(q + i));
+                (Vector256<int> a, Vector256<int> b) = Vector256.Widen(low);
+                (Vector256<int> c, Vector256<int> d) = Vector256.Widen(high);
+                (Vector256.ConvertToSingle(a) * scale).Store(destination + i);
+                (Vector256.ConvertToSingle(b) * scale).Store(destination + i + 8);
+                (Vector256.ConvertToSingle(c) * scale).Store(destination + i + 16);
+                (Vector256.ConvertToSingle(d) * scale).Store(destination + i + 24);
+            }
+        for (; i < count; i++) destination[i] = q[i] * scale;
+    }
+
     /// <summary>bfloat16 bits to float: zero-extend to 32 bits and shift into the top half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void WidenBFloat16(ushort* source, float* destination, int count)
     {
         int i = 0;

@@ -1,0 +1,11 @@
+// Entry point: `dotnet run -c Release --project bench/ManagedT5.Bench -- --filter '*'` runs the BenchmarkDotNet
+// kernel benchmarks; `-- --quick [threads]` prints the roofline report instead.
+using BenchmarkDotNet.Running;
+using ManagedT5.Bench;
+
+if (args.Length > 0 && args[0] is "--quick" or "--quick-gemm")
+{
+    QuickReport.Run(args.Length > 1 ? int.Parse(args[1]) : 0, gemmOnly: args[0] == "--quick-gemm");
+    return;
+}
+BenchmarkSwitcher.FromAssembly(typeof(QuickReport).Assembly).Run(args, BenchConfig.Create());

@@ -1,0 +1,62 @@
+// The narrow-format readers against .NET's own conversions, bit for bit: every one of the 65536 IEEE half patterns
+// (subnormals, infinities, NaNs, -0) through the shift-and-multiply widening at each vector width, and the lane
+// layout that the GEMV's x must follow.
+using System.Runtime.Intrinsics;
+using ManagedT5.Kernels.Cpu;
+
+namespace ManagedT5.Kernels.Tests;
+
+public sealed unsafe class WeightFormatTests
+{
+    [Fact]
+    public void HalfBitsWidensEveryHalfExactly()
+    {
+        uint* lanes = stackalloc uint[16];
+        for (int low = 0; low < 65536; low += 16)
+        {
+            // 16 lanes: low halves take the patterns low .. low+15, high halves the same patterns reversed
+            for (int l = 0; l < 16; l++) lanes[l] = (uint)(low + l) | (uint)(low + 15 - l) << 16;
+            Vector512<uint> v512 = Vector512.Load(lanes);
+            Vector512<float> lo = HalfBits.Low(v512), hi = HalfBits.High(v512);
+            Vector256<float> lo256 = HalfBits.Low(v512.GetLower()), hi256 = HalfBits.High(v512.GetLower());
+            Vector128<float> lo128 = HalfBits.Low(v512.GetLower().GetLower()), hi128 = HalfBits.High(v512.GetLower().GetLower());
+            for (int l = 0; l < 16; l++)
+            {
+                Check((ushort)(low + l), lo[l]);
+                Check((ushort)(low + 15 - l), hi[l]);
+                if (l < 8) { Check((ushort)(low + l), lo256[l]); Check((ushort)(low + 15 - l), hi256[l]); }
+                if (l < 4) { Check((ushort)(low + l), lo128[l]); Check((ushort)(low + 15 - l), hi128[l]); }
+            }
+        }
+    }
+
+    private static void Check(ushort bits, float actual)
+    {
+        float expected = (float)BitConverter.UInt16BitsToHalf(bits);
+        if (float.IsNaN(expected)) Assert.True(float.IsNaN(actual), $"half 0x{bits:X4}: expected NaN, got {actual}");
+        else Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(actual),
+            $"half 0x{bits:X4}: expected {expected:R}, got {actual:R}");
+    }
+
+    [Theory]
+    [InlineData(SimdLevel.Vector512, 1)]
+    [InlineData(SimdLevel.Vector512, 2)]
+    [InlineData(SimdLevel.Vector256, 2)]
+    [InlineData(SimdLevel.Vector128, 1)]
+    [InlineData(SimdLevel.Scalar, 2)]
+    public void LaneLayoutPutsEachWeightIndexWhereItsLaneReadsIt(SimdLevel level, int elementSize)
+    {
+        const int length = 200; // whole chunks, then a natural-order tail
+        float* x = stackalloc float[length], laid = stackalloc float[length];
+        for (int i = 0; i < length; i++) x[i] = i;
+        LaneLayout.Arrange(x, laid, length, level, elementSize);
+        int chunk = LaneLayout.ChunkElements(level, elementSize);
+        int parts = 4 / elementSize, lanes = chunk / parts;
+        int whole = chunk == 0 ? 0 : length / chunk * chunk;
+        for (int c = 0; c < whole; c += chunk)
+            for (int l = 0; l < lanes; l++)
+                for (int j = 0; j < parts; j++)
+                    Assert.Equal(c + l * parts + j, laid[c + j * lanes + l]);
+        for (int i = whole; i < length; i++) Assert.Equal(i, laid[i]);
+    }
+}
