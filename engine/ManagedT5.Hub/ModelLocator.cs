@@ -1,15 +1,95 @@
-// Turns what a user typed (a folder or a hub id like google/flan-t5-small) into a local model folder.
+// Turns what a user typed (a folder or a hub id like google/flan-t5-small) into a local model folder:
+// the folder itself, else weights/{id}/, else the HuggingFace cache, else a download into weights/{id}/.
+using System.Text.RegularExpressions;
+
 namespace ManagedT5.Hub;
 
-/// <summary>Resolves a model folder or hub id to a local folder.</summary>
-public static class ModelLocator
+/// <summary>Resolves a model folder or hub id to a local folder, downloading it when needed.</summary>
+public static partial class ModelLocator
 {
-    /// <summary>A folder as given; a hub id is looked up locally (download comes with the hub client).</summary>
-    public static string Resolve(string modelOrHubId)
+    /// <summary>
+    /// A local folder for <paramref name="modelOrHubId"/>, in this order:
+    /// <list type="number">
+    /// <item>an existing folder: itself (its full path);</item>
+    /// <item>a hub id (<c>org/name</c> or <c>name</c>): <c>{WeightsDirectory}/{id}/</c> when complete;</item>
+    /// <item>else the HuggingFace cache snapshot of <see cref="HubOptions.Revision"/> when complete;</item>
+    /// <item>else a download from <c>{Endpoint}/{id}/resolve/{revision}/{file}</c> into <c>{WeightsDirectory}/{id}/</c>
+    /// (not when <see cref="HubOptions.Offline"/>: then a <see cref="HubException"/> says what to fetch and where).</item>
+    /// </list>
+    /// "Complete" means config.json, model.safetensors (or its index and every shard) and spiece.model (or tokenizer.json).
+    /// </summary>
+    /// <exception cref="ArgumentException">Empty input, a string that is neither a folder nor a hub id, or bad options.</exception>
+    /// <exception cref="DirectoryNotFoundException">A path (./x, /x, a/b/c, x\y) that does not exist.</exception>
+    /// <exception cref="HubException">Not found on the hub, refused (gated), corrupt, offline, or the network failed.</exception>
+    /// <exception cref="IOException">The disk failed, or another process is downloading the same model.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    public static string Resolve(string modelOrHubId, HubOptions? options = null, IProgress<DownloadProgress>? progress = null,
+        CancellationToken cancellationToken = default) =>
+        ResolveAsync(modelOrHubId, options, progress, cancellationToken).GetAwaiter().GetResult();
+
+    /// <summary>The same as <see cref="Resolve"/>, without blocking a thread while downloading.</summary>
+    public static async Task<string> ResolveAsync(string modelOrHubId, HubOptions? options = null,
+        IProgress<DownloadProgress>? progress = null, CancellationToken cancellationToken = default)
     {
+        ArgumentException.ThrowIfNullOrWhiteSpace(modelOrHubId);
+        cancellationToken.ThrowIfCancellationRequested();
         if (Directory.Exists(modelOrHubId)) return Path.GetFullPath(modelOrHubId);
-        throw new DirectoryNotFoundException(
-            $"Model '{modelOrHubId}' is not a folder. Download config.json, generation_config.json, spiece.model and model.safetensors " +
-            $"from https://huggingface.co/{modelOrHubId} into weights/{modelOrHubId}/ and pass that folder.");
+
+        if (!IsHubId(modelOrHubId))
+        {
+            if (LooksLikePath(modelOrHubId))
+                throw new DirectoryNotFoundException(
+                    $"Model folder '{modelOrHubId}' does not exist. Give a folder with config.json, model.safetensors and spiece.model, " +
+                    "or a hub id such as google/flan-t5-small.");
+            throw new ArgumentException(
+                $"'{modelOrHubId}' is neither an existing folder nor a hub id (org/name of letters, digits, '-', '_' and '.', " +
+                "such as google/flan-t5-small).", nameof(modelOrHubId));
+        }
+
+        options ??= new HubOptions();
+        Validate(options);
+        string id = modelOrHubId;
+        string local = Path.GetFullPath(Path.Combine(options.WeightsDirectory, id));
+        if (ModelFolder.IsComplete(local)) return local;
+        foreach (string cache in options.CacheDirectories)
+            if (!string.IsNullOrWhiteSpace(cache) && HubCache.FindSnapshot(cache, id, options.Revision) is string snapshot)
+                return snapshot;
+
+        if (options.Offline)
+            throw new HubException(
+                $"'{id}' is not on this machine and offline mode is on (HF_HUB_OFFLINE), so it was not downloaded. Looked in {local} " +
+                $"and the HF cache ({(options.CacheDirectories.Count == 0 ? "none" : string.Join(", ", options.CacheDirectories))}). " +
+                $"Download {ModelFolder.FileListForHumans} from {options.Endpoint.TrimEnd('/')}/{id} into {local}/, " +
+                "or unset HF_HUB_OFFLINE to let ManagedT5 download them.", id);
+
+        using var downloader = new HubDownloader(id, options, progress);
+        return await downloader.DownloadAsync(local, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>huggingface_hub's repo id rule: <c>name</c> or <c>org/name</c>, parts of [A-Za-z0-9_.-], no "--" or "..",
+    /// not starting or ending with '-' or '.', at most 96 characters.</summary>
+    internal static bool IsHubId(string s) =>
+        s.Length <= 96 && HubIdPattern().IsMatch(s) && !s.Contains("--", StringComparison.Ordinal) && !s.Contains("..", StringComparison.Ordinal);
+
+    [GeneratedRegex(@"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?/)?[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?$")]
+    private static partial Regex HubIdPattern();
+
+    private static bool LooksLikePath(string s) =>
+        Path.IsPathRooted(s) || s.StartsWith('.') || s.Contains('\\') ||
+        s.Count(c => c == '/') > 1 || s.EndsWith('/');
+
+    private static void Validate(HubOptions o)
+    {
+        if (!Uri.TryCreate(o.Endpoint, UriKind.Absolute, out Uri? endpoint) || endpoint.Scheme is not ("http" or "https"))
+            throw new ArgumentException($"Endpoint '{o.Endpoint}' is not an http(s) URL (check HF_ENDPOINT).", nameof(o.Endpoint));
+        if (string.IsNullOrWhiteSpace(o.Revision) || o.Revision.Contains("..", StringComparison.Ordinal) || o.Revision.StartsWith('/') ||
+            o.Revision.Contains('\\'))
+            throw new ArgumentException($"Revision '{o.Revision}' is not a branch, tag or commit name.", nameof(o.Revision));
+        if (string.IsNullOrWhiteSpace(o.WeightsDirectory))
+            throw new ArgumentException("WeightsDirectory is empty: give the folder downloads go to.", nameof(o.WeightsDirectory));
+        if (o.ReadTimeout <= TimeSpan.Zero && o.ReadTimeout != Timeout.InfiniteTimeSpan)
+            throw new ArgumentException($"ReadTimeout must be positive, got {o.ReadTimeout}.", nameof(o.ReadTimeout));
+        if (o.MaxRetries < 0) throw new ArgumentException($"MaxRetries must not be negative, got {o.MaxRetries}.", nameof(o.MaxRetries));
+        if (o.RetryDelay < TimeSpan.Zero) throw new ArgumentException($"RetryDelay must not be negative, got {o.RetryDelay}.", nameof(o.RetryDelay));
     }
 }
