@@ -127,7 +127,7 @@ public sealed class IlgpuBackend : IBackend
         MemoryBuffer1D<sbyte, Stride1D.Dense>? bytes = null;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             try
             {
                 switch (host.Format)
@@ -167,7 +167,7 @@ public sealed class IlgpuBackend : IBackend
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             var memory = AllocateDevice<float>(length, $"a buffer of {length} floats");
             memory.View.MemSetToZero(_stream);
             return new IlgpuBuffer(this, memory, length);
@@ -182,7 +182,7 @@ public sealed class IlgpuBackend : IBackend
         if (source.IsEmpty) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             d.Memory.View.SubView(offset, source.Length).CopyFromCPU(_stream, source);
         }
     }
@@ -195,7 +195,7 @@ public sealed class IlgpuBackend : IBackend
         if (destination.IsEmpty) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             s.Memory.View.SubView(offset, destination.Length).CopyToCPU(_stream, destination);
         }
     }
@@ -217,7 +217,7 @@ public sealed class IlgpuBackend : IBackend
         if (ids.IsEmpty || d == 0) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             var rows = UploadIndices(ids);
             int n = ids.Length * d;
             switch (w.Format)
@@ -251,7 +251,7 @@ public sealed class IlgpuBackend : IBackend
         if (rows == 0 || w.Rows == 0) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             switch (w.Format)
             {
                 case WeightFormat.F32: LinearWith(w.F32View, x.View, y.View, rows, w.Cols, w.Rows, accumulate, kernel); break;
@@ -299,7 +299,7 @@ public sealed class IlgpuBackend : IBackend
         var config = new KernelConfig(rows, _reduceGroup);
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             switch (w.Format)
             {
                 case WeightFormat.F32: KernelsFor<F32Weights>().RmsNorm(_stream, config, x.View, w.F32View, y.View, d, epsilon); break;
@@ -322,7 +322,7 @@ public sealed class IlgpuBackend : IBackend
         if (length == 0) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             _activate(_stream, length, g.View, u?.View ?? _placeholder.View, (int)kind, u is null ? 0 : 1);
         }
     }
@@ -338,7 +338,7 @@ public sealed class IlgpuBackend : IBackend
         if (length == 0) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             _add(_stream, length, s.View, d.View);
         }
     }
@@ -352,7 +352,7 @@ public sealed class IlgpuBackend : IBackend
         if (length == 0) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             _scale(_stream, length, b.View, factor);
         }
     }
@@ -387,7 +387,7 @@ public sealed class IlgpuBackend : IBackend
         var extent = new Index2D(keyLength, queryLength);
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             switch (w.Format)
             {
                 case WeightFormat.F32: KernelsFor<F32Weights>().PositionBias(_stream, extent, w.F32View, o.View, p); break;
@@ -448,7 +448,7 @@ public sealed class IlgpuBackend : IBackend
         var config = new KernelConfig((int)groups, _attentionGroup, SharedMemoryConfig.RequestDynamic<float>(sharedFloats));
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             _attention(_stream, config, q.View, k.View, v.View, o.View, b?.View ?? _placeholder.View,
                 m?.View ?? _placeholder.View, p);
         }
@@ -468,7 +468,7 @@ public sealed class IlgpuBackend : IBackend
         if (n == 0) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             _appendToCache(_stream, (int)n, s.View, c.View, length, capacity, position, rowLength);
         }
     }
@@ -488,7 +488,7 @@ public sealed class IlgpuBackend : IBackend
         if (sourceRows.IsEmpty || rowLength == 0) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             var rows = UploadIndices(sourceRows);
             _gatherRows(_stream, sourceRows.Length * rowLength, s.View, d.View, rows, rowLength);
         }
@@ -505,7 +505,7 @@ public sealed class IlgpuBackend : IBackend
         if (rows == 0) return;
         lock (_gate)
         {
-            ThrowIfDisposed();
+            EnterDevice();
             EnsureIndexCapacity(rows);
             _argMax(_stream, new KernelConfig(rows, _reduceGroup), x.View, _indices.View, cols);
             _indices.View.SubView(0, rows).CopyToCPU(_stream, result[..rows]);
@@ -519,6 +519,7 @@ public sealed class IlgpuBackend : IBackend
         {
             if (_disposed) return;
             _disposed = true;
+            _accelerator.Bind();
             _accelerator.Dispose(); // frees every buffer and weight still allocated on it
             _context.Dispose();
         }
@@ -584,6 +585,7 @@ public sealed class IlgpuBackend : IBackend
 
     private void ReleaseLocked(MemoryBuffer memory, long bytes)
     {
+        if (!_disposed) _accelerator.Bind(); // after Dispose the accelerator has freed everything already
         memory.Dispose();
         Interlocked.Add(ref _allocatedBytes, -bytes);
     }
@@ -657,7 +659,13 @@ public sealed class IlgpuBackend : IBackend
             throw new ArgumentOutOfRangeException(nameof(offset), $"{length} floats at offset {offset} do not fit {name} ({buffer.Length} floats).");
     }
 
-    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    /// <summary>First thing inside the lock: refuses work after Dispose, and makes the accelerator current on this
+    /// thread (a CUDA context is current per thread; callers may come from any thread).</summary>
+    private void EnterDevice()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _accelerator.Bind();
+    }
 
     private static int CeilDiv(int a, int b) => (a + b - 1) / b;
 
