@@ -10,7 +10,8 @@ namespace ManagedT5.Kernels.Ilgpu;
 /// <summary>Which ILGPU accelerator to run on.</summary>
 public enum IlgpuDeviceKind
 {
-    /// <summary>The first that works of CUDA, OpenCL, then ILGPU's CPU accelerator.</summary>
+    /// <summary>The first kind with a device: CUDA, then OpenCL, then ILGPU's CPU accelerator. A device that is present
+    /// but fails to start is reported (NotSupportedException), not silently passed over.</summary>
     Auto,
     /// <summary>An NVIDIA GPU through the CUDA driver (the one with the most memory when there are several).</summary>
     Cuda,
@@ -103,7 +104,15 @@ public static class IlgpuDevices
                 return null;
             }
             Device device = devices.MaxBy(d => d.MemorySize)!;
-            return new IlgpuBackend(context, device.CreateAccelerator(context), kind);
+            try
+            {
+                return new IlgpuBackend(context, device.CreateAccelerator(context), kind);
+            }
+            catch (Exception e) when (e is not InsufficientMemoryException)
+            {
+                throw new NotSupportedException(
+                    $"{Label(kind)} device '{device.Name}' was found but could not be started: {e.Message}", e);
+            }
         }
         catch
         {
