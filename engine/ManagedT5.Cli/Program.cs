@@ -9,5 +9,6 @@ RootCommand root = new("managedt5: Flan-T5 / T5 inference in pure managed .NET")
     GenerateCommand.Create(),
     TokenizeCommands.CreateTokenize(),
     TokenizeCommands.CreateDetokenize(),
+    BenchCommand.Create(),
 };
 return root.Parse(args).Invoke();

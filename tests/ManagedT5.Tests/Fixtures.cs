@@ -48,10 +48,22 @@ public static class Backends
     {
         ["reference"] = () => new ReferenceBackend(),
         ["cpu"] = () => new ManagedT5.Kernels.Cpu.CpuBackend(),
+        ["ilgpu-cpu"] = () => ManagedT5.Kernels.Ilgpu.IlgpuDevices.Create(ManagedT5.Kernels.Ilgpu.IlgpuDeviceKind.Cpu),
     };
+
+    /// <summary>Backends too slow for every fixture in the default run (ILGPU's CPU accelerator): they run the
+    /// main fixture model by default and the rest under the "Slow" trait.</summary>
+    public static readonly HashSet<string> SlowBackends = ["ilgpu-cpu"];
 
     public static IEnumerable<object[]> Names => Factories.Keys.Select(k => new object[] { k });
 
+    /// <summary>(model, backend) pairs of the default run.</summary>
     public static IEnumerable<object[]> ModelsByBackend =>
-        from b in Factories.Keys from m in Fixtures.ModelNames select new object[] { m, b };
+        from b in Factories.Keys from m in Fixtures.ModelNames
+        where !SlowBackends.Contains(b) || m == Fixtures.ModelNames[0]
+        select new object[] { m, b };
+
+    /// <summary>The pairs left out of the default run.</summary>
+    public static IEnumerable<object[]> SlowModelsByBackend =>
+        from b in SlowBackends from m in Fixtures.ModelNames.Skip(1) select new object[] { m, b };
 }

@@ -38,6 +38,15 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [MemberData(nameof(Backends.SlowModelsByBackend), MemberType = typeof(Backends))]
+    [Trait("Category", "Slow")]
+    public void SlowBackendsMatchHuggingFaceOnEveryModel(string modelName, string backendName)
+    {
+        BatchForwardMatchesHuggingFace(modelName, backendName);
+        StepByStepDecodingEqualsTeacherForcing(modelName, backendName);
+    }
+
+    [Theory]
     [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
     public void BatchForwardMatchesHuggingFace(string modelName, string backendName)
     {

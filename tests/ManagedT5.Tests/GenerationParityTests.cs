@@ -9,11 +9,26 @@ namespace ManagedT5.Tests;
 
 public sealed class GenerationParityTests(ITestOutputHelper output)
 {
-    public static IEnumerable<object[]> Cases() =>
+    /// <summary>Every case of every model on the fast backends; the slow backends run greedy and beam4 of the main
+    /// model by default and the rest under the "Slow" trait.</summary>
+    public static IEnumerable<object[]> Cases() => AllCases().Where(c => !IsSlow(c));
+
+    public static IEnumerable<object[]> SlowCases() => AllCases().Where(IsSlow);
+
+    private static IEnumerable<object[]> AllCases() =>
         from b in Backends.Factories.Keys
         from m in Fixtures.ModelNames
         from c in ReferenceJson.Load(m).Cases
         select new object[] { m, c.Name, b };
+
+    private static bool IsSlow(object[] c) =>
+        Backends.SlowBackends.Contains((string)c[2]) && !((string)c[0] == Fixtures.ModelNames[0] && (string)c[1] is "greedy" or "beam4");
+
+    [Theory]
+    [MemberData(nameof(SlowCases))]
+    [Trait("Category", "Slow")]
+    public void GenerateMatchesHuggingFaceOnSlowBackends(string modelName, string caseName, string backendName) =>
+        GenerateMatchesHuggingFace(modelName, caseName, backendName);
 
     /// <summary>HF generate() settings from reference.json as our options.</summary>
     internal static GenerationOptions OptionsFrom(JsonElement s)

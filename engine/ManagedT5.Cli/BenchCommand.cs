@@ -1,0 +1,243 @@
+// managedt5 bench: the end-to-end timing protocol of the PyTorch peer (shared/bench/torch_peer.py), on random
+// weights of a real config, plus roofline figures measured here (read bandwidth, FMA peak) and what one token costs.
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using ManagedT5.Generation;
+using ManagedT5.Kernels;
+using ManagedT5.Kernels.Cpu;
+using ManagedT5.Loading;
+using ManagedT5.Model;
+
+namespace ManagedT5.Cli;
+
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var config = new Option<string>("--config") { Description = "config.json of the shape to time (e.g. tests/fixtures/configs/flan-t5-small.json)", Required = true };
+        var random = new Option<bool>("--random-weights") { Description = "Random weights of that shape (the only mode: no download needed)" };
+        var dtype = new Option<string>("--dtype") { Description = "f32, bf16 or int8", DefaultValueFactory = _ => "f32" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads (0: all cores)", DefaultValueFactory = _ => 2 };
+        Option<string> device = CliCommon.DeviceOption();
+        var json = new Option<bool>("--json") { Description = "One JSON line (the peer's field names)" };
+        var noRoofline = new Option<bool>("--no-roofline") { Description = "Skip the bandwidth / FMA measurements" };
+        var command = new Command("bench", "Time encode / greedy / beam4 / batch8 like the PyTorch and ORT peers")
+        {
+            config, random, dtype, threads, device, json, noRoofline,
+        };
+        command.SetAction(r => CliCommon.Run(() =>
+        {
+            string configPath = r.GetValue(config)!;
+            T5Config c = T5Config.Load(configPath);
+            WeightFormat format = r.GetValue(dtype)!.ToLowerInvariant() switch
+            {
+                "f32" => WeightFormat.F32, "bf16" => WeightFormat.BF16, "int8" => WeightFormat.Int8,
+                var v => throw new ArgumentException($"--dtype: '{v}' is not f32, bf16 or int8."),
+            };
+            int threadCount = r.GetValue(threads);
+            string dir = RandomCheckpoint(c, configPath);
+            try
+            {
+                using IBackend backend = BackendFactory.Create(r.GetValue(device)!, threadCount);
+                using T5Model model = T5Model.Load(dir, backend, new T5ModelOptions { WeightFormat = format });
+                var result = new Dictionary<string, object>
+                {
+                    ["engine"] = $"managedt5-{backend.Name}-{r.GetValue(dtype)}",
+                    ["threads"] = threadCount,
+                };
+                Run(model, result);
+                long perToken = WeightBytesPerToken(c, CpuWeight.BytesPerElement(format));
+                result["weight_bytes_per_token"] = perToken;
+                result["encoder_gflop_128"] = Math.Round(EncoderFlops(c, 128) / 1e9, 3);
+                if (!r.GetValue(noRoofline) && backend is CpuBackend)
+                {
+                    double gbps = Roofline.ReadBandwidthGBps(threadCount);
+                    double gflops = Roofline.FmaPeakGflops(threadCount);
+                    result["read_gb_s"] = Math.Round(gbps, 1);
+                    result["fma_gflop_s"] = Math.Round(gflops, 1);
+                    double boundMs = perToken / (gbps * 1e9) * 1e3;
+                    result["greedy_bandwidth_bound_ms"] = Math.Round(boundMs, 3);
+                    result["greedy_fraction_of_bound"] = Math.Round(boundMs / (double)result["greedy_ms_per_token"], 3);
+                    result["encode_128_fraction_of_fma_peak"] = Math.Round(EncoderFlops(c, 128) / 1e9 / gflops / ((double)result["encode_128_ms"] / 1e3), 3);
+                }
+                result["config"] = Path.GetFileName(configPath);
+                if (r.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(result));
+                else foreach (var (k, v) in result) Console.WriteLine($"{k,-34} {v}");
+            }
+            finally
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    /// <summary>The four figures, measured exactly as torch_peer.py's timing() does.</summary>
+    private static void Run(T5Model model, Dictionary<string, object> result)
+    {
+        var rng = new Random(1);
+        int[] RandomIds(int n) => Enumerable.Range(0, n).Select(_ => rng.Next(3, 32000)).ToArray();
+        int[] ids128 = RandomIds(128), ones128 = Enumerable.Repeat(1, 128).ToArray();
+
+        // encode_128_ms: batch 1, 128 tokens, best of 5 after one warm-up.
+        model.Encode(ids128, ones128, 1).Dispose();
+        double best = double.MaxValue;
+        for (int i = 0; i < 5; i++)
+        {
+            long t = Stopwatch.GetTimestamp();
+            model.Encode(ids128, ones128, 1).Dispose();
+            best = Math.Min(best, Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+        }
+        result["encode_128_ms"] = Math.Round(best, 2);
+
+        // greedy: 32-token prompt, 64 new tokens, encoder time excluded.
+        int[] prompt = ids128[..32], ones32 = ones128[..32];
+        long e0 = Stopwatch.GetTimestamp();
+        model.Encode(prompt, ones32, 1).Dispose();
+        double encodeMs = Stopwatch.GetElapsedTime(e0).TotalMilliseconds;
+        Greedy(model, prompt, ones32, 1, 4);
+        long g0 = Stopwatch.GetTimestamp();
+        Greedy(model, prompt, ones32, 1, 64);
+        result["greedy_ms_per_token"] = Math.Round((Stopwatch.GetElapsedTime(g0).TotalMilliseconds - encodeMs) / 64, 3);
+
+        // beam4: same prompt, 4 beams, 32 new tokens, fixed length, encoder time excluded.
+        Beam(model, prompt, ones32, 4, 2);
+        long b0 = Stopwatch.GetTimestamp();
+        Beam(model, prompt, ones32, 4, 32);
+        result["beam4_ms_per_token"] = Math.Round((Stopwatch.GetElapsedTime(b0).TotalMilliseconds - encodeMs) / 32, 3);
+
+        // batch8: 8 prompts of 32 tokens, greedy, 32 new tokens each, everything included.
+        int[] batch = RandomIds(8 * 32), batchMask = Enumerable.Repeat(1, 8 * 32).ToArray();
+        long t8 = Stopwatch.GetTimestamp();
+        Greedy(model, batch, batchMask, 8, 32);
+        result["batch8_tokens_per_s"] = Math.Round(8 * 32 / Stopwatch.GetElapsedTime(t8).TotalSeconds, 1);
+    }
+
+    /// <summary>Greedy decoding of a fixed number of tokens (EOS never stops it), argmax on the backend.</summary>
+    private static void Greedy(T5Model model, int[] ids, int[] mask, int batch, int steps)
+    {
+        using EncoderOutput encoded = model.Encode(ids, mask, batch);
+        using DecoderState state = model.StartDecoder(encoded, steps);
+        var next = new int[batch];
+        for (int s = 0; s < steps; s++)
+        {
+            model.Decode(state, next, 1);
+            model.Backend.ArgMax(state.Logits, batch, model.Config.VocabSize, next);
+        }
+    }
+
+    /// <summary>Fixed-length beam search (EOS suppressed): the cost of HF's beam search without early stops.</summary>
+    private static void Beam(T5Model model, int[] ids, int[] mask, int beams, int steps)
+    {
+        int vocab = model.Config.VocabSize;
+        using EncoderOutput encoded = model.Encode(ids, mask, 1);
+        using DecoderState state = model.StartDecoder(encoded, steps, expand: beams);
+        var scores = new float[beams];
+        for (int k = 1; k < beams; k++) scores[k] = -1e9f;
+        var logits = new float[beams * vocab];
+        var next = new int[beams];
+        var source = new int[beams];
+        var topScores = new float[beams];
+        var topIndex = new int[beams];
+        for (int s = 0; s < steps; s++)
+        {
+            model.Decode(state, next, 1);
+            model.Backend.Download(state.Logits, logits);
+            topScores.AsSpan().Fill(float.NegativeInfinity);
+            for (int k = 0; k < beams; k++)
+            {
+                Span<float> row = logits.AsSpan(k * vocab, vocab);
+                LogitsProcessors.LogSoftmax(row);
+                row[1] = float.NegativeInfinity;
+                for (int v = 0; v < vocab; v++)
+                {
+                    float total = scores[k] + row[v];
+                    if (total <= topScores[beams - 1]) continue;
+                    int j = beams - 1;
+                    while (j > 0 && topScores[j - 1] < total) { topScores[j] = topScores[j - 1]; topIndex[j] = topIndex[j - 1]; j--; }
+                    topScores[j] = total;
+                    topIndex[j] = k * vocab + v;
+                }
+            }
+            for (int k = 0; k < beams; k++) { source[k] = topIndex[k] / vocab; next[k] = topIndex[k] % vocab; scores[k] = topScores[k]; }
+            state.Reorder(source);
+        }
+    }
+
+    /// <summary>Bytes of weights one decoded token streams: every decoder matrix but the cross-attention K/V
+    /// (computed once per prompt), plus the output head.</summary>
+    private static long WeightBytesPerToken(T5Config c, int bytesPerElement)
+    {
+        long d = c.DModel, inner = c.InnerDim, ff = c.DFf;
+        long perLayer = 4 * d * inner /* self q k v o */ + 2 * d * inner /* cross q o */ + (c.IsGatedAct ? 3 : 2) * d * ff;
+        return (perLayer * c.NumDecoderLayers + (long)c.VocabSize * d) * bytesPerElement;
+    }
+
+    /// <summary>Multiply-adds x 2 of the encoder on one sequence of <paramref name="n"/> tokens.</summary>
+    private static double EncoderFlops(T5Config c, int n)
+    {
+        double d = c.DModel, inner = c.InnerDim, ff = c.DFf;
+        double linear = 4 * d * inner + (c.IsGatedAct ? 3 : 2) * d * ff;
+        double attention = 2.0 * n * inner;        // q.k and p.v per query
+        return 2.0 * n * (linear + attention) * c.NumLayers;
+    }
+
+    /// <summary>Writes random weights with HF checkpoint names and the config's shapes (as torch_peer.py's T5.random:
+    /// gated FFN, untied head) into a temporary model folder.</summary>
+    private static string RandomCheckpoint(T5Config c, string configPath)
+    {
+        string dir = Directory.CreateTempSubdirectory("managedt5-bench-").FullName;
+        var rng = new Random(0);
+        float[] Randn(long rows, long cols, bool scaled)
+        {
+            var v = new float[rows * cols];
+            float scale = scaled ? 1f / MathF.Sqrt(cols) : 1f;
+            for (long i = 0; i < v.Length; i += 2)
+            {
+                // Box-Muller: two normals per pair of uniforms.
+                double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble(), radius = Math.Sqrt(-2 * Math.Log(u1));
+                v[i] = (float)(radius * Math.Cos(2 * Math.PI * u2)) * scale;
+                if (i + 1 < v.Length) v[i + 1] = (float)(radius * Math.Sin(2 * Math.PI * u2)) * scale;
+            }
+            return v;
+        }
+        float[] Ones(int n) => Enumerable.Repeat(1f, n).ToArray();
+        int d = c.DModel, inner = c.InnerDim, ff = c.DFf;
+        var w = new SafeTensorsWriter();
+        w.Add("shared.weight", Randn(c.VocabSize, d, false), c.VocabSize, d);
+        w.Add("lm_head.weight", Randn(c.VocabSize, d, true), c.VocabSize, d);
+        foreach (var (stack, layers) in new[] { ("encoder", c.NumLayers), ("decoder", c.NumDecoderLayers) })
+        {
+            string[] attention = stack == "encoder" ? ["0.SelfAttention"] : ["0.SelfAttention", "1.EncDecAttention"];
+            for (int i = 0; i < layers; i++)
+            {
+                string p = $"{stack}.block.{i}.layer.";
+                for (int j = 0; j < attention.Length; j++)
+                {
+                    foreach (string m in new[] { "q", "k", "v" }) w.Add($"{p}{attention[j]}.{m}.weight", Randn(inner, d, true), inner, d);
+                    w.Add($"{p}{attention[j]}.o.weight", Randn(d, inner, true), d, inner);
+                    w.Add($"{p}{j}.layer_norm.weight", Ones(d), d);
+                }
+                string f = $"{p}{attention.Length}.";
+                w.Add(f + "DenseReluDense.wi_0.weight", Randn(ff, d, true), ff, d);
+                w.Add(f + "DenseReluDense.wi_1.weight", Randn(ff, d, true), ff, d);
+                w.Add(f + "DenseReluDense.wo.weight", Randn(d, ff, true), d, ff);
+                w.Add(f + "layer_norm.weight", Ones(d), d);
+            }
+            w.Add($"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                Randn(c.RelativeAttentionNumBuckets, c.NumHeads, false), c.RelativeAttentionNumBuckets, c.NumHeads);
+            w.Add($"{stack}.final_layer_norm.weight", Ones(d), d);
+        }
+        w.Save(Path.Combine(dir, "model.safetensors"));
+        // The same architecture, made gated and untied like the peer's random model.
+        string json = File.ReadAllText(configPath);
+        var node = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject();
+        node["tie_word_embeddings"] = false;
+        node["is_gated_act"] = true;
+        node["dense_act_fn"] = "gelu_new";
+        File.WriteAllText(Path.Combine(dir, "config.json"), node.ToJsonString());
+        return dir;
+    }
+}
