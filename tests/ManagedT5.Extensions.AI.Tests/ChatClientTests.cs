@@ -1,0 +1,240 @@
+// T5ChatClient against the tiny-flan-t5 fixture: the same text as T5TextGenerator, streaming that adds up to it,
+// ChatOptions mapping, stop sequences, metadata and cancellation.
+using ManagedT5.Generation;
+using Microsoft.Extensions.AI;
+
+namespace ManagedT5.Extensions.AI.Tests;
+
+/// <summary>One loaded fixture model shared by the tests (loading is the slow part).</summary>
+public sealed class TinyModel : IDisposable
+{
+    public T5TextGenerator Generator { get; } = T5TextGenerator.Load(FindModel("tiny-flan-t5"));
+
+    public void Dispose() => Generator.Dispose();
+
+    private static string FindModel(string name)
+    {
+        for (DirectoryInfo? d = new(AppContext.BaseDirectory); d != null; d = d.Parent)
+        {
+            string candidate = Path.Combine(d.FullName, "tests", "fixtures", "models");
+            if (Directory.Exists(candidate)) return Path.Combine(candidate, name);
+        }
+        throw new DirectoryNotFoundException("tests/fixtures/models not found above " + AppContext.BaseDirectory);
+    }
+}
+
+public sealed class ChatClientTests(TinyModel model) : IClassFixture<TinyModel>
+{
+    private const string Prompt = "Hello world";
+    private const int Limit = 120_000;
+    private readonly T5ChatClient _client = new(model.Generator, "tiny-flan-t5");
+    private T5TextGenerator Generator => model.Generator;
+
+    private static async Task<(string Text, List<ChatResponseUpdate> Updates)> Stream(IChatClient client, IEnumerable<ChatMessage> messages,
+        ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var updates = new List<ChatResponseUpdate>();
+        await foreach (ChatResponseUpdate update in client.GetStreamingResponseAsync(messages, options, cancellationToken))
+            updates.Add(update);
+        return (string.Concat(updates.Select(u => u.Text)), updates);
+    }
+
+    private static ChatMessage[] User(string text) => [new(ChatRole.User, text)];
+
+    [Fact(Timeout = Limit)]
+    public async Task Response_IsTheGeneratorsText()
+    {
+        ChatResponse response = await _client.GetResponseAsync(User(Prompt), new ChatOptions { MaxOutputTokens = 20 });
+
+        string expected = Generator.Generate(Prompt, Generator.DefaultOptions with { MaxNewTokens = 20 }).Text;
+        Assert.Equal(expected, response.Text);
+        Assert.StartsWith("principau vorbi Bankingelli", response.Text);
+        ChatMessage message = Assert.Single(response.Messages);
+        Assert.Equal(ChatRole.Assistant, message.Role);
+        Assert.Equal("tiny-flan-t5", response.ModelId);
+        Assert.NotNull(response.ResponseId);
+        Assert.Equal(Generator.Encode([Prompt])[0].Length, response.Usage?.InputTokenCount);
+        Assert.InRange(response.Usage?.OutputTokenCount ?? 0, 1, 20);
+        Assert.NotNull(response.FinishReason);
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task Response_WithoutOptions_UsesTheModelsDefaults()
+    {
+        ChatResponse response = await _client.GetResponseAsync(Prompt);
+        Assert.Equal(Generator.Generate(Prompt).Text, response.Text);
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task Streaming_AddsUpToTheResponse()
+    {
+        var options = new ChatOptions { MaxOutputTokens = 20 };
+        ChatResponse response = await _client.GetResponseAsync(User(Prompt), options);
+        (string text, List<ChatResponseUpdate> updates) = await Stream(_client, User(Prompt), options);
+
+        Assert.Equal(response.Text, text);
+        Assert.True(updates.Count > 1, "expected several pieces");
+        Assert.All(updates, u => Assert.Equal(ChatRole.Assistant, u.Role));
+        Assert.Single(updates.Select(u => u.ResponseId).Distinct());
+        Assert.Equal(response.Text, updates.ToChatResponse().Text);
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task Streaming_WithSampling_AddsUpToTheResponse()
+    {
+        var options = new ChatOptions { MaxOutputTokens = 12, Temperature = 0.8f, TopK = 20, Seed = 7 };
+        ChatResponse response = await _client.GetResponseAsync(User(Prompt), options);
+        (string text, _) = await Stream(_client, User(Prompt), options);
+        Assert.Equal(response.Text, text);
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task Sampling_IsTheGeneratorsSampling_AndSeeded()
+    {
+        var options = new ChatOptions { MaxOutputTokens = 12, Temperature = 0.7f, TopP = 0.9f, Seed = 42 };
+        ChatResponse a = await _client.GetResponseAsync(User(Prompt), options);
+        ChatResponse b = await _client.GetResponseAsync(User(Prompt), options);
+
+        GenerationOptions expected = Generator.DefaultOptions with { MaxNewTokens = 12, DoSample = true, Temperature = 0.7f, TopP = 0.9f, Seed = 42 };
+        Assert.Equal(Generator.Generate(Prompt, expected).Text, a.Text);
+        Assert.Equal(a.Text, b.Text);
+    }
+
+    [Fact]
+    public void Options_AreMapped()
+    {
+        GenerationOptions defaults = Generator.DefaultOptions;
+        Assert.Equal(defaults, _client.CreateGenerationOptions(null));
+        Assert.Equal(defaults, _client.CreateGenerationOptions(new ChatOptions()));
+
+        GenerationOptions o = _client.CreateGenerationOptions(new ChatOptions
+        {
+            MaxOutputTokens = 33, Temperature = 0.5f, TopP = 0.8f, TopK = 7, Seed = 123, FrequencyPenalty = 2f, PresencePenalty = 1f,
+        });
+        Assert.Equal(defaults with { MaxNewTokens = 33, DoSample = true, Temperature = 0.5f, TopP = 0.8f, TopK = 7, Seed = 123UL }, o);
+
+        Assert.True(_client.CreateGenerationOptions(new ChatOptions { TopP = 0.5f }).DoSample);
+        Assert.True(_client.CreateGenerationOptions(new ChatOptions { TopK = 5 }).DoSample);
+        Assert.True(_client.CreateGenerationOptions(new ChatOptions { Temperature = 1.2f }).DoSample);
+        Assert.False(_client.CreateGenerationOptions(new ChatOptions { Temperature = 0f, TopP = 0.5f }).DoSample);   // 0: greedy
+        Assert.Equal(unchecked((ulong)-1L), _client.CreateGenerationOptions(new ChatOptions { Seed = -1 }).Seed);
+
+        GenerationOptions extra = _client.CreateGenerationOptions(new ChatOptions
+        {
+            AdditionalProperties = new() { ["num_beams"] = 3, ["repetition_penalty"] = 1.5f, ["no_repeat_ngram_size"] = 2 },
+        });
+        Assert.Equal(defaults with { NumBeams = 3, RepetitionPenalty = 1.5f, NoRepeatNgramSize = 2 }, extra);
+
+        GenerationOptions raw = new() { MaxNewTokens = 5, NumBeams = 2 };
+        Assert.Equal(raw with { MaxNewTokens = 9 },
+            _client.CreateGenerationOptions(new ChatOptions { RawRepresentationFactory = _ => raw, MaxOutputTokens = 9 }));
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task Options_OutOfRange_AreArgumentExceptions()
+    {
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => _client.GetResponseAsync(User(Prompt), new ChatOptions { TopP = 2f }));
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => _client.GetResponseAsync(User(Prompt), new ChatOptions { Temperature = -1f }));
+        await Assert.ThrowsAnyAsync<ArgumentException>(() => _client.GetResponseAsync(User(Prompt), new ChatOptions { MaxOutputTokens = 0 }));
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task StopSequences_CutTheText_InBothModes()
+    {
+        string full = (await _client.GetResponseAsync(User(Prompt), new ChatOptions { MaxOutputTokens = 20 })).Text;
+        Assert.Contains(" vorbi", full);
+        var options = new ChatOptions { MaxOutputTokens = 20, StopSequences = ["Bank", " vorbi", "never there"] };
+
+        ChatResponse response = await _client.GetResponseAsync(User(Prompt), options);
+        (string streamed, List<ChatResponseUpdate> updates) = await Stream(_client, User(Prompt), options);
+
+        string expected = full[..full.IndexOf(" vorbi", StringComparison.Ordinal)];
+        Assert.Equal(expected, response.Text);
+        Assert.Equal(ChatFinishReason.Stop, response.FinishReason);
+        Assert.Equal(expected, streamed);
+        Assert.Equal(ChatFinishReason.Stop, updates[^1].FinishReason);
+
+        // A stop sequence that never occurs changes nothing.
+        options = new ChatOptions { MaxOutputTokens = 20, StopSequences = ["never there"] };
+        Assert.Equal(full, (await _client.GetResponseAsync(User(Prompt), options)).Text);
+        Assert.Equal(full, (await Stream(_client, User(Prompt), options)).Text);
+    }
+
+    [Fact]
+    public void StopSequence_HeldBack_IsTheLongestPossibleStart()
+    {
+        Assert.Equal(0, T5ChatClient.HeldBack("hello", ["xyz"]));
+        Assert.Equal(2, T5ChatClient.HeldBack("hello wo", ["world", "o"]));
+        Assert.Equal(1, T5ChatClient.HeldBack("hello w", ["world"]));
+        Assert.Equal(6, T5ChatClient.StopAt("hello world", ["world", "xx", "o w"]) is int i ? i + 2 : -1);
+        Assert.Null(T5ChatClient.StopAt("hello", ["", "x"]));
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task Prompt_IsInstructionsAndEveryMessagesText()
+    {
+        ChatMessage[] messages =
+        [
+            new(ChatRole.System, "Answer briefly."),
+            new(ChatRole.User, "Hello"),
+            new(ChatRole.Assistant, [new FunctionCallContent("call-1", "tool")]),   // no text: adds nothing
+            new(ChatRole.User, "world"),
+        ];
+        Assert.Equal("Answer briefly.\nHello\nworld", T5ChatClient.BuildPrompt(messages));
+        Assert.Equal("Be kind.\nAnswer briefly.\nHello\nworld", T5ChatClient.BuildPrompt(messages, "Be kind."));
+
+        var options = new ChatOptions { MaxOutputTokens = 8, Instructions = "Be kind." };
+        ChatResponse response = await _client.GetResponseAsync(messages, options);
+        Assert.Equal(Generator.Generate("Be kind.\nAnswer briefly.\nHello\nworld", Generator.DefaultOptions with { MaxNewTokens = 8 }).Text,
+            response.Text);
+
+        Assert.Throws<ArgumentException>(() => T5ChatClient.BuildPrompt([new ChatMessage(ChatRole.User, "  ")]));
+        await Assert.ThrowsAsync<ArgumentException>(() => _client.GetResponseAsync([]));
+    }
+
+    [Fact]
+    public void GetService_GivesMetadataGeneratorAndSelf()
+    {
+        var metadata = Assert.IsType<ChatClientMetadata>(_client.GetService(typeof(ChatClientMetadata)));
+        Assert.Equal("ManagedT5", metadata.ProviderName);
+        Assert.Equal("tiny-flan-t5", metadata.DefaultModelId);
+        Assert.Null(metadata.ProviderUri);
+        Assert.Same(metadata, _client.GetService<ChatClientMetadata>());
+        Assert.Same(Generator, _client.GetService(typeof(T5TextGenerator)));
+        Assert.Same(_client, _client.GetService(typeof(IChatClient)));
+        Assert.Same(_client, _client.GetService(typeof(T5ChatClient)));
+        Assert.Null(_client.GetService(typeof(ChatClientMetadata), "some key"));
+        Assert.Null(_client.GetService(typeof(string)));
+        Assert.Throws<ArgumentNullException>(() => _client.GetService(null!));
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task Cancellation_BeforeStart_Throws()
+    {
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => _client.GetResponseAsync(User(Prompt), null, cts.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Stream(_client, User(Prompt), null, cts.Token));
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task Cancellation_MidStream_Throws()
+    {
+        using var cts = new CancellationTokenSource();
+        var options = new ChatOptions { MaxOutputTokens = 200 };
+        int seen = 0;
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        {
+            await foreach (ChatResponseUpdate _ in _client.GetStreamingResponseAsync(User(Prompt), options, cts.Token))
+                if (++seen == 1) cts.Cancel();
+        });
+        Assert.True(seen >= 1);
+    }
+
+    [Fact]
+    public void Dispose_LeavesABorrowedGenerator()
+    {
+        new T5ChatClient(Generator).Dispose();
+        Assert.NotEmpty(Generator.Generate(Prompt, Generator.DefaultOptions with { MaxNewTokens = 2 }).TokenIds);
+    }
+}
