@@ -82,12 +82,16 @@ internal sealed partial class HubDownloader : IDisposable
             else if (await FetchAsync(ModelFolder.WeightsIndex, optional: true, cancellationToken).ConfigureAwait(false))
             {
                 files.Add(ModelFolder.WeightsIndex);
-                IReadOnlyList<string> shards = ModelFolder.ReadShardNames(await File.ReadAllTextAsync(
-                        Path.Combine(_staging, ModelFolder.WeightsIndex), cancellationToken).ConfigureAwait(false))
-                    ?? throw Fail($"{ModelFolder.WeightsIndex} of '{_id}' is not a safetensors index (no weight_map of plain file names). " +
-                                  "Delete " + _staging + " and try again, or report it to the model's authors.", ModelFolder.WeightsIndex, null);
-                if (shards.Count == 0)
-                    throw Fail($"{ModelFolder.WeightsIndex} of '{_id}' lists no shards.", ModelFolder.WeightsIndex, null);
+                string indexPath = Path.Combine(_staging, ModelFolder.WeightsIndex);
+                IReadOnlyList<string>? shards = ModelFolder.ReadShardNames(
+                    await File.ReadAllTextAsync(indexPath, cancellationToken).ConfigureAwait(false));
+                if (shards is not { Count: > 0 })
+                {
+                    File.Delete(indexPath);   // not kept: the next run fetches it anew
+                    throw Fail($"{ModelFolder.WeightsIndex} of '{_id}' at {FileUrl(ModelFolder.WeightsIndex)} is not a safetensors " +
+                               "index (it needs a weight_map naming shard files in the same folder). Report it to the model's " +
+                               $"authors, or put model.safetensors into {_finalDirectory}/ by hand.", ModelFolder.WeightsIndex);
+                }
                 foreach (string shard in shards)
                 {
                     await FetchAsync(shard, optional: false, cancellationToken).ConfigureAwait(false);
@@ -226,8 +230,9 @@ internal sealed partial class HubDownloader : IDisposable
 
         string? expectedSha = headers.Sha256;
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        await using (var output = new FileStream(part, offset > 0 ? FileMode.Open : FileMode.Create, FileAccess.ReadWrite,
-                         FileShare.None, bufferSize: 1, FileOptions.Asynchronous))
+        var output = new FileStream(part, offset > 0 ? FileMode.Open : FileMode.Create, FileAccess.ReadWrite,
+            FileShare.None, bufferSize: 1, FileOptions.Asynchronous);
+        await using (output.ConfigureAwait(false))
         {
             if (offset > 0) await HashPrefixAsync(output, offset, hash, cancellationToken).ConfigureAwait(false);
             output.SetLength(offset);

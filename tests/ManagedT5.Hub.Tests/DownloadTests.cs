@@ -89,6 +89,21 @@ public sealed class DownloadTests : IDisposable
     }
 
     [Fact(Timeout = Limit)]
+    public async Task Download_IndexNamingAFileOutsideTheFolder_IsRefused()
+    {
+        Dictionary<string, byte[]> files = Fixtures.RepoFiles("tiny-flan-t5", except: "model.safetensors");
+        files["model.safetensors.index.json"] = """{"weight_map": {"shared.weight": "../../evil.safetensors"}}"""u8.ToArray();
+        _hub.Add("org/evil", files);
+
+        HubException e = await Assert.ThrowsAsync<HubException>(() => ModelLocator.ResolveAsync("org/evil", Options()));
+
+        Assert.Contains("index", e.Message);
+        Assert.DoesNotContain(_hub.Requests, r => r.Path.Contains("evil.safetensors", StringComparison.Ordinal));
+        Assert.False(Directory.Exists(Final("org/evil")));
+        Assert.False(File.Exists(Path.Combine(Staging("org/evil"), "model.safetensors.index.json")));
+    }
+
+    [Fact(Timeout = Limit)]
     public async Task Download_TokenizerJson_WhenThereIsNoSpieceModel()
     {
         _hub.Add("org/no-spiece", Fixtures.RepoFiles("tiny-flan-t5", except: "spiece.model"));
