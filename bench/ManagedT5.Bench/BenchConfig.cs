@@ -1,5 +1,5 @@
 // BenchmarkDotNet settings shared by every kernel benchmark: a short job (the machine is small and shared), the
-// ratio-to-baseline column, and memory diagnostics (the token loop must allocate nothing).
+// ratio-to-baseline column, GB/s and GFLOP/s columns, and memory diagnostics (the token loop must allocate nothing).
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Diagnosers;
 using BenchmarkDotNet.Jobs;
@@ -10,7 +10,8 @@ namespace ManagedT5.Bench;
 public static class BenchConfig
 {
     public static IConfig Create() => DefaultConfig.Instance
-        .AddJob(Job.ShortRun.WithWarmupCount(2).WithIterationCount(5))
+        .AddJob(Job.ShortRun.WithWarmupCount(3).WithIterationCount(7))
+        .AddColumn(ThroughputColumn.GigabytesPerSecond, ThroughputColumn.GigaflopsPerSecond)
         .AddDiagnoser(MemoryDiagnoser.Default)
         .WithOptions(ConfigOptions.JoinSummary);
 }

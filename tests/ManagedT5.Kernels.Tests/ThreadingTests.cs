@@ -118,6 +118,43 @@ public sealed class ThreadingTests : IDisposable
     }
 
     [Fact]
+    public void TokenLoopOpsAllocateNothingOnTheCallingThread()
+    {
+        using var cpu = new CpuBackend(2);
+        const int d = 512, inner = 384, ff = 1024, vocab = 4000, capacity = 64;
+        IWeight[] linears = new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Int8, WeightFormat.F16 }
+            .Select(f => cpu.CreateWeight(_store.Random("w", f, ff, d, 1, 0.1f), f)).ToArray();
+        using IWeight norm = cpu.CreateWeight(_store.Make("norm", DType.F32, [d], TestData.Random(d, 2)));
+        using IWeight table = cpu.CreateWeight(_store.Make("bias", DType.F32, [32, 6], TestData.Random(192, 3)));
+        using IWeight embedding = cpu.CreateWeight(_store.Random("shared", WeightFormat.BF16, vocab, d, 4));
+        using IBuffer x = TestData.Buffer(cpu, TestData.Random(8 * ff, 5)), y = cpu.Allocate(8 * ff);
+        using IBuffer k = TestData.Buffer(cpu, TestData.Random(capacity * inner, 6)), v = TestData.Buffer(cpu, TestData.Random(capacity * inner, 7));
+        using IBuffer bias = cpu.Allocate(6 * capacity), logits = TestData.Buffer(cpu, TestData.Random(vocab, 8)), gathered = cpu.Allocate(ff);
+        int[] ids = [17], rows = [0], best = new int[1];
+
+        void Step(int position)
+        {
+            cpu.Embedding(embedding, ids, x);
+            cpu.RmsNorm(x, norm, y, 1, 1e-6f);
+            foreach (IWeight w in linears) cpu.Linear(x, w, y, 1, accumulate: true);
+            cpu.Linear(x, linears[0], y, 8); // a batched step takes the GEMM
+            cpu.PositionBias(table, bias, 1, position + 1, position, false, 32, 128);
+            cpu.AppendToCache(y, k, 1, 1, capacity, position, inner);
+            cpu.Attention(y, k, v, x, new AttentionShape(1, 6, 64, 1, position + 1, capacity, true, position), bias, null);
+            cpu.Activate(y, x, ActivationKind.GeluNew, ff);
+            cpu.Add(x, y, d);
+            cpu.GatherRows(y, gathered, rows, ff);
+            cpu.ArgMax(logits, 1, vocab, best);
+        }
+
+        Step(0); Step(1); // first calls size the scratch memory
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int position = 2; position < 40; position++) Step(position);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        foreach (IWeight w in linears) w.Dispose();
+    }
+
+    [Fact]
     public void RooflineMeasuresSomething()
     {
         Assert.True(Roofline.ReadBandwidthGBps(threads: 2, megabytes: 16, repeats: 1) > 0.1);
