@@ -25,7 +25,8 @@ internal static class CliCommon
     };
 
     /// <summary>A local folder as given, or the error that says how to get one.</summary>
-    public static string ResolveModel(string model) => ManagedT5.Hub.ModelLocator.Resolve(model);
+    public static string ResolveModel(string model) =>
+        ManagedT5.Hub.ModelLocator.Resolve(model, progress: new ManagedT5.Hub.ConsoleProgressBar());
 
     /// <summary>Runs a command body; expected failures print "error: ..." and return 1.</summary>
     public static int Run(Func<int> body)
