@@ -17,7 +17,7 @@
 #   - The benchmark command is engine/ManagedT5.Cli's `bench --device cuda --config FILE --random-weights --json`;
 #     the bf16 run adds $BENCH_BF16_FLAGS (default "--dtype bf16"; change it if the tool spells it otherwise).
 #   - The PyTorch peer runs when python3 can import torch with CUDA and .peer/torch_peer.py (or, failing that,
-#     ../shared/bench/torch_peer.py or ./shared/bench/torch_peer.py) exists.
+#     ./shared/bench/torch_peer.py) exists (copy it there before the run).
 #   - Per-step time limits (seconds): TEST_TIMEOUT (default 420), BENCH_TIMEOUT (240), PEER_TIMEOUT (240).
 # Output: $OUT/gpu-check.log when $OUT is set, else ./gpu-check.log (also echoed). Exit status: the number of
 # failed steps (0 = all passed; skipped steps do not count).
@@ -139,7 +139,7 @@ fi
 
 # --- 5. PyTorch peer on CUDA ----------------------------------------------------------------------------------------
 PEER=""
-for candidate in .peer/torch_peer.py ../shared/bench/torch_peer.py shared/bench/torch_peer.py; do
+for candidate in .peer/torch_peer.py shared/bench/torch_peer.py; do
     if [ -f "$candidate" ]; then PEER="$candidate"; break; fi
 done
 if [ -z "$PEER" ]; then
