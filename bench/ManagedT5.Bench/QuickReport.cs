@@ -1,5 +1,7 @@
-// A fast stopwatch report (no BenchmarkDotNet): the machine's roofline, then batch-1 decode GEMV per weight format as
-// GB/s of weights streamed, and encoder GEMM as GFLOP/s, each as a fraction of the roofline. `-- --quick`.
+// A fast stopwatch report (no BenchmarkDotNet), `-- --quick [threads]`: the machine's roofline, then batch-1 decode
+// GEMV per weight format as GB/s of weights streamed (a whole decoder step on distinct weights, so from memory),
+// cache-hot GEMV, the GEMV/GEMM switch over row counts, and encoder GEMM as GFLOP/s. Every number is the best of
+// several interleaved trials: on a shared machine the least-disturbed run is the closest to the truth.
 using System.Diagnostics;
 using ManagedT5.Kernels;
 using ManagedT5.Kernels.Cpu;
@@ -9,35 +11,66 @@ namespace ManagedT5.Bench;
 /// <summary>The roofline report.</summary>
 public static class QuickReport
 {
-    public static void Run(int threads, bool gemmOnly = false)
+    private static readonly WeightFormat[] Formats = [WeightFormat.F32, WeightFormat.BF16, WeightFormat.F16, WeightFormat.Int8];
+
+    public static void Run(int threads, bool gemmOnly = false, int trials = 5)
     {
         threads = threads <= 0 ? Environment.ProcessorCount : threads;
-        Console.WriteLine($"threads {threads}, SIMD {SimdLevels.Best}");
-        double bandwidth = Roofline.ReadBandwidthGBps(threads);
-        double peak = Roofline.FmaPeakGflops(threads);
-        double peakOne = Roofline.FmaPeakGflops(1);
-        Console.WriteLine($"roofline: read bandwidth {bandwidth:F1} GB/s, FMA peak {peak:F0} GFLOP/s ({peakOne:F0} on one thread)");
-
+        Console.WriteLine($"threads {threads}, SIMD {SimdLevels.Best}, best of {trials} trials");
         using var cpu = new CpuBackend(threads);
-        foreach (T5Shape shape in gemmOnly ? Array.Empty<T5Shape>() : new[] { T5Shape.Small, T5Shape.Base })
+        var best = new Dictionary<string, double>();
+        void Keep(string key, double seconds) => best[key] = Math.Min(best.GetValueOrDefault(key, double.MaxValue), seconds);
+
+        var steps = new List<(string Key, Action Run, long Bytes)>();
+        var stores = new List<WeightStore>();
+        if (!gemmOnly)
+            foreach (T5Shape shape in new[] { T5Shape.Small, T5Shape.Base })
+                foreach (WeightFormat format in Formats)
+                {
+                    var store = new WeightStore();
+                    stores.Add(store);
+                    var weights = shape.DecoderStepLinears().Select((d, i) => store.Create(cpu, d.Out, d.In, format, i)).ToList();
+                    IBuffer x = WeightStore.Random(cpu, Math.Max(shape.DFf, shape.DModel)), y = cpu.Allocate(shape.Vocab);
+                    steps.Add(($"{shape.Name} decode-step GEMV {format}", () => { foreach (IWeight w in weights) cpu.Linear(x, w, y, 1); },
+                        weights.Sum(w => w.ByteLength)));
+                }
+
+        double bandwidth = 0, peak = 0;
+        for (int trial = 0; trial < trials; trial++)
         {
-            double f32Time = 0;
-            foreach (WeightFormat format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.F16, WeightFormat.Int8 })
+            bandwidth = Math.Max(bandwidth, Roofline.ReadBandwidthGBps(threads, repeats: 3));
+            peak = Math.Max(peak, Roofline.FmaPeakGflops(threads, repeats: 2));
+            foreach (var step in steps) Keep(step.Key, Best(step.Run, 5));
+        }
+        Console.WriteLine($"roofline: read bandwidth {bandwidth:F1} GB/s, FMA peak {peak:F0} GFLOP/s");
+        foreach (var step in steps)
+        {
+            double seconds = best[step.Key], gbps = step.Bytes / seconds / 1e9;
+            double f32 = best[step.Key[..step.Key.LastIndexOf(' ')] + " F32"];
+            Console.WriteLine($"{step.Key,-40} {step.Bytes / 1e6,7:F1} MB in {seconds * 1e3,7:F2} ms = {gbps,5:F1} GB/s " +
+                $"({gbps / bandwidth,4:P0} of bandwidth; {seconds / f32:F2}x the f32 time)");
+        }
+        foreach (WeightStore store in stores) store.Dispose();
+
+        // One big GEMV (lm_head, 32128 x d_model) per thread count: scaling of the bandwidth-bound kernel alone.
+        foreach (WeightFormat format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Int8 })
+        {
+            using var store = new WeightStore();
+            IWeight w = store.Create(cpu, 32128, 512, format);
+            var line = new List<string>();
+            for (int t = 1; t <= threads; t++)
             {
-                using var store = new WeightStore();
-                var step = shape.DecoderStepLinears().Select(d => (Weight: store.Create(cpu, d.Out, d.In, format), d.In, d.Out)).ToList();
-                long bytes = step.Sum(s => s.Weight.ByteLength);
-                using IBuffer x = WeightStore.Random(cpu, Math.Max(shape.DFf, shape.DModel)), y = cpu.Allocate(shape.Vocab);
-                double seconds = Best(() => { foreach (var s in step) cpu.Linear(x, s.Weight, y, 1); }, 20);
-                if (format == WeightFormat.F32) f32Time = seconds;
-                double gbps = bytes / seconds / 1e9;
-                Console.WriteLine($"{shape.Name} decode-step GEMV {format,-4}: {bytes / 1e6,7:F1} MB in {seconds * 1e3,7:F2} ms = {gbps,6:F1} GB/s " +
-                    $"({gbps / bandwidth:P0} of bandwidth; time {seconds / f32Time:F2}x f32)");
+                using var backend = new CpuBackend(t);
+                using IBuffer x = WeightStore.Random(backend, 512), y = backend.Allocate(32128);
+                double seconds = Best(() => backend.Linear(x, w, y, 1), 30);
+                line.Add($"{t} thread(s) {w.ByteLength / seconds / 1e9:F1} GB/s");
             }
+            double bw1 = Roofline.ReadBandwidthGBps(1, repeats: 3);
+            Console.WriteLine($"lm_head GEMV {format,-4}: {string.Join(", ", line)} (roofline 1 thread {bw1:F1} GB/s)");
         }
 
-        // Cache-hot GEMV: a weight that fits L2, so the number is the kernel's compute ceiling per format.
-        foreach (WeightFormat format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.F16, WeightFormat.Int8 })
+        // Cache-hot GEMV (the weight fits L2): the kernel's compute ceiling per format.
+        foreach (WeightFormat format in Formats)
         {
             using var store = new WeightStore();
             IWeight w = store.Create(cpu, 256, 512, format);
@@ -46,7 +79,19 @@ public static class QuickReport
             Console.WriteLine($"hot GEMV 256x512 {format,-4}: {seconds * 1e6,7:F2} us = {w.ByteLength / seconds / 1e9,6:F1} GB/s");
         }
 
-        foreach ((int rows, int inDim, int outDim) in new[] { (8, 512, 1024), (128, 512, 1024), (128, 1024, 512), (128, 512, 384), (512, 768, 2048) })
+        // Where GEMV (weight streamed once, converted per row) stops beating the packed GEMM: time per row.
+        foreach (WeightFormat format in Formats)
+        {
+            using var store = new WeightStore();
+            IWeight w = store.Create(cpu, 1024, 512, format);
+            using IBuffer x = WeightStore.Random(cpu, 16 * 512), y = cpu.Allocate(16 * 1024);
+            var line = new List<string>();
+            foreach (int rows in new[] { 1, 2, 3, 4, 5, 6, 8, 12, 16 })
+                line.Add($"{rows}:{Best(() => cpu.Linear(x, w, y, rows), 20) * 1e6 / rows:F1}");
+            Console.WriteLine($"us per row, 1024x512 {format,-4} (GEMV up to {LinearKernel.GemvMaxRows} rows): {string.Join("  ", line)}");
+        }
+
+        foreach ((int rows, int inDim, int outDim) in new[] { (128, 512, 1024), (128, 1024, 512), (128, 512, 384), (512, 768, 2048) })
             foreach (WeightFormat format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Int8 })
             {
                 using var store = new WeightStore();
@@ -61,7 +106,7 @@ public static class QuickReport
     /// <summary>Best wall time of <paramref name="repeats"/> runs after a warm-up.</summary>
     public static double Best(Action action, int repeats)
     {
-        for (int i = 0; i < 3; i++) action();
+        for (int i = 0; i < 2; i++) action();
         double best = double.MaxValue;
         for (int i = 0; i < repeats; i++)
         {
