@@ -42,14 +42,43 @@ public sealed class BadInputTests : IDisposable
     {
         byte[] model = File.ReadAllBytes(Fixtures.SpieceModel);
         var random = new Random(7);
-        var lengths = Enumerable.Range(1, 64)                                        // inside the first pieces
-            .Concat(Enumerable.Range(0, 200).Select(_ => random.Next(1, model.Length))) // anywhere
-            .Concat(Enumerable.Range(1, 64).Select(k => model.Length - k));           // inside the last fields
+        var lengths = Enumerable.Range(1, 48)                                        // inside the first pieces
+            .Concat(Enumerable.Range(0, 40).Select(_ => random.Next(1, model.Length)))  // anywhere
+            .Concat(TopLevelFieldStarts(model).SelectMany(at => new[] { at - 1, at, at + 1 })) // at field boundaries
+            .Concat(Enumerable.Range(1, 16).Select(k => model.Length - k))            // inside the last field
+            .Where(length => length > 0 && length < model.Length)
+            .Distinct();
         foreach (int length in lengths)
         {
             string path = Write($"cut-{length}.model", model[..length]);
             AssertFailsNamingFile(path);
             File.Delete(path);
+        }
+    }
+
+    /// <summary>Where each top-level field of a serialized ModelProto starts after the pieces (tag, length, body).</summary>
+    private static IEnumerable<int> TopLevelFieldStarts(byte[] model)
+    {
+        int pos = 0, lastField = 0;
+        while (pos < model.Length)
+        {
+            int start = pos;
+            int field = (int)(ReadVarint(model, ref pos) >> 3);
+            int length = (int)ReadVarint(model, ref pos); // every top-level field is length-delimited
+            pos += length;
+            if (field != lastField || field != 1) yield return start;
+            lastField = field;
+        }
+    }
+
+    private static long ReadVarint(byte[] data, ref int pos)
+    {
+        long value = 0;
+        for (int shift = 0; ; shift += 7)
+        {
+            byte b = data[pos++];
+            value |= (long)(b & 0x7F) << shift;
+            if (b < 0x80) return value;
         }
     }
 

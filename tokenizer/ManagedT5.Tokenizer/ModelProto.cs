@@ -148,6 +148,8 @@ internal ref struct ProtoReader
 {
     public const int Varint = 0, Fixed64 = 1, LengthDelimited = 2, Fixed32 = 5;
 
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     private readonly ReadOnlySpan<byte> _data;
     private int _pos;
 
@@ -208,7 +210,7 @@ internal ref struct ProtoReader
         var bytes = ReadBytes();
         try
         {
-            return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
+            return StrictUtf8.GetString(bytes);
         }
         catch (DecoderFallbackException e)
         {
