@@ -19,32 +19,15 @@ public static unsafe class Roofline
         threads = threads <= 0 ? Environment.ProcessorCount : threads;
         long bytes = (long)megabytes << 20;
         long floats = bytes / 4;
+        long slice = (floats / threads + 63) & ~63L;
         var buffer = (float*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
         try
         {
-            var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
-            long slice = (floats / threads + 63) & ~63L;
-            Parallel.For(0, threads, options, t =>
-            {
-                long start = t * slice, end = Math.Min(floats, start + slice);
-                for (long i = start; i < end; i++) buffer[i] = 1f; // touch every page on the thread that reads it
-            });
-
+            // Touch every page on the thread that will read it, then time whole passes.
+            OnThreads(threads, t => new Span<float>(buffer + t * slice, (int)Math.Min(slice, floats - t * slice)).Fill(1f));
             double best = double.MaxValue;
-            float sink = 0;
             for (int pass = 0; pass < repeats; pass++)
-            {
-                var partial = new float[threads];
-                long startTicks = Stopwatch.GetTimestamp();
-                Parallel.For(0, threads, options, t =>
-                {
-                    long start = t * slice, end = Math.Min(floats, start + slice);
-                    partial[t] = Sum(buffer + start, end - start);
-                });
-                best = Math.Min(best, Stopwatch.GetElapsedTime(startTicks).TotalSeconds);
-                sink += partial.Sum();
-            }
-            GC.KeepAlive(sink);
+                best = Math.Min(best, OnThreads(threads, t => GC.KeepAlive(Sum(buffer + t * slice, Math.Min(slice, floats - t * slice)))));
             return bytes / best / 1e9;
         }
         finally
@@ -63,20 +46,35 @@ public static unsafe class Roofline
         const long Iterations = 10_000_000;
         int lanes = Vector512.IsHardwareAccelerated ? 16 : Vector256.IsHardwareAccelerated ? 8 : 4;
         double flops = 2.0 * 12 * lanes * Iterations * threads;
-        var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
         double best = double.MaxValue;
-        float sink = 0;
         for (int run = 0; run < repeats; run++)
-        {
-            var partial = new float[threads];
-            long startTicks = Stopwatch.GetTimestamp();
-            Parallel.For(0, threads, options, t => partial[t] = lanes == 16 ? FmaChains512(Iterations)
-                : lanes == 8 ? FmaChains256(Iterations) : FmaChains128(Iterations));
-            best = Math.Min(best, Stopwatch.GetElapsedTime(startTicks).TotalSeconds);
-            sink += partial.Sum();
-        }
-        GC.KeepAlive(sink);
+            best = Math.Min(best, OnThreads(threads, _ => GC.KeepAlive(lanes == 16 ? FmaChains512(Iterations)
+                : lanes == 8 ? FmaChains256(Iterations) : FmaChains128(Iterations))));
         return flops / best / 1e9;
+    }
+
+    /// <summary>Runs <paramref name="work"/>(t) on <paramref name="threads"/> fresh threads released together by a
+    /// barrier; returns seconds from the first start to the last finish.</summary>
+    private static double OnThreads(int threads, Action<int> work)
+    {
+        var starts = new long[threads];
+        var ends = new long[threads];
+        using var barrier = new Barrier(threads);
+        var workers = new Thread[threads];
+        for (int t = 0; t < threads; t++)
+        {
+            int index = t;
+            workers[t] = new Thread(() =>
+            {
+                barrier.SignalAndWait();
+                starts[index] = Stopwatch.GetTimestamp();
+                work(index);
+                ends[index] = Stopwatch.GetTimestamp();
+            });
+            workers[t].Start();
+        }
+        foreach (Thread worker in workers) worker.Join();
+        return (double)(ends.Max() - starts.Min()) / Stopwatch.Frequency;
     }
 
     private static float Sum(float* p, long count)
