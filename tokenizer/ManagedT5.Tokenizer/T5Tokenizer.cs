@@ -92,7 +92,7 @@ public sealed class T5Tokenizer
             return new T5Tokenizer(proto, path);
         }
         catch (Exception e) when (e is InvalidDataException or System.Text.Json.JsonException or FormatException
-                                      or InvalidOperationException or KeyNotFoundException or IndexOutOfRangeException)
+                                      or InvalidOperationException or KeyNotFoundException)
         {
             throw new TokenizerException(
                 $"Tokenizer file '{path}' is not a valid {kind} ({e.Message}). It may be truncated or a different format; download it again.",
