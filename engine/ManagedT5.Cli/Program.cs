@@ -3,6 +3,11 @@
 using System.CommandLine;
 using ManagedT5.Cli;
 
+var offline = new Option<bool>("--offline")
+{
+    Description = "Never download: use weights/ or the HuggingFace cache only (like HF_HUB_OFFLINE=1)",
+    Recursive = true,
+};
 RootCommand root = new("managedt5: Flan-T5 / T5 inference in pure managed .NET")
 {
     InspectCommand.Create(),
@@ -10,5 +15,9 @@ RootCommand root = new("managedt5: Flan-T5 / T5 inference in pure managed .NET")
     TokenizeCommands.CreateTokenize(),
     TokenizeCommands.CreateDetokenize(),
     BenchCommand.Create(),
+    TraceCommand.Create(),
 };
-return root.Parse(args).Invoke();
+root.Options.Add(offline);
+ParseResult parsed = root.Parse(args);
+if (parsed.GetValue(offline)) Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", "1");
+return parsed.Invoke();

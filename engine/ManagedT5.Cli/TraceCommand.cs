@@ -1,0 +1,99 @@
+// managedt5 trace: study mode. Runs one prompt through the encoder and (teacher-forced on the greedy output) the
+// decoder, and writes every intermediate tensor, named after HF's modules, to a safetensors file that can be held
+// beside PyTorch's (e.g. with forward hooks on T5ForConditionalGeneration).
+using System.CommandLine;
+using ManagedT5.Generation;
+using ManagedT5.Kernels;
+using ManagedT5.Loading;
+using ManagedT5.Model;
+
+namespace ManagedT5.Cli;
+
+internal static class TraceCommand
+{
+    /// <summary>Downloads every observed tensor; self-attention scores (q . k + bias, before the softmax, no
+    /// 1/sqrt(d_kv)) are rebuilt on the host from q, k and the bias, since the fused kernel never materialises them.</summary>
+    private sealed class TraceRecorder(IBackend backend, T5Config config) : ITensorObserver
+    {
+        public readonly List<(string Name, float[] Data, int[] Shape)> Tensors = [];
+        private readonly Dictionary<string, (float[] Data, int[] Shape)> _byName = new();
+        public string Stack = "encoder";
+
+        public void Observe(string name, IBuffer buffer, int[] shape)
+        {
+            var data = new float[shape.Aggregate(1, (a, d) => a * d)];
+            backend.Download(buffer, data);
+            Add(name, data, shape);
+            if (name.EndsWith(".SelfAttention.k")) AddScores(name[..^2]);
+        }
+
+        private void Add(string name, float[] data, int[] shape)
+        {
+            Tensors.Add((name, data, shape));
+            _byName[name] = (data, shape);
+        }
+
+        private void AddScores(string prefix)
+        {
+            var (q, qShape) = _byName[prefix + ".q"];
+            var (k, _) = _byName[prefix + ".k"];
+            var (bias, _) = _byName[$"{Stack}.block.0.layer.0.SelfAttention.position_bias"];
+            int batch = qShape[0], n = qShape[1], heads = config.NumHeads, dk = config.DKv, inner = config.InnerDim;
+            bool causal = Stack == "decoder";
+            var scores = new float[batch * heads * n * n];
+            for (int b = 0; b < batch; b++)
+                for (int h = 0; h < heads; h++)
+                    for (int i = 0; i < n; i++)
+                        for (int j = 0; j < n; j++)
+                        {
+                            float s = 0;
+                            for (int d = 0; d < dk; d++) s += q[(b * n + i) * inner + h * dk + d] * k[(b * n + j) * inner + h * dk + d];
+                            s += bias[(h * n + i) * n + j];
+                            scores[((b * heads + h) * n + i) * n + j] = causal && j > i ? float.NegativeInfinity : s;
+                        }
+            Add(prefix + ".scores", scores, [batch, heads, n, n]);
+        }
+    }
+
+    public static Command Create()
+    {
+        Option<string> model = CliCommon.ModelOption();
+        Option<string> device = CliCommon.DeviceOption();
+        var output = new Option<string>("--out") { Description = "Output safetensors file", DefaultValueFactory = _ => "trace.safetensors" };
+        var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Greedy tokens to decode (then traced teacher-forced)", DefaultValueFactory = _ => 8 };
+        var prompt = new Argument<string>("prompt") { Description = "The prompt to trace" };
+        var command = new Command("trace", "Write every intermediate tensor of one prompt to a safetensors file (study mode)")
+        {
+            model, device, output, maxNewTokens, prompt,
+        };
+        command.SetAction(r => CliCommon.Run(() =>
+        {
+            using T5TextGenerator t5 = T5TextGenerator.Load(CliCommon.ResolveModel(r.GetValue(model)!), new T5LoadOptions { Device = r.GetValue(device)! });
+            T5Model m = t5.Model;
+            int[] ids = t5.Encode([r.GetValue(prompt)!])[0];
+            GenerationOutput generated = t5.GenerateIds([ids], new GenerationOptions { MaxNewTokens = r.GetValue(maxNewTokens) });
+            int[] decoderIds = generated.Sequences[0];
+
+            var recorder = new TraceRecorder(m.Backend, m.Config);
+            using EncoderOutput encoded = m.Encode(ids, Enumerable.Repeat(1, ids.Length).ToArray(), 1, recorder);
+            recorder.Stack = "decoder";
+            using DecoderState state = m.StartDecoder(encoded, decoderIds.Length, maxTokensPerCall: decoderIds.Length);
+            m.Decode(state, decoderIds, decoderIds.Length, recorder);
+
+            var writer = new SafeTensorsWriter();
+            writer.Add("input_ids", DType.I64, ids.SelectMany(i => BitConverter.GetBytes((long)i)).ToArray(), 1, ids.Length);
+            writer.Add("decoder_input_ids", DType.I64, decoderIds.SelectMany(i => BitConverter.GetBytes((long)i)).ToArray(), 1, decoderIds.Length);
+            foreach (var (name, data, shape) in recorder.Tensors) writer.Add(name, data, shape);
+            string path = r.GetValue(output)!;
+            writer.Save(path, new Dictionary<string, string>
+            {
+                ["prompt"] = r.GetValue(prompt)!,
+                ["generated"] = t5.Tokenizer.Decode(decoderIds),
+                ["note"] = "names follow HF modules; *.attention is the attention output before the o projection; *.scores are q.k + bias before the softmax",
+            });
+            Console.WriteLine($"wrote {recorder.Tensors.Count + 2} tensors to {Path.GetFullPath(path)}");
+            return 0;
+        }));
+        return command;
+    }
+}
