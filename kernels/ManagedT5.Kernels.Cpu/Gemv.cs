@@ -1,7 +1,7 @@
 // GEMV: y (rows, out) (+)= x (rows, in) W^T for a handful of rows (batch-1 and small-batch decode). It is
-// bandwidth-bound: each weight row is streamed once from memory, widened in registers (BF16/F16/int8 lanes),
-// and dotted with every input row while it is still in L1. Four weight rows are read together so each x chunk
-// load serves four FMAs. The caller splits the output rows across threads in multiples of four.
+// bandwidth-bound: the weight is streamed once, front to back (one row at a time keeps the access sequential,
+// which the hardware prefetchers reward; reading four rows in lockstep measured 10-40% slower), each chunk widened
+// in registers (BF16/F16/int8 lanes) and dotted with every input row while the row is still in L1.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -10,7 +10,7 @@ namespace ManagedT5.Kernels.Cpu;
 /// <summary>Matrix-vector products against a stored weight, one weight format per instantiation.</summary>
 internal static unsafe class Gemv
 {
-    /// <summary>Weight rows read together; thread splits of the output must be multiples of this.</summary>
+    /// <summary>Thread splits of the output are multiples of this many weight rows.</summary>
     public const int RowBlock = 4;
 
     /// <summary>
@@ -24,86 +24,66 @@ internal static unsafe class Gemv
         float* output, int first, int end, bool accumulate, SimdLevel level) where TFormat : IWeightFormat
     {
         long rowBytes = (long)inDim * TFormat.ElementSize;
-        float* sums = stackalloc float[RowBlock];
-        for (int o = first; o < end; o += RowBlock)
+        for (int o = first; o < end; o++)
         {
-            int count = Math.Min(RowBlock, end - o);
-            // A short last block repeats its last row: same arithmetic per row, results past count are dropped.
-            byte* w0 = weights + o * rowBytes;
-            byte* w1 = w0 + Math.Min(1, count - 1) * rowBytes;
-            byte* w2 = w0 + Math.Min(2, count - 1) * rowBytes;
-            byte* w3 = w0 + Math.Min(3, count - 1) * rowBytes;
+            byte* w = weights + o * rowBytes;
             for (int r = 0; r < rows; r++)
             {
-                Dot4<TFormat>(w0, w1, w2, w3, laidInput + (long)r * inDim, inDim, sums, level);
+                float value = Dot<TFormat>(w, laidInput + (long)r * inDim, inDim, level);
+                if (scales != null) value *= scales[o];
                 float* y = output + (long)r * outDim + o;
-                for (int j = 0; j < count; j++)
-                {
-                    float value = scales == null ? sums[j] : sums[j] * scales[o + j];
-                    y[j] = accumulate ? y[j] + value : value;
-                }
+                *y = accumulate ? *y + value : value;
             }
         }
     }
 
-    /// <summary>Four dot products of weight rows w0..w3 with one laid-out x; two accumulators per row.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Dot4<TFormat>(byte* w0, byte* w1, byte* w2, byte* w3, float* x, int length, float* sums,
-        SimdLevel level) where TFormat : IWeightFormat
+    /// <summary>One dot product of a weight row with a laid-out x, two chunks per step into four accumulators.
+    /// Not inlined into the row loop: the JIT then has the inlining budget to inline every MultiplyAdd here.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static float Dot<TFormat>(byte* w, float* x, int length, SimdLevel level) where TFormat : IWeightFormat
     {
         int k = 0;
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        float sum = 0;
         if (level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated)
         {
             int chunk = 64 / TFormat.ElementSize;
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
-            for (; k <= length - chunk; k += chunk)
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; k <= length - 2 * chunk; k += 2 * chunk)
             {
                 long offset = (long)k * TFormat.ElementSize;
-                TFormat.MultiplyAdd(w0 + offset, x + k, ref a0, ref b0);
-                TFormat.MultiplyAdd(w1 + offset, x + k, ref a1, ref b1);
-                TFormat.MultiplyAdd(w2 + offset, x + k, ref a2, ref b2);
-                TFormat.MultiplyAdd(w3 + offset, x + k, ref a3, ref b3);
+                TFormat.MultiplyAdd(w + offset, x + k, ref a0, ref a1);
+                TFormat.MultiplyAdd(w + offset + 64, x + k + chunk, ref a2, ref a3);
             }
-            s0 = Vector512.Sum(a0 + b0); s1 = Vector512.Sum(a1 + b1); s2 = Vector512.Sum(a2 + b2); s3 = Vector512.Sum(a3 + b3);
+            if (k <= length - chunk) { TFormat.MultiplyAdd(w + (long)k * TFormat.ElementSize, x + k, ref a0, ref a1); k += chunk; }
+            sum = Vector512.Sum((a0 + a2) + (a1 + a3));
         }
         else if (level == SimdLevel.Vector256 && Vector256.IsHardwareAccelerated)
         {
             int chunk = 32 / TFormat.ElementSize;
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
-            for (; k <= length - chunk; k += chunk)
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; k <= length - 2 * chunk; k += 2 * chunk)
             {
                 long offset = (long)k * TFormat.ElementSize;
-                TFormat.MultiplyAdd(w0 + offset, x + k, ref a0, ref b0);
-                TFormat.MultiplyAdd(w1 + offset, x + k, ref a1, ref b1);
-                TFormat.MultiplyAdd(w2 + offset, x + k, ref a2, ref b2);
-                TFormat.MultiplyAdd(w3 + offset, x + k, ref a3, ref b3);
+                TFormat.MultiplyAdd(w + offset, x + k, ref a0, ref a1);
+                TFormat.MultiplyAdd(w + offset + 32, x + k + chunk, ref a2, ref a3);
             }
-            s0 = Vector256.Sum(a0 + b0); s1 = Vector256.Sum(a1 + b1); s2 = Vector256.Sum(a2 + b2); s3 = Vector256.Sum(a3 + b3);
+            if (k <= length - chunk) { TFormat.MultiplyAdd(w + (long)k * TFormat.ElementSize, x + k, ref a0, ref a1); k += chunk; }
+            sum = Vector256.Sum((a0 + a2) + (a1 + a3));
         }
         else if (level == SimdLevel.Vector128 && Vector128.IsHardwareAccelerated)
         {
             int chunk = 16 / TFormat.ElementSize;
-            Vector128<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
-            for (; k <= length - chunk; k += chunk)
+            Vector128<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (; k <= length - 2 * chunk; k += 2 * chunk)
             {
                 long offset = (long)k * TFormat.ElementSize;
-                TFormat.MultiplyAdd(w0 + offset, x + k, ref a0, ref b0);
-                TFormat.MultiplyAdd(w1 + offset, x + k, ref a1, ref b1);
-                TFormat.MultiplyAdd(w2 + offset, x + k, ref a2, ref b2);
-                TFormat.MultiplyAdd(w3 + offset, x + k, ref a3, ref b3);
+                TFormat.MultiplyAdd(w + offset, x + k, ref a0, ref a1);
+                TFormat.MultiplyAdd(w + offset + 16, x + k + chunk, ref a2, ref a3);
             }
-            s0 = Vector128.Sum(a0 + b0); s1 = Vector128.Sum(a1 + b1); s2 = Vector128.Sum(a2 + b2); s3 = Vector128.Sum(a3 + b3);
+            if (k <= length - chunk) { TFormat.MultiplyAdd(w + (long)k * TFormat.ElementSize, x + k, ref a0, ref a1); k += chunk; }
+            sum = Vector128.Sum((a0 + a2) + (a1 + a3));
         }
-
-        for (; k < length; k++)
-        {
-            float xk = x[k];
-            s0 += TFormat.Widen(w0, k) * xk;
-            s1 += TFormat.Widen(w1, k) * xk;
-            s2 += TFormat.Widen(w2, k) * xk;
-            s3 += TFormat.Widen(w3, k) * xk;
-        }
-        sums[0] = s0; sums[1] = s1; sums[2] = s2; sums[3] = s3;
+        for (; k < length; k++) sum += TFormat.Widen(w, k) * x[k];
+        return sum;
     }
 }
