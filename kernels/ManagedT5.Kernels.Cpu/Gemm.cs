@@ -1,6 +1,6 @@
 // GEMM: C (rows, out) (+)= A (rows, in) W^T, for many rows (the encoder, batched decode). Cache-blocked and
 // packed as in BLIS / Goto: A is packed once per call into MR-row strips (the micro-kernel then reads it
-// sequentially); each thread item widens a KC-deep slab of its weight columns to fp32 and packs it into panels of
+// sequentially; the strips are split across threads too); each thread item widens a KC-deep slab of its weight columns to fp32 and packs it into panels of
 // NR columns (in L2) with 16 x 16 register transposes; a register-blocked micro-kernel multiplies them. Narrow
 // formats (BF16/F16/int8) cost their conversion once per slab instead of once per row. Threads split the output
 // columns; every C element is owned by one thread.
@@ -31,14 +31,13 @@ internal static unsafe class Gemm
     public static long PackedASize(int rows, int inDim, int mr) => (long)(rows + mr - 1) / mr * mr * inDim;
 
     /// <summary>
-    /// Packs A (rows, in) into strips of MR rows: packed[(s * in + k) * MR + r] = A[s * MR + r, k] (zero past the
+    /// Packs strips [firstStrip, endStrip) of A (rows, in), MR rows each: packed[(s * in + k) * MR + r] = A[s * MR + r, k] (zero past the
     /// last row), so the micro-panel of strip s for slab k0 starts at (s * in + k0) * MR and is read sequentially.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void PackA(float* a, int rows, int inDim, int mr, float* packed)
+    public static void PackA(float* a, int rows, int inDim, int mr, float* packed, int firstStrip, int endStrip)
     {
-        int strips = (rows + mr - 1) / mr;
-        for (int s = 0; s < strips; s++)
+        for (int s = firstStrip; s < endStrip; s++)
         {
             float* strip = packed + (long)s * inDim * mr;
             for (int r = 0; r < mr; r++)

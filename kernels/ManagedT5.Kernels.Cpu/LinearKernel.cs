@@ -77,7 +77,10 @@ internal static unsafe class LinearKernel
         where TKernel : IMicroKernel
     {
         float* packedA = Scratch.Get(ScratchSlot.LaneInput, Gemm.PackedASize(rows, w.Cols, TKernel.MR));
-        Gemm.PackA(x, rows, w.Cols, TKernel.MR, packedA);
+        int strips = (rows + TKernel.MR - 1) / TKernel.MR;
+        int stripsPerItem = Math.Max(1, (strips + pool.Threads - 1) / pool.Threads);
+        var pack = new PackAJob { Input = x, Packed = packedA, Rows = rows, InDim = w.Cols, MR = TKernel.MR, Strips = strips, PerItem = stripsPerItem };
+        pool.Run(ref pack, (strips + stripsPerItem - 1) / stripsPerItem);
         int perItem = Gemm.ColumnsPerItem(w.Rows, TKernel.NR, pool.Threads);
         var job = new GemmJob<TKernel> { Weight = w, Input = packedA, Output = y, Rows = rows, PerItem = perItem, Accumulate = accumulate };
         pool.Run(ref job, (w.Rows + perItem - 1) / perItem);
@@ -97,6 +100,19 @@ internal static unsafe class LinearKernel
             int first = index * PerItem, end = Math.Min(first + PerItem, Weight.Rows);
             Gemv.Run<TFormat>((byte*)Weight.Data, Weight.Cols, Weight.Rows, Weight.Scales, Input, Rows, Output,
                 first, end, Accumulate, Level);
+        }
+    }
+
+    /// <summary>One item: strips [index * PerItem, +PerItem) of A packed for the GEMM.</summary>
+    private struct PackAJob : IParallelJob
+    {
+        public float* Input, Packed;
+        public int Rows, InDim, MR, Strips, PerItem;
+
+        public void Execute(int index)
+        {
+            int first = index * PerItem;
+            Gemm.PackA(Input, Rows, InDim, MR, Packed, first, Math.Min(first + PerItem, Strips));
         }
     }
 
