@@ -84,21 +84,21 @@ internal readonly struct GeluNewOperator : IUnaryOperator
     public static Vector128<float> Invoke(Vector128<float> x)
     {
         Vector128<float> minusTwoU = x * Vector128.FusedMultiplyAdd(x * x, Vector128.Create(Cubic * MinusTwoSqrtTwoOverPi), Vector128.Create(MinusTwoSqrtTwoOverPi));
-        return x / (Vector128<float>.One + Vector128.Exp(minusTwoU));
+        return x / (Vector128<float>.One + VectorMath.Exp(minusTwoU));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Invoke(Vector256<float> x)
     {
         Vector256<float> minusTwoU = x * Vector256.FusedMultiplyAdd(x * x, Vector256.Create(Cubic * MinusTwoSqrtTwoOverPi), Vector256.Create(MinusTwoSqrtTwoOverPi));
-        return x / (Vector256<float>.One + Vector256.Exp(minusTwoU));
+        return x / (Vector256<float>.One + VectorMath.Exp(minusTwoU));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Invoke(Vector512<float> x)
     {
         Vector512<float> minusTwoU = x * Vector512.FusedMultiplyAdd(x * x, Vector512.Create(Cubic * MinusTwoSqrtTwoOverPi), Vector512.Create(MinusTwoSqrtTwoOverPi));
-        return x / (Vector512<float>.One + Vector512.Exp(minusTwoU));
+        return x / (Vector512<float>.One + VectorMath.Exp(minusTwoU));
     }
 }
 
@@ -106,9 +106,9 @@ internal readonly struct GeluNewOperator : IUnaryOperator
 internal readonly struct SiluOperator : IUnaryOperator
 {
     public static float Invoke(float x) => ReferenceKernels.Activation(x, ActivationKind.Silu);
-    public static Vector128<float> Invoke(Vector128<float> x) => x / (Vector128<float>.One + Vector128.Exp(-x));
-    public static Vector256<float> Invoke(Vector256<float> x) => x / (Vector256<float>.One + Vector256.Exp(-x));
-    public static Vector512<float> Invoke(Vector512<float> x) => x / (Vector512<float>.One + Vector512.Exp(-x));
+    public static Vector128<float> Invoke(Vector128<float> x) => x / (Vector128<float>.One + VectorMath.Exp(-x));
+    public static Vector256<float> Invoke(Vector256<float> x) => x / (Vector256<float>.One + VectorMath.Exp(-x));
+    public static Vector512<float> Invoke(Vector512<float> x) => x / (Vector512<float>.One + VectorMath.Exp(-x));
 }
 
 /// <summary>gelu with erf: 0.5 x (1 + erf(x / sqrt 2)). erf(z) = 1 - t exp(-z^2 + P(t)), t = 1 / (1 + |z| / 2)
@@ -134,7 +134,7 @@ internal readonly struct GeluOperator : IUnaryOperator
         p = Vector128.FusedMultiplyAdd(p, t, Vector128.Create(0.37409196f));
         p = Vector128.FusedMultiplyAdd(p, t, Vector128.Create(1.00002368f));
         p = Vector128.FusedMultiplyAdd(p, t, Vector128.Create(-1.26551223f));
-        Vector128<float> erf = Vector128<float>.One - t * Vector128.Exp(p - z * z);
+        Vector128<float> erf = Vector128<float>.One - t * VectorMath.Exp(p - z * z);
         return 0.5f * x * (Vector128<float>.One + Vector128.CopySign(erf, x));
     }
 
@@ -153,7 +153,7 @@ internal readonly struct GeluOperator : IUnaryOperator
         p = Vector256.FusedMultiplyAdd(p, t, Vector256.Create(0.37409196f));
         p = Vector256.FusedMultiplyAdd(p, t, Vector256.Create(1.00002368f));
         p = Vector256.FusedMultiplyAdd(p, t, Vector256.Create(-1.26551223f));
-        Vector256<float> erf = Vector256<float>.One - t * Vector256.Exp(p - z * z);
+        Vector256<float> erf = Vector256<float>.One - t * VectorMath.Exp(p - z * z);
         return 0.5f * x * (Vector256<float>.One + Vector256.CopySign(erf, x));
     }
 
@@ -172,7 +172,7 @@ internal readonly struct GeluOperator : IUnaryOperator
         p = Vector512.FusedMultiplyAdd(p, t, Vector512.Create(0.37409196f));
         p = Vector512.FusedMultiplyAdd(p, t, Vector512.Create(1.00002368f));
         p = Vector512.FusedMultiplyAdd(p, t, Vector512.Create(-1.26551223f));
-        Vector512<float> erf = Vector512<float>.One - t * Vector512.Exp(p - z * z);
+        Vector512<float> erf = Vector512<float>.One - t * VectorMath.Exp(p - z * z);
         return 0.5f * x * (Vector512<float>.One + Vector512.CopySign(erf, x));
     }
 }

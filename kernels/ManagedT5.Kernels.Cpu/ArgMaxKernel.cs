@@ -41,6 +41,7 @@ internal static unsafe class ArgMaxKernel
         return 0;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Max(float* values, int length, SimdLevel level)
     {
         int i = 0;

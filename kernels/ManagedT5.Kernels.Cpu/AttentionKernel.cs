@@ -22,10 +22,26 @@ internal static unsafe class AttentionKernel
         float* keyMask, int b, int h, int firstQuery, int endQuery, SimdLevel level)
     {
         int inner = s.InnerDim, d = s.HeadDim;
-        float* scores = Scratch.Get(ScratchSlot.Scores, Math.Max(s.KeyLength, 1));
+        float* scores = Scratch.Get(ScratchSlot.Scores, Math.Max(s.KeyLength, 1) + 16);
         float* keys = key + (long)b * s.KeyCapacity * inner + h * d;
         float* values = value + (long)b * s.KeyCapacity * inner + h * d;
         float* mask = keyMask == null ? null : keyMask + (long)b * s.KeyLength;
+
+        // Several queries: transpose this head's keys once (kt[c, j] = k_j[c], zero past the last key) so each
+        // query's scores come out 16 keys per FMA with no horizontal sums. A few queries (decode): dot products
+        // straight from the cache rows are cheaper than the transpose.
+        int paddedKeys = (s.KeyLength + 15) & ~15;
+        float* kt = null;
+        if (endQuery - firstQuery >= 4)
+        {
+            kt = Scratch.Get(ScratchSlot.PackedB, (long)d * paddedKeys);
+            for (int c = 0; c < d; c++)
+            {
+                float* row = kt + (long)c * paddedKeys;
+                for (int j = 0; j < s.KeyLength; j++) row[j] = keys[(long)j * inner + c];
+                for (int j = s.KeyLength; j < paddedKeys; j++) row[j] = 0;
+            }
+        }
 
         for (int i = firstQuery; i < endQuery; i++)
         {
@@ -34,30 +50,199 @@ internal static unsafe class AttentionKernel
             float* biasRow = bias == null ? null : bias + ((long)h * s.QueryLength + i) * s.KeyLength;
             int visible = s.Causal ? Math.Min(s.KeyLength, s.QueryOffset + i + 1) : s.KeyLength;
 
-            // scores[j] = q . k_j + bias, four keys at a time; masked keys -inf
-            int j = 0;
-            for (; j <= visible - 4; j += 4) Dot4(q, keys + (long)j * inner, inner, d, level, scores + j);
-            for (; j < visible; j++) scores[j] = Dot(q, keys + (long)j * inner, d, level);
-            float max = float.NegativeInfinity;
-            for (j = 0; j < visible; j++)
+            // scores[j] = q . k_j + bias; masked keys -inf
+            if (kt != null)
             {
-                if (mask != null && mask[j] == 0f) { scores[j] = float.NegativeInfinity; continue; }
-                if (biasRow != null) scores[j] += biasRow[j];
-                max = MathF.Max(max, scores[j]);
+                ScoresFromTransposed(q, kt, paddedKeys, d, (visible + 15) & ~15, scores, level);
             }
-
-            new Span<float>(o, d).Clear();
-            if (float.IsNegativeInfinity(max)) continue; // every key masked: zeros, like the reference
+            else
+            {
+                int j4 = 0;
+                for (; j4 <= visible - 4; j4 += 4) Dot4(q, keys + (long)j4 * inner, inner, d, level, scores + j4);
+                for (; j4 < visible; j4++) scores[j4] = Dot(q, keys + (long)j4 * inner, d, level);
+            }
+            float max = AddBiasMaskAndMax(scores, biasRow, mask, visible, level);
+            if (float.IsNegativeInfinity(max)) // every key masked: zeros, like the reference
+            {
+                new Span<float>(o, d).Clear();
+                continue;
+            }
             float sum = ExpAndSum(scores, visible, max, level);
 
-            // output = sum_j (e_j / sum) v_j, four value rows per pass over the output
-            for (j = 0; j < visible; j++) scores[j] /= sum;
-            for (j = 0; j <= visible - 4; j += 4) MultiplyAdd4(o, scores + j, values + (long)j * inner, inner, d, level);
-            for (; j < visible; j++) MultiplyAdd(o, scores[j], values + (long)j * inner, d, level);
+            // output = (sum_j e_j v_j) / sum
+            WeightedSum(o, scores, values, inner, d, visible, level);
+            float inverse = 1f / sum;
+            for (int c = 0; c < d; c++) o[c] *= inverse;
+        }
+    }
+
+    /// <summary>scores[j] = sum_c q[c] kt[c, j] for j &lt; span (a multiple of 16): q[c] broadcast against 16 keys
+    /// per vector, eight vectors at a time so the FMA chains overlap.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScoresFromTransposed(float* q, float* kt, int stride, int d, int span, float* scores, SimdLevel level)
+    {
+        int j = 0;
+        if (level >= SimdLevel.Vector512 && Vector512.IsHardwareAccelerated)
+        {
+            for (; j <= span - 128; j += 128)
+            {
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                float* column = kt + j;
+                for (int c = 0; c < d; c++, column += stride)
+                {
+                    Vector512<float> qc = Vector512.Create(q[c]);
+                    a0 = Vector512.FusedMultiplyAdd(qc, Vector512.Load(column), a0);
+                    a1 = Vector512.FusedMultiplyAdd(qc, Vector512.Load(column + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(qc, Vector512.Load(column + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(qc, Vector512.Load(column + 48), a3);
+                    a4 = Vector512.FusedMultiplyAdd(qc, Vector512.Load(column + 64), a4);
+                    a5 = Vector512.FusedMultiplyAdd(qc, Vector512.Load(column + 80), a5);
+                    a6 = Vector512.FusedMultiplyAdd(qc, Vector512.Load(column + 96), a6);
+                    a7 = Vector512.FusedMultiplyAdd(qc, Vector512.Load(column + 112), a7);
+                }
+                a0.Store(scores + j); a1.Store(scores + j + 16); a2.Store(scores + j + 32); a3.Store(scores + j + 48);
+                a4.Store(scores + j + 64); a5.Store(scores + j + 80); a6.Store(scores + j + 96); a7.Store(scores + j + 112);
+            }
+            for (; j < span; j += 16)
+            {
+                Vector512<float> a0 = default;
+                float* column = kt + j;
+                for (int c = 0; c < d; c++, column += stride) a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q[c]), Vector512.Load(column), a0);
+                a0.Store(scores + j);
+            }
+        }
+        if (level >= SimdLevel.Vector256 && Vector256.IsHardwareAccelerated)
+        {
+            for (; j <= span - 64; j += 64)
+            {
+                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                float* column = kt + j;
+                for (int c = 0; c < d; c++, column += stride)
+                {
+                    Vector256<float> qc = Vector256.Create(q[c]);
+                    a0 = Vector256.FusedMultiplyAdd(qc, Vector256.Load(column), a0);
+                    a1 = Vector256.FusedMultiplyAdd(qc, Vector256.Load(column + 8), a1);
+                    a2 = Vector256.FusedMultiplyAdd(qc, Vector256.Load(column + 16), a2);
+                    a3 = Vector256.FusedMultiplyAdd(qc, Vector256.Load(column + 24), a3);
+                    a4 = Vector256.FusedMultiplyAdd(qc, Vector256.Load(column + 32), a4);
+                    a5 = Vector256.FusedMultiplyAdd(qc, Vector256.Load(column + 40), a5);
+                    a6 = Vector256.FusedMultiplyAdd(qc, Vector256.Load(column + 48), a6);
+                    a7 = Vector256.FusedMultiplyAdd(qc, Vector256.Load(column + 56), a7);
+                }
+                a0.Store(scores + j); a1.Store(scores + j + 8); a2.Store(scores + j + 16); a3.Store(scores + j + 24);
+                a4.Store(scores + j + 32); a5.Store(scores + j + 40); a6.Store(scores + j + 48); a7.Store(scores + j + 56);
+            }
+            for (; j < span; j += 8)
+            {
+                Vector256<float> a0 = default;
+                float* column = kt + j;
+                for (int c = 0; c < d; c++, column += stride) a0 = Vector256.FusedMultiplyAdd(Vector256.Create(q[c]), Vector256.Load(column), a0);
+                a0.Store(scores + j);
+            }
+        }
+        if (level >= SimdLevel.Vector128 && Vector128.IsHardwareAccelerated)
+        {
+            for (; j < span; j += 4)
+            {
+                Vector128<float> a0 = default;
+                float* column = kt + j;
+                for (int c = 0; c < d; c++, column += stride) a0 = Vector128.FusedMultiplyAdd(Vector128.Create(q[c]), Vector128.Load(column), a0);
+                a0.Store(scores + j);
+            }
+        }
+        for (; j < span; j++)
+        {
+            float sum = 0;
+            for (int c = 0; c < d; c++) sum += q[c] * kt[(long)c * stride + j];
+            scores[j] = sum;
+        }
+    }
+
+    /// <summary>o[c] = sum_j p[j] v_j[c] over n keys (v_j = v + j * stride) with the output in registers: 64 output
+    /// floats per pass at AVX-512, even and odd keys in separate accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightedSum(float* o, float* p, float* v, long stride, int d, int n, SimdLevel level)
+    {
+        int c = 0;
+        if (level >= SimdLevel.Vector512 && Vector512.IsHardwareAccelerated)
+        {
+            for (; c <= d - 64; c += 64)
+            {
+                Vector512<float> e0 = default, e1 = default, e2 = default, e3 = default, f0 = default, f1 = default, f2 = default, f3 = default;
+                int j = 0;
+                for (; j <= n - 2; j += 2)
+                {
+                    float* row = v + j * stride + c;
+                    Vector512<float> pe = Vector512.Create(p[j]), po = Vector512.Create(p[j + 1]);
+                    e0 = Vector512.FusedMultiplyAdd(pe, Vector512.Load(row), e0);
+                    e1 = Vector512.FusedMultiplyAdd(pe, Vector512.Load(row + 16), e1);
+                    e2 = Vector512.FusedMultiplyAdd(pe, Vector512.Load(row + 32), e2);
+                    e3 = Vector512.FusedMultiplyAdd(pe, Vector512.Load(row + 48), e3);
+                    f0 = Vector512.FusedMultiplyAdd(po, Vector512.Load(row + stride), f0);
+                    f1 = Vector512.FusedMultiplyAdd(po, Vector512.Load(row + stride + 16), f1);
+                    f2 = Vector512.FusedMultiplyAdd(po, Vector512.Load(row + stride + 32), f2);
+                    f3 = Vector512.FusedMultiplyAdd(po, Vector512.Load(row + stride + 48), f3);
+                }
+                if (j < n)
+                {
+                    float* row = v + j * stride + c;
+                    Vector512<float> pe = Vector512.Create(p[j]);
+                    e0 = Vector512.FusedMultiplyAdd(pe, Vector512.Load(row), e0);
+                    e1 = Vector512.FusedMultiplyAdd(pe, Vector512.Load(row + 16), e1);
+                    e2 = Vector512.FusedMultiplyAdd(pe, Vector512.Load(row + 32), e2);
+                    e3 = Vector512.FusedMultiplyAdd(pe, Vector512.Load(row + 48), e3);
+                }
+                (e0 + f0).Store(o + c); (e1 + f1).Store(o + c + 16); (e2 + f2).Store(o + c + 32); (e3 + f3).Store(o + c + 48);
+            }
+            for (; c <= d - 16; c += 16)
+            {
+                Vector512<float> e = default, f = default;
+                int j = 0;
+                for (; j <= n - 2; j += 2)
+                {
+                    e = Vector512.FusedMultiplyAdd(Vector512.Create(p[j]), Vector512.Load(v + j * stride + c), e);
+                    f = Vector512.FusedMultiplyAdd(Vector512.Create(p[j + 1]), Vector512.Load(v + (j + 1) * stride + c), f);
+                }
+                if (j < n) e = Vector512.FusedMultiplyAdd(Vector512.Create(p[j]), Vector512.Load(v + j * stride + c), e);
+                (e + f).Store(o + c);
+            }
+        }
+        if (level >= SimdLevel.Vector256 && Vector256.IsHardwareAccelerated)
+            for (; c <= d - 8; c += 8)
+            {
+                Vector256<float> e = default, f = default;
+                int j = 0;
+                for (; j <= n - 2; j += 2)
+                {
+                    e = Vector256.FusedMultiplyAdd(Vector256.Create(p[j]), Vector256.Load(v + j * stride + c), e);
+                    f = Vector256.FusedMultiplyAdd(Vector256.Create(p[j + 1]), Vector256.Load(v + (j + 1) * stride + c), f);
+                }
+                if (j < n) e = Vector256.FusedMultiplyAdd(Vector256.Create(p[j]), Vector256.Load(v + j * stride + c), e);
+                (e + f).Store(o + c);
+            }
+        if (level >= SimdLevel.Vector128 && Vector128.IsHardwareAccelerated)
+            for (; c <= d - 4; c += 4)
+            {
+                Vector128<float> e = default, f = default;
+                int j = 0;
+                for (; j <= n - 2; j += 2)
+                {
+                    e = Vector128.FusedMultiplyAdd(Vector128.Create(p[j]), Vector128.Load(v + j * stride + c), e);
+                    f = Vector128.FusedMultiplyAdd(Vector128.Create(p[j + 1]), Vector128.Load(v + (j + 1) * stride + c), f);
+                }
+                if (j < n) e = Vector128.FusedMultiplyAdd(Vector128.Create(p[j]), Vector128.Load(v + j * stride + c), e);
+                (e + f).Store(o + c);
+            }
+        for (; c < d; c++)
+        {
+            float sum = 0;
+            for (int j = 0; j < n; j++) sum += p[j] * v[j * stride + c];
+            o[c] = sum;
         }
     }
 
     /// <summary>sums[t] = q . k_t for the four rows k_t = k + t * stride, n floats each (four independent chains).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot4(float* q, float* k, long stride, int n, SimdLevel level, float* sums)
     {
         float* k1 = k + stride, k2 = k + 2 * stride, k3 = k + 3 * stride;
@@ -109,40 +294,8 @@ internal static unsafe class AttentionKernel
         sums[0] = s0; sums[1] = s1; sums[2] = s2; sums[3] = s3;
     }
 
-    /// <summary>y += p[0] v_0 + p[1] v_1 + p[2] v_2 + p[3] v_3 with v_t = v + t * stride, n floats each.</summary>
-    private static void MultiplyAdd4(float* y, float* p, float* v, long stride, int n, SimdLevel level)
-    {
-        float* v1 = v + stride, v2 = v + 2 * stride, v3 = v + 3 * stride;
-        float p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
-        int i = 0;
-        if (level >= SimdLevel.Vector512 && Vector512.IsHardwareAccelerated)
-            for (; i <= n - 16; i += 16)
-            {
-                Vector512<float> acc = Vector512.FusedMultiplyAdd(Vector512.Load(v + i), Vector512.Create(p0), Vector512.Load(y + i));
-                acc = Vector512.FusedMultiplyAdd(Vector512.Load(v1 + i), Vector512.Create(p1), acc);
-                acc = Vector512.FusedMultiplyAdd(Vector512.Load(v2 + i), Vector512.Create(p2), acc);
-                Vector512.FusedMultiplyAdd(Vector512.Load(v3 + i), Vector512.Create(p3), acc).Store(y + i);
-            }
-        if (level >= SimdLevel.Vector256 && Vector256.IsHardwareAccelerated)
-            for (; i <= n - 8; i += 8)
-            {
-                Vector256<float> acc = Vector256.FusedMultiplyAdd(Vector256.Load(v + i), Vector256.Create(p0), Vector256.Load(y + i));
-                acc = Vector256.FusedMultiplyAdd(Vector256.Load(v1 + i), Vector256.Create(p1), acc);
-                acc = Vector256.FusedMultiplyAdd(Vector256.Load(v2 + i), Vector256.Create(p2), acc);
-                Vector256.FusedMultiplyAdd(Vector256.Load(v3 + i), Vector256.Create(p3), acc).Store(y + i);
-            }
-        if (level >= SimdLevel.Vector128 && Vector128.IsHardwareAccelerated)
-            for (; i <= n - 4; i += 4)
-            {
-                Vector128<float> acc = Vector128.FusedMultiplyAdd(Vector128.Load(v + i), Vector128.Create(p0), Vector128.Load(y + i));
-                acc = Vector128.FusedMultiplyAdd(Vector128.Load(v1 + i), Vector128.Create(p1), acc);
-                acc = Vector128.FusedMultiplyAdd(Vector128.Load(v2 + i), Vector128.Create(p2), acc);
-                Vector128.FusedMultiplyAdd(Vector128.Load(v3 + i), Vector128.Create(p3), acc).Store(y + i);
-            }
-        for (; i < n; i++) y[i] += p0 * v[i] + p1 * v1[i] + p2 * v2[i] + p3 * v3[i];
-    }
-
     /// <summary>a . b over n floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot(float* a, float* b, int n, SimdLevel level)
     {
         int i = 0;
@@ -169,7 +322,62 @@ internal static unsafe class AttentionKernel
         return sum;
     }
 
+    /// <summary>scores[j] += bias[j], or -inf where mask[j] == 0 (either may be null); returns the largest score.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float AddBiasMaskAndMax(float* scores, float* bias, float* mask, int n, SimdLevel level)
+    {
+        int i = 0;
+        float max = float.NegativeInfinity;
+        if (level >= SimdLevel.Vector512 && Vector512.IsHardwareAccelerated && n >= 16)
+        {
+            Vector512<float> m = Vector512.Create(float.NegativeInfinity);
+            for (; i <= n - 16; i += 16)
+            {
+                Vector512<float> x = Vector512.Load(scores + i);
+                if (bias != null) x += Vector512.Load(bias + i);
+                if (mask != null) x = Vector512.ConditionalSelect(Vector512.Equals(Vector512.Load(mask + i), Vector512<float>.Zero), Vector512.Create(float.NegativeInfinity), x);
+                x.Store(scores + i);
+                m = Vector512.Max(m, x);
+            }
+            for (int l = 0; l < 16; l++) max = MathF.Max(max, m[l]);
+        }
+        if (level >= SimdLevel.Vector256 && Vector256.IsHardwareAccelerated && n - i >= 8)
+        {
+            Vector256<float> m = Vector256.Create(float.NegativeInfinity);
+            for (; i <= n - 8; i += 8)
+            {
+                Vector256<float> x = Vector256.Load(scores + i);
+                if (bias != null) x += Vector256.Load(bias + i);
+                if (mask != null) x = Vector256.ConditionalSelect(Vector256.Equals(Vector256.Load(mask + i), Vector256<float>.Zero), Vector256.Create(float.NegativeInfinity), x);
+                x.Store(scores + i);
+                m = Vector256.Max(m, x);
+            }
+            for (int l = 0; l < 8; l++) max = MathF.Max(max, m[l]);
+        }
+        if (level >= SimdLevel.Vector128 && Vector128.IsHardwareAccelerated && n - i >= 4)
+        {
+            Vector128<float> m = Vector128.Create(float.NegativeInfinity);
+            for (; i <= n - 4; i += 4)
+            {
+                Vector128<float> x = Vector128.Load(scores + i);
+                if (bias != null) x += Vector128.Load(bias + i);
+                if (mask != null) x = Vector128.ConditionalSelect(Vector128.Equals(Vector128.Load(mask + i), Vector128<float>.Zero), Vector128.Create(float.NegativeInfinity), x);
+                x.Store(scores + i);
+                m = Vector128.Max(m, x);
+            }
+            for (int l = 0; l < 4; l++) max = MathF.Max(max, m[l]);
+        }
+        for (; i < n; i++)
+        {
+            if (mask != null && mask[i] == 0f) { scores[i] = float.NegativeInfinity; continue; }
+            if (bias != null) scores[i] += bias[i];
+            max = MathF.Max(max, scores[i]);
+        }
+        return max;
+    }
+
     /// <summary>scores[j] = exp(scores[j] - max) (exp(-inf) = 0), returning their sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float ExpAndSum(float* scores, int n, float max, SimdLevel level)
     {
         int i = 0;
@@ -179,7 +387,7 @@ internal static unsafe class AttentionKernel
             Vector512<float> acc = default, m = Vector512.Create(max);
             for (; i <= n - 16; i += 16)
             {
-                Vector512<float> e = Vector512.Exp(Vector512.Load(scores + i) - m);
+                Vector512<float> e = VectorMath.Exp(Vector512.Load(scores + i) - m);
                 e.Store(scores + i);
                 acc += e;
             }
@@ -190,7 +398,7 @@ internal static unsafe class AttentionKernel
             Vector256<float> acc = default, m = Vector256.Create(max);
             for (; i <= n - 8; i += 8)
             {
-                Vector256<float> e = Vector256.Exp(Vector256.Load(scores + i) - m);
+                Vector256<float> e = VectorMath.Exp(Vector256.Load(scores + i) - m);
                 e.Store(scores + i);
                 acc += e;
             }
@@ -201,7 +409,7 @@ internal static unsafe class AttentionKernel
             Vector128<float> acc = default, m = Vector128.Create(max);
             for (; i <= n - 4; i += 4)
             {
-                Vector128<float> e = Vector128.Exp(Vector128.Load(scores + i) - m);
+                Vector128<float> e = VectorMath.Exp(Vector128.Load(scores + i) - m);
                 e.Store(scores + i);
                 acc += e;
             }
@@ -214,18 +422,5 @@ internal static unsafe class AttentionKernel
             sum += e;
         }
         return sum;
-    }
-
-    /// <summary>y[i] += a * x[i] over n floats.</summary>
-    private static void MultiplyAdd(float* y, float a, float* x, int n, SimdLevel level)
-    {
-        int i = 0;
-        if (level >= SimdLevel.Vector512 && Vector512.IsHardwareAccelerated)
-            for (; i <= n - 16; i += 16) Vector512.FusedMultiplyAdd(Vector512.Load(x + i), Vector512.Create(a), Vector512.Load(y + i)).Store(y + i);
-        if (level >= SimdLevel.Vector256 && Vector256.IsHardwareAccelerated)
-            for (; i <= n - 8; i += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + i), Vector256.Create(a), Vector256.Load(y + i)).Store(y + i);
-        if (level >= SimdLevel.Vector128 && Vector128.IsHardwareAccelerated)
-            for (; i <= n - 4; i += 4) Vector128.FusedMultiplyAdd(Vector128.Load(x + i), Vector128.Create(a), Vector128.Load(y + i)).Store(y + i);
-        for (; i < n; i++) y[i] += a * x[i];
     }
 }

@@ -1,11 +1,14 @@
 // T5's relative position bias, laid out [heads, q_len, k_len]. The bias depends only on j - (offset + i), so each
 // head's values are looked up once per relative position and every output row is a copy of a window of them.
+using System.Runtime.CompilerServices;
+
 namespace ManagedT5.Kernels.Cpu;
 
 /// <summary>Relative position bias from the learned table (num_buckets, heads).</summary>
 internal static unsafe class PositionBiasKernel
 {
     /// <summary>output[h, i, j] = table[bucket(j - (queryOffset + i)), h].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(in WeightView table, float* output, int queryLength, int keyLength, int queryOffset,
         bool bidirectional, int numBuckets, int maxDistance)
     {

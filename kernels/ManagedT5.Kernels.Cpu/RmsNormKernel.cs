@@ -29,6 +29,7 @@ internal static unsafe class RmsNormKernel
     }
 
     /// <summary>sum of x[i]^2, fp32, vector partial sums folded at the end.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float SumOfSquares(float* x, int length, SimdLevel level)
     {
         int i = 0;

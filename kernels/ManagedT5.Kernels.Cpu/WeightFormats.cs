@@ -226,6 +226,7 @@ internal static unsafe class LaneLayout
     public static int ChunkElements(SimdLevel level, int elementSize) => level == SimdLevel.Scalar ? 0 : (int)level / 8 / elementSize;
 
     /// <summary>Copies x (length <paramref name="length"/>) to <paramref name="laid"/> in lane order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Arrange(float* x, float* laid, int length, SimdLevel level, int elementSize)
     {
         int chunk = ChunkElements(level, elementSize);
