@@ -1,5 +1,5 @@
 // Benchmarks of the non-Linear kernels at flan-t5-small and flan-t5-base shapes, each against the scalar reference
-// (Baseline): RmsNorm, gated gelu_new, residual Add, fused attention (encoder and one cached decode step), the
+// (Baseline): RmsNorm, gated gelu_new, residual Add, fused attention (encoder, and one cached decode step), the
 // relative position bias, and greedy argmax over the vocabulary.
 using BenchmarkDotNet.Attributes;
 using ManagedT5.Kernels;
@@ -101,17 +101,15 @@ public class AddBenchmarks : KernelBenchmark
     [Benchmark] public void Cpu() => CpuBackend.Add(_a, _b, _length);
 }
 
-/// <summary>Fused attention: the encoder's self-attention over 128 tokens (with bias and padding mask), and one
-/// decode step (query 1, 64 cached keys, causal, with bias).</summary>
-public class AttentionBenchmarks : KernelBenchmark
+/// <summary>Fused attention for the encoder's self-attention over 128 tokens, with bias and a padding mask.</summary>
+public class AttentionEncoderBenchmarks : KernelBenchmark
 {
     private IBuffer _q = null!, _k = null!, _v = null!, _o = null!, _bias = null!, _mask = null!;
-    private AttentionShape _encoder, _decode;
+    private AttentionShape _shape;
 
     protected override void Prepare()
     {
-        _encoder = new AttentionShape(1, Shape.Heads, Shape.DKv, 128, 128, 128);
-        _decode = new AttentionShape(1, Shape.Heads, Shape.DKv, 1, 64, 128, Causal: true, QueryOffset: 63);
+        _shape = new AttentionShape(1, Shape.Heads, Shape.DKv, 128, 128, 128);
         int rows = 128 * Shape.Inner;
         _q = WeightStore.Random(CpuBackend, rows);
         _k = WeightStore.Random(CpuBackend, rows, seed: 3);
@@ -122,10 +120,29 @@ public class AttentionBenchmarks : KernelBenchmark
         CpuBackend.Upload(Enumerable.Range(0, 128).Select(j => j < 120 ? 1f : 0f).ToArray(), _mask);
     }
 
-    [Benchmark(Baseline = true)] public void ReferenceEncoder() => ReferenceBackend.Attention(_q, _k, _v, _o, _encoder, _bias, _mask);
-    [Benchmark] public void CpuEncoder() => CpuBackend.Attention(_q, _k, _v, _o, _encoder, _bias, _mask);
-    [Benchmark] public void ReferenceDecodeStep() => ReferenceBackend.Attention(_q, _k, _v, _o, _decode, _bias, null);
-    [Benchmark] public void CpuDecodeStep() => CpuBackend.Attention(_q, _k, _v, _o, _decode, _bias, null);
+    [Benchmark(Baseline = true)] public void Reference() => ReferenceBackend.Attention(_q, _k, _v, _o, _shape, _bias, _mask);
+    [Benchmark] public void Cpu() => CpuBackend.Attention(_q, _k, _v, _o, _shape, _bias, _mask);
+}
+
+/// <summary>Fused attention for one decode step: one query against 64 cached keys, causal, with bias.</summary>
+public class AttentionDecodeBenchmarks : KernelBenchmark
+{
+    private IBuffer _q = null!, _k = null!, _v = null!, _o = null!, _bias = null!;
+    private AttentionShape _shape;
+
+    protected override void Prepare()
+    {
+        _shape = new AttentionShape(1, Shape.Heads, Shape.DKv, 1, 64, 128, Causal: true, QueryOffset: 63);
+        int rows = 128 * Shape.Inner;
+        _q = WeightStore.Random(CpuBackend, Shape.Inner);
+        _k = WeightStore.Random(CpuBackend, rows, seed: 3);
+        _v = WeightStore.Random(CpuBackend, rows, seed: 4);
+        _o = CpuBackend.Allocate(Shape.Inner);
+        _bias = WeightStore.Random(CpuBackend, Shape.Heads * 64, seed: 5);
+    }
+
+    [Benchmark(Baseline = true)] public void Reference() => ReferenceBackend.Attention(_q, _k, _v, _o, _shape, _bias, null);
+    [Benchmark] public void Cpu() => CpuBackend.Attention(_q, _k, _v, _o, _shape, _bias, null);
 }
 
 /// <summary>Relative position bias for a 128 x 128 encoder block.</summary>
