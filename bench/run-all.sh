@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 configs=("${@:-flan-t5-small}")
 threads=${THREADS:-2}
 runs=${RUNS:-3}
-peer_src=${PEER_SRC:?set PEER_SRC to the folder holding torch_peer.py and ort/ (the project's shared bench folder)}
+peer_src=${PEER_SRC:?set PEER_SRC to the folder holding torch_peer.py and ort/ (the shared bench folder)}
 peer=${PEER_DIR:-/tmp/managedt5-peer}
 mkdir -p "$peer"
 [ -f "$peer/torch_peer.py" ] || cp "$peer_src/torch_peer.py" "$peer/"

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Turns bench/run-all.sh's JSON lines into docs/BENCHMARKS.md's tables: median of the runs per engine and
+config, and each engine's ratio to ONNX Runtime and PyTorch measured in the same session.
+Usage: bench/report.py bench-results.jsonl > table.md"""
+import json, statistics, sys
+from collections import defaultdict
+
+FIELDS = [("encode_128_ms", "encode 128 (ms)", False), ("greedy_ms_per_token", "greedy (ms/token)", False),
+          ("beam4_ms_per_token", "beam4 (ms/token)", False), ("batch8_tokens_per_s", "batch8 (tokens/s)", True)]
+runs = defaultdict(list)
+extra = {}
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    key = (r.get("config"), r["engine"])
+    runs[key].append(r)
+    if "read_gb_s" in r:
+        extra[key] = r
+
+for config in sorted({k[0] for k in runs}):
+    engines = sorted(e for c, e in runs if c == config)
+    med = {e: {f: statistics.median(x[f] for x in runs[(config, e)]) for f, _, _ in FIELDS} for e in engines}
+    ort = next((e for e in engines if e.startswith("onnxruntime")), None)
+    torch = next((e for e in engines if e.startswith("pytorch")), None)
+    print(f"### {config} ({len(runs[(config, engines[0])])} interleaved runs, median)\n")
+    print("| engine | " + " | ".join(n for _, n, _ in FIELDS) + " | vs ORT (enc / greedy / beam4 / batch8) | vs PyTorch (same) |")
+    print("|---|" + "---:|" * (len(FIELDS) + 2))
+    for e in engines:
+        def ratios(peer):
+            if peer is None or peer == e:
+                return "—"
+            # time ratios (ours / peer: < 1 is faster), throughput ratio (ours / peer: > 1 is faster)
+            return " / ".join(f"{med[e][f] / med[peer][f]:.2f}x" for f, _, _ in FIELDS)
+        print(f"| {e} | " + " | ".join(f"{med[e][f]:g}" for f, _, _ in FIELDS) + f" | {ratios(ort)} | {ratios(torch)} |")
+    print()
+    for (c, e), r in sorted(extra.items()):
+        if c == config:
+            print(f"- {e}: read bandwidth {r['read_gb_s']} GB/s, FMA peak {r['fma_gflop_s']} GFLOP/s; weights per token "
+                  f"{r['weight_bytes_per_token'] / 1e6:.1f} MB -> bandwidth bound {r['greedy_bandwidth_bound_ms']} ms/token "
+                  f"(greedy at {r['greedy_fraction_of_bound']:.0%} of it); encoder {r['encoder_gflop_128']} GFLOP "
+                  f"(encode at {r['encode_128_fraction_of_fma_peak']:.0%} of FMA peak)")
+    print()
