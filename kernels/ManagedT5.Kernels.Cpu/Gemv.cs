@@ -10,9 +10,6 @@ namespace ManagedT5.Kernels.Cpu;
 /// <summary>Matrix-vector products against a stored weight, one weight format per instantiation.</summary>
 internal static unsafe class Gemv
 {
-    /// <summary>Thread splits of the output are multiples of this many weight rows.</summary>
-    public const int RowBlock = 4;
-
     /// <summary>
     /// y[r, o] (+)= scale[o] * sum_i W[o, i] x[r, i] for o in [<paramref name="first"/>, <paramref name="end"/>) and
     /// r &lt; <paramref name="rows"/>. W (out, in) at <paramref name="weights"/>; <paramref name="laidInput"/> holds the

@@ -7,7 +7,7 @@ using System.Runtime.Intrinsics;
 
 namespace ManagedT5.Kernels.Cpu;
 
-/// <summary>A weight element type as the GEMV and packing loops see it.</summary>
+/// <summary>A weight element type as the GEMV sees it.</summary>
 internal unsafe interface IWeightFormat
 {
     /// <summary>Bytes per stored element.</summary>
