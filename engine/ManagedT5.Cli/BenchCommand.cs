@@ -145,22 +145,14 @@ internal static class BenchCommand
         {
             model.Decode(state, next, 1);
             model.Backend.Download(state.Logits, logits);
-            topScores.AsSpan().Fill(float.NegativeInfinity);
             for (int k = 0; k < beams; k++)
             {
                 Span<float> row = logits.AsSpan(k * vocab, vocab);
                 LogitsProcessors.LogSoftmax(row);
-                row[1] = float.NegativeInfinity;
-                for (int v = 0; v < vocab; v++)
-                {
-                    float total = scores[k] + row[v];
-                    if (total <= topScores[beams - 1]) continue;
-                    int j = beams - 1;
-                    while (j > 0 && topScores[j - 1] < total) { topScores[j] = topScores[j - 1]; topIndex[j] = topIndex[j - 1]; j--; }
-                    topScores[j] = total;
-                    topIndex[j] = k * vocab + v;
-                }
+                row[1] = float.NegativeInfinity;                       // EOS suppressed: fixed length
+                for (int v = 0; v < vocab; v++) row[v] += scores[k];
             }
+            LogitsProcessors.TopK(logits, topScores, topIndex);
             for (int k = 0; k < beams; k++) { source[k] = topIndex[k] / vocab; next[k] = topIndex[k] % vocab; scores[k] = topScores[k]; }
             state.Reorder(source);
         }

@@ -30,6 +30,22 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
         public int[] Shape(string name) => File.Find(name)!.Shape;
     }
 
+    /// <summary>A backend, the fixture model on it, and its reference tensors, disposed together.</summary>
+    private sealed class Opened(IBackend backend, T5Model model, SafeTensorsFile file) : IDisposable
+    {
+        public IBackend Backend => backend;
+        public T5Model Model => model;
+        public Reference Reference { get; } = new(file);
+        public void Dispose() { model.Dispose(); file.Dispose(); backend.Dispose(); }
+    }
+
+    private static Opened Open(string modelName, string backendName)
+    {
+        IBackend backend = Backends.Factories[backendName]();
+        T5Model model = T5Model.Load(Fixtures.Model(modelName), backend);
+        return new Opened(backend, model, SafeTensorsFile.Open(Path.Combine(Fixtures.Model(modelName), "reference.safetensors")));
+    }
+
     private void Check(string what, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
     {
         double error = Fixtures.RelativeError(actual, expected);
@@ -50,10 +66,8 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
     [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
     public void BatchForwardMatchesHuggingFace(string modelName, string backendName)
     {
-        using IBackend backend = Backends.Factories[backendName]();
-        using T5Model model = T5Model.Load(Fixtures.Model(modelName), backend);
-        using var file = SafeTensorsFile.Open(Path.Combine(Fixtures.Model(modelName), "reference.safetensors"));
-        var reference = new Reference(file);
+        using var f = Open(modelName, backendName);
+        var (backend, model, reference) = (f.Backend, f.Model, f.Reference);
         T5Config c = model.Config;
 
         int[] ids = reference.I("batch.input_ids"), mask = reference.I("batch.attention_mask");
@@ -100,10 +114,8 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
     [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
     public void LongPromptEncoderMatchesHuggingFace(string modelName, string backendName)
     {
-        using IBackend backend = Backends.Factories[backendName]();
-        using T5Model model = T5Model.Load(Fixtures.Model(modelName), backend);
-        using var file = SafeTensorsFile.Open(Path.Combine(Fixtures.Model(modelName), "reference.safetensors"));
-        var reference = new Reference(file);
+        using var f = Open(modelName, backendName);
+        var (backend, model, reference) = (f.Backend, f.Model, f.Reference);
         int[] ids = ReferenceJson.Load(modelName).LongInputIds;
         Assert.True(ids.Length > model.Config.RelativeAttentionMaxDistance, "the long prompt must exceed max_distance");
         var recorder = new Recorder(backend);
@@ -119,10 +131,8 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
     [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
     public void StepByStepDecodingEqualsTeacherForcing(string modelName, string backendName)
     {
-        using IBackend backend = Backends.Factories[backendName]();
-        using T5Model model = T5Model.Load(Fixtures.Model(modelName), backend);
-        using var file = SafeTensorsFile.Open(Path.Combine(Fixtures.Model(modelName), "reference.safetensors"));
-        var reference = new Reference(file);
+        using var f = Open(modelName, backendName);
+        var (backend, model, reference) = (f.Backend, f.Model, f.Reference);
         int[] ids = reference.I("batch.input_ids"), mask = reference.I("batch.attention_mask");
         int batch = reference.Shape("batch.input_ids")[0];
         int[] decoderIds = reference.I("batch.decoder_input_ids");

@@ -1,5 +1,6 @@
 // bf16 and int8 weights on the fixtures: logits error against the fp32 reference and greedy top-1 agreement,
 // asserted with the bounds measured here (printed by the test). F32 checkpoints are converted on load.
+using ManagedT5.Generation;
 using ManagedT5.Kernels;
 using ManagedT5.Kernels.Cpu;
 using ManagedT5.Loading;
@@ -36,18 +37,11 @@ public sealed class QuantizedWeightsTests(ITestOutputHelper output)
         double error = Fixtures.RelativeError(logits, expected);
         int agree = 0, positions = batch * steps;
         for (int p = 0; p < positions; p++)
-            if (ArgMax(logits.AsSpan(p * vocab, vocab)) == ArgMax(expected.AsSpan(p * vocab, vocab))) agree++;
+            if (LogitsProcessors.ArgMax(logits.AsSpan(p * vocab, vocab)) == LogitsProcessors.ArgMax(expected.AsSpan(p * vocab, vocab))) agree++;
         double agreement = (double)agree / positions;
         output.WriteLine($"{modelName} {format}: logits rel err {error:E2} (bound {maxError}), top-1 agreement {agree}/{positions} (bound {minAgreement:P0})");
         Assert.True(error <= maxError, $"logits error {error:E3} exceeds {maxError}");
         Assert.True(error > 1e-6, "a quantized model that matches fp32 exactly means the format was not applied");
         Assert.True(agreement >= minAgreement, $"top-1 agreement {agreement:P1} below {minAgreement:P0}");
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> v)
-    {
-        int best = 0;
-        for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
-        return best;
     }
 }

@@ -201,7 +201,7 @@ public static class Generator
                     for (int k = 0; k < beams; k++) { newScores[baseRow + k] = 0; next[baseRow + k] = pad; sourceRows[baseRow + k] = baseRow + k; }
                     continue;
                 }
-                TopCandidates(logits.AsSpan(baseRow * vocab, beams * vocab), topScores, topIndices);
+                LogitsProcessors.TopK(logits.AsSpan(baseRow * vocab, beams * vocab), topScores, topIndices);
                 int kept = 0;
                 for (int rank = 0; rank < candidates && kept < beams; rank++)
                 {
@@ -260,20 +260,5 @@ public static class Generator
             if (tokens.Length < outLength) output[i][tokens.Length] = eos;
         }
         return new GenerationOutput(inputIds, output, best.Select(x => x.Score).ToArray());
-    }
-
-    /// <summary>The 2 x num_beams best (score, beam * vocab + token) of one prompt's beams, best first.</summary>
-    private static void TopCandidates(ReadOnlySpan<float> scores, Span<float> topScores, Span<int> topIndices)
-    {
-        int k = topScores.Length, filled = 0;
-        for (int i = 0; i < scores.Length; i++)
-        {
-            float s = scores[i];
-            if (filled == k && !(s > topScores[k - 1])) continue;
-            int j = filled < k ? filled++ : k - 1;
-            while (j > 0 && topScores[j - 1] < s) { topScores[j] = topScores[j - 1]; topIndices[j] = topIndices[j - 1]; j--; }
-            topScores[j] = s;
-            topIndices[j] = i;
-        }
     }
 }

@@ -113,6 +113,22 @@ public static class LogitsProcessors
         return last;
     }
 
+    /// <summary>The topScores.Length best (score, index) of <paramref name="scores"/>, best first (earlier index first
+    /// on ties): beam search's candidate selection over num_beams x vocab scores.</summary>
+    public static void TopK(ReadOnlySpan<float> scores, Span<float> topScores, Span<int> topIndices)
+    {
+        int k = topScores.Length, filled = 0;
+        for (int i = 0; i < scores.Length; i++)
+        {
+            float s = scores[i];
+            if (filled == k && !(s > topScores[k - 1])) continue;
+            int j = filled < k ? filled++ : k - 1;
+            while (j > 0 && topScores[j - 1] < s) { topScores[j] = topScores[j - 1]; topIndices[j] = topIndices[j - 1]; j--; }
+            topScores[j] = s;
+            topIndices[j] = i;
+        }
+    }
+
     /// <summary>Index of the largest score (first on ties).</summary>
     public static int ArgMax(ReadOnlySpan<float> scores)
     {
