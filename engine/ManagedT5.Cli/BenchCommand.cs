@@ -22,9 +22,10 @@ internal static class BenchCommand
         Option<string> device = CliCommon.DeviceOption();
         var json = new Option<bool>("--json") { Description = "One JSON line (the peer's field names)" };
         var noRoofline = new Option<bool>("--no-roofline") { Description = "Skip the bandwidth / FMA measurements" };
+        var profile = new Option<bool>("--profile") { Description = "Instead of the four figures: time every op of encode, greedy and beam4 decoding and print where the time goes" };
         var command = new Command("bench", "Time encode / greedy / beam4 / batch8 like the PyTorch and ORT peers")
         {
-            config, random, dtype, threads, device, json, noRoofline,
+            config, random, dtype, threads, device, json, noRoofline, profile,
         };
         command.SetAction(r => CliCommon.Run(() =>
         {
@@ -39,7 +40,15 @@ internal static class BenchCommand
             string dir = RandomCheckpoint(c, configPath);
             try
             {
-                using IBackend backend = BackendFactory.Create(r.GetValue(device)!, threadCount);
+                IBackend backend = BackendFactory.Create(r.GetValue(device)!, threadCount);
+                if (r.GetValue(profile))
+                {
+                    using var profiler = new ProfilingBackend(backend);
+                    using T5Model profiled = T5Model.Load(dir, profiler, new T5ModelOptions { WeightFormat = format });
+                    Profile(profiled, profiler);
+                    return 0;
+                }
+                using var owned = backend;
                 using T5Model model = T5Model.Load(dir, backend, new T5ModelOptions { WeightFormat = format });
                 var result = new Dictionary<string, object>
                 {
@@ -115,6 +124,36 @@ internal static class BenchCommand
         result["batch8_tokens_per_s"] = Math.Round(8 * 32 / Stopwatch.GetElapsedTime(t8).TotalSeconds, 1);
     }
 
+    /// <summary>Runs encode_128, greedy and beam4 as <see cref="Run"/> does, each under the profiler, and prints the ops
+    /// that took the time; "outside ops" is wall time no backend op accounts for (host-side work, dispatch).</summary>
+    private static void Profile(T5Model model, ProfilingBackend profiler)
+    {
+        var rng = new Random(1);
+        int[] ids = Enumerable.Range(0, 128).Select(_ => rng.Next(3, 32000)).ToArray(), ones = Enumerable.Repeat(1, 128).ToArray();
+        int[] prompt = ids[..32], ones32 = ones[..32];
+        (string Name, int Units, Action Body)[] phases =
+        [
+            ("encode_128 (per call)", 1, () => model.Encode(ids, ones, 1).Dispose()),
+            ("greedy (per token, 64 tokens)", 64, () => Greedy(model, prompt, ones32, 1, 64)),
+            ("beam4 (per token, 32 tokens)", 32, () => Beam(model, prompt, ones32, 4, 32)),
+        ];
+        foreach (var (name, units, body) in phases)
+        {
+            body();                     // warm-up
+            profiler.Reset();
+            long t0 = Stopwatch.GetTimestamp();
+            body();
+            double wall = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+            IReadOnlyList<OpProfile> ops = profiler.Report();
+            double inOps = ops.Sum(o => o.Milliseconds);
+            Console.WriteLine($"{name}: {wall / units:F3} ms wall, {inOps / units:F3} ms in ops, {(wall - inOps) / units:F3} ms outside ops");
+            Console.WriteLine($"  {"op",-14} {"shape",-44} {"calls",8} {"ms/unit",9} {"share",6} {"GB/s",7}");
+            foreach (OpProfile o in ops.Take(24))
+                Console.WriteLine($"  {o.Op,-14} {o.Shape,-44} {o.Calls,8} {o.Milliseconds / units,9:F4} {o.Milliseconds / wall,6:P0} {(o.Bytes > 0 ? o.GigabytesPerSecond.ToString("F1") : ""),7}");
+            Console.WriteLine();
+        }
+    }
+
     /// <summary>Greedy decoding of a fixed number of tokens (EOS never stops it), argmax on the backend.</summary>
     private static void Greedy(T5Model model, int[] ids, int[] mask, int batch, int steps)
     {
@@ -150,7 +189,7 @@ internal static class BenchCommand
                 Span<float> row = logits.AsSpan(k * vocab, vocab);
                 LogitsProcessors.LogSoftmax(row);
                 row[1] = float.NegativeInfinity;                       // EOS suppressed: fixed length
-                for (int v = 0; v < vocab; v++) row[v] += scores[k];
+                ScoreKernels.Add(row, scores[k]);
             }
             LogitsProcessors.TopK(logits, topScores, topIndex);
             for (int k = 0; k < beams; k++) { source[k] = topIndex[k] / vocab; next[k] = topIndex[k] % vocab; scores[k] = topScores[k]; }

@@ -17,6 +17,7 @@ public sealed unsafe class CpuBackend : IBackend
     private const int ParallelMinActivations = 1 << 13;
 
     private readonly WorkerPool _pool;
+    private readonly CpuBufferPool _buffers = new();
 
     /// <inheritdoc />
     public string Name => "cpu";
@@ -43,7 +44,7 @@ public sealed unsafe class CpuBackend : IBackend
     public IWeight CreateWeight(HostTensor source, WeightFormat? format = null) => CpuWeight.Create(source, format);
 
     /// <inheritdoc />
-    public IBuffer Allocate(int length) => new CpuBuffer(length);
+    public IBuffer Allocate(int length) => _buffers.Rent(length);
 
     /// <inheritdoc />
     public void Upload(ReadOnlySpan<float> source, IBuffer destination, int offset = 0) =>
@@ -176,8 +177,9 @@ public sealed unsafe class CpuBackend : IBackend
         fixed (float* qp = q) fixed (float* kp = k) fixed (float* vp = v) fixed (float* op = o)
         fixed (float* bp = b) fixed (float* mp = m)
         {
-            int blocks = (shape.QueryLength + AttentionKernel.QueryBlock - 1) / AttentionKernel.QueryBlock;
-            var job = new AttentionJob { Query = qp, Key = kp, Value = vp, Output = op, Bias = bp, KeyMask = mp, Shape = shape, QueryBlocks = blocks, Level = Simd };
+            int block = AttentionKernel.QueryBlock(shape, _pool.Threads);
+            int blocks = (shape.QueryLength + block - 1) / block;
+            var job = new AttentionJob { Query = qp, Key = kp, Value = vp, Output = op, Bias = bp, KeyMask = mp, Shape = shape, QueryBlocks = blocks, QueryBlock = block, Level = Simd };
             _pool.Run(ref job, shape.Batch * shape.Heads * blocks);
         }
     }
@@ -283,15 +285,15 @@ public sealed unsafe class CpuBackend : IBackend
     {
         public float* Query, Key, Value, Output, Bias, KeyMask;
         public AttentionShape Shape;
-        public int QueryBlocks;
+        public int QueryBlocks, QueryBlock;
         public SimdLevel Level;
 
         public void Execute(int index)
         {
             int block = index % QueryBlocks, head = index / QueryBlocks % Shape.Heads, batch = index / QueryBlocks / Shape.Heads;
-            int first = block * AttentionKernel.QueryBlock;
+            int first = block * QueryBlock;
             AttentionKernel.Run(Query, Key, Value, Output, Shape, Bias, KeyMask, batch, head, first,
-                Math.Min(first + AttentionKernel.QueryBlock, Shape.QueryLength), Level);
+                Math.Min(first + QueryBlock, Shape.QueryLength), Level);
         }
     }
 }
