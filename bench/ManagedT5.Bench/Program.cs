@@ -1,8 +1,14 @@
 // Entry point: `dotnet run -c Release --project bench/ManagedT5.Bench -- --filter '*'` runs the BenchmarkDotNet
-// kernel benchmarks; `-- --quick [threads]` prints the roofline report instead.
+// kernel benchmarks; `-- --quick [threads]` prints the roofline report instead; `-- --quick-decode [threads]` times a
+// decoder step's Linears (from memory) at the row counts of greedy, beam4 and batch8.
 using BenchmarkDotNet.Running;
 using ManagedT5.Bench;
 
+if (args.Length > 0 && args[0] == "--quick-decode")
+{
+    QuickReport.DecodeRows(args.Length > 1 ? int.Parse(args[1]) : 0);
+    return;
+}
 if (args.Length > 0 && args[0] is "--quick" or "--quick-gemm")
 {
     QuickReport.Run(args.Length > 1 ? int.Parse(args[1]) : 0, gemmOnly: args[0] == "--quick-gemm");

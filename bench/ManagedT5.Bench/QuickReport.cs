@@ -88,7 +88,7 @@ public static class QuickReport
             var line = new List<string>();
             foreach (int rows in new[] { 1, 2, 3, 4, 5, 6, 8, 12, 16 })
                 line.Add($"{rows}:{Best(() => cpu.Linear(x, w, y, rows), 20) * 1e6 / rows:F1}");
-            Console.WriteLine($"us per row, 1024x512 {format,-4} (GEMV up to {LinearKernel.GemvMaxRows} rows): {string.Join("  ", line)}");
+            Console.WriteLine($"us per row, 1024x512 {format,-4} (GEMV up to {(format == WeightFormat.F32 ? LinearKernel.GemvMaxRows : LinearKernel.NarrowGemvMaxRows)} rows): {string.Join("  ", line)}");
         }
 
         foreach ((int rows, int inDim, int outDim) in new[] { (128, 512, 1024), (128, 1024, 512), (128, 512, 384), (512, 768, 2048) })
@@ -101,6 +101,45 @@ public static class QuickReport
                 double gflops = 2.0 * rows * inDim * outDim / seconds / 1e9;
                 Console.WriteLine($"GEMM {rows}x{inDim}x{outDim} {format,-4}: {seconds * 1e3,7:F3} ms = {gflops,6:F1} GFLOP/s ({gflops / peak:P0} of FMA peak)");
             }
+    }
+
+    /// <summary>A flan-t5-small and -base decoder step's Linears (distinct weights, so streamed from memory) at 1, 2, 4
+    /// and 8 rows, per format: ms per step and GB/s of weights. Rows > 1 is beam search or batched decoding, timed
+    /// three ways: separate dots per row (1x1), the multi-row GEMV kernel (1x4/1x8), and the packed GEMM.</summary>
+    public static void DecodeRows(int threads, int trials = 7)
+    {
+        threads = threads <= 0 ? Environment.ProcessorCount : threads;
+        using var cpu = new CpuBackend(threads);
+        Console.WriteLine($"threads {threads}, SIMD {SimdLevels.Best}, best of {trials} interleaved trials");
+        int[] rowCounts = [1, 2, 4, 8];
+        var cases = new List<(string Key, Action Run, long Bytes)>();
+        var stores = new List<WeightStore>();
+        foreach (T5Shape shape in new[] { T5Shape.Small, T5Shape.Base })
+            foreach (WeightFormat format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Int8 })
+            {
+                var store = new WeightStore();
+                stores.Add(store);
+                var weights = shape.DecoderStepLinears().Select((d, i) => store.Create(cpu, d.Out, d.In, format, i)).ToList();
+                IBuffer x = WeightStore.Random(cpu, 8 * Math.Max(shape.DFf, shape.DModel)), y = cpu.Allocate(8 * shape.Vocab);
+                if (format == WeightFormat.F32)
+                {
+                    var shifted = shape.DecoderStepLinears().Select((d, i) => store.Create(cpu, d.Out, d.In, format, i, misalign: 8)).ToList();
+                    cases.Add(($"{shape.Name} {format,-4} rows 1 at +8 B", () => { foreach (IWeight w in shifted) cpu.Linear(x, w, y, 1); },
+                        shifted.Sum(w => w.ByteLength)));
+                }
+                foreach (int rows in rowCounts)
+                    foreach (int mode in rows > 1 ? new[] { 0, 1, 2 } : new[] { 1 })
+                        cases.Add(($"{shape.Name} {format,-4} rows {rows}{(rows > 1 ? mode == 0 ? " 1x1" : mode == 1 ? " 1x4" : " gemm" : "")}",
+                            () => { Gemv.MultiRow = mode == 1; LinearKernel.GemvMaxRows = LinearKernel.NarrowGemvMaxRows = mode == 2 ? 1 : 8; foreach (IWeight w in weights) cpu.Linear(x, w, y, rows); },
+                            weights.Sum(w => w.ByteLength)));
+            }
+        var best = new Dictionary<string, double>();
+        for (int trial = 0; trial < trials; trial++)
+            foreach (var c in cases) best[c.Key] = Math.Min(best.GetValueOrDefault(c.Key, double.MaxValue), Best(c.Run, 3));
+        (Gemv.MultiRow, LinearKernel.GemvMaxRows, LinearKernel.NarrowGemvMaxRows) = (true, 4, 8);
+        foreach (var c in cases)
+            Console.WriteLine($"{c.Key,-28} {best[c.Key] * 1e3,7:F3} ms/step  {c.Bytes / best[c.Key] / 1e9,5:F1} GB/s");
+        foreach (WeightStore store in stores) store.Dispose();
     }
 
     /// <summary>Best wall time of <paramref name="repeats"/> runs after a warm-up.</summary>

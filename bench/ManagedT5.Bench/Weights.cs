@@ -41,13 +41,16 @@ public sealed unsafe class WeightStore : IDisposable
     private readonly List<nint> _memory = [];
     private readonly List<IWeight> _weights = [];
 
-    /// <summary>A random (rows, cols) weight stored as F32 (or BF16/F16 when asked) and prepared as <paramref name="format"/>.</summary>
-    public IWeight Create(IBackend backend, int rows, int cols, WeightFormat format, int seed = 1)
+    /// <summary>A random (rows, cols) weight stored as F32 (or BF16/F16 when asked) and prepared as <paramref name="format"/>,
+    /// starting <paramref name="misalign"/> bytes past a 64-byte boundary (a safetensors file aligns tensors to 8 bytes
+    /// at most, so in-place weights usually start mid cache line).</summary>
+    public IWeight Create(IBackend backend, int rows, int cols, WeightFormat format, int seed = 1, int misalign = 0)
     {
         DType stored = format switch { WeightFormat.BF16 => DType.BF16, WeightFormat.F16 => DType.F16, _ => DType.F32 };
         long count = (long)rows * cols;
-        nint data = (nint)NativeMemory.AlignedAlloc((nuint)(count * stored.SizeOf()), 64);
-        _memory.Add(data);
+        nint block = (nint)NativeMemory.AlignedAlloc((nuint)(count * stored.SizeOf() + 64), 64);
+        _memory.Add(block);
+        nint data = block + misalign;
         var random = new Random(seed);
         for (long i = 0; i < count; i++)
         {

@@ -7,8 +7,11 @@ namespace ManagedT5.Kernels.Cpu;
 /// <summary>Dispatch of <see cref="IBackend.Linear"/>.</summary>
 internal static unsafe class LinearKernel
 {
-    /// <summary>Up to this many rows the GEMV streams the weight once for all rows; above, the GEMM packs it.</summary>
-    public const int GemvMaxRows = 4;
+    /// <summary>Up to this many rows the GEMV streams the weight once for all rows; above, the GEMM packs it. For
+    /// narrow formats (BF16/F16/int8) the GEMV's eight-row kernel stays ahead of the GEMM (which widens every panel)
+    /// up to eight rows; for F32 the two were level at eight rows, so the GEMM takes over above four. The decode
+    /// benchmark (bench --quick-decode) overrides it to compare.</summary>
+    internal static int GemvMaxRows = 4, NarrowGemvMaxRows = 8;
 
     /// <summary>Below this many weight bytes a GEMV runs on the calling thread (waking workers costs more).</summary>
     private const long ParallelMinBytes = 64 * 1024;
@@ -19,7 +22,7 @@ internal static unsafe class LinearKernel
         fixed (float* scales = weight.Scales)
         {
             var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
-            if (rows <= GemvMaxRows) RunGemv(pool, level, x, view, y, rows, accumulate);
+            if (rows <= (weight.Format == WeightFormat.F32 ? GemvMaxRows : NarrowGemvMaxRows)) RunGemv(pool, level, x, view, y, rows, accumulate);
             else RunGemm(pool, level, x, view, y, rows, accumulate);
         }
     }

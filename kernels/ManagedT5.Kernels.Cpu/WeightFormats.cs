@@ -16,6 +16,13 @@ internal unsafe interface IWeightFormat
     /// <summary>Element <paramref name="index"/> of <paramref name="row"/> widened to float (Int8: the raw integer).</summary>
     static abstract float Widen(byte* row, int index);
 
+    /// <summary>Part <paramref name="part"/> (0 .. 4 / ElementSize - 1) of a raw 64-byte chunk, widened: the weights
+    /// that meet x at chunk offset part * 16 in lane order.</summary>
+    static abstract Vector512<float> Part(Vector512<uint> raw, int part);
+
+    /// <summary>Part <paramref name="part"/> of a raw 32-byte chunk, widened (x at chunk offset part * 8).</summary>
+    static abstract Vector256<float> Part(Vector256<uint> raw, int part);
+
     /// <summary>acc0 + acc1 += W chunk (64 bytes at <paramref name="w"/>) * x chunk (laid out in lanes at
     /// <paramref name="x"/>). The products are spread over two accumulators to halve the FMA dependency chain.</summary>
     static abstract void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1);
@@ -34,6 +41,12 @@ internal readonly unsafe struct F32Weights : IWeightFormat
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Widen(byte* row, int index) => ((float*)row)[index];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Part(Vector512<uint> raw, int part) => raw.AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Part(Vector256<uint> raw, int part) => raw.AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1) =>
@@ -56,6 +69,14 @@ internal readonly unsafe struct BF16Weights : IWeightFormat
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Widen(byte* row, int index) => BitConverter.Int32BitsToSingle(((ushort*)row)[index] << 16);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Part(Vector512<uint> raw, int part) =>
+        (part == 0 ? Vector512.ShiftLeft(raw, 16) : raw & Vector512.Create(0xFFFF0000u)).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Part(Vector256<uint> raw, int part) =>
+        (part == 0 ? Vector256.ShiftLeft(raw, 16) : raw & Vector256.Create(0xFFFF0000u)).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1)
@@ -91,6 +112,12 @@ internal readonly unsafe struct F16Weights : IWeightFormat
     public static float Widen(byte* row, int index) => (float)((Half*)row)[index];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Part(Vector512<uint> raw, int part) => part == 0 ? HalfBits.Low(raw) : HalfBits.High(raw);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Part(Vector256<uint> raw, int part) => part == 0 ? HalfBits.Low(raw) : HalfBits.High(raw);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1)
     {
         Vector512<uint> pairs = Vector512.Load((uint*)w);
@@ -123,6 +150,15 @@ internal readonly unsafe struct Int8Weights : IWeightFormat
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Widen(byte* row, int index) => ((sbyte*)row)[index];
+
+    // Byte `part` of each lane: shift it to the top, arithmetic-shift it back down (part 3 needs only the second).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Part(Vector512<uint> raw, int part) =>
+        Vector512.ConvertToSingle(Vector512.ShiftRightArithmetic(Vector512.ShiftLeft(raw.AsInt32(), 24 - 8 * part), 24));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Part(Vector256<uint> raw, int part) =>
+        Vector256.ConvertToSingle(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(raw.AsInt32(), 24 - 8 * part), 24));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void MultiplyAdd(byte* w, float* x, ref Vector512<float> acc0, ref Vector512<float> acc1)

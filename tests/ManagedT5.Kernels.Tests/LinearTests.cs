@@ -15,10 +15,12 @@ public sealed class LinearTests : IDisposable
 
     public static TheoryData<WeightFormat, SimdLevel> FormatsAndLevels() => TestData.FormatsAndLevels();
 
-    /// <summary>(rows, in, out): every GEMV/GEMM switch, tails of every vector width, K across three slabs.</summary>
+    /// <summary>(rows, in, out): every GEMV kernel (one row, separate dots for two, four- and eight-row kernels with
+    /// missing rows), both GEMV/GEMM switches (4/5 for F32, 8/9 for narrow formats), tails of every vector width, K
+    /// across three slabs.</summary>
     private static IEnumerable<(int Rows, int In, int Out)> OddShapes()
     {
-        int[] rows = [1, 2, 3, 4, 5, 7, 33];
+        int[] rows = [1, 2, 3, 4, 5, 6, 7, 8, 9, 33];
         (int, int)[] dims = [(1, 1), (3, 5), (17, 33), (64, 65), (100, 7), (257, 129), (600, 40)];
         foreach (int r in rows)
             foreach ((int i, int o) in dims) yield return (r, i, o);
@@ -37,6 +39,9 @@ public sealed class LinearTests : IDisposable
         yield return (33, 512, 1024);
         yield return (33, 1024, 512);
         yield return (4, 512, 384);
+        // an 8-row batched decode step
+        yield return (8, 512, 1024);
+        yield return (8, 512, 32128);
         // base
         yield return (1, 768, 2048);
         yield return (1, 2048, 768);
