@@ -42,7 +42,7 @@ internal static unsafe class ArgMaxKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Max(float* values, int length, SimdLevel level)
+    internal static float Max(float* values, int length, SimdLevel level)
     {
         int i = 0;
         float max = float.NegativeInfinity;

@@ -1,5 +1,6 @@
 // The decoding loops: greedy search and sampling (one loop), and beam search, with HF's semantics.
 // Buffers are sized before the first step; the per-token loop allocates nothing.
+using ManagedT5.Kernels.Cpu;
 using ManagedT5.Model;
 
 namespace ManagedT5.Generation;
@@ -188,8 +189,7 @@ public static class Generator
                 Span<float> scores = logits.AsSpan(r * vocab, vocab);
                 LogitsProcessors.LogSoftmax(scores);
                 LogitsProcessors.Process(scores, sequences[r].AsSpan(0, length), o, eos, stamp, ++stampValue);
-                float running = beamScores[r];
-                for (int v = 0; v < vocab; v++) scores[v] += running;
+                ScoreKernels.Add(scores, beamScores[r]);
             }
 
             int generatedWithNext = length;   // tokens after the start token once this step's token is added

@@ -1,5 +1,9 @@
 // HF's logits processors and sampling warpers, one row at a time, in HF's order. They act on raw logits for greedy
 // search and sampling and on log-softmax scores for beam search. None of them allocates.
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using ManagedT5.Kernels.Cpu;
+
 namespace ManagedT5.Generation;
 
 /// <summary>The processors of HF's generate(), applied to one row of scores given that row's tokens so far
@@ -83,16 +87,9 @@ public static class LogitsProcessors
         }
     }
 
-    /// <summary>In-place log-softmax of a row (fp32 result, double accumulation).</summary>
-    public static void LogSoftmax(Span<float> scores)
-    {
-        float max = float.NegativeInfinity;
-        foreach (float s in scores) max = MathF.Max(max, s);
-        double sum = 0;
-        foreach (float s in scores) sum += Math.Exp(s - max);
-        float logSum = (float)Math.Log(sum) + max;
-        for (int i = 0; i < scores.Length; i++) scores[i] -= logSum;
-    }
+    /// <summary>In-place log-softmax of a row (SIMD: <see cref="ScoreKernels.LogSoftmax(Span{float}, float)"/>; its scalar
+    /// twin is ReferenceKernels.LogSoftmax).</summary>
+    public static void LogSoftmax(Span<float> scores) => ScoreKernels.LogSoftmax(scores);
 
     /// <summary>Draws an index from softmax(scores) with a uniform number in [0, 1).</summary>
     public static int Sample(ReadOnlySpan<float> scores, double uniform)
@@ -115,11 +112,19 @@ public static class LogitsProcessors
 
     /// <summary>The topScores.Length best (score, index) of <paramref name="scores"/>, best first (earlier index first
     /// on ties): beam search's candidate selection over num_beams x vocab scores.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void TopK(ReadOnlySpan<float> scores, Span<float> topScores, Span<int> topIndices)
     {
-        int k = topScores.Length, filled = 0;
+        int k = topScores.Length, filled = 0, width = Vector<float>.Count;
         for (int i = 0; i < scores.Length; i++)
         {
+            // Once k are held, skip whole vectors that hold nothing above the k-th best (almost all of a vocabulary).
+            if (filled == k && i % width == 0 && i <= scores.Length - width
+                && !Vector.GreaterThanAny(new Vector<float>(scores.Slice(i, width)), new Vector<float>(topScores[k - 1])))
+            {
+                i += width - 1;
+                continue;
+            }
             float s = scores[i];
             if (filled == k && !(s > topScores[k - 1])) continue;
             int j = filled < k ? filled++ : k - 1;

@@ -127,6 +127,19 @@ public static class ReferenceKernels
                 }
     }
 
+    /// <summary>In-place log-softmax of a row (fp32 result, exp and sum in double), plus <paramref name="offset"/>;
+    /// a row of only -inf is left as it is.</summary>
+    public static void LogSoftmax(Span<float> scores, float offset = 0)
+    {
+        float max = float.NegativeInfinity;
+        foreach (float s in scores) max = MathF.Max(max, s);
+        if (float.IsNegativeInfinity(max) || float.IsNaN(max)) return;
+        double sum = 0;
+        foreach (float s in scores) sum += Math.Exp(s - max);
+        float logSum = (float)Math.Log(sum) + max;
+        for (int i = 0; i < scores.Length; i++) scores[i] = scores[i] - logSum + offset;
+    }
+
     /// <summary>Index of the largest value (the first on ties).</summary>
     public static int ArgMax(ReadOnlySpan<float> values)
     {
