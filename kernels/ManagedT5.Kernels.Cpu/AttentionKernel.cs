@@ -9,8 +9,16 @@ namespace ManagedT5.Kernels.Cpu;
 /// <summary>Attention over raw pointers, with the layouts of <see cref="AttentionShape"/>.</summary>
 internal static unsafe class AttentionKernel
 {
-    /// <summary>Queries per work item: long encoder sequences split so both threads get work.</summary>
-    public const int QueryBlock = 32;
+    /// <summary>Queries per work item. A whole head per item when there are enough (batch, head) pairs to keep every
+    /// thread busy, since each item transposes its head's keys once; otherwise the queries are split so each thread
+    /// gets about two items (at least 16 queries each, so the transpose still pays).</summary>
+    public static int QueryBlock(in AttentionShape s, int threads)
+    {
+        int pairs = s.Batch * s.Heads;
+        if (pairs >= 2 * threads) return Math.Max(s.QueryLength, 1);
+        int blocks = (2 * threads + pairs - 1) / pairs;
+        return Math.Max(16, (s.QueryLength + blocks - 1) / blocks);
+    }
 
     /// <summary>
     /// Queries [firstQuery, endQuery) of batch entry <paramref name="b"/>, head <paramref name="h"/>.
