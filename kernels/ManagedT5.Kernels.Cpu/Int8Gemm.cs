@@ -1,0 +1,456 @@
+// Int8 GEMM for many rows (the encoder) with int8 weights: C (rows, out) (+)= A (rows, in) W^T, multiplied in
+// integers with VPDPBUSD (AVX-VNNI) instead of widening the weight to fp32.
+//
+// Scheme (dynamic per-row activation quantization, as in CTranslate2 / oneDNN):
+// 1. Each row of A is quantized on its own: sx = max|x| / 127, q = round_half_even(x * (127 / max|x|)) in
+//    [-127, 127]. VPDPBUSD multiplies unsigned bytes by signed bytes, so A is stored as u = q + 128 (1..255).
+// 2. acc[r, o] = sum_k u[r, k] * W[o, k] in int32 (exact: |u * w| <= 255 * 127, so K up to 65536 cannot overflow).
+//    The zero point comes back out with the weight's column sum: sum_k q * w = acc - 128 * sum_k w.
+// 3. C[r, o] (+)= float(acc - 128 * sum_k w) * sx[r] * sw[o], multiplied in that order.
+// The only approximation is step 1 (|x - q * sx| <= sx / 2 = max|x| / 254 per element); steps 2 and 3 are exact
+// integer arithmetic plus three fp32 roundings done in the same order everywhere, so the vector path and the scalar
+// twin RunScalar agree bit for bit.
+//
+// Layout (BLIS style, like Gemm): A is quantized once per call into rows of bytes (in_features rounded up to 4), so a
+// row's 4 consecutive k are one int32 lane that VPDPBUSD broadcasts. The threads split the output columns in whole
+// panels of NR = 16 columns; a panel of W is packed per call into [k/4][column][4] (two ymm per k/4 step) with 8 x 8
+// transposes of 4-byte groups, so a panel of K = 1024 is 16 KB and stays in L1 while the rows of A stream past it
+// from L2, MR = 6 at a time. The micro-kernel keeps 6 x 16 int32 in 12 ymm accumulators (the JIT keeps VPDPBUSD
+// destinations in ymm0-15), the loads and broadcasts in ymm16-31; the last 1 to 3 rows use a 3-row variant that
+// splits even and odd k groups over the same 12 accumulators, so it is not held up by VPDPBUSD's latency.
+//
+// .NET 10 exposes VPDPBUSD at 128 and 256 bits only (AvxVnni). There is no Avx512Vnni class, Avx10v1 has no dot
+// product, and AvxVnniInt8.V512 (AVX10.2's signed x signed VPDPBSSD, which would need no zero point) is not reported
+// by AVX-512 Zen parts. So there is one vector width; where AVX-VNNI is missing, Run falls back to the scalar twin.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace ManagedT5.Kernels.Cpu;
+
+/// <summary>Linear for many rows with int8 weights, multiplied in int8 x uint8 -> int32 (VPDPBUSD).</summary>
+internal static unsafe class Int8Gemm
+{
+    /// <summary>Rows of A per micro-tile.</summary>
+    public const int MR = 6;
+
+    /// <summary>Output columns per packed panel (and per micro-tile): two ymm of int32.</summary>
+    public const int NR = 16;
+
+    /// <summary>Largest in_features the int32 accumulator holds without overflow (255 * 127 * 65536 &lt; 2^31).</summary>
+    public const int MaxInDim = 65536;
+
+    /// <summary>The activations' zero point: u8 = q + 128.</summary>
+    private const int ZeroPoint = 128;
+
+    /// <summary>Whether <see cref="Run"/> takes the VNNI path at <paramref name="level"/> on this machine (otherwise it
+    /// runs the much slower scalar twin, and the widening fp32 GEMM is the better choice).</summary>
+    public static bool IsSupported(SimdLevel level) => level >= SimdLevel.Vector256 && AvxVnni.IsSupported;
+
+    /// <summary>y (rows, out) (+)= x (rows, in) W^T for an int8 weight, the activations quantized per row (see the
+    /// file header for the arithmetic). Same contract as <c>LinearKernel.RunGemm</c>: every y element is computed by
+    /// one thread, so the result does not depend on the thread count. x must be finite.</summary>
+    public static void Run(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    {
+        Validate(w, rows);
+        if (rows == 0 || w.Rows == 0) return;
+        if (!IsSupported(level))
+        {
+            RunScalar(x, w, y, rows, accumulate);
+            return;
+        }
+
+        // Scratch: the row scales (padded to whole tiles and 64 bytes, pads 0), then the quantized rows.
+        int stride = (w.Cols + 3) & ~3;
+        int scaleFloats = ((rows + MR - 1) / MR * MR + 15) & ~15;
+        float* rowScales = Scratch.Get(ScratchSlot.LaneInput, scaleFloats + (long)rows * stride / 4);
+        byte* quantized = (byte*)(rowScales + scaleFloats);
+        new Span<float>(rowScales + rows, scaleFloats - rows).Clear();
+
+        int rowsPerItem = (rows + pool.Threads - 1) / pool.Threads;
+        var quantize = new QuantizeJob
+        {
+            Input = x, Output = quantized, Scales = rowScales, InDim = w.Cols, Stride = stride, Rows = rows, PerItem = rowsPerItem,
+        };
+        pool.Run(ref quantize, (rows + rowsPerItem - 1) / rowsPerItem);
+
+        int perItem = Gemm.ColumnsPerItem(w.Rows, NR, pool.Threads);
+        var multiply = new MultiplyJob
+        {
+            Weight = w, Quantized = quantized, RowScales = rowScales, Output = y, Stride = stride, Rows = rows, PerItem = perItem,
+            Accumulate = accumulate,
+        };
+        pool.Run(ref multiply, (w.Rows + perItem - 1) / perItem);
+    }
+
+    /// <summary>The scalar twin of <see cref="Run"/>, on the calling thread: the same quantization and the same
+    /// epilogue, with the integer dot product written directly as sum q * w (no zero point), so comparing the two also
+    /// checks the vector path's zero-point correction. Its output equals Run's bit for bit.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RunScalar(float* x, in WeightView w, float* y, int rows, bool accumulate)
+    {
+        Validate(w, rows);
+        int inDim = w.Cols, outDim = w.Rows;
+        var q = (int*)Scratch.Get(ScratchSlot.LaneInput, inDim);
+        var weight = (sbyte*)w.Data;
+        for (int r = 0; r < rows; r++)
+        {
+            float* row = x + (long)r * inDim;
+            float max = 0;
+            for (int k = 0; k < inDim; k++) max = MathF.Max(max, MathF.Abs(row[k]));
+            (float scale, float inverse) = RowScale(max);
+            for (int k = 0; k < inDim; k++) q[k] = Quantize(row[k], inverse);
+
+            float* output = y + (long)r * outDim;
+            for (int o = 0; o < outDim; o++)
+            {
+                sbyte* column = weight + (long)o * inDim;
+                int acc = 0;
+                for (int k = 0; k < inDim; k++) acc += q[k] * column[k];
+                float value = (float)acc * scale * w.Scales[o];
+                output[o] = accumulate ? output[o] + value : value;
+            }
+        }
+    }
+
+    private static void Validate(in WeightView w, int rows)
+    {
+        if (w.Format != WeightFormat.Int8 || w.Scales == null)
+            throw new ArgumentException($"Int8Gemm needs an int8 weight with scales, not {w.Format}.", nameof(w));
+        if (w.Cols > MaxInDim)
+            throw new ArgumentException($"in_features {w.Cols} exceeds {MaxInDim}, where the int32 accumulator could overflow.", nameof(w));
+        ArgumentOutOfRangeException.ThrowIfNegative(rows);
+    }
+
+    /// <summary>A row's scale sx = max|x| / 127 and the multiplier 127 / max|x| that quantizes it (0 for a zero row).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (float Scale, float Inverse) RowScale(float max) => max > 0 ? (max / 127f, 127f / max) : (0f, 0f);
+
+    /// <summary>One element: round half to even of x * inverse. No clamp is needed: |x| &lt;= max|x| and inverse is
+    /// 127 / max|x| rounded, so |x * inverse| &lt;= 127 (1 + 2^-23)^2 &lt; 127.5 rounds to at most 127.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Quantize(float x, float inverse) => (int)MathF.Round(x * inverse);
+
+    /// <summary>
+    /// Quantizes rows [first, end) of x: output[r * stride + k] = q + 128 for k &lt; in_features, 128 (q = 0) in the
+    /// padding up to stride; scales[r] = sx. 32 elements at a time: multiply, convert with round half to even (the
+    /// default MXCSR mode, as MathF.Round), two saturating packs to signed bytes (exact, |q| &lt;= 127), undo the
+    /// packs' lane interleave, add 128.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void QuantizeRows(float* x, int inDim, int stride, byte* output, float* scales, int first, int end)
+    {
+        // After two in-lane packs of a, b, c, d (8 int32 each), the int32 lanes hold the groups of 4 k in the order
+        // 0 2 4 6 1 3 5 7; this permutation puts them back in order.
+        var order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+        var zeroPoint = Vector256.Create((byte)ZeroPoint);
+        for (int r = first; r < end; r++)
+        {
+            float* row = x + (long)r * inDim;
+            byte* destination = output + (long)r * stride;
+            (float scale, float inverse) = RowScale(MaxAbs(row, inDim));
+            scales[r] = scale;
+            var multiplier = Vector256.Create(inverse);
+            int k = 0;
+            for (; k <= inDim - 32; k += 32)
+            {
+                Vector256<int> a = Avx.ConvertToVector256Int32(Vector256.Load(row + k) * multiplier);
+                Vector256<int> b = Avx.ConvertToVector256Int32(Vector256.Load(row + k + 8) * multiplier);
+                Vector256<int> c = Avx.ConvertToVector256Int32(Vector256.Load(row + k + 16) * multiplier);
+                Vector256<int> d = Avx.ConvertToVector256Int32(Vector256.Load(row + k + 24) * multiplier);
+                Vector256<sbyte> q = Avx2.PackSignedSaturate(Avx2.PackSignedSaturate(a, b), Avx2.PackSignedSaturate(c, d));
+                (Avx2.PermuteVar8x32(q.AsInt32(), order).AsByte() ^ zeroPoint).Store(destination + k);
+            }
+            for (; k < inDim; k++) destination[k] = (byte)(Quantize(row[k], inverse) + ZeroPoint);
+            for (; k < stride; k++) destination[k] = ZeroPoint;
+        }
+    }
+
+    /// <summary>max |x[k]| over a row (exact in any order for finite x).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float MaxAbs(float* x, int count)
+    {
+        var max = Vector256<float>.Zero;
+        int k = 0;
+        for (; k <= count - 8; k += 8) max = Vector256.MaxNative(max, Vector256.Abs(Vector256.Load(x + k)));
+        Vector128<float> m = Vector128.MaxNative(max.GetLower(), max.GetUpper());
+        float result = MathF.Max(MathF.Max(m[0], m[1]), MathF.Max(m[2], m[3]));
+        for (; k < count; k++) result = MathF.Max(result, MathF.Abs(x[k]));
+        return result;
+    }
+
+    /// <summary>
+    /// Output columns [first, end) of every row. Panel by panel: pack NR columns of W, their correction
+    /// 128 * sum_k w and their scales, then run the micro-kernel over all rows of A, MR at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Multiply(in WeightView w, byte* quantized, int stride, float* rowScales, float* c, int rows,
+        int first, int end, bool accumulate)
+    {
+        int outDim = w.Rows;
+        int k4 = stride / 4;
+        // One panel: k4 * 64 bytes of weights, then NR int32 corrections and NR float scales.
+        float* scratch = Scratch.Get(ScratchSlot.PackedB, (long)k4 * NR + 2 * NR);
+        var panel = (sbyte*)scratch;
+        var correction = (int*)(scratch + (long)k4 * NR);
+        float* columnScales = scratch + (long)k4 * NR + NR;
+        float* tile = Scratch.Get(ScratchSlot.Tile, MR * NR);
+
+        for (int column = first; column < end; column += NR)
+        {
+            int columns = Math.Min(NR, end - column);
+            PackPanel(w, column, columns, panel, correction, columnScales);
+            for (int r0 = 0; r0 < rows; r0 += MR)
+            {
+                int rowsHere = Math.Min(MR, rows - r0);
+                byte* a = quantized + (long)r0 * stride;
+                float* cTile = c + (long)r0 * outDim + column;
+                if (rowsHere == MR && columns == NR)
+                {
+                    MicroKernel<SixRows>(a, stride, MR, panel, k4, correction, rowScales + r0, columnScales, cTile, outDim, accumulate);
+                    continue;
+                }
+                // Edge tile: compute the whole tile aside, keep the part that exists (the same float ops). The last
+                // 1 to 3 rows take the half-height kernel.
+                if (rowsHere <= 3)
+                    MicroKernel<ThreeRows>(a, stride, rowsHere, panel, k4, correction, rowScales + r0, columnScales, tile, NR, false);
+                else
+                    MicroKernel<SixRows>(a, stride, rowsHere, panel, k4, correction, rowScales + r0, columnScales, tile, NR, false);
+                for (int r = 0; r < rowsHere; r++)
+                    for (int j = 0; j < columns; j++)
+                    {
+                        float value = tile[r * NR + j];
+                        float* target = cTile + (long)r * outDim + j;
+                        *target = accumulate ? *target + value : value;
+                    }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Packs W rows [first, first + columns) as one panel: panel[(g * NR + j) * 4 + t] = W[first + j, 4g + t] (zero
+    /// past in_features and for j &gt;= columns); correction[j] = 128 * sum_k W[first + j, k]; scales[j] = sw (0 for
+    /// missing columns). Full groups of 8 columns go through 8 x 8 transposes of 4-byte groups, 32 k at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackPanel(in WeightView w, int first, int columns, sbyte* panel, int* correction, float* scales)
+    {
+        int inDim = w.Cols;
+        int k4 = (inDim + 3) / 4;
+        var weight = (sbyte*)w.Data + (long)first * inDim;
+        uint* packed = (uint*)panel;
+        for (int group = 0; group < NR; group += 8)
+        {
+            int g = 0;
+            if (group + 8 <= columns)
+            {
+                sbyte* r0 = weight + (long)group * inDim;
+                for (; g + 8 <= inDim / 4; g += 8)
+                {
+                    sbyte* source = r0 + g * 4;
+                    Transpose8x8(
+                        Vector256.Load((uint*)source), Vector256.Load((uint*)(source + inDim)),
+                        Vector256.Load((uint*)(source + 2L * inDim)), Vector256.Load((uint*)(source + 3L * inDim)),
+                        Vector256.Load((uint*)(source + 4L * inDim)), Vector256.Load((uint*)(source + 5L * inDim)),
+                        Vector256.Load((uint*)(source + 6L * inDim)), Vector256.Load((uint*)(source + 7L * inDim)),
+                        packed + (long)g * NR + group);
+                }
+            }
+            // Tails: k groups past the last full 8, partial k groups, and missing columns (zero).
+            for (; g < k4; g++)
+                for (int j = group; j < group + 8; j++)
+                {
+                    uint bytes = 0;
+                    if (j < columns)
+                        for (int t = 0; t < 4 && 4 * g + t < inDim; t++)
+                            bytes |= (uint)(byte)weight[(long)j * inDim + 4 * g + t] << (8 * t);
+                    packed[(long)g * NR + j] = bytes;
+                }
+        }
+
+        // 128 * column sums, by VPDPBUSD itself: bytes of 0x80 against each packed step.
+        Vector256<int> sum0 = Vector256<int>.Zero, sum1 = Vector256<int>.Zero;
+        var zeroPoint = Vector256.Create((byte)ZeroPoint);
+        for (int g = 0; g < k4; g++)
+        {
+            sum0 = AvxVnni.MultiplyWideningAndAdd(sum0, zeroPoint, Vector256.Load(panel + g * 64));
+            sum1 = AvxVnni.MultiplyWideningAndAdd(sum1, zeroPoint, Vector256.Load(panel + g * 64 + 32));
+        }
+        sum0.Store(correction);
+        sum1.Store(correction + 8);
+        for (int j = 0; j < NR; j++) scales[j] = j < columns ? w.Scales[first + j] : 0;
+    }
+
+    /// <summary>Transposes 8 rows of 8 uint32 (rows = columns of W, lanes = groups of 4 k) and stores lane t of every
+    /// row as the 8 consecutive uint32 at destination + t * NR.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(Vector256<uint> r0, Vector256<uint> r1, Vector256<uint> r2, Vector256<uint> r3,
+        Vector256<uint> r4, Vector256<uint> r5, Vector256<uint> r6, Vector256<uint> r7, uint* destination)
+    {
+        // Pairs within 128-bit lanes: t0 = r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5].
+        Vector256<uint> t0 = Avx2.UnpackLow(r0, r1), t1 = Avx2.UnpackHigh(r0, r1);
+        Vector256<uint> t2 = Avx2.UnpackLow(r2, r3), t3 = Avx2.UnpackHigh(r2, r3);
+        Vector256<uint> t4 = Avx2.UnpackLow(r4, r5), t5 = Avx2.UnpackHigh(r4, r5);
+        Vector256<uint> t6 = Avx2.UnpackLow(r6, r7), t7 = Avx2.UnpackHigh(r6, r7);
+        // Quads: q0 = r0..r3 of lane 0 | r0..r3 of lane 4; q1 lanes 1 | 5; q2 lanes 2 | 6; q3 lanes 3 | 7.
+        Vector256<uint> q0 = Avx2.UnpackLow(t0.AsUInt64(), t2.AsUInt64()).AsUInt32();
+        Vector256<uint> q1 = Avx2.UnpackHigh(t0.AsUInt64(), t2.AsUInt64()).AsUInt32();
+        Vector256<uint> q2 = Avx2.UnpackLow(t1.AsUInt64(), t3.AsUInt64()).AsUInt32();
+        Vector256<uint> q3 = Avx2.UnpackHigh(t1.AsUInt64(), t3.AsUInt64()).AsUInt32();
+        Vector256<uint> q4 = Avx2.UnpackLow(t4.AsUInt64(), t6.AsUInt64()).AsUInt32();
+        Vector256<uint> q5 = Avx2.UnpackHigh(t4.AsUInt64(), t6.AsUInt64()).AsUInt32();
+        Vector256<uint> q6 = Avx2.UnpackLow(t5.AsUInt64(), t7.AsUInt64()).AsUInt32();
+        Vector256<uint> q7 = Avx2.UnpackHigh(t5.AsUInt64(), t7.AsUInt64()).AsUInt32();
+        // Whole lanes: join the r0..r3 and r4..r7 halves.
+        Avx2.Permute2x128(q0, q4, 0x20).Store(destination);
+        Avx2.Permute2x128(q1, q5, 0x20).Store(destination + NR);
+        Avx2.Permute2x128(q2, q6, 0x20).Store(destination + 2 * NR);
+        Avx2.Permute2x128(q3, q7, 0x20).Store(destination + 3 * NR);
+        Avx2.Permute2x128(q0, q4, 0x31).Store(destination + 4 * NR);
+        Avx2.Permute2x128(q1, q5, 0x31).Store(destination + 5 * NR);
+        Avx2.Permute2x128(q2, q6, 0x31).Store(destination + 6 * NR);
+        Avx2.Permute2x128(q3, q7, 0x31).Store(destination + 7 * NR);
+    }
+
+    /// <summary>
+    /// The MR x 16 tile (or 3 x 16 when <typeparamref name="THeight"/> says so, for the last 1 to 3 rows):
+    /// acc[i, j] = sum over k groups of VPDPBUSD(row i of A, panel column j), then
+    /// c[i * ldc + j] (+)= float(acc - correction[j]) * rowScales[i] * columnScales[j]. Rows of A are
+    /// <paramref name="stride"/> bytes apart; past <paramref name="rows"/> the last row is read again (an edge tile).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MicroKernel<THeight>(byte* a, int stride, int rows, sbyte* b, int k4, int* correction, float* rowScales,
+        float* columnScales, float* c, int ldc, bool add) where THeight : struct, ITileHeight
+    {
+        bool six = THeight.Rows == 6; // a JIT-time constant: each instantiation keeps one of the loops below
+        byte* a0 = a, a1 = a + Math.Min(1, rows - 1) * stride, a2 = a + Math.Min(2, rows - 1) * stride;
+        byte* a3 = a + Math.Min(3, rows - 1) * stride, a4 = a + Math.Min(4, rows - 1) * stride, a5 = a + Math.Min(5, rows - 1) * stride;
+        Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
+            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        nint end = 4 * (nint)k4;
+        if (six)
+        {
+            for (nint k = 0; k < end; k += 4, b += 4 * NR)
+            {
+                Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
+                Vector256<byte> ak = Vector256.Create(*(uint*)(a0 + k)).AsByte();
+                c00 = AvxVnni.MultiplyWideningAndAdd(c00, ak, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, ak, b1);
+                ak = Vector256.Create(*(uint*)(a1 + k)).AsByte();
+                c10 = AvxVnni.MultiplyWideningAndAdd(c10, ak, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, ak, b1);
+                ak = Vector256.Create(*(uint*)(a2 + k)).AsByte();
+                c20 = AvxVnni.MultiplyWideningAndAdd(c20, ak, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, ak, b1);
+                ak = Vector256.Create(*(uint*)(a3 + k)).AsByte();
+                c30 = AvxVnni.MultiplyWideningAndAdd(c30, ak, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, ak, b1);
+                ak = Vector256.Create(*(uint*)(a4 + k)).AsByte();
+                c40 = AvxVnni.MultiplyWideningAndAdd(c40, ak, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, ak, b1);
+                ak = Vector256.Create(*(uint*)(a5 + k)).AsByte();
+                c50 = AvxVnni.MultiplyWideningAndAdd(c50, ak, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, ak, b1);
+            }
+        }
+        else
+        {
+            // Three rows: six accumulators would wait on VPDPBUSD's latency, so even and odd k groups go to separate
+            // accumulators (c0x..c2x and c3x..c5x) and are added at the end (integer sums: the order does not matter).
+            nint k = 0;
+            for (; k + 8 <= end; k += 8, b += 8 * NR)
+            {
+                Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32), b2 = Vector256.Load(b + 64), b3 = Vector256.Load(b + 96);
+                Vector256<byte> ak = Vector256.Create(*(uint*)(a0 + k)).AsByte();
+                c00 = AvxVnni.MultiplyWideningAndAdd(c00, ak, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, ak, b1);
+                ak = Vector256.Create(*(uint*)(a1 + k)).AsByte();
+                c10 = AvxVnni.MultiplyWideningAndAdd(c10, ak, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, ak, b1);
+                ak = Vector256.Create(*(uint*)(a2 + k)).AsByte();
+                c20 = AvxVnni.MultiplyWideningAndAdd(c20, ak, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, ak, b1);
+                ak = Vector256.Create(*(uint*)(a0 + k + 4)).AsByte();
+                c30 = AvxVnni.MultiplyWideningAndAdd(c30, ak, b2); c31 = AvxVnni.MultiplyWideningAndAdd(c31, ak, b3);
+                ak = Vector256.Create(*(uint*)(a1 + k + 4)).AsByte();
+                c40 = AvxVnni.MultiplyWideningAndAdd(c40, ak, b2); c41 = AvxVnni.MultiplyWideningAndAdd(c41, ak, b3);
+                ak = Vector256.Create(*(uint*)(a2 + k + 4)).AsByte();
+                c50 = AvxVnni.MultiplyWideningAndAdd(c50, ak, b2); c51 = AvxVnni.MultiplyWideningAndAdd(c51, ak, b3);
+            }
+            if (k < end)
+            {
+                Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
+                Vector256<byte> ak = Vector256.Create(*(uint*)(a0 + k)).AsByte();
+                c00 = AvxVnni.MultiplyWideningAndAdd(c00, ak, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, ak, b1);
+                ak = Vector256.Create(*(uint*)(a1 + k)).AsByte();
+                c10 = AvxVnni.MultiplyWideningAndAdd(c10, ak, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, ak, b1);
+                ak = Vector256.Create(*(uint*)(a2 + k)).AsByte();
+                c20 = AvxVnni.MultiplyWideningAndAdd(c20, ak, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, ak, b1);
+            }
+            c00 += c30; c01 += c31; c10 += c40; c11 += c41; c20 += c50; c21 += c51;
+        }
+
+        Vector256<int> z0 = Vector256.Load(correction), z1 = Vector256.Load(correction + 8);
+        Vector256<float> s0 = Vector256.Load(columnScales), s1 = Vector256.Load(columnScales + 8);
+        Store(c, c00 - z0, c01 - z1, rowScales[0], s0, s1, add);
+        Store(c + ldc, c10 - z0, c11 - z1, rowScales[1], s0, s1, add);
+        Store(c + 2 * ldc, c20 - z0, c21 - z1, rowScales[2], s0, s1, add);
+        if (!six) return;
+        Store(c + 3 * ldc, c30 - z0, c31 - z1, rowScales[3], s0, s1, add);
+        Store(c + 4 * ldc, c40 - z0, c41 - z1, rowScales[4], s0, s1, add);
+        Store(c + 5 * ldc, c50 - z0, c51 - z1, rowScales[5], s0, s1, add);
+    }
+
+    /// <summary>One tile row: float(acc) * sx * sw, added to c or stored.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(float* c, Vector256<int> low, Vector256<int> high, float rowScale,
+        Vector256<float> scales0, Vector256<float> scales1, bool add)
+    {
+        var sx = Vector256.Create(rowScale);
+        Vector256<float> v0 = Vector256.ConvertToSingle(low) * sx * scales0;
+        Vector256<float> v1 = Vector256.ConvertToSingle(high) * sx * scales1;
+        if (add) { v0 = Vector256.Load(c) + v0; v1 = Vector256.Load(c + 8) + v1; }
+        v0.Store(c);
+        v1.Store(c + 8);
+    }
+
+    /// <summary>One item: rows [index * PerItem, +PerItem) of A quantized.</summary>
+    private struct QuantizeJob : IParallelJob
+    {
+        public float* Input, Scales;
+        public byte* Output;
+        public int InDim, Stride, Rows, PerItem;
+
+        public void Execute(int index)
+        {
+            int first = index * PerItem;
+            QuantizeRows(Input, InDim, Stride, Output, Scales, first, Math.Min(first + PerItem, Rows));
+        }
+    }
+
+    /// <summary>One item: output columns [index * PerItem, +PerItem) (whole panels) of every row.</summary>
+    private struct MultiplyJob : IParallelJob
+    {
+        public WeightView Weight;
+        public byte* Quantized;
+        public float* RowScales, Output;
+        public int Stride, Rows, PerItem;
+        public bool Accumulate;
+
+        public void Execute(int index)
+        {
+            int first = index * PerItem, end = Math.Min(first + PerItem, Weight.Rows);
+            Multiply(Weight, Quantized, Stride, RowScales, Output, Rows, first, end, Accumulate);
+        }
+    }
+}
+
+/// <summary>The height of an <see cref="Int8Gemm"/> micro-tile, as a type so that each height compiles separately.</summary>
+internal interface ITileHeight
+{
+    /// <summary>Rows of the tile.</summary>
+    static abstract int Rows { get; }
+}
+
+/// <summary>The full 6-row tile.</summary>
+internal readonly struct SixRows : ITileHeight
+{
+    public static int Rows => 6;
+}
+
+/// <summary>The half tile for the last 1 to 3 rows.</summary>
+internal readonly struct ThreeRows : ITileHeight
+{
+    public static int Rows => 3;
+}
