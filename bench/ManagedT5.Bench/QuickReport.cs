@@ -124,8 +124,10 @@ public static class QuickReport
                 if (format == WeightFormat.F32)
                 {
                     var shifted = shape.DecoderStepLinears().Select((d, i) => store.Create(cpu, d.Out, d.In, format, i, misalign: 8)).ToList();
-                    cases.Add(($"{shape.Name} {format,-4} rows 1 at +8 B", () => { foreach (IWeight w in shifted) cpu.Linear(x, w, y, 1); },
-                        shifted.Sum(w => w.ByteLength)));
+                    foreach (bool align in new[] { false, true })
+                        cases.Add(($"{shape.Name} {format,-4} rows 1 at +8 B{(align ? " chunks" : "")}",
+                            () => { LinearKernel.AlignUnaligned = align; foreach (IWeight w in shifted) cpu.Linear(x, w, y, 1); },
+                            shifted.Sum(w => w.ByteLength)));
                 }
                 foreach (int rows in rowCounts)
                     foreach (int mode in rows > 1 ? new[] { 0, 1, 2 } : new[] { 1 })
@@ -136,7 +138,7 @@ public static class QuickReport
         var best = new Dictionary<string, double>();
         for (int trial = 0; trial < trials; trial++)
             foreach (var c in cases) best[c.Key] = Math.Min(best.GetValueOrDefault(c.Key, double.MaxValue), Best(c.Run, 3));
-        (Gemv.MultiRow, LinearKernel.GemvMaxRows, LinearKernel.NarrowGemvMaxRows) = (true, 4, 8);
+        (Gemv.MultiRow, LinearKernel.GemvMaxRows, LinearKernel.NarrowGemvMaxRows, LinearKernel.AlignUnaligned) = (true, 4, 8, true);
         foreach (var c in cases)
             Console.WriteLine($"{c.Key,-28} {best[c.Key] * 1e3,7:F3} ms/step  {c.Bytes / best[c.Key] / 1e9,5:F1} GB/s");
         foreach (WeightStore store in stores) store.Dispose();

@@ -2,6 +2,8 @@
 // GEMM for many (compute-bound encoder), picks the weight format and SIMD width, and splits the output across the
 // worker pool. Every output element is computed by one thread with the same code, so thread count never changes
 // the result.
+using System.Runtime.Intrinsics;
+
 namespace ManagedT5.Kernels.Cpu;
 
 /// <summary>Dispatch of <see cref="IBackend.Linear"/>.</summary>
@@ -12,6 +14,10 @@ internal static unsafe class LinearKernel
     /// up to eight rows; for F32 the two were level at eight rows, so the GEMM takes over above four. The decode
     /// benchmark (bench --quick-decode) overrides it to compare.</summary>
     internal static int GemvMaxRows = 4, NarrowGemvMaxRows = 8;
+
+    /// <summary>Whether F32 weights that start mid cache line take the aligned-chunk GEMV (the decode benchmark
+    /// switches it off to compare).</summary>
+    internal static bool AlignUnaligned = true;
 
     /// <summary>Below this many weight bytes a GEMV runs on the calling thread (waking workers costs more).</summary>
     private const long ParallelMinBytes = 64 * 1024;
@@ -29,7 +35,35 @@ internal static unsafe class LinearKernel
 
     private static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
     {
+        // One item per thread: claiming an item costs a cache-line transfer between cores, and two large items
+        // measured ~10% faster than eight small ones on a 2-core decode step. A worker that wakes late finds its
+        // item already taken by the caller.
         int elementSize = CpuWeight.BytesPerElement(w.Format);
+        long bytes = (long)w.Rows * w.Cols * elementSize;
+        int perItem = bytes < ParallelMinBytes ? w.Rows
+            : Math.Max(16, (w.Rows + pool.Threads - 1) / pool.Threads);
+        int items = (w.Rows + perItem - 1) / perItem;
+        if (w.Format == WeightFormat.F32 && rows <= 2 && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated
+            && AlignUnaligned && ((nint)w.Data & 63) != 0 && ((nint)w.Data & 3) == 0)
+        {
+            int stride = w.Cols + 2 * Gemv.Pad;
+            float* padded = Scratch.Get(ScratchSlot.LaneInput, (long)rows * stride);
+            for (int r = 0; r < rows; r++)
+            {
+                float* row = padded + (long)r * stride;
+                new Span<float>(row, Gemv.Pad).Clear();
+                new ReadOnlySpan<float>(x + (long)r * w.Cols, w.Cols).CopyTo(new Span<float>(row + Gemv.Pad, w.Cols));
+                new Span<float>(row + Gemv.Pad + w.Cols, Gemv.Pad).Clear();
+            }
+            var unaligned = new UnalignedGemvJob
+            {
+                Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = padded, Stride = stride, Output = y,
+                Rows = rows, PerItem = perItem, Accumulate = accumulate,
+            };
+            pool.Run(ref unaligned, items);
+            return;
+        }
+
         float* laid = x;
         if (w.Format != WeightFormat.F32 && level != SimdLevel.Scalar)
         {
@@ -38,13 +72,6 @@ internal static unsafe class LinearKernel
                 LaneLayout.Arrange(x + (long)r * w.Cols, laid + (long)r * w.Cols, w.Cols, level, elementSize);
         }
 
-        // One item per thread: claiming an item costs a cache-line transfer between cores, and two large items
-        // measured ~10% faster than eight small ones on a 2-core decode step. A worker that wakes late finds its
-        // item already taken by the caller.
-        long bytes = (long)w.Rows * w.Cols * elementSize;
-        int perItem = bytes < ParallelMinBytes ? w.Rows
-            : Math.Max(16, (w.Rows + pool.Threads - 1) / pool.Threads);
-        int items = (w.Rows + perItem - 1) / perItem;
         switch (w.Format)
         {
             case WeightFormat.F32: RunGemv<F32Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items); break;
@@ -103,6 +130,20 @@ internal static unsafe class LinearKernel
             int first = index * PerItem, end = Math.Min(first + PerItem, Weight.Rows);
             Gemv.Run<TFormat>((byte*)Weight.Data, Weight.Cols, Weight.Rows, Weight.Scales, Input, Rows, Output,
                 first, end, Accumulate, Level);
+        }
+    }
+
+    /// <summary>One item of <see cref="Gemv.RunF32Unaligned"/>: output rows [index * PerItem, +PerItem).</summary>
+    private struct UnalignedGemvJob : IParallelJob
+    {
+        public float* Weight, Input, Output;
+        public int InDim, OutDim, Stride, Rows, PerItem;
+        public bool Accumulate;
+
+        public void Execute(int index)
+        {
+            int first = index * PerItem;
+            Gemv.RunF32Unaligned(Weight, InDim, OutDim, Input, Stride, Rows, Output, first, Math.Min(first + PerItem, OutDim), Accumulate);
         }
     }
 

@@ -81,11 +81,16 @@ internal sealed unsafe class TensorStore : IDisposable
 {
     private readonly List<nint> _allocations = [];
 
-    /// <summary>A tensor of <paramref name="values"/> stored as <paramref name="dtype"/> (F32, F16 or BF16).</summary>
-    public HostTensor Make(string name, DType dtype, int[] shape, float[] values)
+    /// <summary>A tensor of <paramref name="values"/> stored as <paramref name="dtype"/> (F32, F16 or BF16), starting
+    /// <paramref name="misalign"/> bytes past a 64-byte boundary (as tensors in a safetensors file do), with 64 bytes of
+    /// NaN before and after it: a kernel that reads past the tensor's ends and lets it count poisons its result.</summary>
+    public HostTensor Make(string name, DType dtype, int[] shape, float[] values, int misalign = 0)
     {
-        nint data = (nint)NativeMemory.AlignedAlloc((nuint)Math.Max(values.Length * dtype.SizeOf(), 1), 64);
-        _allocations.Add(data);
+        long bytes = Math.Max(values.Length * dtype.SizeOf(), 1);
+        nint block = (nint)NativeMemory.AlignedAlloc((nuint)(bytes + 128 + misalign + 64), 64);
+        _allocations.Add(block);
+        new Span<byte>((void*)block, (int)(bytes + 128 + misalign + 64)).Fill(0xFF);   // 0xFFFFFFFF is a NaN
+        nint data = block + 64 + misalign;
         for (int i = 0; i < values.Length; i++)
         {
             switch (dtype)
@@ -100,8 +105,8 @@ internal sealed unsafe class TensorStore : IDisposable
     }
 
     /// <summary>A random weight in <paramref name="format"/>: stored as that dtype (Int8 is quantized from F32).</summary>
-    public HostTensor Random(string name, WeightFormat format, int rows, int cols, int seed, float scale = 1f) =>
-        Make(name, StoredAs(format), [rows, cols], TestData.Random(rows * cols, seed, scale));
+    public HostTensor Random(string name, WeightFormat format, int rows, int cols, int seed, float scale = 1f, int misalign = 0) =>
+        Make(name, StoredAs(format), [rows, cols], TestData.Random(rows * cols, seed, scale), misalign);
 
     /// <summary>The dtype a weight of <paramref name="format"/> is stored as in a test checkpoint.</summary>
     public static DType StoredAs(WeightFormat format) => format switch
