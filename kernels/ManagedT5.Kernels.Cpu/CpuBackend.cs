@@ -197,12 +197,15 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength)
+    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0)
     {
         float[] s = BufferOf(source).Data, d = BufferOf(destination).Data;
-        Require(d, (long)sourceRows.Length * rowLength, nameof(destination));
+        if (rowStride != 0 && rowStride < rowLength)
+            throw new ArgumentOutOfRangeException(nameof(rowStride), rowStride, $"Rows of {rowLength} floats cannot start {rowStride} apart.");
+        long stride = rowStride == 0 ? rowLength : rowStride;
+        if (sourceRows.Length > 0) Require(d, (sourceRows.Length - 1) * stride + rowLength, nameof(destination));
         for (int r = 0; r < sourceRows.Length; r++)
-            Array.Copy(s, (long)sourceRows[r] * rowLength, d, (long)r * rowLength, rowLength);
+            Array.Copy(s, sourceRows[r] * stride, d, r * stride, rowLength);
     }
 
     /// <inheritdoc />

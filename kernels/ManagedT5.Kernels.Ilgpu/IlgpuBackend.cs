@@ -41,7 +41,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>> _add;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, float> _scale;
     private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, int, int, int, int> _appendToCache;
-    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> _gatherRows;
+    private readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, AttentionParams> _attention;
     private readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, int> _argMax;
@@ -80,7 +80,7 @@ public sealed class IlgpuBackend : IBackend
         _scale = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, float>(ElementwiseKernels.Scale);
         _appendToCache = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, int>(
             ElementwiseKernels.AppendToCache);
-        _gatherRows = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(
+        _gatherRows = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(
             ElementwiseKernels.GatherRows);
         _attention = accelerator.LoadKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, AttentionParams>(AttentionKernels.Attention);
@@ -475,22 +475,25 @@ public sealed class IlgpuBackend : IBackend
 
     /// <inheritdoc />
     /// <remarks>source and destination must be different buffers (rows are copied in parallel).</remarks>
-    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength)
+    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0)
     {
         var s = Own(source, nameof(source));
         var d = Own(destination, nameof(destination));
         if (ReferenceEquals(s, d)) throw new ArgumentException("GatherRows needs distinct source and destination buffers.", nameof(destination));
         ArgumentOutOfRangeException.ThrowIfNegative(rowLength);
-        Require(d, (long)sourceRows.Length * rowLength, nameof(destination));
+        if (rowStride != 0 && rowStride < rowLength)
+            throw new ArgumentOutOfRangeException(nameof(rowStride), rowStride, $"Rows of {rowLength} floats cannot start {rowStride} apart.");
+        int stride = rowStride == 0 ? rowLength : rowStride;
+        if (!sourceRows.IsEmpty) Require(d, (long)(sourceRows.Length - 1) * stride + rowLength, nameof(destination));
         foreach (int row in sourceRows)
-            if (row < 0 || (long)(row + 1) * rowLength > s.Length)
-                throw new ArgumentOutOfRangeException(nameof(sourceRows), row, $"Row outside the source buffer ({s.Length} floats, rows of {rowLength}).");
+            if (row < 0 || (long)row * stride + rowLength > s.Length)
+                throw new ArgumentOutOfRangeException(nameof(sourceRows), row, $"Row outside the source buffer ({s.Length} floats, rows of {rowLength} every {stride}).");
         if (sourceRows.IsEmpty || rowLength == 0) return;
         lock (_gate)
         {
             EnterDevice();
             var rows = UploadIndices(sourceRows);
-            _gatherRows(_stream, sourceRows.Length * rowLength, s.View, d.View, rows, rowLength);
+            _gatherRows(_stream, sourceRows.Length * rowLength, s.View, d.View, rows, rowLength, stride);
         }
     }
 

@@ -127,8 +127,10 @@ public interface IBackend : IDisposable
     /// cache is [batch, capacity, rowLength].</summary>
     void AppendToCache(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength);
 
-    /// <summary>destination row r = source row sourceRows[r] (rows of rowLength floats): beam reordering, expansion.</summary>
-    void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength);
+    /// <summary>destination row r = source row sourceRows[r]: beam reordering, expansion. Rows start
+    /// <paramref name="rowStride"/> floats apart in both buffers (0: rowLength) and the first rowLength floats of each
+    /// are copied, so a KV cache reorders only the positions filled so far.</summary>
+    void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0);
 
     /// <summary>result[r] = index of the largest of input[r, 0..cols) (first index on ties).</summary>
     void ArgMax(IBuffer input, int rows, int cols, Span<int> result);

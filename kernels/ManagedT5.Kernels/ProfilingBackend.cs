@@ -189,10 +189,10 @@ public sealed class ProfilingBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength)
+    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0)
     {
         long t = Stopwatch.GetTimestamp();
-        _inner.GatherRows(source, destination, sourceRows, rowLength);
+        _inner.GatherRows(source, destination, sourceRows, rowLength, rowStride);
         Add(new Key("GatherRows", sourceRows.Length, rowLength, 0, 0, default), t);
     }
 

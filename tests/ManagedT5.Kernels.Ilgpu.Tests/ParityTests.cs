@@ -253,6 +253,11 @@ public sealed class ParityTests
         var reordered = twin.Zeros(rows.Length * 257);
         twin.Run((b, s) => b.GatherRows(beams[s], reordered[s], rows, 257));
         twin.AssertClose(reordered, rows.Length * 257, "gather rows");
+
+        // a prefix of each row, rows 257 apart (a KV cache reordered before it is full)
+        var prefix = twin.Buffer(Parity.Random(rows.Length * 257, 4));
+        twin.Run((b, s) => b.GatherRows(beams[s], prefix[s], rows, 100, rowStride: 257));
+        twin.AssertClose(prefix, rows.Length * 257, "gather row prefixes");
     }
 
     [DeviceTheory]

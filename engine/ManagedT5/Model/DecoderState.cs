@@ -60,16 +60,20 @@ public sealed class DecoderState : IDisposable
     }
 
     /// <summary>Reorders the batch rows of the self-attention cache: row r takes the cache of row sourceRows[r]
-    /// (beam search). Cross-attention K/V are left alone: beams of one prompt share them.</summary>
+    /// (beam search). Only the <see cref="Position"/> positions filled so far are copied (positions past them are
+    /// written before they are read). Cross-attention K/V are left alone: beams of one prompt share them.</summary>
     public void Reorder(ReadOnlySpan<int> sourceRows)
     {
         if (sourceRows.Length != Batch) throw new ArgumentException($"Expected {Batch} source rows, got {sourceRows.Length}.", nameof(sourceRows));
-        int rowLength = Capacity * Config.InnerDim;
+        foreach (int row in sourceRows)
+            if ((uint)row >= (uint)Batch) throw new ArgumentOutOfRangeException(nameof(sourceRows), row, $"Source rows must be in [0, {Batch}).");
+        int filled = Position * Config.InnerDim, rowStride = Capacity * Config.InnerDim;
+        if (filled == 0) return;
         for (int l = 0; l < SelfKeys.Length; l++)
         {
-            Backend.GatherRows(SelfKeys[l], _scratch, sourceRows, rowLength);
+            Backend.GatherRows(SelfKeys[l], _scratch, sourceRows, filled, rowStride);
             (SelfKeys[l], _scratch) = (_scratch, SelfKeys[l]);
-            Backend.GatherRows(SelfValues[l], _scratch, sourceRows, rowLength);
+            Backend.GatherRows(SelfValues[l], _scratch, sourceRows, filled, rowStride);
             (SelfValues[l], _scratch) = (_scratch, SelfValues[l]);
         }
     }

@@ -68,10 +68,10 @@ internal static class ElementwiseKernels
 
     /// <summary>destination[r, c] = source[rows[r], c] — rows of rowLength floats; one thread per output element.</summary>
     public static void GatherRows(Index1D index, ArrayView<float> source, ArrayView<float> destination,
-        ArrayView<int> rows, int rowLength)
+        ArrayView<int> rows, int rowLength, int rowStride)
     {
         int r = index / rowLength;
         int c = index % rowLength;
-        destination[index] = source[(long)rows[r] * rowLength + c];
+        destination[(long)r * rowStride + c] = source[(long)rows[r] * rowStride + c];
     }
 }

@@ -76,11 +76,12 @@ public sealed class ReferenceBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength)
+    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0)
     {
         float[] s = CpuBuffer.Of(source).Data, d = CpuBuffer.Of(destination).Data;
+        long stride = rowStride == 0 ? rowLength : rowStride;
         for (int r = 0; r < sourceRows.Length; r++)
-            Array.Copy(s, sourceRows[r] * rowLength, d, r * rowLength, rowLength);
+            Array.Copy(s, sourceRows[r] * stride, d, r * stride, rowLength);
     }
 
     /// <inheritdoc />
