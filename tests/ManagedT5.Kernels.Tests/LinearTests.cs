@@ -85,7 +85,7 @@ public sealed class LinearTests : IDisposable
 
     public static TheoryData<SimdLevel> Levels() => TestData.Levels();
 
-    private void Check(CpuBackend cpu, WeightFormat format, int rows, int inDim, int outDim, bool accumulate, int seed, int misalign = 0)
+    private unsafe void Check(CpuBackend cpu, WeightFormat format, int rows, int inDim, int outDim, bool accumulate, int seed, int misalign = 0)
     {
         HostTensor tensor = _store.Random("w", format, outDim, inDim, seed, scale: 0.1f, misalign);
         using IWeight weight = cpu.CreateWeight(tensor, format);
@@ -101,6 +101,16 @@ public sealed class LinearTests : IDisposable
             reference.Linear(rx, weight, ry, rows, accumulate);
             return TestData.Read(reference, ry, rows * outDim);
         });
+
+        // int8 weights on the GEMM path with VNNI quantize the activations per row (Int8Gemm): their twin is
+        // Int8Gemm.RunScalar, not the widening reference (Int8GemmTests bounds the distance between the two).
+        if (format == WeightFormat.Int8 && rows > LinearKernel.NarrowGemvMaxRows && Int8Gemm.IsSupported(cpu.Simd))
+        {
+            expected = (float[])residual.Clone();
+            var w = (CpuWeight)weight;
+            fixed (float* xp = x) fixed (float* yp = expected) fixed (float* scales = w.Scales)
+                Int8Gemm.RunScalar(xp, new WeightView(w.Data, w.Format, w.Rows, w.Cols, scales), yp, rows, accumulate);
+        }
 
         // Buffers larger than needed, as the engine allocates them: the kernel must use only the rows asked for.
         using IBuffer cx = TestData.Buffer(cpu, x, extra: 5), cy = TestData.Buffer(cpu, residual, extra: 5);
