@@ -30,7 +30,9 @@ internal static unsafe class AttentionKernel
         float* keyMask, int b, int h, int firstQuery, int endQuery, SimdLevel level)
     {
         int inner = s.InnerDim, d = s.HeadDim;
-        float* scores = Scratch.Get(ScratchSlot.Scores, Math.Max(s.KeyLength, 1) + 16);
+        int scoreRow = Math.Max(s.KeyLength, 1) + 16;
+        float* scoreRows = Scratch.Get(ScratchSlot.Scores, 4L * scoreRow);
+        float* scores = scoreRows;
         float* keys = key + (long)b * s.KeyCapacity * inner + h * d;
         float* values = value + (long)b * s.KeyCapacity * inner + h * d;
         float* mask = keyMask == null ? null : keyMask + (long)b * s.KeyLength;
@@ -59,7 +61,20 @@ internal static unsafe class AttentionKernel
             int visible = s.Causal ? Math.Min(s.KeyLength, s.QueryOffset + i + 1) : s.KeyLength;
 
             // scores[j] = q . k_j + bias; masked keys -inf
-            if (kt != null)
+            if (kt != null && level >= SimdLevel.Vector512 && Vector512.IsHardwareAccelerated)
+            {
+                // Four queries at a time: each transposed key vector loaded once feeds four FMAs.
+                int slot = (i - firstQuery) & 3;
+                if (slot == 0)
+                {
+                    int last = Math.Min(i + 3, endQuery - 1);
+                    int span = ((s.Causal ? Math.Min(s.KeyLength, s.QueryOffset + last + 1) : s.KeyLength) + 15) & ~15;
+                    float* q1 = last >= i + 1 ? q + inner : q, q2 = last >= i + 2 ? q + 2 * inner : q, q3 = last >= i + 3 ? q + 3 * inner : q;
+                    ScoresFromTransposed4(q, q1, q2, q3, kt, paddedKeys, d, span, scoreRows, scoreRow);
+                }
+                scores = scoreRows + (long)slot * scoreRow;
+            }
+            else if (kt != null)
             {
                 ScoresFromTransposed(q, kt, paddedKeys, d, (visible + 15) & ~15, scores, level);
             }
@@ -163,6 +178,52 @@ internal static unsafe class AttentionKernel
             float sum = 0;
             for (int c = 0; c < d; c++) sum += q[c] * kt[(long)c * stride + j];
             scores[j] = sum;
+        }
+    }
+
+    /// <summary><see cref="ScoresFromTransposed"/> for four queries at once (AVX-512): query g's scores go to
+    /// scores + g * rowStride; 64 keys per pass in 16 accumulators, then 16 at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScoresFromTransposed4(float* q0, float* q1, float* q2, float* q3, float* kt, int stride, int d,
+        int span, float* scores, int rowStride)
+    {
+        float* s0 = scores, s1 = scores + rowStride, s2 = scores + 2L * rowStride, s3 = scores + 3L * rowStride;
+        int j = 0;
+        for (; j <= span - 64; j += 64)
+        {
+            Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
+            Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
+            float* column = kt + j;
+            for (int c = 0; c < d; c++, column += stride)
+            {
+                Vector512<float> k0 = Vector512.Load(column), k1 = Vector512.Load(column + 16), k2 = Vector512.Load(column + 32), k3 = Vector512.Load(column + 48);
+                Vector512<float> b = Vector512.Create(q0[c]);
+                a00 = Vector512.FusedMultiplyAdd(b, k0, a00); a01 = Vector512.FusedMultiplyAdd(b, k1, a01); a02 = Vector512.FusedMultiplyAdd(b, k2, a02); a03 = Vector512.FusedMultiplyAdd(b, k3, a03);
+                b = Vector512.Create(q1[c]);
+                a10 = Vector512.FusedMultiplyAdd(b, k0, a10); a11 = Vector512.FusedMultiplyAdd(b, k1, a11); a12 = Vector512.FusedMultiplyAdd(b, k2, a12); a13 = Vector512.FusedMultiplyAdd(b, k3, a13);
+                b = Vector512.Create(q2[c]);
+                a20 = Vector512.FusedMultiplyAdd(b, k0, a20); a21 = Vector512.FusedMultiplyAdd(b, k1, a21); a22 = Vector512.FusedMultiplyAdd(b, k2, a22); a23 = Vector512.FusedMultiplyAdd(b, k3, a23);
+                b = Vector512.Create(q3[c]);
+                a30 = Vector512.FusedMultiplyAdd(b, k0, a30); a31 = Vector512.FusedMultiplyAdd(b, k1, a31); a32 = Vector512.FusedMultiplyAdd(b, k2, a32); a33 = Vector512.FusedMultiplyAdd(b, k3, a33);
+            }
+            a00.Store(s0 + j); a01.Store(s0 + j + 16); a02.Store(s0 + j + 32); a03.Store(s0 + j + 48);
+            a10.Store(s1 + j); a11.Store(s1 + j + 16); a12.Store(s1 + j + 32); a13.Store(s1 + j + 48);
+            a20.Store(s2 + j); a21.Store(s2 + j + 16); a22.Store(s2 + j + 32); a23.Store(s2 + j + 48);
+            a30.Store(s3 + j); a31.Store(s3 + j + 16); a32.Store(s3 + j + 32); a33.Store(s3 + j + 48);
+        }
+        for (; j < span; j += 16)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            float* column = kt + j;
+            for (int c = 0; c < d; c++, column += stride)
+            {
+                Vector512<float> k = Vector512.Load(column);
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Create(q0[c]), k, a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Create(q1[c]), k, a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Create(q2[c]), k, a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Create(q3[c]), k, a3);
+            }
+            a0.Store(s0 + j); a1.Store(s1 + j); a2.Store(s2 + j); a3.Store(s3 + j);
         }
     }
 

@@ -11,9 +11,14 @@ internal static unsafe class LinearKernel
 {
     /// <summary>Up to this many rows the GEMV streams the weight once for all rows; above, the GEMM packs it. For
     /// narrow formats (BF16/F16/int8) the GEMV's eight-row kernel stays ahead of the GEMM (which widens every panel)
-    /// up to eight rows; for F32 the two were level at eight rows, so the GEMM takes over above four. The decode
-    /// benchmark (bench --quick-decode) overrides it to compare.</summary>
+    /// up to eight rows. For F32 the GEMM takes over above four rows, except up to eight rows whose inputs fit in
+    /// <see cref="F32GemvInputFloats"/> (half of L1): there the eight-row GEMV measured ~15% ahead at flan-t5-small's
+    /// 512-wide inputs and ~25% behind at flan-t5-base's 768, where x no longer stays in L1 beside the weight
+    /// stream. The decode benchmark (bench --quick-decode) overrides these to compare.</summary>
     internal static int GemvMaxRows = 4, NarrowGemvMaxRows = 8;
+
+    /// <summary>See <see cref="GemvMaxRows"/>: 16 KB of fp32 input rows.</summary>
+    internal const int F32GemvInputFloats = 4096;
 
     /// <summary>Whether int8 weights take the VNNI GEMM for many rows (benchmarks switch it off to compare).</summary>
     internal static bool UseInt8Gemm = true;
@@ -31,7 +36,10 @@ internal static unsafe class LinearKernel
         fixed (float* scales = weight.Scales)
         {
             var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
-            if (rows <= (weight.Format == WeightFormat.F32 ? GemvMaxRows : NarrowGemvMaxRows)) RunGemv(pool, level, x, view, y, rows, accumulate);
+            bool gemv = weight.Format == WeightFormat.F32
+                ? rows <= GemvMaxRows || rows <= NarrowGemvMaxRows && (long)rows * weight.Cols <= F32GemvInputFloats
+                : rows <= NarrowGemvMaxRows;
+            if (gemv) RunGemv(pool, level, x, view, y, rows, accumulate);
             else RunGemm(pool, level, x, view, y, rows, accumulate);
         }
     }
