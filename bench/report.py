@@ -52,5 +52,6 @@ for config in sorted({k[0] for k in runs}):
             print(f"- {e}: weights per token {r['weight_bytes_per_token'] / 1e6:.1f} MB -> bandwidth bound "
                   f"{bound:.3f} ms/token; greedy (median) at {bound / med[e]['greedy_ms_per_token']:.0%} of it, i.e. "
                   f"{med[e]['greedy_ms_per_token'] / bound:.2f}x the bound; encoder {r['encoder_gflop_128']} GFLOP, "
-                  f"encode (median) at {enc:.0%} of FMA peak")
+                  f"encode (median) at {enc:.0%} of FMA peak"
+                  + (" (its GEMMs multiply int8 with VNNI, so the fp32 FMA peak is not its ceiling)" if e.endswith("int8") else ""))
     print()
