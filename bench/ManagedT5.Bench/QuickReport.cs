@@ -129,6 +129,11 @@ public static class QuickReport
                             () => { LinearKernel.AlignUnaligned = align; foreach (IWeight w in shifted) cpu.Linear(x, w, y, 1); },
                             shifted.Sum(w => w.ByteLength)));
                 }
+                if (format == WeightFormat.Int8)
+                    foreach (bool vnni in new[] { false, true })
+                        cases.Add(($"{shape.Name} {format,-4} rows 1 {(vnni ? "vnni" : "widen")}",
+                            () => { LinearKernel.UseInt8Gemm = vnni; foreach (IWeight w in weights) cpu.Linear(x, w, y, 1); },
+                            weights.Sum(w => w.ByteLength)));
                 foreach (int rows in rowCounts)
                     foreach (int mode in rows > 1 ? new[] { 0, 1, 2 } : new[] { 1 })
                         cases.Add(($"{shape.Name} {format,-4} rows {rows}{(rows > 1 ? mode == 0 ? " 1x1" : mode == 1 ? " 1x4" : " gemm" : "")}",
@@ -138,7 +143,7 @@ public static class QuickReport
         var best = new Dictionary<string, double>();
         for (int trial = 0; trial < trials; trial++)
             foreach (var c in cases) best[c.Key] = Math.Min(best.GetValueOrDefault(c.Key, double.MaxValue), Best(c.Run, 3));
-        (Gemv.MultiRow, LinearKernel.GemvMaxRows, LinearKernel.NarrowGemvMaxRows, LinearKernel.AlignUnaligned) = (true, 4, 8, true);
+        (Gemv.MultiRow, LinearKernel.GemvMaxRows, LinearKernel.NarrowGemvMaxRows, LinearKernel.AlignUnaligned, LinearKernel.UseInt8Gemm) = (true, 4, 8, true, true);
         foreach (var c in cases)
             Console.WriteLine($"{c.Key,-28} {best[c.Key] * 1e3,7:F3} ms/step  {c.Bytes / best[c.Key] / 1e9,5:F1} GB/s");
         foreach (WeightStore store in stores) store.Dispose();

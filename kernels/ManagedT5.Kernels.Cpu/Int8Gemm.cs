@@ -83,6 +83,76 @@ internal static unsafe class Int8Gemm
         pool.Run(ref multiply, (w.Rows + perItem - 1) / perItem);
     }
 
+    /// <summary>
+    /// The decode form of <see cref="Run"/> for a few rows: the same quantized activations and epilogue, but no packing.
+    /// Each weight row is streamed once, front to back, and dotted with every quantized x row by VPDPBUSD, 32 bytes at
+    /// a time; the zero point comes back out with the row's weight sum, taken in the same pass (VPDPBUSD of a vector of
+    /// ones). The integer sums are exact, so the result equals <see cref="RunScalar"/> bit for bit.
+    /// </summary>
+    public static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    {
+        Validate(w, rows);
+        if (rows == 0 || w.Rows == 0) return;
+        if (!IsSupported(level))
+        {
+            RunScalar(x, w, y, rows, accumulate);
+            return;
+        }
+        int stride = (w.Cols + 63) & ~63, scaleFloats = (rows + 15) & ~15;
+        float* rowScales = Scratch.Get(ScratchSlot.LaneInput, scaleFloats + (long)rows * stride / 4);
+        byte* quantized = (byte*)(rowScales + scaleFloats);
+        QuantizeRows(x, w.Cols, stride, quantized, rowScales, 0, rows);
+
+        long bytes = (long)w.Rows * w.Cols;
+        int perItem = bytes < 64 * 1024 ? w.Rows : Math.Max(16, (w.Rows + pool.Threads - 1) / pool.Threads);
+        var job = new GemvJob
+        {
+            Weight = w, Quantized = quantized, RowScales = rowScales, Output = y, Stride = stride, Rows = rows, PerItem = perItem,
+            Accumulate = accumulate,
+        };
+        pool.Run(ref job, (w.Rows + perItem - 1) / perItem);
+    }
+
+    /// <summary>Output rows [first, end) of <see cref="RunGemv"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Gemv(in WeightView w, byte* quantized, float* rowScales, float* y, int stride, int rows, int first, int end,
+        bool accumulate)
+    {
+        int inDim = w.Cols, whole = inDim & ~31;
+        var ones = Vector256.Create((byte)1);
+        for (int o = first; o < end; o++)
+        {
+            sbyte* weights = (sbyte*)w.Data + (long)o * inDim;
+            // The row's weight sum (whole chunks only: the tail is multiplied exactly below).
+            Vector256<int> sum0 = Vector256<int>.Zero, sum1 = Vector256<int>.Zero;
+            int k = 0;
+            for (; k <= whole - 64; k += 64)
+            {
+                sum0 = AvxVnni.MultiplyWideningAndAdd(sum0, ones, Vector256.Load(weights + k));
+                sum1 = AvxVnni.MultiplyWideningAndAdd(sum1, ones, Vector256.Load(weights + k + 32));
+            }
+            if (k < whole) sum0 = AvxVnni.MultiplyWideningAndAdd(sum0, ones, Vector256.Load(weights + k));
+            int weightSum = Vector256.Sum(sum0 + sum1);
+            for (int r = 0; r < rows; r++)
+            {
+                byte* u = quantized + (long)r * stride;
+                Vector256<int> a0 = Vector256<int>.Zero, a1 = Vector256<int>.Zero;
+                k = 0;
+                for (; k <= whole - 64; k += 64)
+                {
+                    a0 = AvxVnni.MultiplyWideningAndAdd(a0, Vector256.Load(u + k), Vector256.Load(weights + k));
+                    a1 = AvxVnni.MultiplyWideningAndAdd(a1, Vector256.Load(u + k + 32), Vector256.Load(weights + k + 32));
+                }
+                if (k < whole) a0 = AvxVnni.MultiplyWideningAndAdd(a0, Vector256.Load(u + k), Vector256.Load(weights + k));
+                int acc = Vector256.Sum(a0 + a1) - ZeroPoint * weightSum;
+                for (k = whole; k < inDim; k++) acc += (u[k] - ZeroPoint) * weights[k];
+                float value = (float)acc * rowScales[r] * w.Scales[o];
+                float* output = y + (long)r * w.Rows + o;
+                *output = accumulate ? *output + value : value;
+            }
+        }
+    }
+
     /// <summary>The scalar twin of <see cref="Run"/>, on the calling thread: the same quantization and the same
     /// epilogue, with the integer dot product written directly as sum q * w (no zero point), so comparing the two also
     /// checks the vector path's zero-point correction. Its output equals Run's bit for bit.</summary>
@@ -406,6 +476,21 @@ internal static unsafe class Int8Gemm
     }
 
     /// <summary>One item: rows [index * PerItem, +PerItem) of A quantized.</summary>
+    private struct GemvJob : IParallelJob
+    {
+        public WeightView Weight;
+        public byte* Quantized;
+        public float* RowScales, Output;
+        public int Stride, Rows, PerItem;
+        public bool Accumulate;
+
+        public void Execute(int index)
+        {
+            int first = index * PerItem;
+            Gemv(Weight, Quantized, RowScales, Output, Stride, Rows, first, Math.Min(first + PerItem, Weight.Rows), Accumulate);
+        }
+    }
+
     private struct QuantizeJob : IParallelJob
     {
         public float* Input, Scales;

@@ -20,7 +20,8 @@ internal static unsafe class LinearKernel
     /// <summary>See <see cref="GemvMaxRows"/>: 16 KB of fp32 input rows.</summary>
     internal const int F32GemvInputFloats = 4096;
 
-    /// <summary>Whether int8 weights take the VNNI GEMM for many rows (benchmarks switch it off to compare).</summary>
+    /// <summary>Whether int8 weights take the VNNI kernels (Int8Gemm: GEMM for many rows, its GEMV form for a few; both
+    /// quantize the activations per row). Benchmarks switch it off to compare with the widening kernels.</summary>
     internal static bool UseInt8Gemm = true;
 
     /// <summary>Whether F32 weights that start mid cache line take the aligned-chunk GEMV (the decode benchmark
@@ -39,7 +40,10 @@ internal static unsafe class LinearKernel
             bool gemv = weight.Format == WeightFormat.F32
                 ? rows <= GemvMaxRows || rows <= NarrowGemvMaxRows && (long)rows * weight.Cols <= F32GemvInputFloats
                 : rows <= NarrowGemvMaxRows;
-            if (gemv) RunGemv(pool, level, x, view, y, rows, accumulate);
+            if (gemv && weight.Format == WeightFormat.Int8 && UseInt8Gemm && Int8Gemm.IsSupported(level)
+                && AllFinite(x, (long)rows * weight.Cols))
+                Int8Gemm.RunGemv(pool, level, x, view, y, rows, accumulate);
+            else if (gemv) RunGemv(pool, level, x, view, y, rows, accumulate);
             else RunGemm(pool, level, x, view, y, rows, accumulate);
         }
     }

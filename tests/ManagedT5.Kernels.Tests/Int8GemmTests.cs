@@ -63,6 +63,31 @@ public sealed unsafe class Int8GemmTests : IDisposable
         }
     }
 
+    /// <summary>The decode (GEMV) form: 1-8 rows, every tail length of a 32-byte chunk, real decode shapes.</summary>
+    [Fact]
+    public void GemvFormEqualsScalarTwinExactly()
+    {
+        using var one = new WorkerPool(1);
+        using var two = new WorkerPool(2);
+        int seed = 500;
+        foreach (int rows in new[] { 1, 2, 3, 4, 8 })
+            foreach ((int inDim, int outDim) in new[] { (1, 3), (31, 5), (32, 7), (33, 40), (63, 9), (64, 17), (100, 33), (512, 384), (768, 2048), (1024, 512), (512, 32128) })
+            {
+                if (rows > 2 && outDim > 10000) continue;
+                using CpuWeight weight = Int8Weight(outDim, inDim, seed);
+                float[] x = Activations(rows, inDim, seed + 1);
+                float[] residual = TestData.Random(rows * outDim, seed + 2);
+                foreach (bool accumulate in new[] { false, true })
+                {
+                    float[] expected = RunScalar(weight, x, residual, rows, accumulate);
+                    foreach (WorkerPool pool in new[] { one, two })
+                        AssertIdentical(expected, RunGemv(pool, SimdLevels.Best, weight, x, residual, rows, accumulate),
+                            $"GEMV {rows}x{inDim}x{outDim} accumulate={accumulate} threads={pool.Threads}");
+                }
+                seed += 3;
+            }
+    }
+
     [Fact]
     public void UnsupportedLevelRunsTheScalarTwin()
     {
@@ -168,6 +193,9 @@ public sealed unsafe class Int8GemmTests : IDisposable
     /// <summary>Int8Gemm.Run into a copy of <paramref name="residual"/> padded with sentinels that must stay untouched.</summary>
     private static float[] Run(WorkerPool pool, SimdLevel level, CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate) =>
         Invoke(weight, x, residual, (float* xp, in WeightView view, float* yp) => Int8Gemm.Run(pool, level, xp, view, yp, rows, accumulate));
+
+    private static float[] RunGemv(WorkerPool pool, SimdLevel level, CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate) =>
+        Invoke(weight, x, residual, (float* xp, in WeightView view, float* yp) => Int8Gemm.RunGemv(pool, level, xp, view, yp, rows, accumulate));
 
     private static float[] RunScalar(CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate) =>
         Invoke(weight, x, residual, (float* xp, in WeightView view, float* yp) => Int8Gemm.RunScalar(xp, view, yp, rows, accumulate));

@@ -102,9 +102,9 @@ public sealed class LinearTests : IDisposable
             return TestData.Read(reference, ry, rows * outDim);
         });
 
-        // int8 weights on the GEMM path with VNNI quantize the activations per row (Int8Gemm): their twin is
+        // int8 weights with VNNI quantize the activations per row (Int8Gemm, GEMM and GEMV forms): their twin is
         // Int8Gemm.RunScalar, not the widening reference (Int8GemmTests bounds the distance between the two).
-        if (format == WeightFormat.Int8 && rows > LinearKernel.NarrowGemvMaxRows && Int8Gemm.IsSupported(cpu.Simd))
+        if (format == WeightFormat.Int8 && Int8Gemm.IsSupported(cpu.Simd))
         {
             expected = (float[])residual.Clone();
             var w = (CpuWeight)weight;
