@@ -1,23 +1,27 @@
 #!/usr/bin/env python3
 """Turns bench/run-all.sh's JSON lines into docs/BENCHMARKS.md's tables: median of the runs per engine and
 config, and each engine's ratio to ONNX Runtime and PyTorch measured in the same session.
-Usage: bench/report.py bench-results.jsonl > table.md"""
+Usage: bench/report.py bench-results.jsonl [more.jsonl ...] > table.md
+The tables come from the first file; the machine's limits (read bandwidth, FMA peak) are the best measured in any
+of the files (other runs on the same machine the same day), since one reading can land in a disturbed moment."""
 import json, statistics, sys
 from collections import defaultdict
 
 FIELDS = [("encode_128_ms", "encode 128 (ms)", False), ("greedy_ms_per_token", "greedy (ms/token)", False),
           ("beam4_ms_per_token", "beam4 (ms/token)", False), ("batch8_tokens_per_s", "batch8 (tokens/s)", True)]
 runs = defaultdict(list)
-extra = {}
-for line in open(sys.argv[1]):
-    line = line.strip()
-    if not line.startswith("{"):
-        continue
-    r = json.loads(line)
-    key = (r.get("config"), r["engine"])
-    runs[key].append(r)
-    if "read_gb_s" in r:
-        extra[key] = r
+limits = defaultdict(list)
+for index, path in enumerate(sys.argv[1:]):
+    for line in open(path):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        r = json.loads(line)
+        key = (r.get("config"), r["engine"])
+        if "read_gb_s" in r:
+            limits[r.get("config")].append(r)
+        if index == 0:
+            runs[key].append(r)
 
 for config in sorted({k[0] for k in runs}):
     engines = sorted(e for c, e in runs if c == config)
@@ -37,11 +41,11 @@ for config in sorted({k[0] for k in runs}):
     print()
     # The machine's limits: the best read bandwidth and FMA peak measured by any engine's first run this session (a
     # single measurement on a shared machine can land in a disturbed moment; the best one is what the hardware does).
-    rooflines = [r for (c, _), r in extra.items() if c == config]
+    rooflines = limits[config]
     if rooflines:
         gbps = max(r["read_gb_s"] for r in rooflines)
         gflops = max(r["fma_gflop_s"] for r in rooflines)
-        print(f"Machine limits (best of {len(rooflines)} measurements this session): read bandwidth {gbps} GB/s, "
+        print(f"Machine limits (best of {len(rooflines)} measurements on this machine today): read bandwidth {gbps} GB/s, "
               f"FMA peak {gflops} GFLOP/s.\n")
         for e in engines:
             r = next((x for x in runs[(config, e)] if "weight_bytes_per_token" in x), None)
