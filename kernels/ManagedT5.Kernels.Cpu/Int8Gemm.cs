@@ -52,13 +52,7 @@ internal static unsafe class Int8Gemm
     /// one thread, so the result does not depend on the thread count. x must be finite.</summary>
     public static void Run(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
     {
-        Validate(w, rows);
-        if (rows == 0 || w.Rows == 0) return;
-        if (!IsSupported(level))
-        {
-            RunScalar(x, w, y, rows, accumulate);
-            return;
-        }
+        if (HandledWithoutVnni(level, x, w, y, rows, accumulate)) return;
 
         // Scratch: the row scales (padded to whole tiles and 64 bytes, pads 0), then the quantized rows.
         int stride = (w.Cols + 3) & ~3;
@@ -91,13 +85,7 @@ internal static unsafe class Int8Gemm
     /// </summary>
     public static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
     {
-        Validate(w, rows);
-        if (rows == 0 || w.Rows == 0) return;
-        if (!IsSupported(level))
-        {
-            RunScalar(x, w, y, rows, accumulate);
-            return;
-        }
+        if (HandledWithoutVnni(level, x, w, y, rows, accumulate)) return;
         int stride = (w.Cols + 63) & ~63, scaleFloats = (rows + 15) & ~15;
         float* rowScales = Scratch.Get(ScratchSlot.LaneInput, scaleFloats + (long)rows * stride / 4);
         byte* quantized = (byte*)(rowScales + scaleFloats);
@@ -181,6 +169,17 @@ internal static unsafe class Int8Gemm
                 output[o] = accumulate ? output[o] + value : value;
             }
         }
+    }
+
+    /// <summary>Checks the weight, then does the calls that need no vector path: nothing to compute, or no AVX-VNNI
+    /// here (the scalar twin runs instead). True when the call is done.</summary>
+    private static bool HandledWithoutVnni(SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    {
+        Validate(w, rows);
+        if (rows == 0 || w.Rows == 0) return true;
+        if (IsSupported(level)) return false;
+        RunScalar(x, w, y, rows, accumulate);
+        return true;
     }
 
     private static void Validate(in WeightView w, int rows)
