@@ -93,6 +93,29 @@ public sealed class CliTests
         Assert.DoesNotContain("   at ", error);   // no stack trace
     }
 
+    /// <summary>`bench` prints the peers' four figures as one JSON line, and `--profile` names the ops that took the
+    /// time (random weights of the tiny fixture's shape: seconds, not minutes).</summary>
+    [Fact]
+    public void BenchPrintsThePeerFiguresAndAProfile()
+    {
+        string config = Path.Combine(Fixtures.Model("tiny-flan-t5"), "config.json");
+        var (code, output, error) = Run("bench", "--config", config, "--random-weights", "--dtype", "int8", "--json", "--no-roofline");
+        Assert.True(code == 0, error);
+        using (JsonDocument json = JsonDocument.Parse(output.Trim()))
+        {
+            Assert.Equal("managedt5-cpu-int8", json.RootElement.GetProperty("engine").GetString());
+            foreach (string field in new[] { "encode_128_ms", "greedy_ms_per_token", "beam4_ms_per_token", "batch8_tokens_per_s" })
+                Assert.True(json.RootElement.GetProperty(field).GetDouble() > 0, field);
+        }
+
+        (code, output, error) = Run("bench", "--config", config, "--random-weights", "--profile");
+        Assert.True(code == 0, error);
+        foreach (string phase in new[] { "encode_128 (per call)", "greedy (per token, 64 tokens)", "beam4 (per token, 32 tokens)" })
+            Assert.Contains(phase, output);
+        Assert.Contains("Linear", output);
+        Assert.Contains("Attention", output);
+    }
+
     [Fact]
     public void UnknownModelAndNonT5ModelFailClearly()
     {
