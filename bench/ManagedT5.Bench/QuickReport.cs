@@ -88,7 +88,7 @@ public static class QuickReport
             var line = new List<string>();
             foreach (int rows in new[] { 1, 2, 3, 4, 5, 6, 8, 12, 16 })
                 line.Add($"{rows}:{Best(() => cpu.Linear(x, w, y, rows), 20) * 1e6 / rows:F1}");
-            Console.WriteLine($"us per row, 1024x512 {format,-4} (GEMV up to {(format == WeightFormat.F32 ? LinearKernel.GemvMaxRows : LinearKernel.NarrowGemvMaxRows)} rows): {string.Join("  ", line)}");
+            Console.WriteLine($"us per row, 1024x512 {format,-4} (GEMV up to {(format == WeightFormat.F32 ? cpu.LinearOptions.GemvMaxRows : cpu.LinearOptions.NarrowGemvMaxRows)} rows): {string.Join("  ", line)}");
         }
 
         foreach ((int rows, int inDim, int outDim) in new[] { (128, 512, 1024), (128, 1024, 512), (128, 512, 384), (512, 768, 2048) })
@@ -105,14 +105,16 @@ public static class QuickReport
 
     /// <summary>A flan-t5-small and -base decoder step's Linears (distinct weights, so streamed from memory) at 1, 2, 4
     /// and 8 rows, per format: ms per step and GB/s of weights. Rows > 1 is beam search or batched decoding, timed
-    /// three ways: separate dots per row (1x1), the multi-row GEMV kernel (1x4/1x8), and the packed GEMM.</summary>
+    /// three ways with fp32 activations: separate dots per row (1x1), the multi-row GEMV kernel (1x4/1x8), the packed
+    /// GEMM; int8 also on VNNI (quantized activations); F32 also with weights 8 bytes past a cache line, read plainly
+    /// or in aligned chunks. Each case sets its <see cref="LinearOptions"/> on the one backend.</summary>
     public static void DecodeRows(int threads, int trials = 7)
     {
         threads = threads <= 0 ? Environment.ProcessorCount : threads;
         using var cpu = new CpuBackend(threads);
         Console.WriteLine($"threads {threads}, SIMD {SimdLevels.Best}, best of {trials} interleaved trials");
         int[] rowCounts = [1, 2, 4, 8];
-        var cases = new List<(string Key, Action Run, long Bytes)>();
+        var cases = new List<(string Key, LinearOptions Options, List<IWeight> Weights, int Rows, IBuffer X, IBuffer Y)>();
         var stores = new List<WeightStore>();
         foreach (T5Shape shape in new[] { T5Shape.Small, T5Shape.Base })
             foreach (WeightFormat format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Int8 })
@@ -126,28 +128,37 @@ public static class QuickReport
                     var shifted = shape.DecoderStepLinears().Select((d, i) => store.Create(cpu, d.Out, d.In, format, i, misalign: 8)).ToList();
                     foreach (bool align in new[] { false, true })
                         cases.Add(($"{shape.Name} {format,-4} rows 1 at +8 B{(align ? " chunks" : "")}",
-                            () => { LinearKernel.AlignUnaligned = align; foreach (IWeight w in shifted) cpu.Linear(x, w, y, 1); },
-                            shifted.Sum(w => w.ByteLength)));
+                            new LinearOptions { AlignedChunks = align }, shifted, 1, x, y));
                 }
-                if (format == WeightFormat.Int8)
-                    foreach (bool vnni in new[] { false, true })
-                        cases.Add(($"{shape.Name} {format,-4} rows 1 {(vnni ? "vnni" : "widen")}",
-                            () => { LinearKernel.UseInt8Gemm = vnni; foreach (IWeight w in weights) cpu.Linear(x, w, y, 1); },
-                            weights.Sum(w => w.ByteLength)));
                 foreach (int rows in rowCounts)
-                    foreach (int mode in rows > 1 ? new[] { 0, 1, 2 } : new[] { 1 })
-                        cases.Add(($"{shape.Name} {format,-4} rows {rows}{(rows > 1 ? mode == 0 ? " 1x1" : mode == 1 ? " 1x4" : " gemm" : "")}",
-                            () => { Gemv.MultiRow = mode == 1; LinearKernel.GemvMaxRows = LinearKernel.NarrowGemvMaxRows = mode == 2 ? 1 : 8; foreach (IWeight w in weights) cpu.Linear(x, w, y, rows); },
-                            weights.Sum(w => w.ByteLength)));
+                {
+                    // The widening kernels three ways (one dot per row, the multi-row GEMV, the GEMM); int8 also on VNNI.
+                    var modes = new List<(string Name, LinearOptions Options)>();
+                    if (rows > 1) modes.Add(("1x1", new LinearOptions { MultiRowGemv = false, NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
+                    modes.Add((rows > 1 ? "1x4" : "", new LinearOptions { NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
+                    if (rows > 1) modes.Add(("gemm", new LinearOptions { NarrowGemvMaxRows = 1, GemvMaxRows = 1, Int8Vnni = false }));
+                    if (format == WeightFormat.Int8) modes.Add(("vnni", new LinearOptions()));
+                    foreach (var (name, options) in modes)
+                        cases.Add(($"{shape.Name} {format,-4} rows {rows} {name}".TrimEnd(), options, weights, rows, x, y));
+                }
             }
         var best = new Dictionary<string, double>();
         for (int trial = 0; trial < trials; trial++)
-            foreach (var c in cases) best[c.Key] = Math.Min(best.GetValueOrDefault(c.Key, double.MaxValue), Best(c.Run, 3));
-        (Gemv.MultiRow, LinearKernel.GemvMaxRows, LinearKernel.NarrowGemvMaxRows, LinearKernel.AlignUnaligned, LinearKernel.UseInt8Gemm) = (true, 4, 8, true, true);
+            foreach (var c in cases)
+            {
+                cpu.LinearOptions = c.Options;
+                best[c.Key] = Math.Min(best.GetValueOrDefault(c.Key, double.MaxValue),
+                    Best(() => { foreach (IWeight w in c.Weights) cpu.Linear(c.X, w, c.Y, c.Rows); }, 3));
+            }
+        cpu.LinearOptions = LinearOptions.Default;
         foreach (var c in cases)
-            Console.WriteLine($"{c.Key,-28} {best[c.Key] * 1e3,7:F3} ms/step  {c.Bytes / best[c.Key] / 1e9,5:F1} GB/s");
+        {
+            long bytes = c.Weights.Sum(w => w.ByteLength);
+            Console.WriteLine($"{c.Key,-28} {best[c.Key] * 1e3,7:F3} ms/step  {bytes / best[c.Key] / 1e9,5:F1} GB/s");
+        }
         foreach (WeightStore store in stores) store.Dispose();
     }
+
 
     /// <summary>Best wall time of <paramref name="repeats"/> runs after a warm-up.</summary>
     public static double Best(Action action, int repeats)

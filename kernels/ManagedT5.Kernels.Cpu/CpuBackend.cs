@@ -28,6 +28,10 @@ public sealed unsafe class CpuBackend : IBackend
     /// <summary>The widest vector path the kernels take.</summary>
     public SimdLevel Simd { get; }
 
+    /// <summary>Which Linear kernels this backend picks (tests and benchmarks set others to compare paths; set it
+    /// between calls, not while one runs).</summary>
+    internal LinearOptions LinearOptions { get; set; } = LinearOptions.Default;
+
     /// <summary>A backend using <paramref name="threads"/> threads (0: one per processor) and the widest SIMD the CPU has.</summary>
     public CpuBackend(int threads = 0) : this(threads, SimdLevel.Vector512) { }
 
@@ -79,7 +83,7 @@ public sealed unsafe class CpuBackend : IBackend
         if (rows == 0) return;
         fixed (float* xp = x)
         fixed (float* yp = y)
-            LinearKernel.Run(_pool, Simd, xp, w, yp, rows, accumulate);
+            LinearKernel.Run(_pool, Simd, LinearOptions, xp, w, yp, rows, accumulate);
     }
 
     /// <inheritdoc />

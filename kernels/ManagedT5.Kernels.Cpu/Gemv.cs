@@ -1,6 +1,7 @@
 // GEMV: y (rows, out) (+)= x (rows, in) W^T for a handful of rows (batch-1 and small-batch decode). It is
 // bandwidth-bound: the weight is streamed once, front to back (one row at a time keeps the access sequential,
-// which the hardware prefetchers reward; reading two or four weight rows in lockstep measured up to 2x slower),
+// which the hardware prefetchers reward; kernels reading two or four weight rows in lockstep were tried and measured
+// up to 2x slower, so they were not kept),
 // each chunk widened in registers (BF16/F16/int8 lanes) and dotted with every input row while it is in L1. With
 // three to eight input rows (beam search, batched decode) each widened chunk meets four or eight x rows at once, so a
 // weight load feeds that many FMAs instead of one (about 1.3x faster at four rows than four separate dots).
@@ -12,21 +13,18 @@ namespace ManagedT5.Kernels.Cpu;
 /// <summary>Matrix-vector products against a stored weight, one weight format per instantiation.</summary>
 internal static unsafe class Gemv
 {
-    /// <summary>Whether several rows take the four-row kernel (the decode benchmark switches it off to compare).</summary>
-    internal static bool MultiRow = true;
-
     /// <summary>
     /// y[r, o] (+)= scale[o] * sum_i W[o, i] x[r, i] for o in [<paramref name="first"/>, <paramref name="end"/>) and
     /// r &lt; <paramref name="rows"/>. W (out, in) at <paramref name="weights"/>; <paramref name="laidInput"/> holds the
     /// rows of x in <see cref="LaneLayout"/> order for <paramref name="level"/>; <paramref name="scales"/> is null
-    /// except for int8.
+    /// except for int8. <paramref name="multiRow"/>: 3-8 rows take the four- and eight-row kernels.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run<TFormat>(byte* weights, int inDim, int outDim, float* scales, float* laidInput, int rows,
-        float* output, int first, int end, bool accumulate, SimdLevel level) where TFormat : IWeightFormat
+        float* output, int first, int end, bool accumulate, SimdLevel level, bool multiRow) where TFormat : IWeightFormat
     {
         long rowBytes = (long)inDim * TFormat.ElementSize;
-        if (rows > 2 && MultiRow && level >= SimdLevel.Vector256 && Vector256.IsHardwareAccelerated)
+        if (rows > 2 && multiRow && level >= SimdLevel.Vector256 && Vector256.IsHardwareAccelerated)
         {
             float* dots = stackalloc float[8];
             bool wide = level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated;

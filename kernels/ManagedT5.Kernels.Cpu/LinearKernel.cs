@@ -6,49 +6,69 @@ using System.Runtime.Intrinsics;
 
 namespace ManagedT5.Kernels.Cpu;
 
+/// <summary>
+/// The kernel choices of <see cref="LinearKernel"/>, per backend. The defaults are the measured best on the development
+/// machine; tests and the decode benchmark (bench --quick-decode) set others on their own backend to compare paths.
+/// </summary>
+internal sealed record LinearOptions
+{
+    /// <summary>The defaults.</summary>
+    public static readonly LinearOptions Default = new();
+
+    /// <summary>Up to this many F32 rows the GEMV streams the weight once for all rows; above, the GEMM packs it. For
+    /// narrow formats (BF16/F16/int8, <see cref="NarrowGemvMaxRows"/>) the GEMV's eight-row kernel stays ahead of the
+    /// GEMM (which widens every panel) up to eight rows; for F32 at eight rows the two traded places from run to run
+    /// (bench --quick-decode), so the simpler split stays.</summary>
+    public int GemvMaxRows { get; init; } = 4;
+
+    /// <summary>See <see cref="GemvMaxRows"/>.</summary>
+    public int NarrowGemvMaxRows { get; init; } = 8;
+
+    /// <summary>Whether 3-8 rows take the multi-row GEMV kernels (else one dot per row).</summary>
+    public bool MultiRowGemv { get; init; } = true;
+
+    /// <summary>Whether F32 weights that start mid cache line take the aligned-chunk GEMV.</summary>
+    public bool AlignedChunks { get; init; } = true;
+
+    /// <summary>Whether int8 weights take the VNNI kernels where the CPU has them (Int8Gemm: the GEMM for many rows,
+    /// its GEMV form for a few; both quantize the activations per row), else widening to fp32.</summary>
+    public bool Int8Vnni { get; init; } = true;
+
+    /// <summary>Whether <paramref name="rows"/> rows against <paramref name="weight"/> take the GEMV.</summary>
+    public bool UsesGemv(CpuWeight weight, int rows) =>
+        rows <= (weight.Format == WeightFormat.F32 ? GemvMaxRows : NarrowGemvMaxRows);
+}
+
 /// <summary>Dispatch of <see cref="IBackend.Linear"/>.</summary>
 internal static unsafe class LinearKernel
 {
-    /// <summary>Up to this many rows the GEMV streams the weight once for all rows; above, the GEMM packs it. For
-    /// narrow formats (BF16/F16/int8) the GEMV's eight-row kernel stays ahead of the GEMM (which widens every panel)
-    /// up to eight rows. For F32 the GEMM takes over above four rows, except up to eight rows whose inputs fit in
-    /// <see cref="F32GemvInputFloats"/> (half of L1): there the eight-row GEMV measured ~15% ahead at flan-t5-small's
-    /// 512-wide inputs and ~25% behind at flan-t5-base's 768, where x no longer stays in L1 beside the weight
-    /// stream. The decode benchmark (bench --quick-decode) overrides these to compare.</summary>
-    internal static int GemvMaxRows = 4, NarrowGemvMaxRows = 8;
-
-    /// <summary>See <see cref="GemvMaxRows"/>: 16 KB of fp32 input rows.</summary>
-    internal const int F32GemvInputFloats = 4096;
-
-    /// <summary>Whether int8 weights take the VNNI kernels (Int8Gemm: GEMM for many rows, its GEMV form for a few; both
-    /// quantize the activations per row). Benchmarks switch it off to compare with the widening kernels.</summary>
-    internal static bool UseInt8Gemm = true;
-
-    /// <summary>Whether F32 weights that start mid cache line take the aligned-chunk GEMV (the decode benchmark
-    /// switches it off to compare).</summary>
-    internal static bool AlignUnaligned = true;
-
     /// <summary>Below this many weight bytes a GEMV runs on the calling thread (waking workers costs more).</summary>
     private const long ParallelMinBytes = 64 * 1024;
 
     /// <summary>y (rows, out) (+)= x (rows, in) W^T.</summary>
-    public static void Run(WorkerPool pool, SimdLevel level, float* x, CpuWeight weight, float* y, int rows, bool accumulate)
+    public static void Run(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, CpuWeight weight, float* y, int rows,
+        bool accumulate)
     {
         fixed (float* scales = weight.Scales)
         {
             var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
-            bool gemv = weight.Format == WeightFormat.F32
-                ? rows <= GemvMaxRows || rows <= NarrowGemvMaxRows && (long)rows * weight.Cols <= F32GemvInputFloats
-                : rows <= NarrowGemvMaxRows;
-            if (gemv && weight.Format == WeightFormat.Int8 && UseInt8Gemm && Int8Gemm.IsSupported(level)
+            bool gemv = options.UsesGemv(weight, rows);
+            // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm; the GEMM
+            // ~0.4x the fp32 GEMM's time). Non-finite activations would quantize to garbage, so they take the
+            // widening kernels and propagate as the reference does.
+            if (weight.Format == WeightFormat.Int8 && options.Int8Vnni && Int8Gemm.IsSupported(level)
                 && AllFinite(x, (long)rows * weight.Cols))
-                Int8Gemm.RunGemv(pool, level, x, view, y, rows, accumulate);
-            else if (gemv) RunGemv(pool, level, x, view, y, rows, accumulate);
+            {
+                if (gemv) Int8Gemm.RunGemv(pool, level, x, view, y, rows, accumulate);
+                else Int8Gemm.Run(pool, level, x, view, y, rows, accumulate);
+            }
+            else if (gemv) RunGemv(pool, level, options, x, view, y, rows, accumulate);
             else RunGemm(pool, level, x, view, y, rows, accumulate);
         }
     }
 
-    private static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, in WeightView w, float* y, int rows,
+        bool accumulate)
     {
         // One item per thread: claiming an item costs a cache-line transfer between cores, and two large items
         // measured ~10% faster than eight small ones on a 2-core decode step. A worker that wakes late finds its
@@ -59,7 +79,7 @@ internal static unsafe class LinearKernel
             : Math.Max(16, (w.Rows + pool.Threads - 1) / pool.Threads);
         int items = (w.Rows + perItem - 1) / perItem;
         if (w.Format == WeightFormat.F32 && rows <= 2 && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated
-            && AlignUnaligned && ((nint)w.Data & 63) != 0 && ((nint)w.Data & 3) == 0)
+            && options.AlignedChunks && ((nint)w.Data & 63) != 0 && ((nint)w.Data & 3) == 0)
         {
             int stride = w.Cols + 2 * Gemv.Pad;
             float* padded = Scratch.Get(ScratchSlot.LaneInput, (long)rows * stride);
@@ -89,34 +109,27 @@ internal static unsafe class LinearKernel
 
         switch (w.Format)
         {
-            case WeightFormat.F32: RunGemv<F32Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items); break;
-            case WeightFormat.BF16: RunGemv<BF16Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items); break;
-            case WeightFormat.F16: RunGemv<F16Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items); break;
-            case WeightFormat.Int8: RunGemv<Int8Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items); break;
+            case WeightFormat.F32: RunGemv<F32Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items, options.MultiRowGemv); break;
+            case WeightFormat.BF16: RunGemv<BF16Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items, options.MultiRowGemv); break;
+            case WeightFormat.F16: RunGemv<F16Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items, options.MultiRowGemv); break;
+            case WeightFormat.Int8: RunGemv<Int8Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items, options.MultiRowGemv); break;
             default: throw new NotSupportedException($"Weight format {w.Format} is not one the CPU backend multiplies.");
         }
     }
 
     private static void RunGemv<TFormat>(WorkerPool pool, SimdLevel level, float* laid, in WeightView w, float* y, int rows,
-        bool accumulate, int perItem, int items) where TFormat : IWeightFormat
+        bool accumulate, int perItem, int items, bool multiRow) where TFormat : IWeightFormat
     {
         var job = new GemvJob<TFormat>
         {
             Weight = w, Input = laid, Output = y, Rows = rows, PerItem = perItem, Accumulate = accumulate, Level = level,
+            MultiRow = multiRow,
         };
         pool.Run(ref job, items);
     }
 
     private static void RunGemm(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
     {
-        // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm), ~0.4x the time
-        // of the fp32 GEMM. Non-finite activations would quantize to garbage, so they take the widening path and
-        // propagate as the reference does.
-        if (w.Format == WeightFormat.Int8 && UseInt8Gemm && Int8Gemm.IsSupported(level) && AllFinite(x, (long)rows * w.Cols))
-        {
-            Int8Gemm.Run(pool, level, x, w, y, rows, accumulate);
-            return;
-        }
         switch (level)
         {
             case SimdLevel.Vector512: RunGemm<MicroKernel512>(pool, x, w, y, rows, accumulate); break;
@@ -145,14 +158,14 @@ internal static unsafe class LinearKernel
         public WeightView Weight;
         public float* Input, Output;
         public int Rows, PerItem;
-        public bool Accumulate;
+        public bool Accumulate, MultiRow;
         public SimdLevel Level;
 
         public void Execute(int index)
         {
             int first = index * PerItem, end = Math.Min(first + PerItem, Weight.Rows);
             Gemv.Run<TFormat>((byte*)Weight.Data, Weight.Cols, Weight.Rows, Weight.Scales, Input, Rows, Output,
-                first, end, Accumulate, Level);
+                first, end, Accumulate, Level, MultiRow);
         }
     }
 

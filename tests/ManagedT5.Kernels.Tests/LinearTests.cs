@@ -53,20 +53,33 @@ public sealed class LinearTests : IDisposable
     public void OddShapesMatchReference(WeightFormat format, SimdLevel level)
     {
         using var cpu = new CpuBackend(2, level);
-        int seed = 1;
-        foreach ((int rows, int inDim, int outDim) in OddShapes())
-            foreach (bool accumulate in new[] { false, true })
-                Check(cpu, format, rows, inDim, outDim, accumulate, seed++);
+        foreach (LinearOptions options in OptionsFor(format))
+        {
+            cpu.LinearOptions = options;
+            int seed = 1;
+            foreach ((int rows, int inDim, int outDim) in OddShapes())
+                foreach (bool accumulate in new[] { false, true })
+                    Check(cpu, format, rows, inDim, outDim, accumulate, seed++);
+        }
     }
+
+    /// <summary>int8 runs twice: on the VNNI kernels (where the CPU has them) and on the widening kernels, which
+    /// machines without AVX-VNNI take.</summary>
+    private static LinearOptions[] OptionsFor(WeightFormat format) =>
+        format == WeightFormat.Int8 ? [LinearOptions.Default, new LinearOptions { Int8Vnni = false }] : [LinearOptions.Default];
 
     [Theory]
     [MemberData(nameof(FormatsAndLevels))]
     public void FlanT5ShapesMatchReference(WeightFormat format, SimdLevel level)
     {
         using var cpu = new CpuBackend(2, level);
-        int seed = 1000;
-        foreach ((int rows, int inDim, int outDim) in FlanT5Shapes())
-            Check(cpu, format, rows, inDim, outDim, accumulate: seed % 2 == 0, seed++);
+        foreach (LinearOptions options in OptionsFor(format))
+        {
+            cpu.LinearOptions = options;
+            int seed = 1000;
+            foreach ((int rows, int inDim, int outDim) in FlanT5Shapes())
+                Check(cpu, format, rows, inDim, outDim, accumulate: seed % 2 == 0, seed++);
+        }
     }
 
     /// <summary>F32 weights in place from a file start mid cache line: the aligned-chunk GEMV (AVX-512, 1-2 rows) must
@@ -104,7 +117,7 @@ public sealed class LinearTests : IDisposable
 
         // int8 weights with VNNI quantize the activations per row (Int8Gemm, GEMM and GEMV forms): their twin is
         // Int8Gemm.RunScalar, not the widening reference (Int8GemmTests bounds the distance between the two).
-        if (format == WeightFormat.Int8 && Int8Gemm.IsSupported(cpu.Simd))
+        if (format == WeightFormat.Int8 && cpu.LinearOptions.Int8Vnni && Int8Gemm.IsSupported(cpu.Simd))
         {
             expected = (float[])residual.Clone();
             var w = (CpuWeight)weight;
@@ -115,7 +128,7 @@ public sealed class LinearTests : IDisposable
         // Buffers larger than needed, as the engine allocates them: the kernel must use only the rows asked for.
         using IBuffer cx = TestData.Buffer(cpu, x, extra: 5), cy = TestData.Buffer(cpu, residual, extra: 5);
         cpu.Linear(cx, weight, cy, rows, accumulate);
-        TestData.AssertClose(expected, TestData.Read(cpu, cy, rows * outDim), $"Linear {key} at {cpu.Simd}");
+        TestData.AssertClose(expected, TestData.Read(cpu, cy, rows * outDim), $"Linear {key} at {cpu.Simd}, {cpu.LinearOptions}");
     }
 
     public void Dispose() => _store.Dispose();
