@@ -38,6 +38,16 @@ internal static class BenchCommand
             };
             int threadCount = r.GetValue(threads);
             string dir = RandomCheckpoint(c, configPath);
+            // Measurement hygiene, as the peers start from settled state: the freshly written checkpoint goes to disk now
+            // (not as background writeback during the timings) and the hundreds of MB of arrays that built it are
+            // collected now (not by a background GC taking one of the two cores mid-run).
+            foreach (string file in Directory.GetFiles(dir))
+            {
+                using var stream = new FileStream(file, FileMode.Open, FileAccess.ReadWrite);
+                stream.Flush(flushToDisk: true);
+            }
+            GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+            GC.WaitForPendingFinalizers();
             try
             {
                 IBackend backend = BackendFactory.Create(r.GetValue(device)!, threadCount);
