@@ -106,7 +106,7 @@ public static class QuickReport
     /// <summary>A flan-t5-small and -base decoder step's Linears (distinct weights, so streamed from memory) at 1, 2, 4
     /// and 8 rows, per format: ms per step and GB/s of weights. Rows > 1 is beam search or batched decoding, timed
     /// three ways with fp32 activations: separate dots per row (1x1), the multi-row GEMV kernel (1x4/1x8), the packed
-    /// GEMM; int8 also on VNNI (quantized activations); F32 also with weights 8 bytes past a cache line, read plainly
+    /// GEMM; int8 also on VNNI (quantized activations); F32 also with weights 8 bytes past a cache line (1, 4 and 8 rows), read plainly
     /// or in aligned chunks. Each case sets its <see cref="LinearOptions"/> on the one backend.</summary>
     public static void DecodeRows(int threads, int trials = 7)
     {
@@ -126,9 +126,14 @@ public static class QuickReport
                 if (format == WeightFormat.F32)
                 {
                     var shifted = shape.DecoderStepLinears().Select((d, i) => store.Create(cpu, d.Out, d.In, format, i, misalign: 8)).ToList();
-                    foreach (bool align in new[] { false, true })
-                        cases.Add(($"{shape.Name} {format,-4} rows 1 at +8 B{(align ? " chunks" : "")}",
-                            new LinearOptions { AlignedChunks = align }, shifted, 1, x, y));
+                    foreach (int rows in new[] { 1, 4, 8 })
+                    {
+                        foreach (bool align in new[] { false, true })
+                            cases.Add(($"{shape.Name} {format,-4} rows {rows} at +8 B{(align ? " chunks" : "")}",
+                                new LinearOptions { AlignedChunks = align, GemvMaxRows = 8 }, shifted, rows, x, y));
+                        if (rows > 1)
+                            cases.Add(($"{shape.Name} {format,-4} rows {rows} at +8 B gemm", new LinearOptions { GemvMaxRows = 1 }, shifted, rows, x, y));
+                    }
                 }
                 foreach (int rows in rowCounts)
                 {

@@ -4,9 +4,12 @@
 // up to 2x slower, so they were not kept),
 // each chunk widened in registers (BF16/F16/int8 lanes) and dotted with every input row while it is in L1. With
 // three to eight input rows (beam search, batched decode) each widened chunk meets four or eight x rows at once, so a
-// weight load feeds that many FMAs instead of one (about 1.3x faster at four rows than four separate dots).
+// weight load feeds that many FMAs instead of one (about 1.3x faster at four rows than four separate dots); those
+// kernels keep two accumulator sets (the FMA chains overlap), reduce four accumulators at once (VectorMath.Sum4) and
+// prefetch the weight stream 1 KB ahead, which brought four rows to about the one-row time per step.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ManagedT5.Kernels.Cpu;
 
@@ -63,31 +66,103 @@ internal static unsafe class Gemv
         }
     }
 
+    /// <summary>How far ahead (floats of an F32 weight row, 1 KB) the multi-row kernels prefetch the weight stream. Their
+    /// extra FMAs per weight byte leave the hardware prefetchers behind: with it, four rows at a time went from ~0.6
+    /// to ~0.9 of the one-row kernel's bandwidth (bench --quick-decode, both shapes).</summary>
+    private const int PrefetchAhead = 256;
+
     /// <summary>Zero floats before and after each row of the padded input of <see cref="RunF32Unaligned"/>.</summary>
     public const int Pad = 16;
 
     /// <summary>
     /// The AVX-512 F32 GEMV for weights that start mid cache line (in place from a safetensors file, whose tensors
     /// are 8-byte aligned at best): each row is read as whole aligned 64-byte chunks, the first and last masked to
-    /// the row, so no weight load splits a cache line (split loads measured ~15% slower end to end). x rows sit at
-    /// padded + r * stride + <see cref="Pad"/> with <see cref="Pad"/> zeros on each side, so the shifted x loads stay
-    /// in the buffer. Weights must be 4-byte aligned.
+    /// the row, so no weight load splits a cache line (split loads measured ~15% slower end to end). One or two x
+    /// rows are dotted one at a time, more four at a time. x rows sit at
+    /// padded + r * stride + <see cref="Pad"/> with at least <see cref="Pad"/> zeros on each side, so the shifted x
+    /// loads stay in the buffer. Weights must be 4-byte aligned.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RunF32Unaligned(float* weights, int inDim, int outDim, float* padded, int stride, int rows,
         float* output, int first, int end, bool accumulate)
     {
+        float* dots = stackalloc float[4];
         for (int o = first; o < end; o++)
         {
             float* w = weights + (long)o * inDim;
             int head = (int)(((nint)w & 63) >> 2);
-            for (int r = 0; r < rows; r++)
+            float* x = padded + Pad - head;
+            if (rows <= 2)
             {
-                float value = DotAlignedChunks(w - head, padded + (long)r * stride + Pad - head, head, head + inDim);
-                float* y = output + (long)r * outDim + o;
-                *y = accumulate ? *y + value : value;
+                for (int r = 0; r < rows; r++)
+                {
+                    float value = DotAlignedChunks(w - head, x + (long)r * stride, head, head + inDim);
+                    float* y = output + (long)r * outDim + o;
+                    *y = accumulate ? *y + value : value;
+                }
+                continue;
+            }
+            // Three or more rows (beam search, batched decode): each aligned weight chunk meets four x rows at once.
+            for (int r0 = 0; r0 < rows; r0 += 4)
+            {
+                int n = Math.Min(4, rows - r0);
+                Dot4AlignedChunks(w - head, x + (long)r0 * stride, stride, n, head, head + inDim, dots);
+                for (int r = 0; r < n; r++)
+                {
+                    float* y = output + (long)(r0 + r) * outDim + o;
+                    *y = accumulate ? *y + dots[r] : dots[r];
+                }
             }
         }
+    }
+
+    /// <summary><see cref="DotAlignedChunks"/> for <paramref name="n"/> (1..4) x rows at x + r * stride (missing rows
+    /// repeat row 0 and are not written): each aligned weight chunk is loaded once and multiplied with every row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void Dot4AlignedChunks(float* w, float* x, long stride, int n, int first, int span, float* dots)
+    {
+        float* x0 = x, x1 = x + (n > 1 ? stride : 0), x2 = x + (n > 2 ? 2 * stride : 0), x3 = x + (n > 3 ? 3 * stride : 0);
+        Vector512<int> lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        int last = (span - 1) & ~15;
+        Vector512<float> keep = Vector512.GreaterThanOrEqual(lane, Vector512.Create(first)).AsSingle();
+        if (last == 0) keep &= Vector512.LessThan(lane, Vector512.Create(span)).AsSingle();
+        Vector512<float> chunk = Vector512.LoadAligned(w) & keep;
+        Vector512<float> a0 = chunk * Vector512.Load(x0), a1 = chunk * Vector512.Load(x1);
+        Vector512<float> a2 = chunk * Vector512.Load(x2), a3 = chunk * Vector512.Load(x3);
+        // Two chunks per step into two sets of accumulators, so the FMA chains overlap.
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        int k = 16;
+        for (; k < last - 16; k += 32)
+        {
+            if (Sse.IsSupported) { Sse.Prefetch0(w + k + PrefetchAhead); Sse.Prefetch0(w + k + PrefetchAhead + 16); }
+            chunk = Vector512.LoadAligned(w + k);
+            a0 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x0 + k), a0);
+            a1 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x1 + k), a1);
+            a2 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x2 + k), a2);
+            a3 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x3 + k), a3);
+            chunk = Vector512.LoadAligned(w + k + 16);
+            b0 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x0 + k + 16), b0);
+            b1 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x1 + k + 16), b1);
+            b2 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x2 + k + 16), b2);
+            b3 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x3 + k + 16), b3);
+        }
+        for (; k < last; k += 16)
+        {
+            chunk = Vector512.LoadAligned(w + k);
+            a0 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x0 + k), a0);
+            a1 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x1 + k), a1);
+            a2 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x2 + k), a2);
+            a3 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x3 + k), a3);
+        }
+        if (last > 0)
+        {
+            chunk = Vector512.LoadAligned(w + last) & Vector512.LessThan(lane, Vector512.Create(span - last)).AsSingle();
+            b0 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x0 + last), b0);
+            b1 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x1 + last), b1);
+            b2 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x2 + last), b2);
+            b3 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x3 + last), b3);
+        }
+        VectorMath.Sum4(a0 + b0, a1 + b1, a2 + b2, a3 + b3, dots);
     }
 
     /// <summary>sum of w[i] x[i] for i in [<paramref name="first"/>, <paramref name="span"/>), w 64-byte aligned, read
@@ -123,22 +198,36 @@ internal static unsafe class Gemv
     private static void Dot4Rows512<TFormat>(byte* w, float* x, int length, int n, float* dots) where TFormat : IWeightFormat
     {
         float* x0 = x, x1 = x + (n > 1 ? length : 0), x2 = x + (n > 2 ? 2L * length : 0), x3 = x + (n > 3 ? 3L * length : 0);
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        // Two sets of accumulators (a, b) take alternate 16-float parts, so consecutive FMAs on one row do not wait for
+        // each other; F32 (one part per chunk) takes two chunks per step for that.
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
         int chunk = 64 / TFormat.ElementSize, k = 0;
+        if (TFormat.ElementSize == 4)
+        {
+            for (; k <= length - 2 * chunk; k += 2 * chunk)
+            {
+                if (Sse.IsSupported) { Sse.Prefetch0(w + (long)k * 4 + PrefetchAhead * 4); Sse.Prefetch0(w + (long)k * 4 + PrefetchAhead * 4 + 64); }
+                Vector512<uint> raw = Vector512.Load((uint*)(w + (long)k * 4));
+                Fma4(TFormat.Part(raw, 0), x0 + k, x1 + k, x2 + k, x3 + k, ref a0, ref a1, ref a2, ref a3);
+                raw = Vector512.Load((uint*)(w + (long)k * 4 + 64));
+                Fma4(TFormat.Part(raw, 0), x0 + k + 16, x1 + k + 16, x2 + k + 16, x3 + k + 16, ref b0, ref b1, ref b2, ref b3);
+            }
+        }
         for (; k <= length - chunk; k += chunk)
         {
             // Parts written out (not looped) so each Part call sees a constant.
+            if (Sse.IsSupported) Sse.Prefetch0(w + (long)k * TFormat.ElementSize + PrefetchAhead * 4);
             Vector512<uint> raw = Vector512.Load((uint*)(w + (long)k * TFormat.ElementSize));
             Fma4(TFormat.Part(raw, 0), x0 + k, x1 + k, x2 + k, x3 + k, ref a0, ref a1, ref a2, ref a3);
             if (TFormat.ElementSize <= 2)
-                Fma4(TFormat.Part(raw, 1), x0 + k + 16, x1 + k + 16, x2 + k + 16, x3 + k + 16, ref a0, ref a1, ref a2, ref a3);
+                Fma4(TFormat.Part(raw, 1), x0 + k + 16, x1 + k + 16, x2 + k + 16, x3 + k + 16, ref b0, ref b1, ref b2, ref b3);
             if (TFormat.ElementSize == 1)
             {
                 Fma4(TFormat.Part(raw, 2), x0 + k + 2 * 16, x1 + k + 2 * 16, x2 + k + 2 * 16, x3 + k + 2 * 16, ref a0, ref a1, ref a2, ref a3);
-                Fma4(TFormat.Part(raw, 3), x0 + k + 3 * 16, x1 + k + 3 * 16, x2 + k + 3 * 16, x3 + k + 3 * 16, ref a0, ref a1, ref a2, ref a3);
+                Fma4(TFormat.Part(raw, 3), x0 + k + 3 * 16, x1 + k + 3 * 16, x2 + k + 3 * 16, x3 + k + 3 * 16, ref b0, ref b1, ref b2, ref b3);
             }
         }
-        dots[0] = Vector512.Sum(a0); dots[1] = Vector512.Sum(a1); dots[2] = Vector512.Sum(a2); dots[3] = Vector512.Sum(a3);
+        VectorMath.Sum4(a0 + b0, a1 + b1, a2 + b2, a3 + b3, dots);
         for (int r = 0; r < n; r++)
             for (int i = k; i < length; i++) dots[r] += TFormat.Widen(w, i) * x[(long)r * length + i];
     }
@@ -198,6 +287,7 @@ internal static unsafe class Gemv
         int chunk = 64 / TFormat.ElementSize, k = 0;
         for (; k <= length - chunk; k += chunk)
         {
+            if (Sse.IsSupported) Sse.Prefetch0(w + (long)k * TFormat.ElementSize + PrefetchAhead * 4);
             Vector512<uint> raw = Vector512.Load((uint*)(w + (long)k * TFormat.ElementSize));
             Fma8(TFormat.Part(raw, 0), x0 + k, x1 + k, x2 + k, x3 + k, x4 + k, x5 + k, x6 + k, x7 + k, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7);
             if (TFormat.ElementSize <= 2)
@@ -208,8 +298,8 @@ internal static unsafe class Gemv
                 Fma8(TFormat.Part(raw, 3), x0 + k + 3 * 16, x1 + k + 3 * 16, x2 + k + 3 * 16, x3 + k + 3 * 16, x4 + k + 3 * 16, x5 + k + 3 * 16, x6 + k + 3 * 16, x7 + k + 3 * 16, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7);
             }
         }
-        dots[0] = Vector512.Sum(a0); dots[1] = Vector512.Sum(a1); dots[2] = Vector512.Sum(a2); dots[3] = Vector512.Sum(a3);
-        dots[4] = Vector512.Sum(a4); dots[5] = Vector512.Sum(a5); dots[6] = Vector512.Sum(a6); dots[7] = Vector512.Sum(a7);
+        VectorMath.Sum4(a0, a1, a2, a3, dots);
+        VectorMath.Sum4(a4, a5, a6, a7, dots + 4);
         for (int r = 0; r < n; r++)
             for (int i = k; i < length; i++) dots[r] += TFormat.Widen(w, i) * x[(long)r * length + i];
     }

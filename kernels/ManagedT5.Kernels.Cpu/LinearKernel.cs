@@ -78,21 +78,23 @@ internal static unsafe class LinearKernel
         int perItem = bytes < ParallelMinBytes ? w.Rows
             : Math.Max(16, (w.Rows + pool.Threads - 1) / pool.Threads);
         int items = (w.Rows + perItem - 1) / perItem;
-        if (w.Format == WeightFormat.F32 && rows <= 2 && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated
+        if (w.Format == WeightFormat.F32 && (rows <= 2 || options.MultiRowGemv) && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated
             && options.AlignedChunks && ((nint)w.Data & 63) != 0 && ((nint)w.Data & 3) == 0)
         {
-            int stride = w.Cols + 2 * Gemv.Pad;
+            // x rows padded with zeros. When every weight row starts at the same offset in its cache line (cols a
+            // multiple of 16) x is shifted by that offset too, so the x loads are aligned like the weight chunks.
+            int shift = w.Cols % 16 == 0 ? (int)(((nint)w.Data & 63) >> 2) : 0;
+            int stride = (w.Cols + Gemv.Pad + 32 + 15) & ~15;
             float* padded = Scratch.Get(ScratchSlot.LaneInput, (long)rows * stride);
             for (int r = 0; r < rows; r++)
             {
                 float* row = padded + (long)r * stride;
-                new Span<float>(row, Gemv.Pad).Clear();
-                new ReadOnlySpan<float>(x + (long)r * w.Cols, w.Cols).CopyTo(new Span<float>(row + Gemv.Pad, w.Cols));
-                new Span<float>(row + Gemv.Pad + w.Cols, Gemv.Pad).Clear();
+                new Span<float>(row, stride).Clear();
+                new ReadOnlySpan<float>(x + (long)r * w.Cols, w.Cols).CopyTo(new Span<float>(row + Gemv.Pad + shift, w.Cols));
             }
             var unaligned = new UnalignedGemvJob
             {
-                Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = padded, Stride = stride, Output = y,
+                Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = padded + shift, Stride = stride, Output = y,
                 Rows = rows, PerItem = perItem, Accumulate = accumulate,
             };
             pool.Run(ref unaligned, items);

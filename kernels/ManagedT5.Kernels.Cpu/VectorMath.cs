@@ -3,6 +3,7 @@
 // polynomial, the power of two built in the exponent bits), about 2 ulp, a few ns per vector.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ManagedT5.Kernels.Cpu;
 
@@ -75,5 +76,25 @@ internal static class VectorMath
         y *= scale;
         y = Vector128.ConditionalSelect(Vector128.LessThan(x, Vector128.Create(MinInput)), Vector128<float>.Zero, y);
         return Vector128.ConditionalSelect(Vector128.GreaterThan(x, Vector128.Create(MaxInput)), Vector128.Create(float.PositiveInfinity), y);
+    }
+
+    /// <summary>The lane sums of four vectors at once into sums[0..3]: two 128-bit shuffle rounds fold the four into one
+    /// vector whose 128-bit block i holds vector i's partial sums, then two in-block permutes finish every block. About
+    /// 13 instructions, against about 25 for each <see cref="Vector512.Sum{T}(Vector512{T})"/>, which matters in a GEMV
+    /// that reduces four accumulators per weight row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Sum4(Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3, float* sums)
+    {
+        if (!Avx512F.IsSupported)
+        {
+            sums[0] = Vector512.Sum(a0); sums[1] = Vector512.Sum(a1); sums[2] = Vector512.Sum(a2); sums[3] = Vector512.Sum(a3);
+            return;
+        }
+        Vector512<float> p01 = Avx512F.Shuffle4x128(a0, a1, 0x44) + Avx512F.Shuffle4x128(a0, a1, 0xEE); // a0 | a0 | a1 | a1 halves
+        Vector512<float> p23 = Avx512F.Shuffle4x128(a2, a3, 0x44) + Avx512F.Shuffle4x128(a2, a3, 0xEE);
+        Vector512<float> r = Avx512F.Shuffle4x128(p01, p23, 0x88) + Avx512F.Shuffle4x128(p01, p23, 0xDD); // block i: a_i
+        r += Avx512F.Permute4x32(r, 0xB1);                                                                   // swap pairs
+        r += Avx512F.Permute4x32(r, 0x4E);                                                                   // swap halves
+        sums[0] = r.GetElement(0); sums[1] = r.GetElement(4); sums[2] = r.GetElement(8); sums[3] = r.GetElement(12);
     }
 }

@@ -82,7 +82,8 @@ public sealed class LinearTests : IDisposable
         }
     }
 
-    /// <summary>F32 weights in place from a file start mid cache line: the aligned-chunk GEMV (AVX-512, 1-2 rows) must
+    /// <summary>F32 weights in place from a file start mid cache line: the aligned-chunk GEMV (AVX-512, one row at a
+    /// time up to 2 rows, four at a time above, up to the GEMV's row limit; the GEMM beyond) must
     /// give the reference's result at every misalignment and never read the NaN bytes around the tensor.</summary>
     [Theory]
     [MemberData(nameof(Levels))]
@@ -91,7 +92,7 @@ public sealed class LinearTests : IDisposable
         using var cpu = new CpuBackend(2, level);
         int seed = 3000;
         foreach (int misalign in new[] { 4, 8, 36, 60 })
-            foreach (int rows in new[] { 1, 2, 3 })
+            foreach (int rows in new[] { 1, 2, 3, 4, 5, 8 })
                 foreach ((int inDim, int outDim) in new[] { (1, 1), (3, 5), (15, 4), (16, 3), (17, 33), (64, 65), (100, 7), (257, 129), (512, 384) })
                     Check(cpu, WeightFormat.F32, rows, inDim, outDim, accumulate: seed % 2 == 0, seed++, misalign);
     }
