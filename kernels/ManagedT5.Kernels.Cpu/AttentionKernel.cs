@@ -53,6 +53,12 @@ internal static unsafe class AttentionKernel
             }
         }
 
+        if (kt != null && level >= SimdLevel.Vector512 && Vector512.IsHardwareAccelerated && d % 16 == 0)
+        {
+            RunFourQueries(query, values, output, s, bias, mask, b, h, firstQuery, endQuery, kt, paddedKeys, scoreRows, scoreRow, level);
+            return;
+        }
+
         for (int i = firstQuery; i < endQuery; i++)
         {
             float* q = query + ((long)b * s.QueryLength + i) * inner + h * d;
@@ -96,6 +102,101 @@ internal static unsafe class AttentionKernel
             WeightedSum(o, scores, values, inner, d, visible, level);
             float inverse = 1f / sum;
             for (int c = 0; c < d; c++) o[c] *= inverse;
+        }
+    }
+
+    /// <summary>The AVX-512 body of <see cref="Run"/> for several queries (keys already transposed into kt): four
+    /// queries at a time share both passes over the head's keys and values, scores from
+    /// <see cref="ScoresFromTransposed4"/>, the weighted sum from <see cref="WeightedSum4"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunFourQueries(float* query, float* values, float* output, in AttentionShape s, float* bias, float* mask,
+        int b, int h, int firstQuery, int endQuery, float* kt, int paddedKeys, float* scoreRows, int scoreRow, SimdLevel level)
+    {
+        int inner = s.InnerDim, d = s.HeadDim;
+        float* inverse = stackalloc float[4];
+        for (int i0 = firstQuery; i0 < endQuery; i0 += 4)
+        {
+            int count = Math.Min(4, endQuery - i0);
+            float* q = query + ((long)b * s.QueryLength + i0) * inner + h * d;
+            float* o = output + ((long)b * s.QueryLength + i0) * inner + h * d;
+            int last = i0 + count - 1;
+            int widest = s.Causal ? Math.Min(s.KeyLength, s.QueryOffset + last + 1) : s.KeyLength; // the last query sees most
+            ScoresFromTransposed4(q, count > 1 ? q + inner : q, count > 2 ? q + 2 * inner : q, count > 3 ? q + 3 * inner : q,
+                kt, paddedKeys, d, (widest + 15) & ~15, scoreRows, scoreRow);
+
+            // Per query: bias, mask, softmax numerators; probabilities past a query's visible keys are zero up to the
+            // group's widest, so the shared weighted sum can run over the same keys for all four.
+            for (int g = 0; g < count; g++)
+            {
+                int i = i0 + g;
+                float* scores = scoreRows + (long)g * scoreRow;
+                float* biasRow = bias == null ? null : bias + ((long)h * s.QueryLength + i) * s.KeyLength;
+                int visible = s.Causal ? Math.Min(s.KeyLength, s.QueryOffset + i + 1) : s.KeyLength;
+                float max = AddBiasMaskAndMax(scores, biasRow, mask, visible, level);
+                if (float.IsNegativeInfinity(max)) // every key masked: zeros, like the reference
+                {
+                    new Span<float>(scores, widest).Clear();
+                    inverse[g] = float.NaN;
+                    continue;
+                }
+                inverse[g] = 1f / ExpAndSum(scores, visible, max, level);
+                new Span<float>(scores + visible, widest - visible).Clear();
+            }
+
+            WeightedSum4(o, inner, count, scoreRows, scoreRow, values, inner, d, widest);
+            for (int g = 0; g < count; g++)
+            {
+                float* row = o + (long)g * inner;
+                if (float.IsNaN(inverse[g])) new Span<float>(row, d).Clear();
+                else for (int c = 0; c < d; c++) row[c] *= inverse[g];
+            }
+        }
+    }
+
+    /// <summary>o_g[c] = sum_j p_g[j] v_j[c] for <paramref name="count"/> (1..4) queries g (o_g = o + g * oStride,
+    /// p_g = p + g * pStride; missing queries repeat query 0 and are not stored) over n keys, d a multiple of 16: each
+    /// v chunk is loaded once and multiplied with all four probability rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WeightedSum4(float* o, long oStride, int count, float* p, long pStride, float* v, long stride, int d, int n)
+    {
+        float* p0 = p, p1 = p + (count > 1 ? pStride : 0), p2 = p + (count > 2 ? 2 * pStride : 0), p3 = p + (count > 3 ? 3 * pStride : 0);
+        int c = 0;
+        for (; c <= d - 32; c += 32)
+        {
+            Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+            for (int j = 0; j < n; j++)
+            {
+                float* row = v + j * stride + c;
+                Vector512<float> v0 = Vector512.Load(row), v1 = Vector512.Load(row + 16);
+                Vector512<float> w = Vector512.Create(p0[j]);
+                a00 = Vector512.FusedMultiplyAdd(w, v0, a00); a01 = Vector512.FusedMultiplyAdd(w, v1, a01);
+                w = Vector512.Create(p1[j]);
+                a10 = Vector512.FusedMultiplyAdd(w, v0, a10); a11 = Vector512.FusedMultiplyAdd(w, v1, a11);
+                w = Vector512.Create(p2[j]);
+                a20 = Vector512.FusedMultiplyAdd(w, v0, a20); a21 = Vector512.FusedMultiplyAdd(w, v1, a21);
+                w = Vector512.Create(p3[j]);
+                a30 = Vector512.FusedMultiplyAdd(w, v0, a30); a31 = Vector512.FusedMultiplyAdd(w, v1, a31);
+            }
+            a00.Store(o + c); a01.Store(o + c + 16);
+            if (count > 1) { a10.Store(o + oStride + c); a11.Store(o + oStride + c + 16); }
+            if (count > 2) { a20.Store(o + 2 * oStride + c); a21.Store(o + 2 * oStride + c + 16); }
+            if (count > 3) { a30.Store(o + 3 * oStride + c); a31.Store(o + 3 * oStride + c + 16); }
+        }
+        for (; c < d; c += 16)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int j = 0; j < n; j++)
+            {
+                Vector512<float> v0 = Vector512.Load(v + j * stride + c);
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Create(p0[j]), v0, a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Create(p1[j]), v0, a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Create(p2[j]), v0, a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Create(p3[j]), v0, a3);
+            }
+            a0.Store(o + c);
+            if (count > 1) a1.Store(o + oStride + c);
+            if (count > 2) a2.Store(o + 2 * oStride + c);
+            if (count > 3) a3.Store(o + 3 * oStride + c);
         }
     }
 

@@ -29,6 +29,10 @@ public sealed class AttentionTests : IDisposable
         yield return (new AttentionShape(1, 3, 1, 3, 3, 3, Causal: true), true, false);
         yield return (new AttentionShape(2, 1, 33, 40, 40, 41, Causal: true), false, true);
         yield return (new AttentionShape(1, 4, 80, 2, 257, 260), true, true);
+        // four queries at a time (AVX-512, head size a multiple of 16): a group of one at the end, a fully masked batch
+        // entry, a 48-float head (32 + 16), causal queries that see different numbers of keys within one group
+        yield return (new AttentionShape(3, 2, 64, 9, 9, 11), true, true);
+        yield return (new AttentionShape(1, 2, 48, 6, 10, 12, Causal: true, QueryOffset: 4), true, true);
     }
 
     [Theory]
