@@ -132,7 +132,8 @@ public static class QuickReport
                             cases.Add(($"{shape.Name} {format,-4} rows {rows} at +8 B{(align ? " chunks" : "")}",
                                 new LinearOptions { AlignedChunks = align, GemvMaxRows = 8 }, shifted, rows, x, y));
                         if (rows > 1)
-                            cases.Add(($"{shape.Name} {format,-4} rows {rows} at +8 B gemm", new LinearOptions { GemvMaxRows = 1 }, shifted, rows, x, y));
+                            cases.Add(($"{shape.Name} {format,-4} rows {rows} at +8 B gemm",
+                                new LinearOptions { GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1 }, shifted, rows, x, y));
                     }
                 }
                 foreach (int rows in rowCounts)

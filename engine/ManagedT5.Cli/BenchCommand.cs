@@ -134,7 +134,7 @@ internal static class BenchCommand
         result["batch8_tokens_per_s"] = Math.Round(8 * 32 / Stopwatch.GetElapsedTime(t8).TotalSeconds, 1);
     }
 
-    /// <summary>Runs encode_128, greedy and beam4 as <see cref="Run"/> does, each under the profiler, and prints the ops
+    /// <summary>Runs encode_128, greedy, beam4 and batch8 as <see cref="Run"/> does, each under the profiler, and prints the ops
     /// that took the time; "outside ops" is wall time no backend op accounts for (host-side work, dispatch).</summary>
     private static void Profile(T5Model model, ProfilingBackend profiler)
     {
@@ -146,6 +146,8 @@ internal static class BenchCommand
             ("encode_128 (per call)", 1, () => model.Encode(ids, ones, 1).Dispose()),
             ("greedy (per token, 64 tokens)", 64, () => Greedy(model, prompt, ones32, 1, 64)),
             ("beam4 (per token, 32 tokens)", 32, () => Beam(model, prompt, ones32, 4, 32)),
+            ("batch8 (per step of 8 tokens, 32 steps, encode included)", 32,
+                () => Greedy(model, [.. Enumerable.Range(0, 8).SelectMany(_ => prompt)], [.. Enumerable.Repeat(1, 8 * 32)], 8, 32)),
         ];
         foreach (var (name, units, body) in phases)
         {

@@ -1,7 +1,7 @@
 // GEMV: y (rows, out) (+)= x (rows, in) W^T for a handful of rows (batch-1 and small-batch decode). It is
 // bandwidth-bound: the weight is streamed once, front to back (one row at a time keeps the access sequential,
-// which the hardware prefetchers reward; kernels reading two or four weight rows in lockstep were tried and measured
-// up to 2x slower, so they were not kept),
+// which the hardware prefetchers reward; kernels reading two or four weight rows in lockstep measured up to 2x slower
+// without software prefetch; the one that is kept, two rows against eight x rows, prefetches both),
 // each chunk widened in registers (BF16/F16/int8 lanes) and dotted with every input row while it is in L1. With
 // three to eight input rows (beam search, batched decode) each widened chunk meets four or eight x rows at once, so a
 // weight load feeds that many FMAs instead of one (about 1.3x faster at four rows than four separate dots); those
@@ -86,7 +86,7 @@ internal static unsafe class Gemv
     public static void RunF32Unaligned(float* weights, int inDim, int outDim, float* padded, int stride, int rows,
         float* output, int first, int end, bool accumulate)
     {
-        float* dots = stackalloc float[4];
+        float* dots = stackalloc float[16];
         for (int o = first; o < end; o++)
         {
             float* w = weights + (long)o * inDim;
@@ -102,11 +102,26 @@ internal static unsafe class Gemv
                 }
                 continue;
             }
-            // Three or more rows (beam search, batched decode): each aligned weight chunk meets four x rows at once.
-            for (int r0 = 0; r0 < rows; r0 += 4)
+            // Five to eight rows with every weight row at the same offset: two weight rows at a time, so each x chunk
+            // loaded feeds two FMAs (eight x loads per weight chunk would otherwise outnumber the FMAs' use of them).
+            if (rows > 4 && rows <= 8 && inDim % 16 == 0 && o + 1 < end)
             {
-                int n = Math.Min(4, rows - r0);
-                Dot4AlignedChunks(w - head, x + (long)r0 * stride, stride, n, head, head + inDim, dots);
+                Dot8x2AlignedChunks(w - head, w - head + inDim, x, stride, rows, head, head + inDim, dots);
+                for (int r = 0; r < rows; r++)
+                {
+                    float* y = output + (long)r * outDim + o;
+                    y[0] = accumulate ? y[0] + dots[r] : dots[r];
+                    y[1] = accumulate ? y[1] + dots[8 + r] : dots[8 + r];
+                }
+                o++;
+                continue;
+            }
+            // Three or more rows (beam search, batched decode): each aligned weight chunk meets four or eight x rows at once.
+            for (int r0 = 0; r0 < rows; r0 += 8)
+            {
+                int n = Math.Min(8, rows - r0);
+                if (n > 4) Dot8AlignedChunks(w - head, x + (long)r0 * stride, stride, n, head, head + inDim, dots);
+                else Dot4AlignedChunks(w - head, x + (long)r0 * stride, stride, n, head, head + inDim, dots);
                 for (int r = 0; r < n; r++)
                 {
                     float* y = output + (long)(r0 + r) * outDim + o;
@@ -114,6 +129,83 @@ internal static unsafe class Gemv
                 }
             }
         }
+    }
+
+    /// <summary><see cref="Dot8AlignedChunks"/> for two weight rows at once (same offset in their cache lines): dots[r]
+    /// for the row at <paramref name="w0"/>, dots[8 + r] for the row at <paramref name="w1"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void Dot8x2AlignedChunks(float* w0, float* w1, float* x, long stride, int n, int first, int span, float* dots)
+    {
+        float* x0 = x, x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride, x4 = x + 4 * stride;
+        float* x5 = x + (n > 5 ? 5 * stride : 0), x6 = x + (n > 6 ? 6 * stride : 0), x7 = x + (n > 7 ? 7 * stride : 0);
+        Vector512<int> lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        int last = (span - 1) & ~15;
+        Vector512<float> keep = Vector512.GreaterThanOrEqual(lane, Vector512.Create(first)).AsSingle();
+        if (last == 0) keep &= Vector512.LessThan(lane, Vector512.Create(span)).AsSingle();
+        Vector512<float> c0 = Vector512.LoadAligned(w0) & keep, c1 = Vector512.LoadAligned(w1) & keep, v;
+        v = Vector512.Load(x0); Vector512<float> a0 = c0 * v, b0 = c1 * v;
+        v = Vector512.Load(x1); Vector512<float> a1 = c0 * v, b1 = c1 * v;
+        v = Vector512.Load(x2); Vector512<float> a2 = c0 * v, b2 = c1 * v;
+        v = Vector512.Load(x3); Vector512<float> a3 = c0 * v, b3 = c1 * v;
+        v = Vector512.Load(x4); Vector512<float> a4 = c0 * v, b4 = c1 * v;
+        v = Vector512.Load(x5); Vector512<float> a5 = c0 * v, b5 = c1 * v;
+        v = Vector512.Load(x6); Vector512<float> a6 = c0 * v, b6 = c1 * v;
+        v = Vector512.Load(x7); Vector512<float> a7 = c0 * v, b7 = c1 * v;
+        for (int k = 16; k <= last; k += 16)
+        {
+            if (Sse.IsSupported) { Sse.Prefetch0(w0 + k + PrefetchAhead); Sse.Prefetch0(w1 + k + PrefetchAhead); }
+            c0 = Vector512.LoadAligned(w0 + k);
+            c1 = Vector512.LoadAligned(w1 + k);
+            if (k == last)
+            {
+                Vector512<float> tail = Vector512.LessThan(lane, Vector512.Create(span - last)).AsSingle();
+                c0 &= tail;
+                c1 &= tail;
+            }
+            v = Vector512.Load(x0 + k); a0 = Vector512.FusedMultiplyAdd(c0, v, a0); b0 = Vector512.FusedMultiplyAdd(c1, v, b0);
+            v = Vector512.Load(x1 + k); a1 = Vector512.FusedMultiplyAdd(c0, v, a1); b1 = Vector512.FusedMultiplyAdd(c1, v, b1);
+            v = Vector512.Load(x2 + k); a2 = Vector512.FusedMultiplyAdd(c0, v, a2); b2 = Vector512.FusedMultiplyAdd(c1, v, b2);
+            v = Vector512.Load(x3 + k); a3 = Vector512.FusedMultiplyAdd(c0, v, a3); b3 = Vector512.FusedMultiplyAdd(c1, v, b3);
+            v = Vector512.Load(x4 + k); a4 = Vector512.FusedMultiplyAdd(c0, v, a4); b4 = Vector512.FusedMultiplyAdd(c1, v, b4);
+            v = Vector512.Load(x5 + k); a5 = Vector512.FusedMultiplyAdd(c0, v, a5); b5 = Vector512.FusedMultiplyAdd(c1, v, b5);
+            v = Vector512.Load(x6 + k); a6 = Vector512.FusedMultiplyAdd(c0, v, a6); b6 = Vector512.FusedMultiplyAdd(c1, v, b6);
+            v = Vector512.Load(x7 + k); a7 = Vector512.FusedMultiplyAdd(c0, v, a7); b7 = Vector512.FusedMultiplyAdd(c1, v, b7);
+        }
+        VectorMath.Sum4(a0, a1, a2, a3, dots);
+        VectorMath.Sum4(a4, a5, a6, a7, dots + 4);
+        VectorMath.Sum4(b0, b1, b2, b3, dots + 8);
+        VectorMath.Sum4(b4, b5, b6, b7, dots + 12);
+    }
+
+    /// <summary>The eight-row form of <see cref="Dot4AlignedChunks"/> (n 5..8): eight accumulators, one chunk per step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void Dot8AlignedChunks(float* w, float* x, long stride, int n, int first, int span, float* dots)
+    {
+        float* x0 = x, x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride, x4 = x + 4 * stride;
+        float* x5 = x + (n > 5 ? 5 * stride : 0), x6 = x + (n > 6 ? 6 * stride : 0), x7 = x + (n > 7 ? 7 * stride : 0);
+        Vector512<int> lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        int last = (span - 1) & ~15;
+        Vector512<float> keep = Vector512.GreaterThanOrEqual(lane, Vector512.Create(first)).AsSingle();
+        if (last == 0) keep &= Vector512.LessThan(lane, Vector512.Create(span)).AsSingle();
+        Vector512<float> chunk = Vector512.LoadAligned(w) & keep;
+        Vector512<float> a0 = chunk * Vector512.Load(x0), a1 = chunk * Vector512.Load(x1), a2 = chunk * Vector512.Load(x2), a3 = chunk * Vector512.Load(x3);
+        Vector512<float> a4 = chunk * Vector512.Load(x4), a5 = chunk * Vector512.Load(x5), a6 = chunk * Vector512.Load(x6), a7 = chunk * Vector512.Load(x7);
+        for (int k = 16; k <= last; k += 16)
+        {
+            if (Sse.IsSupported) Sse.Prefetch0(w + k + PrefetchAhead);
+            chunk = Vector512.LoadAligned(w + k);
+            if (k == last) chunk &= Vector512.LessThan(lane, Vector512.Create(span - last)).AsSingle();
+            a0 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x0 + k), a0);
+            a1 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x1 + k), a1);
+            a2 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x2 + k), a2);
+            a3 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x3 + k), a3);
+            a4 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x4 + k), a4);
+            a5 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x5 + k), a5);
+            a6 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x6 + k), a6);
+            a7 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x7 + k), a7);
+        }
+        VectorMath.Sum4(a0, a1, a2, a3, dots);
+        VectorMath.Sum4(a4, a5, a6, a7, dots + 4);
     }
 
     /// <summary><see cref="DotAlignedChunks"/> for <paramref name="n"/> (1..4) x rows at x + r * stride (missing rows

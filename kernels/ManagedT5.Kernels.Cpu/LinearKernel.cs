@@ -24,6 +24,11 @@ internal sealed record LinearOptions
     /// <summary>See <see cref="GemvMaxRows"/>.</summary>
     public int NarrowGemvMaxRows { get; init; } = 8;
 
+    /// <summary>The row limit of the GEMV for F32 weights that start mid cache line (in place from a checkpoint) on
+    /// AVX-512, where the aligned-chunk kernels read two weight rows against eight x rows: at eight rows ~1.5x faster
+    /// than the GEMM, which packs the whole weight for them (bench --quick-decode, "at +8 B" lines).</summary>
+    public int ChunkedF32GemvMaxRows { get; init; } = 8;
+
     /// <summary>Whether 3-8 rows take the multi-row GEMV kernels (else one dot per row).</summary>
     public bool MultiRowGemv { get; init; } = true;
 
@@ -52,7 +57,8 @@ internal static unsafe class LinearKernel
         fixed (float* scales = weight.Scales)
         {
             var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
-            bool gemv = options.UsesGemv(weight, rows);
+            bool chunked = UsesAlignedChunks(level, options, view);
+            bool gemv = chunked ? rows <= options.ChunkedF32GemvMaxRows : options.UsesGemv(weight, rows);
             // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm; the GEMM
             // ~0.4x the fp32 GEMM's time). Non-finite activations would quantize to garbage, so they take the
             // widening kernels and propagate as the reference does.
@@ -62,13 +68,18 @@ internal static unsafe class LinearKernel
                 if (gemv) Int8Gemm.RunGemv(pool, level, x, view, y, rows, accumulate);
                 else Int8Gemm.Run(pool, level, x, view, y, rows, accumulate);
             }
-            else if (gemv) RunGemv(pool, level, options, x, view, y, rows, accumulate);
+            else if (gemv) RunGemv(pool, level, options, chunked, x, view, y, rows, accumulate);
             else RunGemm(pool, level, x, view, y, rows, accumulate);
         }
     }
 
-    private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, in WeightView w, float* y, int rows,
-        bool accumulate)
+    /// <summary>Whether F32 weights starting mid cache line take <see cref="Gemv.RunF32Unaligned"/> (AVX-512).</summary>
+    private static bool UsesAlignedChunks(SimdLevel level, LinearOptions options, in WeightView w) =>
+        w.Format == WeightFormat.F32 && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated && options.AlignedChunks
+        && ((nint)w.Data & 63) != 0 && ((nint)w.Data & 3) == 0;
+
+    private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, bool chunked, float* x, in WeightView w,
+        float* y, int rows, bool accumulate)
     {
         // One item per thread: claiming an item costs a cache-line transfer between cores, and two large items
         // measured ~10% faster than eight small ones on a 2-core decode step. A worker that wakes late finds its
@@ -78,8 +89,7 @@ internal static unsafe class LinearKernel
         int perItem = bytes < ParallelMinBytes ? w.Rows
             : Math.Max(16, (w.Rows + pool.Threads - 1) / pool.Threads);
         int items = (w.Rows + perItem - 1) / perItem;
-        if (w.Format == WeightFormat.F32 && (rows <= 2 || options.MultiRowGemv) && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated
-            && options.AlignedChunks && ((nint)w.Data & 63) != 0 && ((nint)w.Data & 3) == 0)
+        if (chunked && (rows <= 2 || options.MultiRowGemv))
         {
             // x rows padded with zeros. When every weight row starts at the same offset in its cache line (cols a
             // multiple of 16) x is shifted by that offset too, so the x loads are aligned like the weight chunks.
