@@ -152,7 +152,7 @@ internal static unsafe class Gemm
     /// p*NR .. p*NR + NR - 1 as kc rows of NR floats (columns past the end are zero). Columns go in groups of 16
     /// (or NR when smaller): their rows are widened side by side, then transposed 16 x 16 at a time.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackB(in WeightView weight, int first, int columns, int k0, int kc, int nr, float* packed, float* widened)
+    internal static void PackB(in WeightView weight, int first, int columns, int k0, int kc, int nr, float* packed, float* widened)
     {
         int group = Math.Min(16, nr);
         int panels = (columns + nr - 1) / nr;

@@ -17,10 +17,10 @@ public sealed class LinearTests : IDisposable
 
     /// <summary>(rows, in, out): every GEMV kernel (one row, separate dots for two, four- and eight-row kernels with
     /// missing rows), both GEMV/GEMM switches (4/5 for F32, 8/9 for narrow formats), tails of every vector width, K
-    /// across three slabs.</summary>
+    /// across three slabs; 50 rows take the in-place F32 GEMM (AVX-512) with a partial second 32-row panel.</summary>
     private static IEnumerable<(int Rows, int In, int Out)> OddShapes()
     {
-        int[] rows = [1, 2, 3, 4, 5, 6, 7, 8, 9, 33];
+        int[] rows = [1, 2, 3, 4, 5, 6, 7, 8, 9, 33, 50];
         (int, int)[] dims = [(1, 1), (3, 5), (17, 33), (64, 65), (100, 7), (257, 129), (600, 40)];
         foreach (int r in rows)
             foreach ((int i, int o) in dims) yield return (r, i, o);
@@ -38,6 +38,8 @@ public sealed class LinearTests : IDisposable
         // small encoder (33 tokens) and a 4-beam decode step
         yield return (33, 512, 1024);
         yield return (33, 1024, 512);
+        yield return (128, 512, 384);
+        yield return (100, 1024, 512);
         yield return (4, 512, 384);
         // an 8-row batched decode step
         yield return (8, 512, 1024);
@@ -92,7 +94,7 @@ public sealed class LinearTests : IDisposable
         using var cpu = new CpuBackend(2, level);
         int seed = 3000;
         foreach (int misalign in new[] { 4, 8, 36, 60 })
-            foreach (int rows in new[] { 1, 2, 3, 4, 5, 8 })
+            foreach (int rows in new[] { 1, 2, 3, 4, 5, 8, 50 })
                 foreach ((int inDim, int outDim) in new[] { (1, 1), (3, 5), (15, 4), (16, 3), (17, 33), (64, 65), (100, 7), (257, 129), (512, 384) })
                     Check(cpu, WeightFormat.F32, rows, inDim, outDim, accumulate: seed % 2 == 0, seed++, misalign);
     }
