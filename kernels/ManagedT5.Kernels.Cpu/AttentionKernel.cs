@@ -3,6 +3,7 @@
 // Scores live in per-thread scratch, so a call allocates nothing.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ManagedT5.Kernels.Cpu;
 
@@ -45,7 +46,19 @@ internal static unsafe class AttentionKernel
         if (endQuery - firstQuery >= 4)
         {
             kt = Scratch.Get(ScratchSlot.PackedB, (long)d * paddedKeys);
-            for (int c = 0; c < d; c++)
+            if (d % 16 == 0 && level >= SimdLevel.Vector512 && Avx512F.IsSupported)
+            {
+                // 16 keys x 16 dimensions per register transpose; keys past the last read a zero row.
+                float* zero = Scratch.Get(ScratchSlot.Tile, d);
+                new Span<float>(zero, d).Clear();
+                float** rows = stackalloc float*[16];
+                for (int j0 = 0; j0 < paddedKeys; j0 += 16)
+                {
+                    for (int j = 0; j < 16; j++) rows[j] = j0 + j < s.KeyLength ? keys + (long)(j0 + j) * inner : zero;
+                    for (int c0 = 0; c0 < d; c0 += 16) Gemm.Transpose16x16(rows, c0, kt + (long)c0 * paddedKeys + j0, paddedKeys);
+                }
+            }
+            else for (int c = 0; c < d; c++)
             {
                 float* row = kt + (long)c * paddedKeys;
                 for (int j = 0; j < s.KeyLength; j++) row[j] = keys[(long)j * inner + c];
@@ -148,7 +161,7 @@ internal static unsafe class AttentionKernel
             {
                 float* row = o + (long)g * inner;
                 if (float.IsNaN(inverse[g])) new Span<float>(row, d).Clear();
-                else for (int c = 0; c < d; c++) row[c] *= inverse[g];
+                else for (int c = 0; c < d; c += 16) (Vector512.Load(row + c) * inverse[g]).Store(row + c);
             }
         }
     }
@@ -161,6 +174,29 @@ internal static unsafe class AttentionKernel
     {
         float* p0 = p, p1 = p + (count > 1 ? pStride : 0), p2 = p + (count > 2 ? 2 * pStride : 0), p3 = p + (count > 3 ? 3 * pStride : 0);
         int c = 0;
+        for (; c <= d - 64; c += 64)
+        {
+            // 16 accumulators: each key's four value vectors meet four probabilities, and every chain waits 8 FMAs.
+            Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
+            Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
+            for (int j = 0; j < n; j++)
+            {
+                float* row = v + j * stride + c;
+                Vector512<float> v0 = Vector512.Load(row), v1 = Vector512.Load(row + 16), v2 = Vector512.Load(row + 32), v3 = Vector512.Load(row + 48);
+                Vector512<float> w = Vector512.Create(p0[j]);
+                a00 = Vector512.FusedMultiplyAdd(w, v0, a00); a01 = Vector512.FusedMultiplyAdd(w, v1, a01); a02 = Vector512.FusedMultiplyAdd(w, v2, a02); a03 = Vector512.FusedMultiplyAdd(w, v3, a03);
+                w = Vector512.Create(p1[j]);
+                a10 = Vector512.FusedMultiplyAdd(w, v0, a10); a11 = Vector512.FusedMultiplyAdd(w, v1, a11); a12 = Vector512.FusedMultiplyAdd(w, v2, a12); a13 = Vector512.FusedMultiplyAdd(w, v3, a13);
+                w = Vector512.Create(p2[j]);
+                a20 = Vector512.FusedMultiplyAdd(w, v0, a20); a21 = Vector512.FusedMultiplyAdd(w, v1, a21); a22 = Vector512.FusedMultiplyAdd(w, v2, a22); a23 = Vector512.FusedMultiplyAdd(w, v3, a23);
+                w = Vector512.Create(p3[j]);
+                a30 = Vector512.FusedMultiplyAdd(w, v0, a30); a31 = Vector512.FusedMultiplyAdd(w, v1, a31); a32 = Vector512.FusedMultiplyAdd(w, v2, a32); a33 = Vector512.FusedMultiplyAdd(w, v3, a33);
+            }
+            a00.Store(o + c); a01.Store(o + c + 16); a02.Store(o + c + 32); a03.Store(o + c + 48);
+            if (count > 1) { float* o1 = o + oStride + c; a10.Store(o1); a11.Store(o1 + 16); a12.Store(o1 + 32); a13.Store(o1 + 48); }
+            if (count > 2) { float* o2 = o + 2 * oStride + c; a20.Store(o2); a21.Store(o2 + 16); a22.Store(o2 + 32); a23.Store(o2 + 48); }
+            if (count > 3) { float* o3 = o + 3 * oStride + c; a30.Store(o3); a31.Store(o3 + 16); a32.Store(o3 + 32); a33.Store(o3 + 48); }
+        }
         for (; c <= d - 32; c += 32)
         {
             Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;

@@ -185,7 +185,7 @@ internal static unsafe class Gemm
     /// <summary>destination[t * stride + j] = rows[j][k + t] for a 16 x 16 block: unpack pairs, shuffle quads,
     /// then swap 128-bit lanes twice (the classic AVX-512 transpose, 64 shuffles per 256 floats).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose16x16(float** rows, int k, float* destination, int stride)
+    internal static void Transpose16x16(float** rows, int k, float* destination, int stride)
     {
         Vector512<float> r0 = Vector512.Load(rows[0] + k), r1 = Vector512.Load(rows[1] + k), r2 = Vector512.Load(rows[2] + k), r3 = Vector512.Load(rows[3] + k);
         Vector512<float> r4 = Vector512.Load(rows[4] + k), r5 = Vector512.Load(rows[5] + k), r6 = Vector512.Load(rows[6] + k), r7 = Vector512.Load(rows[7] + k);
