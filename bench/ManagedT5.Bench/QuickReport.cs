@@ -142,7 +142,7 @@ public static class QuickReport
                     var modes = new List<(string Name, LinearOptions Options)>();
                     if (rows > 1) modes.Add(("1x1", new LinearOptions { MultiRowGemv = false, NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
                     modes.Add((rows > 1 ? "1x4" : "", new LinearOptions { NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
-                    if (rows > 1) modes.Add(("gemm", new LinearOptions { NarrowGemvMaxRows = 1, GemvMaxRows = 1, Int8Vnni = false }));
+                    if (rows > 1) modes.Add(("gemm", new LinearOptions { NarrowGemvMaxRows = 1, GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, Int8Vnni = false }));
                     if (format == WeightFormat.Int8) modes.Add(("vnni", new LinearOptions()));
                     foreach (var (name, options) in modes)
                         cases.Add(($"{shape.Name} {format,-4} rows {rows} {name}".TrimEnd(), options, weights, rows, x, y));

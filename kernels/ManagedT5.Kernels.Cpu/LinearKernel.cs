@@ -24,9 +24,9 @@ internal sealed record LinearOptions
     /// <summary>See <see cref="GemvMaxRows"/>.</summary>
     public int NarrowGemvMaxRows { get; init; } = 8;
 
-    /// <summary>The row limit of the GEMV for F32 weights that start mid cache line (in place from a checkpoint) on
-    /// AVX-512, where the aligned-chunk kernels read two weight rows against eight x rows: at eight rows ~1.5x faster
-    /// than the GEMM, which packs the whole weight for them (bench --quick-decode, "at +8 B" lines).</summary>
+    /// <summary>The row limit of the GEMV for F32 weights on AVX-512 where the aligned-chunk kernels take them (see
+    /// LinearKernel.UsesAlignedChunks; they read two weight rows against eight x rows): at eight rows ~1.5x faster than
+    /// the GEMM, which packs the whole weight for them (bench --quick-decode, "at +8 B" lines).</summary>
     public int ChunkedF32GemvMaxRows { get; init; } = 8;
 
     /// <summary>Whether 3-8 rows take the multi-row GEMV kernels (else one dot per row).</summary>
@@ -61,7 +61,7 @@ internal static unsafe class LinearKernel
         fixed (float* scales = weight.Scales)
         {
             var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
-            bool chunked = UsesAlignedChunks(level, options, view);
+            bool chunked = UsesAlignedChunks(level, options, view, rows);
             bool gemv = chunked ? rows <= options.ChunkedF32GemvMaxRows : options.UsesGemv(weight, rows);
             // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm; the GEMM
             // ~0.4x the fp32 GEMM's time). Non-finite activations would quantize to garbage, so they take the
@@ -80,10 +80,12 @@ internal static unsafe class LinearKernel
         }
     }
 
-    /// <summary>Whether F32 weights starting mid cache line take <see cref="Gemv.RunF32Unaligned"/> (AVX-512).</summary>
-    private static bool UsesAlignedChunks(SimdLevel level, LinearOptions options, in WeightView w) =>
+    /// <summary>Whether F32 weights take <see cref="Gemv.RunF32Unaligned"/> (AVX-512): weights starting mid cache line,
+    /// and any F32 weight for three or more rows, whose multi-row chunk kernels (two weight rows against eight x rows)
+    /// beat both the plain multi-row GEMV and the GEMM wherever the weight starts.</summary>
+    private static bool UsesAlignedChunks(SimdLevel level, LinearOptions options, in WeightView w, int rows) =>
         w.Format == WeightFormat.F32 && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated && options.AlignedChunks
-        && ((nint)w.Data & 63) != 0 && ((nint)w.Data & 3) == 0;
+        && (((nint)w.Data & 63) != 0 || (rows > 2 && options.MultiRowGemv)) && ((nint)w.Data & 3) == 0;
 
     private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, bool chunked, float* x, in WeightView w,
         float* y, int rows, bool accumulate)
