@@ -100,6 +100,15 @@ public static class QuickReport
                 double seconds = Best(() => cpu.Linear(x, w, y, rows), 10);
                 double gflops = 2.0 * rows * inDim * outDim / seconds / 1e9;
                 Console.WriteLine($"GEMM {rows}x{inDim}x{outDim} {format,-4}: {seconds * 1e3,7:F3} ms = {gflops,6:F1} GFLOP/s ({gflops / peak:P0} of FMA peak)");
+                if (format == WeightFormat.F32)
+                {
+                    // The packed GEMM the in-place one replaced for F32 (AVX-512), for comparison.
+                    cpu.LinearOptions = new LinearOptions { InPlaceF32Gemm = false };
+                    seconds = Best(() => cpu.Linear(x, w, y, rows), 10);
+                    cpu.LinearOptions = LinearOptions.Default;
+                    gflops = 2.0 * rows * inDim * outDim / seconds / 1e9;
+                    Console.WriteLine($"GEMM {rows}x{inDim}x{outDim} F32 packed: {seconds * 1e3,7:F3} ms = {gflops,6:F1} GFLOP/s ({gflops / peak:P0} of FMA peak)");
+                }
             }
     }
 
