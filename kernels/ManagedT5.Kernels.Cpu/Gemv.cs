@@ -105,24 +105,25 @@ internal static unsafe class Gemv
             }
             // Five to eight rows with every weight row at the same offset: two weight rows at a time, so each x chunk
             // loaded feeds two FMAs (eight x loads per weight chunk would otherwise outnumber the FMAs' use of them).
-            if (rows > 4 && rows <= 8 && inDim % 16 == 0 && o + 1 < end)
+            // (A last, unpaired row is paired with itself.)
+            if (rows > 4 && rows <= 8 && inDim % 16 == 0)
             {
-                Dot8x2AlignedChunks(w - head, w - head + inDim, x, stride, rows, head, head + inDim, dots);
+                bool pair = o + 1 < end;
+                Dot8x2AlignedChunks(w - head, pair ? w - head + inDim : w - head, x, stride, rows, head, head + inDim, dots);
                 for (int r = 0; r < rows; r++)
                 {
                     float* y = output + (long)r * outDim + o;
                     y[0] = accumulate ? y[0] + dots[r] : dots[r];
-                    y[1] = accumulate ? y[1] + dots[8 + r] : dots[8 + r];
+                    if (pair) y[1] = accumulate ? y[1] + dots[8 + r] : dots[8 + r];
                 }
-                o++;
+                if (pair) o++;
                 continue;
             }
-            // Three or more rows (beam search, batched decode): each aligned weight chunk meets four or eight x rows at once.
-            for (int r0 = 0; r0 < rows; r0 += 8)
+            // Otherwise (beam search; rows of other offsets) each aligned weight chunk meets four x rows at once.
+            for (int r0 = 0; r0 < rows; r0 += 4)
             {
-                int n = Math.Min(8, rows - r0);
-                if (n > 4) Dot8AlignedChunks(w - head, x + (long)r0 * stride, stride, n, head, head + inDim, dots);
-                else Dot4AlignedChunks(w - head, x + (long)r0 * stride, stride, n, head, head + inDim, dots);
+                int n = Math.Min(4, rows - r0);
+                Dot4AlignedChunks(w - head, x + (long)r0 * stride, stride, n, head, head + inDim, dots);
                 for (int r = 0; r < n; r++)
                 {
                     float* y = output + (long)(r0 + r) * outDim + o;
@@ -132,7 +133,7 @@ internal static unsafe class Gemv
         }
     }
 
-    /// <summary><see cref="Dot8AlignedChunks"/> for two weight rows at once (same offset in their cache lines): dots[r]
+    /// <summary>Eight x rows (n 5..8; missing rows repeat row 0) against two weight rows at once (same offset in their cache lines): dots[r]
     /// for the row at <paramref name="w0"/>, dots[8 + r] for the row at <paramref name="w1"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
     private static void Dot8x2AlignedChunks(float* w0, float* w1, float* x, long stride, int n, int first, int span, float* dots)
@@ -179,37 +180,6 @@ internal static unsafe class Gemv
         VectorMath.Sum4(a4, a5, a6, a7, dots + 4);
         VectorMath.Sum4(b0, b1, b2, b3, dots + 8);
         VectorMath.Sum4(b4, b5, b6, b7, dots + 12);
-    }
-
-    /// <summary>The eight-row form of <see cref="Dot4AlignedChunks"/> (n 5..8): eight accumulators, one chunk per step.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
-    private static void Dot8AlignedChunks(float* w, float* x, long stride, int n, int first, int span, float* dots)
-    {
-        float* x0 = x, x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride, x4 = x + 4 * stride;
-        float* x5 = x + (n > 5 ? 5 * stride : 0), x6 = x + (n > 6 ? 6 * stride : 0), x7 = x + (n > 7 ? 7 * stride : 0);
-        Vector512<int> lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        int last = (span - 1) & ~15;
-        Vector512<float> keep = Vector512.GreaterThanOrEqual(lane, Vector512.Create(first)).AsSingle();
-        if (last == 0) keep &= Vector512.LessThan(lane, Vector512.Create(span)).AsSingle();
-        Vector512<float> chunk = Vector512.LoadAligned(w) & keep;
-        Vector512<float> a0 = chunk * Vector512.Load(x0), a1 = chunk * Vector512.Load(x1), a2 = chunk * Vector512.Load(x2), a3 = chunk * Vector512.Load(x3);
-        Vector512<float> a4 = chunk * Vector512.Load(x4), a5 = chunk * Vector512.Load(x5), a6 = chunk * Vector512.Load(x6), a7 = chunk * Vector512.Load(x7);
-        for (int k = 16; k <= last; k += 16)
-        {
-            if (Sse.IsSupported) Sse.Prefetch0(w + k + PrefetchAhead);
-            chunk = Vector512.LoadAligned(w + k);
-            if (k == last) chunk &= Vector512.LessThan(lane, Vector512.Create(span - last)).AsSingle();
-            a0 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x0 + k), a0);
-            a1 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x1 + k), a1);
-            a2 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x2 + k), a2);
-            a3 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x3 + k), a3);
-            a4 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x4 + k), a4);
-            a5 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x5 + k), a5);
-            a6 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x6 + k), a6);
-            a7 = Vector512.FusedMultiplyAdd(chunk, Vector512.Load(x7 + k), a7);
-        }
-        VectorMath.Sum4(a0, a1, a2, a3, dots);
-        VectorMath.Sum4(a4, a5, a6, a7, dots + 4);
     }
 
     /// <summary><see cref="DotAlignedChunks"/> for <paramref name="n"/> (1..4) x rows at x + r * stride (missing rows
