@@ -2,9 +2,9 @@
 // C^T = W A^T. The packed GEMM (Gemm.cs) transposes every weight slab into panels before multiplying, and for F32 that
 // packing, a read of the whole weight from memory with 16 rows in flight, measured ~16% of a 128-row GEMM (perf).
 // Here the roles swap: A, small and reused by every weight row, is packed once per call into panels of 32 rows
-// (A^T, K rows of 32 floats per panel, by Gemm.PackB itself); the weight is never packed: a tile of 8 weight rows is read where it
-// lies, one float per row per k step broadcast against two vectors of the A panel (16 FMAs per 2 vector loads and 8
-// broadcasts, as in Gemm's 8 x 32 micro-kernel). The 8 x 32 tile of C^T is transposed on the way out (8 x 8 register
+// (A^T, K rows of 32 floats per panel, by Gemm.PackB itself); the weight is never packed: a tile of 8 weight rows is
+// read where it lies, one float per row per k step broadcast against two vectors of the A panel (16 FMAs per 2 vector
+// loads and 8 broadcasts, as in Gemm's 8 x 32 micro-kernel). The 8 x 32 tile of C^T is transposed on the way out (8 x 8 register
 // transposes), once per tile since the accumulators run over the whole K. Every C element is computed by one thread
 // with the same code, so thread count never changes the result.
 using System.Runtime.CompilerServices;
@@ -83,7 +83,7 @@ internal static unsafe class GemmInPlace
     /// <summary>One 8 x 32 tile: c[r * ldc + i] (+)= sum_k W_i[k] A_r[k] for i &lt; 8, r &lt; 32, W_i = w[i], A^T panel at
     /// at; acc is 256 floats of scratch (the caller's: a stackalloc here makes the JIT spill every accumulator).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
-    internal static void Tile(float** w, float* at, int inDim, float* acc, float* c, int ldc, bool accumulate)
+    private static void Tile(float** w, float* at, int inDim, float* acc, float* c, int ldc, bool accumulate)
     {
         float* w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7];
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
