@@ -93,20 +93,24 @@ public sealed class CliTests
         Assert.DoesNotContain("   at ", error);   // no stack trace
     }
 
-    /// <summary>`bench` prints the peers' four figures as one JSON line, and `--profile` names the ops that took the
-    /// time (random weights of the tiny fixture's shape: seconds, not minutes).</summary>
+    /// <summary>`bench` prints the peers' four figures as one JSON line (with `--steady N`, a repeated-greedy figure
+    /// too; a negative N is refused), and `--profile` names the ops that took the time (random weights of the tiny
+    /// fixture's shape: seconds, not minutes).</summary>
     [Fact]
     public void BenchPrintsThePeerFiguresAndAProfile()
     {
         string config = Path.Combine(Fixtures.Model("tiny-flan-t5"), "config.json");
-        var (code, output, error) = Run("bench", "--config", config, "--random-weights", "--dtype", "int8", "--json", "--no-roofline");
+        var (code, output, error) = Run("bench", "--config", config, "--random-weights", "--dtype", "int8", "--json", "--no-roofline", "--steady", "3");
         Assert.True(code == 0, error);
         using (JsonDocument json = JsonDocument.Parse(output.Trim()))
         {
             Assert.Equal("managedt5-cpu-int8", json.RootElement.GetProperty("engine").GetString());
-            foreach (string field in new[] { "encode_128_ms", "greedy_ms_per_token", "beam4_ms_per_token", "batch8_tokens_per_s" })
+            foreach (string field in new[] { "encode_128_ms", "greedy_ms_per_token", "beam4_ms_per_token", "batch8_tokens_per_s", "greedy_steady_ms_per_token" })
                 Assert.True(json.RootElement.GetProperty(field).GetDouble() > 0, field);
         }
+        (code, _, error) = Run("bench", "--config", config, "--random-weights", "--json", "--no-roofline", "--steady", "-1");
+        Assert.NotEqual(0, code);
+        Assert.Contains("--steady", error);
 
         (code, output, error) = Run("bench", "--config", config, "--random-weights", "--profile");
         Assert.True(code == 0, error);
