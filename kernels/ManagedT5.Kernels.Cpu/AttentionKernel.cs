@@ -197,27 +197,6 @@ internal static unsafe class AttentionKernel
             if (count > 2) { float* o2 = o + 2 * oStride + c; a20.Store(o2); a21.Store(o2 + 16); a22.Store(o2 + 32); a23.Store(o2 + 48); }
             if (count > 3) { float* o3 = o + 3 * oStride + c; a30.Store(o3); a31.Store(o3 + 16); a32.Store(o3 + 32); a33.Store(o3 + 48); }
         }
-        for (; c <= d - 32; c += 32)
-        {
-            Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
-            for (int j = 0; j < n; j++)
-            {
-                float* row = v + j * stride + c;
-                Vector512<float> v0 = Vector512.Load(row), v1 = Vector512.Load(row + 16);
-                Vector512<float> w = Vector512.Create(p0[j]);
-                a00 = Vector512.FusedMultiplyAdd(w, v0, a00); a01 = Vector512.FusedMultiplyAdd(w, v1, a01);
-                w = Vector512.Create(p1[j]);
-                a10 = Vector512.FusedMultiplyAdd(w, v0, a10); a11 = Vector512.FusedMultiplyAdd(w, v1, a11);
-                w = Vector512.Create(p2[j]);
-                a20 = Vector512.FusedMultiplyAdd(w, v0, a20); a21 = Vector512.FusedMultiplyAdd(w, v1, a21);
-                w = Vector512.Create(p3[j]);
-                a30 = Vector512.FusedMultiplyAdd(w, v0, a30); a31 = Vector512.FusedMultiplyAdd(w, v1, a31);
-            }
-            a00.Store(o + c); a01.Store(o + c + 16);
-            if (count > 1) { a10.Store(o + oStride + c); a11.Store(o + oStride + c + 16); }
-            if (count > 2) { a20.Store(o + 2 * oStride + c); a21.Store(o + 2 * oStride + c + 16); }
-            if (count > 3) { a30.Store(o + 3 * oStride + c); a31.Store(o + 3 * oStride + c + 16); }
-        }
         for (; c < d; c += 16)
         {
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;

@@ -51,7 +51,7 @@ internal static unsafe class GemmInPlace
     public static void Run(float* weights, int inDim, int outDim, float* packed, float* c, int rows, int first, int end, bool accumulate)
     {
         int panels = (rows + RA - 1) / RA;
-        float* zero = Scratch.Get(ScratchSlot.Tile, Math.Max(inDim, NW * RA));
+        float* zero = Scratch.Get(ScratchSlot.Tile, inDim);
         new Span<float>(zero, inDim).Clear();
         float** w = stackalloc float*[NW];
         float* tile = stackalloc float[NW * RA];

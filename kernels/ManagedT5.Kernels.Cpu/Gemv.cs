@@ -67,24 +67,24 @@ internal static unsafe class Gemv
         }
     }
 
-    /// <summary>How far ahead (floats of an F32 weight row, 1 KB) the multi-row widening kernels prefetch the weight stream. Their
-    /// extra FMAs per weight byte leave the hardware prefetchers behind: with it, four rows at a time went from ~0.6
-    /// to ~0.9 of the one-row kernel's bandwidth (bench --quick-decode, both shapes).</summary>
+    /// <summary>How far ahead (1 KB) the multi-row widening kernels prefetch the weight stream: their extra FMAs per
+    /// weight byte leave the hardware prefetchers behind.</summary>
     private const int PrefetchAhead = 256;
 
-    /// <summary>Zero floats before and after each row of the padded input of <see cref="RunF32Unaligned"/>.</summary>
+    /// <summary>Zero floats before and after each row of the padded input of <see cref="RunF32Chunks"/>.</summary>
     public const int Pad = 16;
 
     /// <summary>
-    /// The AVX-512 F32 GEMV for weights that start mid cache line (in place from a safetensors file, whose tensors
-    /// are 8-byte aligned at best): each row is read as whole aligned 64-byte chunks, the first and last masked to
-    /// the row, so no weight load splits a cache line (split loads measured ~15% slower end to end). One or two x
-    /// rows are dotted one at a time, more four at a time. x rows sit at
+    /// The AVX-512 F32 GEMV on aligned chunks, for weights that start mid cache line (in place from a safetensors
+    /// file, whose tensors are 8-byte aligned at best) and for every F32 weight at 3-8 rows: each row is read as whole
+    /// aligned 64-byte chunks, the first and last masked to the row, so no weight load splits a cache line (split
+    /// loads measured ~15% slower end to end). One or two x rows are dotted one at a time, 3-4 four at a time, 5-8 as
+    /// eight rows against two weight rows. x rows sit at
     /// padded + r * stride + <see cref="Pad"/> with at least <see cref="Pad"/> zeros on each side, so the shifted x
     /// loads stay in the buffer. Weights must be 4-byte aligned.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void RunF32Unaligned(float* weights, int inDim, int outDim, float* padded, int stride, int rows,
+    public static void RunF32Chunks(float* weights, int inDim, int outDim, float* padded, int stride, int rows,
         float* output, int first, int end, bool accumulate)
     {
         float* dots = stackalloc float[16];
@@ -156,8 +156,7 @@ internal static unsafe class Gemv
         for (int k = 16; k <= last; k += 16)
         {
             // The next pair of rows (contiguous after w1), two lines per step: a whole pair ahead, since this kernel's
-            // 16 FMAs per step leave the stream further behind than the 1 KB the other kernels prefetch (8 rows:
-            // 1.15-1.4x the GB/s of prefetching 1 KB ahead; 4 rows, a row ahead: 1.05-1.1x; bench, interleaved A/B).
+            // 16 FMAs per step leave the stream further behind than the 1 KB the other kernels prefetch.
             if (Sse.IsSupported) { Sse.Prefetch0(w1 + span + 2 * k); Sse.Prefetch0(w1 + span + 2 * k + 16); }
             c0 = Vector512.LoadAligned(w0 + k);
             c1 = Vector512.LoadAligned(w1 + k);

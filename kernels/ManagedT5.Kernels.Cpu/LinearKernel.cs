@@ -80,12 +80,12 @@ internal static unsafe class LinearKernel
         }
     }
 
-    /// <summary>Whether F32 weights take <see cref="Gemv.RunF32Unaligned"/> (AVX-512): weights starting mid cache line,
-    /// and any F32 weight for three or more rows, whose multi-row chunk kernels (two weight rows against eight x rows)
-    /// beat both the plain multi-row GEMV and the GEMM wherever the weight starts.</summary>
+    /// <summary>Whether F32 weights take <see cref="Gemv.RunF32Chunks"/> (AVX-512): for one or two rows when the weight
+    /// starts mid cache line, and for three or more rows wherever it starts, since the multi-row chunk kernels (two
+    /// weight rows against eight x rows) beat both the plain multi-row GEMV and the GEMM.</summary>
     private static bool UsesAlignedChunks(SimdLevel level, LinearOptions options, in WeightView w, int rows) =>
         w.Format == WeightFormat.F32 && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated && options.AlignedChunks
-        && (((nint)w.Data & 63) != 0 || (rows > 2 && options.MultiRowGemv)) && ((nint)w.Data & 3) == 0;
+        && ((nint)w.Data & 3) == 0 && (rows <= 2 ? ((nint)w.Data & 63) != 0 : options.MultiRowGemv);
 
     private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, bool chunked, float* x, in WeightView w,
         float* y, int rows, bool accumulate)
@@ -98,7 +98,7 @@ internal static unsafe class LinearKernel
         int perItem = bytes < ParallelMinBytes ? w.Rows
             : Math.Max(16, (w.Rows + pool.Threads - 1) / pool.Threads);
         int items = (w.Rows + perItem - 1) / perItem;
-        if (chunked && (rows <= 2 || options.MultiRowGemv))
+        if (chunked)
         {
             // x rows padded with zeros. When every weight row starts at the same offset in its cache line (cols a
             // multiple of 16) x is shifted by that offset too, so the x loads are aligned like the weight chunks.
@@ -111,12 +111,12 @@ internal static unsafe class LinearKernel
                 new Span<float>(row, stride).Clear();
                 new ReadOnlySpan<float>(x + (long)r * w.Cols, w.Cols).CopyTo(new Span<float>(row + Gemv.Pad + shift, w.Cols));
             }
-            var unaligned = new UnalignedGemvJob
+            var chunks = new ChunkedGemvJob
             {
                 Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = padded + shift, Stride = stride, Output = y,
                 Rows = rows, PerItem = perItem, Accumulate = accumulate,
             };
-            pool.Run(ref unaligned, items);
+            pool.Run(ref chunks, items);
             return;
         }
 
@@ -238,8 +238,8 @@ internal static unsafe class LinearKernel
         return Vector256.Sum(acc) == 0 && tail == 0;
     }
 
-    /// <summary>One item of <see cref="Gemv.RunF32Unaligned"/>: output rows [index * PerItem, +PerItem).</summary>
-    private struct UnalignedGemvJob : IParallelJob
+    /// <summary>One item of <see cref="Gemv.RunF32Chunks"/>: output rows [index * PerItem, +PerItem).</summary>
+    private struct ChunkedGemvJob : IParallelJob
     {
         public float* Weight, Input, Output;
         public int InDim, OutDim, Stride, Rows, PerItem;
@@ -248,7 +248,7 @@ internal static unsafe class LinearKernel
         public void Execute(int index)
         {
             int first = index * PerItem;
-            Gemv.RunF32Unaligned(Weight, InDim, OutDim, Input, Stride, Rows, Output, first, Math.Min(first + PerItem, OutDim), Accumulate);
+            Gemv.RunF32Chunks(Weight, InDim, OutDim, Input, Stride, Rows, Output, first, Math.Min(first + PerItem, OutDim), Accumulate);
         }
     }
 

@@ -66,9 +66,15 @@ public sealed class LinearTests : IDisposable
     }
 
     /// <summary>int8 runs twice: on the VNNI kernels (where the CPU has them) and on the widening kernels, which
-    /// machines without AVX-VNNI take.</summary>
-    private static LinearOptions[] OptionsFor(WeightFormat format) =>
-        format == WeightFormat.Int8 ? [LinearOptions.Default, new LinearOptions { Int8Vnni = false }] : [LinearOptions.Default];
+    /// machines without AVX-VNNI take. F32 runs twice too: on AVX-512 the defaults send 3-8 rows to the aligned-chunk
+    /// GEMV and 24+ rows to the in-place GEMM, so the plain multi-row GEMV and the packed GEMM (which the other
+    /// formats and the other widths take) are run with those switched off.</summary>
+    private static LinearOptions[] OptionsFor(WeightFormat format) => format switch
+    {
+        WeightFormat.Int8 => [LinearOptions.Default, new LinearOptions { Int8Vnni = false }],
+        WeightFormat.F32 => [LinearOptions.Default, new LinearOptions { AlignedChunks = false, InPlaceF32Gemm = false }],
+        _ => [LinearOptions.Default],
+    };
 
     [Theory]
     [MemberData(nameof(FormatsAndLevels))]
@@ -84,9 +90,9 @@ public sealed class LinearTests : IDisposable
         }
     }
 
-    /// <summary>F32 weights in place from a file start mid cache line: the aligned-chunk GEMV (AVX-512, one row at a
-    /// time up to 2 rows, four at a time above, up to the GEMV's row limit; the GEMM beyond) must
-    /// give the reference's result at every misalignment and never read the NaN bytes around the tensor.</summary>
+    /// <summary>F32 weights in place from a file start mid cache line: the aligned-chunk GEMV (AVX-512: one row at a
+    /// time up to 2 rows, four at a time for 3-4, eight rows against two weight rows for 5-8) and the in-place GEMM (50
+    /// rows) must give the reference's result at every misalignment and never read the NaN bytes around the tensor.</summary>
     [Theory]
     [MemberData(nameof(Levels))]
     public void MisalignedF32WeightsMatchReference(SimdLevel level)
