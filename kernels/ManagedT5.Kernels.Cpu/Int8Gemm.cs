@@ -83,7 +83,8 @@ internal static unsafe class Int8Gemm
     /// a time; the zero point comes back out with the row's weight sum, taken in the same pass (VPDPBUSD of a vector of
     /// ones). The integer sums are exact, so the result equals <see cref="RunScalar"/> bit for bit.
     /// </summary>
-    public static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    public static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate,
+        bool steal = true)
     {
         if (HandledWithoutVnni(level, x, w, y, rows, accumulate)) return;
         int stride = (w.Cols + 63) & ~63, scaleFloats = (rows + 15) & ~15;
@@ -91,14 +92,11 @@ internal static unsafe class Int8Gemm
         byte* quantized = (byte*)(rowScales + scaleFloats);
         QuantizeRows(x, w.Cols, stride, quantized, rowScales, 0, rows);
 
-        long bytes = (long)w.Rows * w.Cols;
-        int perItem = bytes < 64 * 1024 ? w.Rows : Math.Max(16, (w.Rows + pool.Threads - 1) / pool.Threads);
         var job = new GemvJob
         {
-            Weight = w, Quantized = quantized, RowScales = rowScales, Output = y, Stride = stride, Rows = rows, PerItem = perItem,
-            Accumulate = accumulate,
+            Weight = w, Quantized = quantized, RowScales = rowScales, Output = y, Stride = stride, Rows = rows, Accumulate = accumulate,
         };
-        pool.Run(ref job, (w.Rows + perItem - 1) / perItem);
+        LinearKernel.RunGemvRows(pool, ref job, w.Rows, (long)w.Rows * w.Cols, steal);
     }
 
     /// <summary>Output rows [first, end) of <see cref="RunGemv"/>.</summary>
@@ -474,20 +472,16 @@ internal static unsafe class Int8Gemm
         v1.Store(c + 8);
     }
 
-    /// <summary>One item: rows [index * PerItem, +PerItem) of A quantized.</summary>
-    private struct GemvJob : IParallelJob
+    /// <summary>Output rows [first, end) of <see cref="RunGemv"/>.</summary>
+    private struct GemvJob : IRangeJob
     {
         public WeightView Weight;
         public byte* Quantized;
         public float* RowScales, Output;
-        public int Stride, Rows, PerItem;
+        public int Stride, Rows;
         public bool Accumulate;
 
-        public void Execute(int index)
-        {
-            int first = index * PerItem;
-            Gemv(Weight, Quantized, RowScales, Output, Stride, Rows, first, Math.Min(first + PerItem, Weight.Rows), Accumulate);
-        }
+        public void Execute(int first, int end) => Gemv(Weight, Quantized, RowScales, Output, Stride, Rows, first, end, Accumulate);
     }
 
     private struct QuantizeJob : IParallelJob

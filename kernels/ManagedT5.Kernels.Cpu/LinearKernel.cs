@@ -43,6 +43,10 @@ internal sealed record LinearOptions
     /// the packed GEMM's GFLOP/s at encoder shapes, weights 8 bytes past a cache line as from a file (quick-gemm).</summary>
     public bool InPlaceF32Gemm { get; init; } = true;
 
+    /// <summary>Whether a GEMV thread that finishes its share of the output rows takes over half of what another has left
+    /// (<see cref="WorkerPool.RunRanges"/>), else waits for it.</summary>
+    public bool StealGemvRows { get; init; } = true;
+
     /// <summary>Whether <paramref name="rows"/> rows against <paramref name="weight"/> take the GEMV.</summary>
     public bool UsesGemv(CpuWeight weight, int rows) =>
         rows <= (weight.Format == WeightFormat.F32 ? GemvMaxRows : NarrowGemvMaxRows);
@@ -69,7 +73,7 @@ internal static unsafe class LinearKernel
             if (weight.Format == WeightFormat.Int8 && options.Int8Vnni && Int8Gemm.IsSupported(level)
                 && AllFinite(x, (long)rows * weight.Cols))
             {
-                if (gemv) Int8Gemm.RunGemv(pool, level, x, view, y, rows, accumulate);
+                if (gemv) Int8Gemm.RunGemv(pool, level, x, view, y, rows, accumulate, options.StealGemvRows);
                 else Int8Gemm.Run(pool, level, x, view, y, rows, accumulate);
             }
             else if (gemv) RunGemv(pool, level, options, chunked, x, view, y, rows, accumulate);
@@ -90,14 +94,8 @@ internal static unsafe class LinearKernel
     private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, bool chunked, float* x, in WeightView w,
         float* y, int rows, bool accumulate)
     {
-        // One item per thread: claiming an item costs a cache-line transfer between cores, and two large items
-        // measured ~10% faster than eight small ones on a 2-core decode step. A worker that wakes late finds its
-        // item already taken by the caller.
         int elementSize = CpuWeight.BytesPerElement(w.Format);
         long bytes = (long)w.Rows * w.Cols * elementSize;
-        int perItem = bytes < ParallelMinBytes ? w.Rows
-            : Math.Max(16, (w.Rows + pool.Threads - 1) / pool.Threads);
-        int items = (w.Rows + perItem - 1) / perItem;
         if (chunked)
         {
             // x rows padded with zeros. When every weight row starts at the same offset in its cache line (cols a
@@ -114,9 +112,9 @@ internal static unsafe class LinearKernel
             var chunks = new ChunkedGemvJob
             {
                 Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = padded + shift, Stride = stride, Output = y,
-                Rows = rows, PerItem = perItem, Accumulate = accumulate,
+                Rows = rows, Accumulate = accumulate,
             };
-            pool.Run(ref chunks, items);
+            RunGemvRows(pool, ref chunks, w.Rows, bytes, options.StealGemvRows);
             return;
         }
 
@@ -130,24 +128,40 @@ internal static unsafe class LinearKernel
 
         switch (w.Format)
         {
-            case WeightFormat.F32: RunGemv<F32Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items, options.MultiRowGemv); break;
-            case WeightFormat.BF16: RunGemv<BF16Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items, options.MultiRowGemv); break;
-            case WeightFormat.F16: RunGemv<F16Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items, options.MultiRowGemv); break;
-            case WeightFormat.Int8: RunGemv<Int8Weights>(pool, level, laid, w, y, rows, accumulate, perItem, items, options.MultiRowGemv); break;
+            case WeightFormat.F32: RunGemv<F32Weights>(pool, level, laid, w, y, rows, accumulate, bytes, options); break;
+            case WeightFormat.BF16: RunGemv<BF16Weights>(pool, level, laid, w, y, rows, accumulate, bytes, options); break;
+            case WeightFormat.F16: RunGemv<F16Weights>(pool, level, laid, w, y, rows, accumulate, bytes, options); break;
+            case WeightFormat.Int8: RunGemv<Int8Weights>(pool, level, laid, w, y, rows, accumulate, bytes, options); break;
             default: throw new NotSupportedException($"Weight format {w.Format} is not one the CPU backend multiplies.");
         }
     }
 
     private static void RunGemv<TFormat>(WorkerPool pool, SimdLevel level, float* laid, in WeightView w, float* y, int rows,
-        bool accumulate, int perItem, int items, bool multiRow) where TFormat : IWeightFormat
+        bool accumulate, long bytes, LinearOptions options) where TFormat : IWeightFormat
     {
         var job = new GemvJob<TFormat>
         {
-            Weight = w, Input = laid, Output = y, Rows = rows, PerItem = perItem, Accumulate = accumulate, Level = level,
-            MultiRow = multiRow,
+            Weight = w, Input = laid, Output = y, Rows = rows, Accumulate = accumulate, Level = level, MultiRow = options.MultiRowGemv,
         };
-        pool.Run(ref job, items);
+        RunGemvRows(pool, ref job, w.Rows, bytes, options.StealGemvRows);
     }
+
+    /// <summary>
+    /// Runs a GEMV's output rows on the pool, or on the calling thread below <see cref="ParallelMinBytes"/> of weights.
+    /// Each thread streams one contiguous run of weight rows (splitting finer restarts the memory streams: eight
+    /// claimed items per step measured ~10% slower than two); a thread that finishes first steals the back half of
+    /// what is left (<see cref="WorkerPool.RunRanges"/>), since on a 2-core VM the two cores' shares of bandwidth
+    /// differ from call to call and a worker wakes ~0.5 µs after the caller.
+    /// </summary>
+    internal static void RunGemvRows<TJob>(WorkerPool pool, ref TJob job, int outDim, long bytes, bool steal) where TJob : unmanaged, IRangeJob
+    {
+        if (bytes < ParallelMinBytes) job.Execute(0, outDim);
+        else pool.RunRanges(ref job, outDim, GemvGrain(bytes / Math.Max(outDim, 1)), steal);
+    }
+
+    /// <summary>Output rows a GEMV thread claims at a time: at least 32 KB of weights (16 F32 rows at d_model 512, 64
+    /// int8 rows), a multiple of 16 rows, so that claims stay rare and the two-row chunk kernel's pairs stay whole.</summary>
+    private static int GemvGrain(long rowBytes) => (int)Math.Clamp((32 * 1024 / Math.Max(rowBytes, 1) + 15) & ~15L, 16, 1024);
 
     private static void RunGemm(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
     {
@@ -206,21 +220,18 @@ internal static unsafe class LinearKernel
         }
     }
 
-    /// <summary>One item: output rows [index * PerItem, +PerItem) of every input row.</summary>
-    private struct GemvJob<TFormat> : IParallelJob where TFormat : IWeightFormat
+    /// <summary>Output rows [first, end) of every input row.</summary>
+    private struct GemvJob<TFormat> : IRangeJob where TFormat : IWeightFormat
     {
         public WeightView Weight;
         public float* Input, Output;
-        public int Rows, PerItem;
+        public int Rows;
         public bool Accumulate, MultiRow;
         public SimdLevel Level;
 
-        public void Execute(int index)
-        {
-            int first = index * PerItem, end = Math.Min(first + PerItem, Weight.Rows);
+        public void Execute(int first, int end) =>
             Gemv.Run<TFormat>((byte*)Weight.Data, Weight.Cols, Weight.Rows, Weight.Scales, Input, Rows, Output,
                 first, end, Accumulate, Level, MultiRow);
-        }
     }
 
     /// <summary>True when no element of x is NaN or infinite (x - x is 0 exactly for finite x, NaN otherwise).</summary>
@@ -238,18 +249,15 @@ internal static unsafe class LinearKernel
         return Vector256.Sum(acc) == 0 && tail == 0;
     }
 
-    /// <summary>One item of <see cref="Gemv.RunF32Chunks"/>: output rows [index * PerItem, +PerItem).</summary>
-    private struct ChunkedGemvJob : IParallelJob
+    /// <summary>Output rows [first, end) of <see cref="Gemv.RunF32Chunks"/>.</summary>
+    private struct ChunkedGemvJob : IRangeJob
     {
         public float* Weight, Input, Output;
-        public int InDim, OutDim, Stride, Rows, PerItem;
+        public int InDim, OutDim, Stride, Rows;
         public bool Accumulate;
 
-        public void Execute(int index)
-        {
-            int first = index * PerItem;
-            Gemv.RunF32Chunks(Weight, InDim, OutDim, Input, Stride, Rows, Output, first, Math.Min(first + PerItem, OutDim), Accumulate);
-        }
+        public void Execute(int first, int end) =>
+            Gemv.RunF32Chunks(Weight, InDim, OutDim, Input, Stride, Rows, Output, first, end, Accumulate);
     }
 
     /// <summary>One item: strips [index * PerItem, +PerItem) of A packed for the GEMM.</summary>

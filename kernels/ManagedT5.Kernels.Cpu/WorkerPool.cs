@@ -13,6 +13,14 @@ internal interface IParallelJob
     void Execute(int index);
 }
 
+/// <summary>A loop body over a range of units (rows, panels): computes units [first, end). Any split of the units
+/// across calls must give the same result, which holds when each unit is computed on its own.</summary>
+internal interface IRangeJob
+{
+    /// <summary>Runs units [<paramref name="first"/>, <paramref name="end"/>).</summary>
+    void Execute(int first, int end);
+}
+
 /// <summary>
 /// Fork-join over a fixed set of threads. A job is published by bumping a generation number; workers spin briefly
 /// for the next one (ops in the token loop come back to back), then sleep on a semaphore.
@@ -98,6 +106,96 @@ internal sealed unsafe class WorkerPool : IDisposable
         finally
         {
             Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="job"/> over units [0, <paramref name="units"/>) split into one contiguous range per thread,
+    /// each taken <paramref name="grain"/> units at a time from its front; a thread that runs out steals the back half
+    /// of the largest range left. Each thread streams through memory in long runs (as with one item per thread), while
+    /// a thread that starts late or runs slower (a busy sibling core, a worker still waking) is helped rather than
+    /// waited for. Range bounds stay multiples of <paramref name="grain"/>. With <paramref name="steal"/> false each
+    /// thread runs only its own range (the plain split, for comparisons).
+    /// </summary>
+    public void RunRanges<TJob>(ref TJob job, int units, int grain, bool steal = true) where TJob : unmanaged, IRangeJob
+    {
+        if (units <= 0) return;
+        int blocks = (units + grain - 1) / grain;
+        int slots = Math.Min(Threads, blocks);
+        if (slots <= 1)
+        {
+            job.Execute(0, units);
+            return;
+        }
+        // One cache line per range: the owner claims from it every grain, a thief rarely.
+        long* ranges = stackalloc long[slots * RangeStride];
+        for (int t = 0; t < slots; t++)
+        {
+            int first = (int)((long)blocks * t / slots) * grain, end = Math.Min((int)((long)blocks * (t + 1) / slots) * grain, units);
+            ranges[t * RangeStride] = Range(first, end);
+        }
+        fixed (TJob* pointer = &job)
+        {
+            var ranged = new RangedJob<TJob> { Job = pointer, Ranges = ranges, Slots = slots, Grain = grain, Steals = steal };
+            Run(ref ranged, slots);
+        }
+    }
+
+    private const int RangeStride = 8; // longs per range: 64 bytes
+
+    private static long Range(int first, int end) => (uint)first | ((long)end << 32);
+
+    /// <summary>Item t of <see cref="RunRanges"/>: drains range t, then steals until every range is empty.</summary>
+    private struct RangedJob<TJob> : IParallelJob where TJob : unmanaged, IRangeJob
+    {
+        public TJob* Job;
+        public long* Ranges;
+        public int Slots, Grain;
+        public bool Steals;
+
+        public void Execute(int index)
+        {
+            long* own = Ranges + index * RangeStride;
+            while (true)
+            {
+                // Take grain units at a time from the front of the own range (a thief may shrink its end meanwhile).
+                while (true)
+                {
+                    long range = Volatile.Read(ref *own);
+                    int first = (int)range, end = (int)(range >> 32);
+                    if (first >= end) break;
+                    int next = Math.Min(first + Grain, end);
+                    if (Interlocked.CompareExchange(ref *own, Range(next, end), range) != range) continue;
+                    Job->Execute(first, next);
+                }
+                if (!Steals || !Steal(own)) return;
+            }
+        }
+
+        /// <summary>Moves the back half (whole grains) of the largest other range into the empty <paramref name="own"/>;
+        /// false when no range has more than one grain left (its owner finishes it sooner than a thief would).</summary>
+        private readonly bool Steal(long* own)
+        {
+            while (true)
+            {
+                long* victim = null;
+                long victimRange = 0;
+                int most = Grain;
+                for (int t = 0; t < Slots; t++)
+                {
+                    long* slot = Ranges + t * RangeStride;
+                    long range = Volatile.Read(ref *slot);
+                    int left = (int)(range >> 32) - (int)range;
+                    if (slot != own && left > most) { most = left; victim = slot; victimRange = range; }
+                }
+                if (victim == null) return false;
+                int first = (int)victimRange, end = (int)(victimRange >> 32);
+                int middle = first + ((end - first) / 2 + Grain - 1) / Grain * Grain;
+                if (middle >= end) return false;
+                if (Interlocked.CompareExchange(ref *victim, Range(first, middle), victimRange) != victimRange) continue;
+                Volatile.Write(ref *own, Range(middle, end));
+                return true;
+            }
         }
     }
 

@@ -154,6 +154,117 @@ public sealed class ThreadingTests : IDisposable
         foreach (IWeight w in linears) w.Dispose();
     }
 
+    [Theory]
+    [InlineData(2, 1, 16)]      // fewer units than a grain: the caller alone
+    [InlineData(2, 17, 16)]     // two ranges, the second a partial grain
+    [InlineData(2, 1000, 16)]   // a decode GEMV's rows
+    [InlineData(3, 32128, 16)]  // lm_head rows, three threads
+    [InlineData(4, 97, 5)]      // odd grain, more threads than the 2-core machine has
+    public unsafe void RunRangesRunsEveryUnitOnceInWholeGrainsWhoeverIsSlow(int threads, int units, int grain)
+    {
+        using var pool = new WorkerPool(threads);
+        int caller = Environment.CurrentManagedThreadId;
+        int blocks = (units + grain - 1) / grain;
+        int callerRangeEnd = Math.Min(blocks / Math.Min(threads, blocks) * grain, units); // the caller's range is [0, this)
+        int[] runs = new int[units];
+        int[] executors = new int[units];
+        int misaligned = 0, workerStarted = 0, callerBeyond = 0;
+        fixed (int* runsPointer = runs, executorsPointer = executors)
+        {
+            // Round 0: every thread at full speed. Round 1: workers stall (up to a second) until the caller has run a unit
+            // past its own range, which only stealing lets it do once a worker owns the rest. Round 2: the caller is
+            // slow, so the workers may steal from it.
+            for (int round = 0; round < 3; round++)
+            {
+                Array.Clear(runs);
+                Array.Clear(executors);
+                workerStarted = callerBeyond = 0;
+                var job = new CountingJob
+                {
+                    Runs = runsPointer, Executors = executorsPointer, Misaligned = &misaligned, WorkerStarted = &workerStarted,
+                    CallerBeyond = &callerBeyond, Units = units, Grain = grain, Caller = caller, CallerRangeEnd = callerRangeEnd,
+                    SlowWhen = round, Deadline = Environment.TickCount64 + 1000,
+                };
+                pool.RunRanges(ref job, units, grain);
+                Assert.All(runs, count => Assert.Equal(1, count));
+                Assert.Equal(0, misaligned);
+                // A worker owned units past the caller's range and more than a grain was left: the caller must have
+                // taken some of them over instead of waiting for the stalled worker.
+                if (round == 1 && workerStarted == 1 && units - callerRangeEnd > grain)
+                    Assert.Contains(Enumerable.Range(callerRangeEnd, units - callerRangeEnd), u => executors[u] == caller);
+            }
+
+            // Without stealing (the comparison path) every unit still runs once.
+            Array.Clear(runs);
+            var plain = new CountingJob
+            {
+                Runs = runsPointer, Executors = executorsPointer, Misaligned = &misaligned, WorkerStarted = &workerStarted,
+                CallerBeyond = &callerBeyond, Units = units, Grain = grain, Caller = caller, CallerRangeEnd = callerRangeEnd, SlowWhen = 2,
+            };
+            pool.RunRanges(ref plain, units, grain, steal: false);
+            Assert.All(runs, count => Assert.Equal(1, count));
+            Assert.Equal(0, misaligned);
+        }
+    }
+
+    /// <summary>Counts runs per unit and checks that every call starts on a grain boundary and ends on one or at the end.
+    /// SlowWhen 1: the caller holds its first unit until a worker has started (so a worker owns a range), and workers stall
+    /// until the caller has run a unit past its own range, both until Deadline. SlowWhen 2: the caller's units spin.</summary>
+    private unsafe struct CountingJob : IRangeJob
+    {
+        public int* Runs, Executors, Misaligned, WorkerStarted, CallerBeyond;
+        public int Units, Grain, Caller, CallerRangeEnd, SlowWhen;
+        public long Deadline;
+
+        public void Execute(int first, int end)
+        {
+            if (first % Grain != 0 || (end % Grain != 0 && end != Units) || first >= end) Interlocked.Increment(ref *Misaligned);
+            int self = Environment.CurrentManagedThreadId;
+            if (SlowWhen == 1 && self != Caller) Volatile.Write(ref *WorkerStarted, 1);
+            if (SlowWhen == 1 && self == Caller && first == 0 && CallerRangeEnd < Units) SpinUntil(WorkerStarted);
+            for (int u = first; u < end; u++)
+            {
+                Interlocked.Increment(ref Runs[u]);
+                Executors[u] = self;
+                if (self == Caller && u >= CallerRangeEnd) Volatile.Write(ref *CallerBeyond, 1);
+                if (SlowWhen == 1 && self != Caller && Units - CallerRangeEnd > Grain) SpinUntil(CallerBeyond);
+                if (SlowWhen == 2 && self == Caller) Thread.SpinWait(2000);
+            }
+        }
+
+        private readonly void SpinUntil(int* flag)
+        {
+            while (Volatile.Read(ref *flag) == 0 && Environment.TickCount64 < Deadline) Thread.SpinWait(10);
+        }
+    }
+
+    [Fact]
+    public unsafe void RunRangesOnABusyPoolRunsOnTheCaller()
+    {
+        using var pool = new WorkerPool(2);
+        int[] runs = new int[500];
+        int[] executors = new int[500];
+        int misaligned = 0;
+        var failures = new List<string>();
+        fixed (int* runsPointer = runs, executorsPointer = executors)
+        {
+            // Two callers at once: the one that finds the pool busy runs its ranges alone, stealing from itself.
+            int* r = runsPointer, e = executorsPointer, m = &misaligned;
+            var threads = Enumerable.Range(0, 2).Select(t => new Thread(() =>
+            {
+                for (int i = 0; i < 200; i++)
+                {
+                    var job = new CountingJob { Runs = r + t * 250, Executors = e + t * 250, Misaligned = m, Units = 250, Grain = 16, Caller = -1, CallerRangeEnd = 250, SlowWhen = -1 };
+                    pool.RunRanges(ref job, 250, 16);
+                }
+            })).ToList();
+            threads.ForEach(thread => thread.Start());
+            threads.ForEach(thread => thread.Join());
+        }
+        Assert.All(runs, count => Assert.Equal(200, count));
+        Assert.Equal(0, misaligned);
+    }
+
     [Fact]
     public void RooflineMeasuresSomething()
     {
