@@ -142,7 +142,7 @@ public static class QuickReport
                                 new LinearOptions { AlignedChunks = align, GemvMaxRows = 8 }, shifted, rows, x, y));
                         if (rows == 1)
                             cases.Add(($"{shape.Name} {format,-4} rows 1 at +8 B no steal",
-                                new LinearOptions { StealGemvRows = false }, shifted, rows, x, y));
+                                new LinearOptions { Stealing = false }, shifted, rows, x, y));
                         if (rows > 1)
                             cases.Add(($"{shape.Name} {format,-4} rows {rows} at +8 B gemm",
                                 new LinearOptions { GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1 }, shifted, rows, x, y));
@@ -156,7 +156,7 @@ public static class QuickReport
                     modes.Add((rows > 1 ? "1x4" : "", new LinearOptions { NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
                     if (rows > 1) modes.Add(("gemm", new LinearOptions { NarrowGemvMaxRows = 1, GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, Int8Vnni = false }));
                     if (format == WeightFormat.Int8) modes.Add(("vnni", new LinearOptions()));
-                    if (rows == 1) modes.Add((format == WeightFormat.Int8 ? "vnni no steal" : "no steal", new LinearOptions { StealGemvRows = false }));
+                    if (rows == 1) modes.Add((format == WeightFormat.Int8 ? "vnni no steal" : "no steal", new LinearOptions { Stealing = false }));
                     foreach (var (name, options) in modes)
                         cases.Add(($"{shape.Name} {format,-4} rows {rows} {name}".TrimEnd(), options, weights, rows, x, y));
                 }

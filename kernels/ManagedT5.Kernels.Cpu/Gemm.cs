@@ -16,16 +16,10 @@ internal static unsafe class Gemm
     /// <summary>Depth of a packed slab: KC x NR floats of B per panel.</summary>
     public const int KC = 256;
 
-    /// <summary>Most panels one thread item packs at once (8 x 32 x 256 floats = 256 KB of L2 with AVX-512).</summary>
-    public const int MaxPanelsPerItem = 8;
-
-    /// <summary>Columns one work item covers: a whole number of panels, about four items per thread.</summary>
-    public static int ColumnsPerItem(int outDim, int nr, int threads)
-    {
-        int panels = (outDim + nr - 1) / nr;
-        int perItem = Math.Clamp((panels + threads * 4 - 1) / (threads * 4), 1, MaxPanelsPerItem);
-        return perItem * nr;
-    }
+    /// <summary>Panels of output columns a GEMM thread claims at a time (<see cref="WorkerPool.RunRanges"/>): each thread
+    /// works through its own run of columns and steals from another's at the end, so the last claims decide how evenly
+    /// the threads finish; two panels are 8-32 columns, a few µs of work at encoder shapes.</summary>
+    public const int GrainPanels = 2;
 
     /// <summary>Floats <see cref="PackA"/> writes for <paramref name="rows"/> x <paramref name="inDim"/>.</summary>
     public static long PackedASize(int rows, int inDim, int mr) => (long)(rows + mr - 1) / mr * mr * inDim;

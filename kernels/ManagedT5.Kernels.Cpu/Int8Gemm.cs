@@ -50,7 +50,8 @@ internal static unsafe class Int8Gemm
     /// <summary>y (rows, out) (+)= x (rows, in) W^T for an int8 weight, the activations quantized per row (see the
     /// file header for the arithmetic). Same contract as <c>LinearKernel.RunGemm</c>: every y element is computed by
     /// one thread, so the result does not depend on the thread count. x must be finite.</summary>
-    public static void Run(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    public static void Run(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate,
+        bool steal = true)
     {
         if (HandledWithoutVnni(level, x, w, y, rows, accumulate)) return;
 
@@ -68,13 +69,11 @@ internal static unsafe class Int8Gemm
         };
         pool.Run(ref quantize, (rows + rowsPerItem - 1) / rowsPerItem);
 
-        int perItem = Gemm.ColumnsPerItem(w.Rows, NR, pool.Threads);
         var multiply = new MultiplyJob
         {
-            Weight = w, Quantized = quantized, RowScales = rowScales, Output = y, Stride = stride, Rows = rows, PerItem = perItem,
-            Accumulate = accumulate,
+            Weight = w, Quantized = quantized, RowScales = rowScales, Output = y, Stride = stride, Rows = rows, Accumulate = accumulate,
         };
-        pool.Run(ref multiply, (w.Rows + perItem - 1) / perItem);
+        pool.RunRanges(ref multiply, w.Rows, Gemm.GrainPanels * NR, steal);
     }
 
     /// <summary>
@@ -497,20 +496,16 @@ internal static unsafe class Int8Gemm
         }
     }
 
-    /// <summary>One item: output columns [index * PerItem, +PerItem) (whole panels) of every row.</summary>
-    private struct MultiplyJob : IParallelJob
+    /// <summary>Output columns [first, end) (whole panels) of every row.</summary>
+    private struct MultiplyJob : IRangeJob
     {
         public WeightView Weight;
         public byte* Quantized;
         public float* RowScales, Output;
-        public int Stride, Rows, PerItem;
+        public int Stride, Rows;
         public bool Accumulate;
 
-        public void Execute(int index)
-        {
-            int first = index * PerItem, end = Math.Min(first + PerItem, Weight.Rows);
-            Multiply(Weight, Quantized, Stride, RowScales, Output, Rows, first, end, Accumulate);
-        }
+        public void Execute(int first, int end) => Multiply(Weight, Quantized, Stride, RowScales, Output, Rows, first, end, Accumulate);
     }
 }
 

@@ -43,9 +43,9 @@ internal sealed record LinearOptions
     /// the packed GEMM's GFLOP/s at encoder shapes, weights 8 bytes past a cache line as from a file (quick-gemm).</summary>
     public bool InPlaceF32Gemm { get; init; } = true;
 
-    /// <summary>Whether a GEMV thread that finishes its share of the output rows takes over half of what another has left
-    /// (<see cref="WorkerPool.RunRanges"/>), else waits for it.</summary>
-    public bool StealGemvRows { get; init; } = true;
+    /// <summary>Whether a thread that finishes its share of a GEMV's output rows or a GEMM's output columns takes over
+    /// half of what another has left (<see cref="WorkerPool.RunRanges"/>), else waits for it.</summary>
+    public bool Stealing { get; init; } = true;
 
     /// <summary>Whether <paramref name="rows"/> rows against <paramref name="weight"/> take the GEMV.</summary>
     public bool UsesGemv(CpuWeight weight, int rows) =>
@@ -73,14 +73,14 @@ internal static unsafe class LinearKernel
             if (weight.Format == WeightFormat.Int8 && options.Int8Vnni && Int8Gemm.IsSupported(level)
                 && AllFinite(x, (long)rows * weight.Cols))
             {
-                if (gemv) Int8Gemm.RunGemv(pool, level, x, view, y, rows, accumulate, options.StealGemvRows);
-                else Int8Gemm.Run(pool, level, x, view, y, rows, accumulate);
+                if (gemv) Int8Gemm.RunGemv(pool, level, x, view, y, rows, accumulate, options.Stealing);
+                else Int8Gemm.Run(pool, level, x, view, y, rows, accumulate, options.Stealing);
             }
             else if (gemv) RunGemv(pool, level, options, chunked, x, view, y, rows, accumulate);
             else if (weight.Format == WeightFormat.F32 && level == SimdLevel.Vector512 && options.InPlaceF32Gemm && GemmInPlace.IsSupported
                      && GemmInPlace.Fits(rows))
-                RunGemmInPlace(pool, x, view, y, rows, accumulate);
-            else RunGemm(pool, level, x, view, y, rows, accumulate);
+                RunGemmInPlace(pool, x, view, y, rows, accumulate, options.Stealing);
+            else RunGemm(pool, level, x, view, y, rows, accumulate, options.Stealing);
         }
     }
 
@@ -114,7 +114,7 @@ internal static unsafe class LinearKernel
                 Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = padded + shift, Stride = stride, Output = y,
                 Rows = rows, Accumulate = accumulate,
             };
-            RunGemvRows(pool, ref chunks, w.Rows, bytes, options.StealGemvRows);
+            RunGemvRows(pool, ref chunks, w.Rows, bytes, options.Stealing);
             return;
         }
 
@@ -143,7 +143,7 @@ internal static unsafe class LinearKernel
         {
             Weight = w, Input = laid, Output = y, Rows = rows, Accumulate = accumulate, Level = level, MultiRow = options.MultiRowGemv,
         };
-        RunGemvRows(pool, ref job, w.Rows, bytes, options.StealGemvRows);
+        RunGemvRows(pool, ref job, w.Rows, bytes, options.Stealing);
     }
 
     /// <summary>
@@ -163,18 +163,19 @@ internal static unsafe class LinearKernel
     /// int8 rows), a multiple of 16 rows, so that claims stay rare and the two-row chunk kernel's pairs stay whole.</summary>
     private static int GemvGrain(long rowBytes) => (int)Math.Clamp((32 * 1024 / Math.Max(rowBytes, 1) + 15) & ~15L, 16, 1024);
 
-    private static void RunGemm(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    private static void RunGemm(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate,
+        bool steal)
     {
         switch (level)
         {
-            case SimdLevel.Vector512: RunGemm<MicroKernel512>(pool, x, w, y, rows, accumulate); break;
-            case SimdLevel.Vector256: RunGemm<MicroKernel256>(pool, x, w, y, rows, accumulate); break;
-            case SimdLevel.Vector128: RunGemm<MicroKernel128>(pool, x, w, y, rows, accumulate); break;
-            default: RunGemm<MicroKernelScalar>(pool, x, w, y, rows, accumulate); break;
+            case SimdLevel.Vector512: RunGemm<MicroKernel512>(pool, x, w, y, rows, accumulate, steal); break;
+            case SimdLevel.Vector256: RunGemm<MicroKernel256>(pool, x, w, y, rows, accumulate, steal); break;
+            case SimdLevel.Vector128: RunGemm<MicroKernel128>(pool, x, w, y, rows, accumulate, steal); break;
+            default: RunGemm<MicroKernelScalar>(pool, x, w, y, rows, accumulate, steal); break;
         }
     }
 
-    private static void RunGemm<TKernel>(WorkerPool pool, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    private static void RunGemm<TKernel>(WorkerPool pool, float* x, in WeightView w, float* y, int rows, bool accumulate, bool steal)
         where TKernel : IMicroKernel
     {
         float* packedA = Scratch.Get(ScratchSlot.LaneInput, Gemm.PackedASize(rows, w.Cols, TKernel.MR));
@@ -182,19 +183,17 @@ internal static unsafe class LinearKernel
         int stripsPerItem = Math.Max(1, (strips + pool.Threads - 1) / pool.Threads);
         var pack = new PackAJob { Input = x, Packed = packedA, Rows = rows, InDim = w.Cols, MR = TKernel.MR, Strips = strips, PerItem = stripsPerItem };
         pool.Run(ref pack, (strips + stripsPerItem - 1) / stripsPerItem);
-        int perItem = Gemm.ColumnsPerItem(w.Rows, TKernel.NR, pool.Threads);
-        var job = new GemmJob<TKernel> { Weight = w, Input = packedA, Output = y, Rows = rows, PerItem = perItem, Accumulate = accumulate };
-        pool.Run(ref job, (w.Rows + perItem - 1) / perItem);
+        var job = new GemmJob<TKernel> { Weight = w, Input = packedA, Output = y, Rows = rows, Accumulate = accumulate };
+        pool.RunRanges(ref job, w.Rows, Gemm.GrainPanels * TKernel.NR, steal);
     }
 
-    private static void RunGemmInPlace(WorkerPool pool, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    private static void RunGemmInPlace(WorkerPool pool, float* x, in WeightView w, float* y, int rows, bool accumulate, bool steal)
     {
         float* packed = Scratch.Get(ScratchSlot.LaneInput, GemmInPlace.PackedSize(rows, w.Cols));
         var pack = new PackATJob { Input = x, Packed = packed, Rows = rows, InDim = w.Cols };
         pool.Run(ref pack, (w.Cols + Gemm.KC - 1) / Gemm.KC);
-        int perItem = Gemm.ColumnsPerItem(w.Rows, GemmInPlace.NW, pool.Threads);
-        var job = new InPlaceGemmJob { Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = packed, Output = y, Rows = rows, PerItem = perItem, Accumulate = accumulate };
-        pool.Run(ref job, (w.Rows + perItem - 1) / perItem);
+        var job = new InPlaceGemmJob { Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = packed, Output = y, Rows = rows, Accumulate = accumulate };
+        pool.RunRanges(ref job, w.Rows, Gemm.GrainPanels * GemmInPlace.NW, steal);
     }
 
     /// <summary>One item: k slab <c>index</c> of A^T for <see cref="GemmInPlace"/>.</summary>
@@ -206,18 +205,14 @@ internal static unsafe class LinearKernel
         public void Execute(int index) => GemmInPlace.PackSlab(Input, Rows, InDim, Packed, index);
     }
 
-    /// <summary>One item: output columns [index * PerItem, +PerItem) of every row, <see cref="GemmInPlace"/>.</summary>
-    private struct InPlaceGemmJob : IParallelJob
+    /// <summary>Output columns [first, end) of every row, <see cref="GemmInPlace"/>.</summary>
+    private struct InPlaceGemmJob : IRangeJob
     {
         public float* Weight, Input, Output;
-        public int InDim, OutDim, Rows, PerItem;
+        public int InDim, OutDim, Rows;
         public bool Accumulate;
 
-        public void Execute(int index)
-        {
-            int first = index * PerItem;
-            GemmInPlace.Run(Weight, InDim, OutDim, Input, Output, Rows, first, Math.Min(first + PerItem, OutDim), Accumulate);
-        }
+        public void Execute(int first, int end) => GemmInPlace.Run(Weight, InDim, OutDim, Input, Output, Rows, first, end, Accumulate);
     }
 
     /// <summary>Output rows [first, end) of every input row.</summary>
@@ -273,18 +268,14 @@ internal static unsafe class LinearKernel
         }
     }
 
-    /// <summary>One item: output columns [index * PerItem, +PerItem) (whole panels) of every row; Input is packed A.</summary>
-    private struct GemmJob<TKernel> : IParallelJob where TKernel : IMicroKernel
+    /// <summary>Output columns [first, end) (whole panels) of every row; Input is packed A.</summary>
+    private struct GemmJob<TKernel> : IRangeJob where TKernel : IMicroKernel
     {
         public WeightView Weight;
         public float* Input, Output;
-        public int Rows, PerItem;
+        public int Rows;
         public bool Accumulate;
 
-        public void Execute(int index)
-        {
-            int first = index * PerItem, end = Math.Min(first + PerItem, Weight.Rows);
-            Gemm.Run<TKernel>(Weight, Input, Output, Rows, first, end, Accumulate);
-        }
+        public void Execute(int first, int end) => Gemm.Run<TKernel>(Weight, Input, Output, Rows, first, end, Accumulate);
     }
 }
