@@ -184,7 +184,8 @@ public sealed unsafe class CpuBackend : IBackend
             int block = AttentionKernel.QueryBlock(shape, _pool.Threads);
             int blocks = (shape.QueryLength + block - 1) / block;
             var job = new AttentionJob { Query = qp, Key = kp, Value = vp, Output = op, Bias = bp, KeyMask = mp, Shape = shape, QueryBlocks = blocks, QueryBlock = block, Level = Simd };
-            _pool.Run(ref job, shape.Batch * shape.Heads * blocks);
+            int units = shape.Batch * shape.Heads * blocks;
+            _pool.RunRanges(ref job, units, AttentionKernel.Grain(units, _pool.Threads, block, shape.KeyLength));
         }
     }
 
@@ -288,19 +289,23 @@ public sealed unsafe class CpuBackend : IBackend
         }
     }
 
-    private struct AttentionJob : IParallelJob
+    /// <summary>Units [first, end) of (batch, head, query block), query blocks fastest.</summary>
+    private struct AttentionJob : IRangeJob
     {
         public float* Query, Key, Value, Output, Bias, KeyMask;
         public AttentionShape Shape;
         public int QueryBlocks, QueryBlock;
         public SimdLevel Level;
 
-        public void Execute(int index)
+        public void Execute(int first, int end)
         {
-            int block = index % QueryBlocks, head = index / QueryBlocks % Shape.Heads, batch = index / QueryBlocks / Shape.Heads;
-            int first = block * QueryBlock;
-            AttentionKernel.Run(Query, Key, Value, Output, Shape, Bias, KeyMask, batch, head, first,
-                Math.Min(first + QueryBlock, Shape.QueryLength), Level);
+            for (int index = first; index < end; index++)
+            {
+                int block = index % QueryBlocks, head = index / QueryBlocks % Shape.Heads, batch = index / QueryBlocks / Shape.Heads;
+                int query = block * QueryBlock;
+                AttentionKernel.Run(Query, Key, Value, Output, Shape, Bias, KeyMask, batch, head, query,
+                    Math.Min(query + QueryBlock, Shape.QueryLength), Level);
+            }
         }
     }
 }

@@ -33,6 +33,9 @@ public sealed class AttentionTests : IDisposable
         // entry, a 48-float head (32 + 16), causal queries that see different numbers of keys within one group
         yield return (new AttentionShape(3, 2, 64, 9, 9, 11), true, true);
         yield return (new AttentionShape(1, 2, 48, 6, 10, 12, Causal: true, QueryOffset: 4), true, true);
+        // batched decode steps (beam / batch8): enough heads to split into several claimed grains, the last one partial
+        yield return (new AttentionShape(8, 6, 64, 1, 33, 40, Causal: true, QueryOffset: 32), true, false);
+        yield return (new AttentionShape(5, 12, 64, 1, 21, 24), false, true);
     }
 
     [Theory]
