@@ -87,6 +87,50 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
+    /// <remarks>Up to three weights of one format run as one op (the input padded, laid out, quantized or packed once;
+    /// one pool job over all their outputs); more, or weights whose kernels differ, run one by one.</remarks>
+    public void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
+    {
+        if (weights.Length != outputs.Length)
+            throw new ArgumentException($"{weights.Length} weights but {outputs.Length} outputs; give one output per weight.", nameof(outputs));
+        if (weights.Length is 0 or > LinearKernel.MaxShared || rows == 0)
+        {
+            for (int i = 0; i < weights.Length; i++) Linear(input, weights[i], outputs[i], rows);
+            return;
+        }
+        float[] x = BufferOf(input).Data;
+        CpuWeight w0 = WeightOf(weights[0]);
+        CpuWeight? w1 = weights.Length > 1 ? WeightOf(weights[1]) : null, w2 = weights.Length > 2 ? WeightOf(weights[2]) : null;
+        float[] y0 = BufferOf(outputs[0]).Data;
+        float[]? y1 = w1 is null ? null : BufferOf(outputs[1]).Data, y2 = w2 is null ? null : BufferOf(outputs[2]).Data;
+        Require(x, (long)rows * w0.Cols, nameof(input));
+        Require(y0, (long)rows * w0.Rows, nameof(outputs));
+        if (w1 is not null) RequireShared(w0, w1, y1!, rows);
+        if (w2 is not null) RequireShared(w0, w2, y2!, rows);
+        fixed (float* xp = x)
+        fixed (float* yp0 = y0) fixed (float* yp1 = y1) fixed (float* yp2 = y2)
+        fixed (float* s0 = w0.Scales) fixed (float* s1 = w1 is null ? default : w1.Scales) fixed (float* s2 = w2 is null ? default : w2.Scales)
+        {
+            Span<WeightView> views = stackalloc WeightView[weights.Length];
+            Span<nint> ys = stackalloc nint[weights.Length];
+            views[0] = new WeightView(w0.Data, w0.Format, w0.Rows, w0.Cols, s0);
+            ys[0] = (nint)yp0;
+            if (w1 is not null) { views[1] = new WeightView(w1.Data, w1.Format, w1.Rows, w1.Cols, s1); ys[1] = (nint)yp1; }
+            if (w2 is not null) { views[2] = new WeightView(w2.Data, w2.Format, w2.Rows, w2.Cols, s2); ys[2] = (nint)yp2; }
+            LinearKernel.RunShared(_pool, Simd, LinearOptions, xp, views, ys, rows, accumulate: false);
+        }
+    }
+
+    private static void RequireShared(CpuWeight first, CpuWeight other, float[] output, int rows)
+    {
+        if (other.Cols != first.Cols)
+            throw new ArgumentException(
+                $"Weight '{other.Name}' has {other.Cols} in_features but '{first.Name}' has {first.Cols}; weights sharing an input must match.",
+                "weights");
+        Require(output, (long)rows * other.Rows, "outputs");
+    }
+
+    /// <inheritdoc />
     public void RmsNorm(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon)
     {
         CpuWeight w = WeightOf(weight);

@@ -53,7 +53,17 @@ internal static unsafe class Int8Gemm
     public static void Run(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate,
         bool steal = true)
     {
-        if (HandledWithoutVnni(level, x, w, y, rows, accumulate)) return;
+        nint output = (nint)y;
+        RunShared(pool, level, x, new ReadOnlySpan<WeightView>(in w), new ReadOnlySpan<nint>(in output), rows, accumulate, steal);
+    }
+
+    /// <summary><see cref="Run"/> for several weights of one in_features (y[i] for weights[i]): x is quantized once and
+    /// one pool job covers every weight.</summary>
+    public static void RunShared(WorkerPool pool, SimdLevel level, float* x, ReadOnlySpan<WeightView> weights, ReadOnlySpan<nint> y, int rows,
+        bool accumulate, bool steal = true)
+    {
+        if (HandledWithoutVnni(level, x, weights, y, rows, accumulate)) return;
+        WeightView w = weights[0];
 
         // Scratch: the row scales (padded to whole tiles and 64 bytes, pads 0), then the quantized rows.
         int stride = (w.Cols + 3) & ~3;
@@ -69,11 +79,14 @@ internal static unsafe class Int8Gemm
         };
         pool.Run(ref quantize, (rows + rowsPerItem - 1) / rowsPerItem);
 
-        var multiply = new MultiplyJob
-        {
-            Weight = w, Quantized = quantized, RowScales = rowScales, Output = y, Stride = stride, Rows = rows, Accumulate = accumulate,
-        };
-        pool.RunRanges(ref multiply, w.Rows, Gemm.GrainPanels * NR, steal);
+        MultiplyJob* jobs = stackalloc MultiplyJob[weights.Length];
+        for (int i = 0; i < weights.Length; i++)
+            jobs[i] = new MultiplyJob
+            {
+                Weight = weights[i], Quantized = quantized, RowScales = rowScales, Output = (float*)y[i], Stride = stride, Rows = rows,
+                Accumulate = accumulate,
+            };
+        LinearKernel.RunJobs(pool, jobs, weights, Gemm.GrainPanels * NR, steal, parallel: true);
     }
 
     /// <summary>
@@ -85,17 +98,34 @@ internal static unsafe class Int8Gemm
     public static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate,
         bool steal = true)
     {
-        if (HandledWithoutVnni(level, x, w, y, rows, accumulate)) return;
-        int stride = (w.Cols + 63) & ~63, scaleFloats = (rows + 15) & ~15;
+        nint output = (nint)y;
+        RunGemvShared(pool, level, x, new ReadOnlySpan<WeightView>(in w), new ReadOnlySpan<nint>(in output), rows, accumulate, steal);
+    }
+
+    /// <summary><see cref="RunGemv"/> for several weights of one in_features (y[i] for weights[i]): x is quantized once
+    /// and one pool job streams every weight.</summary>
+    public static void RunGemvShared(WorkerPool pool, SimdLevel level, float* x, ReadOnlySpan<WeightView> weights, ReadOnlySpan<nint> y,
+        int rows, bool accumulate, bool steal = true)
+    {
+        if (HandledWithoutVnni(level, x, weights, y, rows, accumulate)) return;
+        int cols = weights[0].Cols;
+        int stride = (cols + 63) & ~63, scaleFloats = (rows + 15) & ~15;
         float* rowScales = Scratch.Get(ScratchSlot.LaneInput, scaleFloats + (long)rows * stride / 4);
         byte* quantized = (byte*)(rowScales + scaleFloats);
-        QuantizeRows(x, w.Cols, stride, quantized, rowScales, 0, rows);
+        QuantizeRows(x, cols, stride, quantized, rowScales, 0, rows);
 
-        var job = new GemvJob
+        GemvJob* jobs = stackalloc GemvJob[weights.Length];
+        long bytes = 0;
+        for (int i = 0; i < weights.Length; i++)
         {
-            Weight = w, Quantized = quantized, RowScales = rowScales, Output = y, Stride = stride, Rows = rows, Accumulate = accumulate,
-        };
-        LinearKernel.RunGemvRows(pool, ref job, w.Rows, (long)w.Rows * w.Cols, steal);
+            jobs[i] = new GemvJob
+            {
+                Weight = weights[i], Quantized = quantized, RowScales = rowScales, Output = (float*)y[i], Stride = stride, Rows = rows,
+                Accumulate = accumulate,
+            };
+            bytes += (long)weights[i].Rows * cols;
+        }
+        LinearKernel.RunJobs(pool, jobs, weights, LinearKernel.GemvGrain(cols), steal, LinearKernel.GemvParallel(bytes));
     }
 
     /// <summary>Output rows [first, end) of <see cref="RunGemv"/>.</summary>
@@ -168,14 +198,23 @@ internal static unsafe class Int8Gemm
         }
     }
 
-    /// <summary>Checks the weight, then does the calls that need no vector path: nothing to compute, or no AVX-VNNI
+    /// <summary>Checks the weights, then does the calls that need no vector path: nothing to compute, or no AVX-VNNI
     /// here (the scalar twin runs instead). True when the call is done.</summary>
-    private static bool HandledWithoutVnni(SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate)
+    private static bool HandledWithoutVnni(SimdLevel level, float* x, ReadOnlySpan<WeightView> weights, ReadOnlySpan<nint> y, int rows,
+        bool accumulate)
     {
-        Validate(w, rows);
-        if (rows == 0 || w.Rows == 0) return true;
+        if (weights.Length == 0 || weights.Length != y.Length)
+            throw new ArgumentException($"{weights.Length} weights for {y.Length} outputs.", nameof(y));
+        foreach (WeightView w in weights)
+        {
+            Validate(w, rows);
+            if (w.Cols != weights[0].Cols)
+                throw new ArgumentException($"Weights sharing an input must share in_features: {w.Cols} vs {weights[0].Cols}.", nameof(weights));
+        }
+        if (rows == 0) return true;
         if (IsSupported(level)) return false;
-        RunScalar(x, w, y, rows, accumulate);
+        for (int i = 0; i < weights.Length; i++)
+            if (weights[i].Rows > 0) RunScalar(x, weights[i], (float*)y[i], rows, accumulate);
         return true;
     }
 

@@ -47,9 +47,8 @@ internal sealed record LinearOptions
     /// half of what another has left (<see cref="WorkerPool.RunRanges"/>), else waits for it.</summary>
     public bool Stealing { get; init; } = true;
 
-    /// <summary>Whether <paramref name="rows"/> rows against <paramref name="weight"/> take the GEMV.</summary>
-    public bool UsesGemv(CpuWeight weight, int rows) =>
-        rows <= (weight.Format == WeightFormat.F32 ? GemvMaxRows : NarrowGemvMaxRows);
+    /// <summary>Whether <paramref name="rows"/> rows against a weight in <paramref name="format"/> take the GEMV.</summary>
+    public bool UsesGemv(WeightFormat format, int rows) => rows <= (format == WeightFormat.F32 ? GemvMaxRows : NarrowGemvMaxRows);
 }
 
 /// <summary>Dispatch of <see cref="IBackend.Linear"/>.</summary>
@@ -58,6 +57,9 @@ internal static unsafe class LinearKernel
     /// <summary>Below this many weight bytes a GEMV runs on the calling thread (waking workers costs more).</summary>
     private const long ParallelMinBytes = 64 * 1024;
 
+    /// <summary>Most weights <see cref="RunShared"/> runs as one op (q, k, v).</summary>
+    public const int MaxShared = 3;
+
     /// <summary>y (rows, out) (+)= x (rows, in) W^T.</summary>
     public static void Run(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, CpuWeight weight, float* y, int rows,
         bool accumulate)
@@ -65,23 +67,102 @@ internal static unsafe class LinearKernel
         fixed (float* scales = weight.Scales)
         {
             var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
-            bool chunked = UsesAlignedChunks(level, options, view, rows);
-            bool gemv = chunked ? rows <= options.ChunkedF32GemvMaxRows : options.UsesGemv(weight, rows);
-            // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm; the GEMM
-            // ~0.4x the fp32 GEMM's time). Non-finite activations would quantize to garbage, so they take the
-            // widening kernels and propagate as the reference does.
-            if (weight.Format == WeightFormat.Int8 && options.Int8Vnni && Int8Gemm.IsSupported(level)
-                && AllFinite(x, (long)rows * weight.Cols))
-            {
-                if (gemv) Int8Gemm.RunGemv(pool, level, x, view, y, rows, accumulate, options.Stealing);
-                else Int8Gemm.Run(pool, level, x, view, y, rows, accumulate, options.Stealing);
-            }
-            else if (gemv) RunGemv(pool, level, options, chunked, x, view, y, rows, accumulate);
-            else if (weight.Format == WeightFormat.F32 && level == SimdLevel.Vector512 && options.InPlaceF32Gemm && GemmInPlace.IsSupported
-                     && GemmInPlace.Fits(rows))
-                RunGemmInPlace(pool, x, view, y, rows, accumulate, options.Stealing);
-            else RunGemm(pool, level, x, view, y, rows, accumulate, options.Stealing);
+            nint output = (nint)y;
+            RunShared(pool, level, options, x, new ReadOnlySpan<WeightView>(in view), new ReadOnlySpan<nint>(in output), rows, accumulate);
         }
+    }
+
+    /// <summary>
+    /// y_i (rows, out_i) (+)= x (rows, in) W_i^T for up to <see cref="MaxShared"/> weights of one format and in_features
+    /// (q/k/v, wi_0/wi_1): x is prepared once (padded, laid out, quantized or packed) and one pool job covers every
+    /// weight's outputs, each element computed exactly as a lone <see cref="Run"/> computes it. Weights the kernel
+    /// choice would treat differently (alignment), or that would want x shifted differently for aligned loads, run one
+    /// after another.
+    /// </summary>
+    public static void RunShared(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, ReadOnlySpan<WeightView> w,
+        ReadOnlySpan<nint> y, int rows, bool accumulate)
+    {
+        if (w.Length > MaxShared) throw new ArgumentException($"At most {MaxShared} weights share one call, not {w.Length}.", nameof(w));
+        bool chunked = UsesAlignedChunks(level, options, w[0], rows);
+        for (int i = 1; i < w.Length; i++)
+        {
+            if (w[i].Format != w[0].Format || w[i].Cols != w[0].Cols || UsesAlignedChunks(level, options, w[i], rows) != chunked
+                || (chunked && ChunkShift(w[i]) != ChunkShift(w[0])))
+            {
+                for (int j = 0; j < w.Length; j++) RunShared(pool, level, options, x, w.Slice(j, 1), y.Slice(j, 1), rows, accumulate);
+                return;
+            }
+        }
+        WeightView first = w[0];
+        bool gemv = chunked ? rows <= options.ChunkedF32GemvMaxRows : options.UsesGemv(first.Format, rows);
+        // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm; the GEMM
+        // ~0.5x the fp32 GEMM's time). Non-finite activations would quantize to garbage, so they take the
+        // widening kernels and propagate as the reference does.
+        if (first.Format == WeightFormat.Int8 && options.Int8Vnni && Int8Gemm.IsSupported(level)
+            && AllFinite(x, (long)rows * first.Cols))
+        {
+            if (gemv) Int8Gemm.RunGemvShared(pool, level, x, w, y, rows, accumulate, options.Stealing);
+            else Int8Gemm.RunShared(pool, level, x, w, y, rows, accumulate, options.Stealing);
+        }
+        else if (gemv) RunGemv(pool, level, options, chunked, x, w, y, rows, accumulate);
+        else if (first.Format == WeightFormat.F32 && level == SimdLevel.Vector512 && options.InPlaceF32Gemm && GemmInPlace.IsSupported
+                 && GemmInPlace.Fits(rows))
+            RunGemmInPlace(pool, x, w, y, rows, accumulate, options.Stealing);
+        else RunGemm(pool, level, x, w, y, rows, accumulate, options.Stealing);
+    }
+
+    /// <summary>
+    /// Runs one range job per weight as one pool job over their output units (rows of a GEMV, columns of a GEMM) laid
+    /// end to end, <paramref name="grain"/> units per claim; on the calling thread alone unless
+    /// <paramref name="parallel"/>.
+    /// </summary>
+    internal static void RunJobs<TJob>(WorkerPool pool, TJob* jobs, ReadOnlySpan<WeightView> w, int grain, bool steal, bool parallel)
+        where TJob : unmanaged, IRangeJob
+    {
+        if (w.Length == 1)
+        {
+            if (parallel) pool.RunRanges(ref jobs[0], w[0].Rows, grain, steal);
+            else jobs[0].Execute(0, w[0].Rows);
+            return;
+        }
+        int* ends = stackalloc int[w.Length];
+        int total = 0;
+        for (int i = 0; i < w.Length; i++) ends[i] = total += w[i].Rows;
+        var group = new JobGroup<TJob> { Jobs = jobs, Ends = ends, Count = w.Length };
+        if (parallel) pool.RunRanges(ref group, total, grain, steal);
+        else group.Execute(0, total);
+    }
+
+    /// <summary>Units [first, end) of several jobs laid end to end: job i owns [Ends[i - 1], Ends[i]).</summary>
+    private struct JobGroup<TJob> : IRangeJob where TJob : unmanaged, IRangeJob
+    {
+        public TJob* Jobs;
+        public int* Ends;
+        public int Count;
+
+        public void Execute(int first, int end)
+        {
+            int start = 0;
+            for (int i = 0; i < Count && start < end; i++)
+            {
+                int stop = Ends[i];
+                int from = Math.Max(first, start), to = Math.Min(end, stop);
+                if (from < to) Jobs[i].Execute(from - start, to - start);
+                start = stop;
+            }
+        }
+    }
+
+    /// <summary>Floats x is shifted by in the aligned-chunk kernels' padded copy: the weight's offset in its cache
+    /// line when every row starts at the same offset (cols a multiple of 16), else 0.</summary>
+    private static int ChunkShift(in WeightView w) => w.Cols % 16 == 0 ? (int)(((nint)w.Data & 63) >> 2) : 0;
+
+    /// <summary>Total weight bytes of <paramref name="w"/>.</summary>
+    private static long Bytes(ReadOnlySpan<WeightView> w)
+    {
+        long bytes = 0;
+        foreach (WeightView v in w) bytes += (long)v.Rows * v.Cols * CpuWeight.BytesPerElement(v.Format);
+        return bytes;
     }
 
     /// <summary>Whether F32 weights take <see cref="Gemv.RunF32Chunks"/> (AVX-512): for one or two rows when the weight
@@ -91,80 +172,82 @@ internal static unsafe class LinearKernel
         w.Format == WeightFormat.F32 && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated && options.AlignedChunks
         && ((nint)w.Data & 3) == 0 && (rows <= 2 ? ((nint)w.Data & 63) != 0 : options.MultiRowGemv);
 
-    private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, bool chunked, float* x, in WeightView w,
-        float* y, int rows, bool accumulate)
+    private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, bool chunked, float* x,
+        ReadOnlySpan<WeightView> w, ReadOnlySpan<nint> y, int rows, bool accumulate)
     {
-        int elementSize = CpuWeight.BytesPerElement(w.Format);
-        long bytes = (long)w.Rows * w.Cols * elementSize;
+        int cols = w[0].Cols, elementSize = CpuWeight.BytesPerElement(w[0].Format);
+        bool parallel = Bytes(w) >= ParallelMinBytes;
+        int grain = GemvGrain((long)cols * elementSize);
         if (chunked)
         {
             // x rows padded with zeros. When every weight row starts at the same offset in its cache line (cols a
             // multiple of 16) x is shifted by that offset too, so the x loads are aligned like the weight chunks.
-            int shift = w.Cols % 16 == 0 ? (int)(((nint)w.Data & 63) >> 2) : 0;
-            int stride = (w.Cols + Gemv.Pad + 32 + 15) & ~15;
+            int shift = ChunkShift(w[0]);
+            int stride = (cols + Gemv.Pad + 32 + 15) & ~15;
             float* padded = Scratch.Get(ScratchSlot.LaneInput, (long)rows * stride);
             for (int r = 0; r < rows; r++)
             {
                 float* row = padded + (long)r * stride;
                 new Span<float>(row, stride).Clear();
-                new ReadOnlySpan<float>(x + (long)r * w.Cols, w.Cols).CopyTo(new Span<float>(row + Gemv.Pad + shift, w.Cols));
+                new ReadOnlySpan<float>(x + (long)r * cols, cols).CopyTo(new Span<float>(row + Gemv.Pad + shift, cols));
             }
-            var chunks = new ChunkedGemvJob
-            {
-                Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = padded + shift, Stride = stride, Output = y,
-                Rows = rows, Accumulate = accumulate,
-            };
-            RunGemvRows(pool, ref chunks, w.Rows, bytes, options.Stealing);
+            ChunkedGemvJob* chunks = stackalloc ChunkedGemvJob[w.Length];
+            for (int i = 0; i < w.Length; i++)
+                chunks[i] = new ChunkedGemvJob
+                {
+                    Weight = (float*)w[i].Data, InDim = cols, OutDim = w[i].Rows, Input = padded + shift, Stride = stride,
+                    Output = (float*)y[i], Rows = rows, Accumulate = accumulate,
+                };
+            RunJobs(pool, chunks, w, grain, options.Stealing, parallel);
             return;
         }
 
         float* laid = x;
-        if (w.Format != WeightFormat.F32 && level != SimdLevel.Scalar)
+        if (w[0].Format != WeightFormat.F32 && level != SimdLevel.Scalar)
         {
-            laid = Scratch.Get(ScratchSlot.LaneInput, (long)rows * w.Cols);
+            laid = Scratch.Get(ScratchSlot.LaneInput, (long)rows * cols);
             for (int r = 0; r < rows; r++)
-                LaneLayout.Arrange(x + (long)r * w.Cols, laid + (long)r * w.Cols, w.Cols, level, elementSize);
+                LaneLayout.Arrange(x + (long)r * cols, laid + (long)r * cols, cols, level, elementSize);
         }
 
-        switch (w.Format)
+        switch (w[0].Format)
         {
-            case WeightFormat.F32: RunGemv<F32Weights>(pool, level, laid, w, y, rows, accumulate, bytes, options); break;
-            case WeightFormat.BF16: RunGemv<BF16Weights>(pool, level, laid, w, y, rows, accumulate, bytes, options); break;
-            case WeightFormat.F16: RunGemv<F16Weights>(pool, level, laid, w, y, rows, accumulate, bytes, options); break;
-            case WeightFormat.Int8: RunGemv<Int8Weights>(pool, level, laid, w, y, rows, accumulate, bytes, options); break;
-            default: throw new NotSupportedException($"Weight format {w.Format} is not one the CPU backend multiplies.");
+            case WeightFormat.F32: RunGemv<F32Weights>(pool, level, laid, w, y, rows, accumulate, options, grain, parallel); break;
+            case WeightFormat.BF16: RunGemv<BF16Weights>(pool, level, laid, w, y, rows, accumulate, options, grain, parallel); break;
+            case WeightFormat.F16: RunGemv<F16Weights>(pool, level, laid, w, y, rows, accumulate, options, grain, parallel); break;
+            case WeightFormat.Int8: RunGemv<Int8Weights>(pool, level, laid, w, y, rows, accumulate, options, grain, parallel); break;
+            default: throw new NotSupportedException($"Weight format {w[0].Format} is not one the CPU backend multiplies.");
         }
     }
 
-    private static void RunGemv<TFormat>(WorkerPool pool, SimdLevel level, float* laid, in WeightView w, float* y, int rows,
-        bool accumulate, long bytes, LinearOptions options) where TFormat : IWeightFormat
+    private static void RunGemv<TFormat>(WorkerPool pool, SimdLevel level, float* laid, ReadOnlySpan<WeightView> w,
+        ReadOnlySpan<nint> y, int rows, bool accumulate, LinearOptions options, int grain, bool parallel) where TFormat : IWeightFormat
     {
-        var job = new GemvJob<TFormat>
-        {
-            Weight = w, Input = laid, Output = y, Rows = rows, Accumulate = accumulate, Level = level, MultiRow = options.MultiRowGemv,
-        };
-        RunGemvRows(pool, ref job, w.Rows, bytes, options.Stealing);
+        GemvJob<TFormat>* jobs = stackalloc GemvJob<TFormat>[w.Length];
+        for (int i = 0; i < w.Length; i++)
+            jobs[i] = new GemvJob<TFormat>
+            {
+                Weight = w[i], Input = laid, Output = (float*)y[i], Rows = rows, Accumulate = accumulate, Level = level,
+                MultiRow = options.MultiRowGemv,
+            };
+        RunJobs(pool, jobs, w, grain, options.Stealing, parallel);
     }
 
     /// <summary>
-    /// Runs a GEMV's output rows on the pool, or on the calling thread below <see cref="ParallelMinBytes"/> of weights.
-    /// Each thread streams one contiguous run of weight rows (splitting finer restarts the memory streams: eight
-    /// claimed items per step measured ~10% slower than two); a thread that finishes first steals the back half of
-    /// what is left (<see cref="WorkerPool.RunRanges"/>), since on a 2-core VM the two cores' shares of bandwidth
-    /// differ from call to call and a worker wakes ~0.5 µs after the caller.
+    /// Whether a GEMV of <paramref name="bytes"/> of weights goes to the pool (below <see cref="ParallelMinBytes"/> it
+    /// runs on the calling thread). On the pool each thread streams one contiguous run of weight rows (splitting finer
+    /// restarts the memory streams: eight claimed items per step measured ~10% slower than two), and a thread that
+    /// finishes first steals the back half of what is left (<see cref="WorkerPool.RunRanges"/>), since on a 2-core VM
+    /// the two cores' shares of bandwidth differ from call to call and a worker wakes ~0.5 µs after the caller.
     /// </summary>
-    internal static void RunGemvRows<TJob>(WorkerPool pool, ref TJob job, int outDim, long bytes, bool steal) where TJob : unmanaged, IRangeJob
-    {
-        if (bytes < ParallelMinBytes) job.Execute(0, outDim);
-        else pool.RunRanges(ref job, outDim, GemvGrain(bytes / Math.Max(outDim, 1)), steal);
-    }
+    internal static bool GemvParallel(long bytes) => bytes >= ParallelMinBytes;
 
     /// <summary>Output rows a GEMV thread claims at a time: at least 32 KB of weights (16 F32 rows at d_model 512, 64
     /// int8 rows), a multiple of 16 rows, so that claims stay rare and the two-row chunk kernel's pairs stay whole.</summary>
-    private static int GemvGrain(long rowBytes) => (int)Math.Clamp((32 * 1024 / Math.Max(rowBytes, 1) + 15) & ~15L, 16, 1024);
+    internal static int GemvGrain(long rowBytes) => (int)Math.Clamp((32 * 1024 / Math.Max(rowBytes, 1) + 15) & ~15L, 16, 1024);
 
-    private static void RunGemm(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate,
-        bool steal)
+    private static void RunGemm(WorkerPool pool, SimdLevel level, float* x, ReadOnlySpan<WeightView> w, ReadOnlySpan<nint> y, int rows,
+        bool accumulate, bool steal)
     {
         switch (level)
         {
@@ -175,25 +258,36 @@ internal static unsafe class LinearKernel
         }
     }
 
-    private static void RunGemm<TKernel>(WorkerPool pool, float* x, in WeightView w, float* y, int rows, bool accumulate, bool steal)
-        where TKernel : IMicroKernel
+    private static void RunGemm<TKernel>(WorkerPool pool, float* x, ReadOnlySpan<WeightView> w, ReadOnlySpan<nint> y, int rows,
+        bool accumulate, bool steal) where TKernel : IMicroKernel
     {
-        float* packedA = Scratch.Get(ScratchSlot.LaneInput, Gemm.PackedASize(rows, w.Cols, TKernel.MR));
+        int cols = w[0].Cols;
+        float* packedA = Scratch.Get(ScratchSlot.LaneInput, Gemm.PackedASize(rows, cols, TKernel.MR));
         int strips = (rows + TKernel.MR - 1) / TKernel.MR;
         int stripsPerItem = Math.Max(1, (strips + pool.Threads - 1) / pool.Threads);
-        var pack = new PackAJob { Input = x, Packed = packedA, Rows = rows, InDim = w.Cols, MR = TKernel.MR, Strips = strips, PerItem = stripsPerItem };
+        var pack = new PackAJob { Input = x, Packed = packedA, Rows = rows, InDim = cols, MR = TKernel.MR, Strips = strips, PerItem = stripsPerItem };
         pool.Run(ref pack, (strips + stripsPerItem - 1) / stripsPerItem);
-        var job = new GemmJob<TKernel> { Weight = w, Input = packedA, Output = y, Rows = rows, Accumulate = accumulate };
-        pool.RunRanges(ref job, w.Rows, Gemm.GrainPanels * TKernel.NR, steal);
+        GemmJob<TKernel>* jobs = stackalloc GemmJob<TKernel>[w.Length];
+        for (int i = 0; i < w.Length; i++)
+            jobs[i] = new GemmJob<TKernel> { Weight = w[i], Input = packedA, Output = (float*)y[i], Rows = rows, Accumulate = accumulate };
+        RunJobs(pool, jobs, w, Gemm.GrainPanels * TKernel.NR, steal, parallel: true);
     }
 
-    private static void RunGemmInPlace(WorkerPool pool, float* x, in WeightView w, float* y, int rows, bool accumulate, bool steal)
+    private static void RunGemmInPlace(WorkerPool pool, float* x, ReadOnlySpan<WeightView> w, ReadOnlySpan<nint> y, int rows,
+        bool accumulate, bool steal)
     {
-        float* packed = Scratch.Get(ScratchSlot.LaneInput, GemmInPlace.PackedSize(rows, w.Cols));
-        var pack = new PackATJob { Input = x, Packed = packed, Rows = rows, InDim = w.Cols };
-        pool.Run(ref pack, (w.Cols + Gemm.KC - 1) / Gemm.KC);
-        var job = new InPlaceGemmJob { Weight = (float*)w.Data, InDim = w.Cols, OutDim = w.Rows, Input = packed, Output = y, Rows = rows, Accumulate = accumulate };
-        pool.RunRanges(ref job, w.Rows, Gemm.GrainPanels * GemmInPlace.NW, steal);
+        int cols = w[0].Cols;
+        float* packed = Scratch.Get(ScratchSlot.LaneInput, GemmInPlace.PackedSize(rows, cols));
+        var pack = new PackATJob { Input = x, Packed = packed, Rows = rows, InDim = cols };
+        pool.Run(ref pack, (cols + Gemm.KC - 1) / Gemm.KC);
+        InPlaceGemmJob* jobs = stackalloc InPlaceGemmJob[w.Length];
+        for (int i = 0; i < w.Length; i++)
+            jobs[i] = new InPlaceGemmJob
+            {
+                Weight = (float*)w[i].Data, InDim = cols, OutDim = w[i].Rows, Input = packed, Output = (float*)y[i], Rows = rows,
+                Accumulate = accumulate,
+            };
+        RunJobs(pool, jobs, w, Gemm.GrainPanels * GemmInPlace.NW, steal, parallel: true);
     }
 
     /// <summary>One item: k slab <c>index</c> of A^T for <see cref="GemmInPlace"/>.</summary>

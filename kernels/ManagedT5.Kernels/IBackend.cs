@@ -98,6 +98,17 @@ public interface IBackend : IDisposable
     /// With <paramref name="accumulate"/> the product is added to output (a fused residual add).</summary>
     void Linear(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate = false);
 
+    /// <summary>Several Linears of one input as one op: outputs[i] = input weights[i]^T for each i (q, k and v of one
+    /// normed input; wi_0 and wi_1). The weights share in_features. A backend may share the work of preparing the input
+    /// and of dispatching it; every output equals what <see cref="Linear"/> gives for its weight alone. This default
+    /// calls <see cref="Linear"/> once per weight.</summary>
+    void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
+    {
+        if (weights.Length != outputs.Length)
+            throw new ArgumentException($"{weights.Length} weights but {outputs.Length} outputs; give one output per weight.", nameof(outputs));
+        for (int i = 0; i < weights.Length; i++) Linear(input, weights[i], outputs[i], rows);
+    }
+
     /// <summary>T5LayerNorm: output[r] = input[r] * rsqrt(mean(input[r]^2) + epsilon) * weight. No mean, no bias.</summary>
     void RmsNorm(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon);
 

@@ -67,6 +67,7 @@ public sealed class ProfilingBackend : IBackend
     private static string Describe(Key k) => k.Op switch
     {
         "Linear" => $"rows {k.A}, {k.C} -> {k.B}, {k.Format}",
+        "Linears" => $"rows {k.A}, {k.C} -> {k.D} x {k.B}, {k.Format}",
         "Attention" => $"batch {k.A} x {k.B} heads, {k.C} queries x {k.D} keys",
         "RmsNorm" => $"rows {k.A} x {k.B}",
         "Embedding" => $"{k.A} ids x {k.B}, {k.Format}",
@@ -126,6 +127,18 @@ public sealed class ProfilingBackend : IBackend
         long t = Stopwatch.GetTimestamp();
         _inner.Linear(input, weight, output, rows, accumulate);
         Add(new Key("Linear", rows, weight.Shape[0], weight.Shape[^1], 0, weight.Format), t, weight.ByteLength);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>Timed as one op ("Linears", the shape of the first weight times the count).</remarks>
+    public void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
+    {
+        long t = Stopwatch.GetTimestamp();
+        _inner.Linears(input, weights, outputs, rows);
+        long bytes = 0;
+        foreach (IWeight w in weights) bytes += w.ByteLength;
+        if (weights.Length > 0)
+            Add(new Key("Linears", rows, weights[0].Shape[0], weights[0].Shape[^1], weights.Length, weights[0].Format), t, bytes);
     }
 
     /// <inheritdoc />

@@ -107,6 +107,62 @@ public sealed class LinearTests : IDisposable
 
     public static TheoryData<SimdLevel> Levels() => TestData.Levels();
 
+    /// <summary>Linears (several weights of one input as one op: the input prepared once, one pool job over all
+    /// outputs) gives each output exactly what a lone Linear gives, on every kernel path: one-row, multi-row and
+    /// aligned-chunk GEMV, the GEMMs, int8 VNNI; odd output sizes that split claims across weights; F32 weights at
+    /// different cache-line offsets (which cannot share a shifted input and run one by one).</summary>
+    [Theory]
+    [MemberData(nameof(FormatsAndLevels))]
+    public void SharedInputLinearsEqualSeparateLinears(WeightFormat format, SimdLevel level)
+    {
+        using var cpu = new CpuBackend(2, level);
+        (int In, int[] Outs, int[] Misalign)[] groups =
+        [
+            (512, [384, 384, 384], [8, 8, 8]),      // q, k, v of flan-t5-small, from a file
+            (512, [1024, 1024], [0, 0]),            // wi_0, wi_1
+            (64, [100, 7, 65], [4, 4, 4]),          // odd sizes: claims cross weight boundaries mid-grain
+            (48, [33, 40], [8, 36]),                // different offsets in the cache line
+        ];
+        int seed = 5000;
+        foreach (LinearOptions options in OptionsFor(format))
+        {
+            cpu.LinearOptions = options;
+            foreach ((int inDim, int[] outs, int[] misalign) in groups)
+                foreach (int rows in new[] { 1, 3, 8, 9, 40, 128 })
+                {
+                    IWeight[] weights = outs.Select((o, i) => cpu.CreateWeight(_store.Random($"w{i}", format, o, inDim, seed + i, 0.1f, misalign[i]), format)).ToArray();
+                    float[] x = TestData.Random(rows * inDim, seed++);
+                    using IBuffer input = TestData.Buffer(cpu, x, extra: 3);
+                    IBuffer[] together = outs.Select(o => cpu.Allocate(rows * o + 3)).ToArray();
+                    cpu.Linears(input, weights, together, rows);
+                    for (int i = 0; i < weights.Length; i++)
+                    {
+                        using IBuffer alone = cpu.Allocate(rows * outs[i]);
+                        cpu.Linear(input, weights[i], alone, rows);
+                        Assert.Equal(TestData.Read(cpu, alone, rows * outs[i]), TestData.Read(cpu, together[i], rows * outs[i]));
+                    }
+                    foreach (IBuffer b in together) b.Dispose();
+                    foreach (IWeight w in weights) w.Dispose();
+                }
+        }
+    }
+
+    [Fact]
+    public void LinearsRejectMismatchedWeightsAndOutputs()
+    {
+        using var cpu = new CpuBackend(2);
+        using IWeight a = cpu.CreateWeight(_store.Random("a", WeightFormat.F32, 8, 16, 1));
+        using IWeight b = cpu.CreateWeight(_store.Random("b", WeightFormat.F32, 8, 12, 2));
+        using IBuffer x = cpu.Allocate(16), y0 = cpu.Allocate(8), y1 = cpu.Allocate(8);
+        var error = Assert.Throws<ArgumentException>(() => cpu.Linears(x, [a, b], [y0, y1], 1));
+        Assert.Contains("'b'", error.Message);
+        Assert.Throws<ArgumentException>(() => cpu.Linears(x, [a, a], [y0], 1));
+        Assert.Throws<ArgumentException>(() => cpu.Linears(x, [a, a], [y0, cpu.Allocate(4)], 1));
+        // The interface's default (one Linear per weight) checks the counts too.
+        IBackend reference = new ReferenceBackend();
+        Assert.Throws<ArgumentException>(() => reference.Linears(x, [a], [y0, y1], 1));
+    }
+
     private unsafe void Check(CpuBackend cpu, WeightFormat format, int rows, int inDim, int outDim, bool accumulate, int seed, int misalign = 0)
     {
         HostTensor tensor = _store.Random("w", format, outDim, inDim, seed, scale: 0.1f, misalign);

@@ -153,8 +153,7 @@ public sealed class T5Model : IDisposable
         for (int l = 0; l < c.NumDecoderLayers; l++)
         {
             AttentionWeights cross = Weights.Decoder[l].CrossAttention;
-            Backend.Linear(hidden, cross.K, state.CrossKeys[l], batch * seq);     // k: [batch, enc_seq, inner]
-            Backend.Linear(hidden, cross.V, state.CrossValues[l], batch * seq);   // v: [batch, enc_seq, inner]
+            Backend.Linears(hidden, [cross.K, cross.V], [state.CrossKeys[l], state.CrossValues[l]], batch * seq); // k, v: [batch, enc_seq, inner]
         }
         expanded?.Dispose();
         return state;
@@ -196,11 +195,10 @@ public sealed class T5Model : IDisposable
             // layer.0: causal self-attention; new keys/values are appended to the cache first.
             Backend.RmsNorm(work.Hidden, block.SelfAttentionNorm, work.Normed, rows, c.LayerNormEpsilon);
             Observe(observer, p, "0.layer_norm", work.Normed, batch, length, c.DModel);
-            Backend.Linear(work.Normed, block.SelfAttention.K, work.Key, rows);
-            Backend.Linear(work.Normed, block.SelfAttention.V, work.Value, rows);
+            Backend.Linears(work.Normed, [block.SelfAttention.Q, block.SelfAttention.K, block.SelfAttention.V],
+                [work.Query, work.Key, work.Value], rows);
             Backend.AppendToCache(work.Key, state.SelfKeys[l], batch, length, state.Capacity, past, c.InnerDim);
             Backend.AppendToCache(work.Value, state.SelfValues[l], batch, length, state.Capacity, past, c.InnerDim);
-            Backend.Linear(work.Normed, block.SelfAttention.Q, work.Query, rows);
             Observe(observer, p, "0.SelfAttention.q", work.Query, batch, length, c.InnerDim);
             Observe(observer, p, "0.SelfAttention.k", work.Key, batch, length, c.InnerDim);
             Observe(observer, p, "0.SelfAttention.v", work.Value, batch, length, c.InnerDim);
@@ -239,9 +237,7 @@ public sealed class T5Model : IDisposable
     private void SelfAttention(AttentionWeights w, Workspace work, int rows, AttentionShape shape, IBuffer keys, IBuffer values,
         IBuffer bias, IBuffer mask, ITensorObserver? observer, string prefix, string name)
     {
-        Backend.Linear(work.Normed, w.Q, work.Query, rows);                           // q: [batch, seq, heads * d_kv]
-        Backend.Linear(work.Normed, w.K, keys, rows);
-        Backend.Linear(work.Normed, w.V, values, rows);
+        Backend.Linears(work.Normed, [w.Q, w.K, w.V], [work.Query, keys, values], rows); // q, k, v: [batch, seq, heads * d_kv]
         Observe(observer, prefix, name, ".q", work.Query, shape.Batch, shape.QueryLength, shape.InnerDim);
         Observe(observer, prefix, name, ".k", keys, shape.Batch, shape.QueryLength, shape.InnerDim);
         Observe(observer, prefix, name, ".v", values, shape.Batch, shape.QueryLength, shape.InnerDim);
@@ -256,8 +252,7 @@ public sealed class T5Model : IDisposable
         T5Config c = Config;
         if (c.IsGatedAct)
         {
-            Backend.Linear(work.Normed, w.Wi0!, work.Gate, rows);                     // gate: [rows, d_ff]
-            Backend.Linear(work.Normed, w.Wi1!, work.Up, rows);                       // up:   [rows, d_ff]
+            Backend.Linears(work.Normed, [w.Wi0!, w.Wi1!], [work.Gate, work.Up], rows); // gate, up: [rows, d_ff]
             Backend.Activate(work.Gate, work.Up, c.DenseActivation, rows * c.DFf);
         }
         else
