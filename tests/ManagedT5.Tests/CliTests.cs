@@ -118,6 +118,9 @@ public sealed class CliTests
             Assert.Contains(phase, output);
         Assert.Contains("Linear", output);
         Assert.Contains("Attention", output);
+        // q/k/v and wi_0/wi_1 run as one op each (IBackend.Linears), timed as one line with the weight count.
+        Assert.Matches(@"Linears +rows 1, \d+ -> 3 x \d+", output);
+        Assert.Matches(@"Linears +rows 1, \d+ -> 2 x \d+", output);
     }
 
     [Fact]
