@@ -22,9 +22,9 @@ internal static unsafe class AttentionKernel
     }
 
     /// <summary>(batch, head, query block) units a thread claims at a time (<see cref="WorkerPool.RunRanges"/>). A decode
-    /// step's head (one query over a few dozen cached keys) is ~0.3 µs of work, less than a contended claim: about
-    /// four claims per thread, at most 16 units each, and all units at once (the calling thread alone) below ~3 µs of
-    /// work, such as one prompt's six heads (1.6 µs alone, 2.4 µs split over two threads).</summary>
+    /// step's head (one query over a few dozen cached keys) is less work than waking a worker and bouncing a claim
+    /// counter between cores: about four claims per thread, at most 16 units each, and all units at once (the calling
+    /// thread alone) below 320 query-key pairs, such as one prompt's six heads over 32 keys.</summary>
     public static int Grain(int units, int threads, int queryBlock, int keyLength)
     {
         if ((long)units * queryBlock * keyLength < 320) return Math.Max(units, 1);

@@ -51,14 +51,18 @@ internal static unsafe class GemmInPlace
     public static void Run(float* weights, int inDim, int outDim, float* packed, float* c, int rows, int first, int end, bool accumulate)
     {
         int panels = (rows + RA - 1) / RA;
-        float* zero = Scratch.Get(ScratchSlot.Tile, inDim);
-        new Span<float>(zero, inDim).Clear();
+        float* zero = null; // a zero weight row for the missing rows of an edge block, cleared when first needed
         float** w = stackalloc float*[NW];
         float* tile = stackalloc float[NW * RA];
         float* acc = stackalloc float[NW * RA];
         for (int n0 = first; n0 < end; n0 += NW)
         {
             int nHere = Math.Min(NW, end - n0);
+            if (nHere < NW && zero == null)
+            {
+                zero = Scratch.Get(ScratchSlot.Tile, inDim);
+                new Span<float>(zero, inDim).Clear();
+            }
             for (int i = 0; i < NW; i++) w[i] = i < nHere ? weights + (long)(n0 + i) * inDim : zero;
             for (int p = 0; p < panels; p++)
             {

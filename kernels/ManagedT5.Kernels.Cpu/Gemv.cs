@@ -17,7 +17,6 @@ namespace ManagedT5.Kernels.Cpu;
 /// <summary>Matrix-vector products against a stored weight, one weight format per instantiation.</summary>
 internal static unsafe class Gemv
 {
-
     /// <summary>
     /// y[r, o] (+)= scale[o] * sum_i W[o, i] x[r, i] for o in [<paramref name="first"/>, <paramref name="end"/>) and
     /// r &lt; <paramref name="rows"/>. W (out, in) at <paramref name="weights"/>; <paramref name="laidInput"/> holds the

@@ -115,17 +115,13 @@ internal static unsafe class Int8Gemm
         QuantizeRows(x, cols, stride, quantized, rowScales, 0, rows);
 
         GemvJob* jobs = stackalloc GemvJob[weights.Length];
-        long bytes = 0;
         for (int i = 0; i < weights.Length; i++)
-        {
             jobs[i] = new GemvJob
             {
                 Weight = weights[i], Quantized = quantized, RowScales = rowScales, Output = (float*)y[i], Stride = stride, Rows = rows,
                 Accumulate = accumulate,
             };
-            bytes += (long)weights[i].Rows * cols;
-        }
-        LinearKernel.RunJobs(pool, jobs, weights, LinearKernel.GemvGrain(cols), steal, LinearKernel.GemvParallel(bytes));
+        LinearKernel.RunJobs(pool, jobs, weights, LinearKernel.GemvGrain(cols), steal, LinearKernel.GemvParallel(LinearKernel.Bytes(weights)));
     }
 
     /// <summary>Output rows [first, end) of <see cref="RunGemv"/>.</summary>

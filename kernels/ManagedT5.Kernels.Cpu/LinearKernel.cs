@@ -158,7 +158,7 @@ internal static unsafe class LinearKernel
     private static int ChunkShift(in WeightView w) => w.Cols % 16 == 0 ? (int)(((nint)w.Data & 63) >> 2) : 0;
 
     /// <summary>Total weight bytes of <paramref name="w"/>.</summary>
-    private static long Bytes(ReadOnlySpan<WeightView> w)
+    internal static long Bytes(ReadOnlySpan<WeightView> w)
     {
         long bytes = 0;
         foreach (WeightView v in w) bytes += (long)v.Rows * v.Cols * CpuWeight.BytesPerElement(v.Format);
@@ -176,7 +176,7 @@ internal static unsafe class LinearKernel
         ReadOnlySpan<WeightView> w, ReadOnlySpan<nint> y, int rows, bool accumulate)
     {
         int cols = w[0].Cols, elementSize = CpuWeight.BytesPerElement(w[0].Format);
-        bool parallel = Bytes(w) >= ParallelMinBytes;
+        bool parallel = GemvParallel(Bytes(w));
         int grain = GemvGrain((long)cols * elementSize);
         if (chunked)
         {
