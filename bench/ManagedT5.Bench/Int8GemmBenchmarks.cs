@@ -14,7 +14,6 @@ public unsafe class Int8GemmBenchmarks : IWorkload
     private WeightStore _store = null!;
     private CpuWeight _f32 = null!, _int8 = null!;
     private float[] _x = null!, _y = null!;
-    private float[] _scales = null!;
     private int _rows;
     private static readonly LinearOptions Widening = new() { Int8Vnni = false };   // Linear would otherwise pick Int8Gemm
 
@@ -36,7 +35,6 @@ public unsafe class Int8GemmBenchmarks : IWorkload
         _f32 = (CpuWeight)_store.Create(backend, dims[2], dims[1], WeightFormat.F32, seed: 3);
         _int8 = (CpuWeight)_store.Create(backend, dims[2], dims[1], WeightFormat.Int8, seed: 3);
         backend.Dispose();
-        _scales = _int8.Scales.ToArray();
         var random = new Random(2);
         _x = Enumerable.Range(0, _rows * dims[1]).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
         _y = new float[_rows * dims[2]];
@@ -60,10 +58,6 @@ public unsafe class Int8GemmBenchmarks : IWorkload
     [Benchmark]
     public void Int8Vnni()
     {
-        fixed (float* x = _x, y = _y, scales = _scales)
-        {
-            var view = new WeightView(_int8.Data, _int8.Format, _int8.Rows, _int8.Cols, scales);
-            Int8Gemm.Run(_pool, SimdLevels.Best, x, view, y, _rows, accumulate: false);
-        }
+        fixed (float* x = _x, y = _y) Int8Gemm.Run(_pool, SimdLevels.Best, x, WeightView.Of(_int8), y, _rows, accumulate: false);
     }
 }

@@ -64,10 +64,9 @@ public sealed unsafe class CpuBackend : IBackend
         CpuWeight weight = WeightOf(table);
         float[] y = BufferOf(output).Data;
         Require(y, (long)ids.Length * weight.Cols, nameof(output));
-        fixed (float* scales = weight.Scales)
         fixed (float* yp = y)
         {
-            var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
+            var view = WeightView.Of(weight);
             for (int i = 0; i < ids.Length; i++)
                 WeightRows.Widen(view, ids[i], 0, weight.Cols, yp + (long)i * weight.Cols);
         }
@@ -109,14 +108,13 @@ public sealed unsafe class CpuBackend : IBackend
         if (w2 is not null) RequireShared(w0, w2, y2!, rows);
         fixed (float* xp = x)
         fixed (float* yp0 = y0) fixed (float* yp1 = y1) fixed (float* yp2 = y2)
-        fixed (float* s0 = w0.Scales) fixed (float* s1 = w1 is null ? default : w1.Scales) fixed (float* s2 = w2 is null ? default : w2.Scales)
         {
             Span<WeightView> views = stackalloc WeightView[weights.Length];
             Span<nint> ys = stackalloc nint[weights.Length];
-            views[0] = new WeightView(w0.Data, w0.Format, w0.Rows, w0.Cols, s0);
+            views[0] = WeightView.Of(w0);
             ys[0] = (nint)yp0;
-            if (w1 is not null) { views[1] = new WeightView(w1.Data, w1.Format, w1.Rows, w1.Cols, s1); ys[1] = (nint)yp1; }
-            if (w2 is not null) { views[2] = new WeightView(w2.Data, w2.Format, w2.Rows, w2.Cols, s2); ys[2] = (nint)yp2; }
+            if (w1 is not null) { views[1] = WeightView.Of(w1); ys[1] = (nint)yp1; }
+            if (w2 is not null) { views[2] = WeightView.Of(w2); ys[2] = (nint)yp2; }
             LinearKernel.RunShared(_pool, Simd, LinearOptions, xp, views, ys, rows, accumulate: false);
         }
     }
@@ -138,7 +136,6 @@ public sealed unsafe class CpuBackend : IBackend
         int d = w.Cols;
         Require(x, (long)rows * d, nameof(input));
         Require(y, (long)rows * d, nameof(output));
-        fixed (float* scales = w.Scales)
         fixed (float* xp = x)
         fixed (float* yp = y)
         {
@@ -146,7 +143,7 @@ public sealed unsafe class CpuBackend : IBackend
             if (w.Format != WeightFormat.F32)
             {
                 gamma = Scratch.Get(ScratchSlot.Vector, d);
-                WeightRows.Widen(new WeightView(w.Data, w.Format, w.Rows, w.Cols, scales), 0, 0, d, gamma);
+                WeightRows.Widen(WeightView.Of(w), 0, 0, d, gamma);
             }
             int perItem = (long)rows * d < ParallelMinElements ? Math.Max(rows, 1) : Math.Max(1, (rows + _pool.Threads * 4 - 1) / (_pool.Threads * 4));
             var job = new RmsNormJob { Input = xp, Weight = gamma, Output = yp, DModel = d, Rows = rows, PerItem = perItem, Epsilon = epsilon, Level = Simd };
@@ -199,9 +196,8 @@ public sealed unsafe class CpuBackend : IBackend
         float[] y = BufferOf(output).Data;
         Require(y, (long)t.Cols * queryLength * keyLength, nameof(output));
         if (queryLength == 0 || keyLength == 0) return;
-        fixed (float* scales = t.Scales)
         fixed (float* yp = y)
-            PositionBiasKernel.Run(new WeightView(t.Data, t.Format, t.Rows, t.Cols, scales), yp, queryLength, keyLength,
+            PositionBiasKernel.Run(WeightView.Of(t), yp, queryLength, keyLength,
                 queryOffset, bidirectional, numBuckets, maxDistance);
     }
 

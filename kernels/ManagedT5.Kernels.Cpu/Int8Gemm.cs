@@ -5,7 +5,8 @@
 // 1. Each row of A is quantized on its own: sx = max|x| / 127, q = round_half_even(x * (127 / max|x|)) in
 //    [-127, 127]. VPDPBUSD multiplies unsigned bytes by signed bytes, so A is stored as u = q + 128 (1..255).
 // 2. acc[r, o] = sum_k u[r, k] * W[o, k] in int32 (exact: |u * w| <= 255 * 127, so K up to 65536 cannot overflow).
-//    The zero point comes back out with the weight's column sum: sum_k q * w = acc - 128 * sum_k w.
+//    The zero point comes back out with the weight row's sum: sum_k q * w = acc - 128 * sum_k w (sum_k w is taken once,
+//    when the weight is quantized: CpuWeight.RowSums).
 // 3. C[r, o] (+)= float(acc - 128 * sum_k w) * sx[r] * sw[o], multiplied in that order.
 // The only approximation is step 1 (|x - q * sx| <= sx / 2 = max|x| / 254 per element); steps 2 and 3 are exact
 // integer arithmetic plus three fp32 roundings done in the same order everywhere, so the vector path and the scalar
@@ -91,9 +92,9 @@ internal static unsafe class Int8Gemm
 
     /// <summary>
     /// The decode form of <see cref="Run"/> for a few rows: the same quantized activations and epilogue, but no packing.
-    /// Each weight row is streamed once, front to back, and dotted with every quantized x row by VPDPBUSD, 32 bytes at
-    /// a time; the zero point comes back out with the row's weight sum, taken in the same pass (VPDPBUSD of a vector of
-    /// ones). The integer sums are exact, so the result equals <see cref="RunScalar"/> bit for bit.
+    /// Each weight row is streamed once, front to back (four rows side by side), and dotted with every quantized x row
+    /// by VPDPBUSD, 32 bytes at a time. The integer sums are exact, so the result equals <see cref="RunScalar"/> bit for
+    /// bit.
     /// </summary>
     public static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate,
         bool steal = true)
@@ -124,44 +125,97 @@ internal static unsafe class Int8Gemm
         LinearKernel.RunJobs(pool, jobs, weights, LinearKernel.GemvGrain(cols), steal, LinearKernel.GemvParallel(LinearKernel.Bytes(weights)));
     }
 
-    /// <summary>Output rows [first, end) of <see cref="RunGemv"/>.</summary>
+    /// <summary>Output rows [first, end) of <see cref="RunGemv"/>, four at a time: the four weight rows are streamed
+    /// together against each quantized x row (one x load feeds four VPDPBUSD), two accumulators per weight row for
+    /// even and odd 32-byte chunks, and one horizontal reduction gives the four sums at once. The zero point comes back
+    /// out with the rows' precomputed sums (<see cref="CpuWeight.RowSums"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Gemv(in WeightView w, byte* quantized, float* rowScales, float* y, int stride, int rows, int first, int end,
         bool accumulate)
     {
-        int inDim = w.Cols, whole = inDim & ~31;
-        var ones = Vector256.Create((byte)1);
-        for (int o = first; o < end; o++)
+        int inDim = w.Cols, outDim = w.Rows, whole = inDim & ~31;
+        int o = first;
+        for (; o + 4 <= end; o += 4)
         {
-            sbyte* weights = (sbyte*)w.Data + (long)o * inDim;
-            // The row's weight sum (whole chunks only: the tail is multiplied exactly below).
-            Vector256<int> sum0 = Vector256<int>.Zero, sum1 = Vector256<int>.Zero;
-            int k = 0;
-            for (; k <= whole - 64; k += 64)
-            {
-                sum0 = AvxVnni.MultiplyWideningAndAdd(sum0, ones, Vector256.Load(weights + k));
-                sum1 = AvxVnni.MultiplyWideningAndAdd(sum1, ones, Vector256.Load(weights + k + 32));
-            }
-            if (k < whole) sum0 = AvxVnni.MultiplyWideningAndAdd(sum0, ones, Vector256.Load(weights + k));
-            int weightSum = Vector256.Sum(sum0 + sum1);
+            sbyte* w0 = (sbyte*)w.Data + (long)o * inDim, w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim;
+            Vector128<int> correction = Vector128.Load(w.RowSums + o) * ZeroPoint;
+            Vector128<float> scales = Vector128.Load(w.Scales + o);
             for (int r = 0; r < rows; r++)
             {
                 byte* u = quantized + (long)r * stride;
-                Vector256<int> a0 = Vector256<int>.Zero, a1 = Vector256<int>.Zero;
-                k = 0;
+                Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default;
+                Vector256<int> b0 = default, b1 = default, b2 = default, b3 = default;
+                int k = 0;
                 for (; k <= whole - 64; k += 64)
                 {
-                    a0 = AvxVnni.MultiplyWideningAndAdd(a0, Vector256.Load(u + k), Vector256.Load(weights + k));
-                    a1 = AvxVnni.MultiplyWideningAndAdd(a1, Vector256.Load(u + k + 32), Vector256.Load(weights + k + 32));
+                    if (r == 0)
+                    {
+                        // Four interleaved row streams train the hardware prefetcher less well than one: fetch the
+                        // next block of four rows (the 4 x in_features bytes that follow) front to back meanwhile.
+                        // (Past the weight's end this is a harmless hint: prefetches do not fault.)
+                        sbyte* ahead = w3 + inDim + 4 * k;
+                        Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
+                    }
+                    Vector256<byte> x0 = Vector256.Load(u + k), x1 = Vector256.Load(u + k + 32);
+                    a0 = AvxVnni.MultiplyWideningAndAdd(a0, x0, Vector256.Load(w0 + k));
+                    a1 = AvxVnni.MultiplyWideningAndAdd(a1, x0, Vector256.Load(w1 + k));
+                    a2 = AvxVnni.MultiplyWideningAndAdd(a2, x0, Vector256.Load(w2 + k));
+                    a3 = AvxVnni.MultiplyWideningAndAdd(a3, x0, Vector256.Load(w3 + k));
+                    b0 = AvxVnni.MultiplyWideningAndAdd(b0, x1, Vector256.Load(w0 + k + 32));
+                    b1 = AvxVnni.MultiplyWideningAndAdd(b1, x1, Vector256.Load(w1 + k + 32));
+                    b2 = AvxVnni.MultiplyWideningAndAdd(b2, x1, Vector256.Load(w2 + k + 32));
+                    b3 = AvxVnni.MultiplyWideningAndAdd(b3, x1, Vector256.Load(w3 + k + 32));
                 }
-                if (k < whole) a0 = AvxVnni.MultiplyWideningAndAdd(a0, Vector256.Load(u + k), Vector256.Load(weights + k));
-                int acc = Vector256.Sum(a0 + a1) - ZeroPoint * weightSum;
-                for (k = whole; k < inDim; k++) acc += (u[k] - ZeroPoint) * weights[k];
+                if (k < whole)
+                {
+                    Vector256<byte> x0 = Vector256.Load(u + k);
+                    a0 = AvxVnni.MultiplyWideningAndAdd(a0, x0, Vector256.Load(w0 + k));
+                    a1 = AvxVnni.MultiplyWideningAndAdd(a1, x0, Vector256.Load(w1 + k));
+                    a2 = AvxVnni.MultiplyWideningAndAdd(a2, x0, Vector256.Load(w2 + k));
+                    a3 = AvxVnni.MultiplyWideningAndAdd(a3, x0, Vector256.Load(w3 + k));
+                }
+                Vector128<int> acc = SumEach(a0 + b0, a1 + b1, a2 + b2, a3 + b3);
+                if (whole < inDim)
+                    acc += Vector128.Create(Tail(u, w0, whole, inDim), Tail(u, w1, whole, inDim), Tail(u, w2, whole, inDim), Tail(u, w3, whole, inDim));
+                Vector128<float> value = Vector128.ConvertToSingle(acc - correction) * Vector128.Create(rowScales[r]) * scales;
+                float* output = y + (long)r * outDim + o;
+                if (accumulate) value = Vector128.Load(output) + value;
+                value.Store(output);
+            }
+        }
+        for (; o < end; o++)
+        {
+            sbyte* weights = (sbyte*)w.Data + (long)o * inDim;
+            for (int r = 0; r < rows; r++)
+            {
+                byte* u = quantized + (long)r * stride;
+                Vector256<int> a0 = default;
+                for (int k = 0; k < whole; k += 32) a0 = AvxVnni.MultiplyWideningAndAdd(a0, Vector256.Load(u + k), Vector256.Load(weights + k));
+                int acc = Vector256.Sum(a0) + Tail(u, weights, whole, inDim) - ZeroPoint * w.RowSums[o];
                 float value = (float)acc * rowScales[r] * w.Scales[o];
-                float* output = y + (long)r * w.Rows + o;
+                float* output = y + (long)r * outDim + o;
                 *output = accumulate ? *output + value : value;
             }
         }
+    }
+
+
+    /// <summary>The four int32 sums of a, b, c and d's lanes, in that order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> SumEach(Vector256<int> a, Vector256<int> b, Vector256<int> c, Vector256<int> d)
+    {
+        // Within each 128-bit half: (a b) pairs, then (a b c d) quads; the two halves add to the totals.
+        Vector256<int> quads = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a, b), Avx2.HorizontalAdd(c, d));
+        return quads.GetLower() + quads.GetUpper();
+    }
+
+    /// <summary>sum of u[k] * w[k] for k in [from, to): the bytes past the last whole 32-byte chunk.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Tail(byte* u, sbyte* w, int from, int to)
+    {
+        int sum = 0;
+        for (int k = from; k < to; k++) sum += u[k] * w[k];
+        return sum;
     }
 
     /// <summary>The scalar twin of <see cref="Run"/>, on the calling thread: the same quantization and the same
@@ -216,8 +270,8 @@ internal static unsafe class Int8Gemm
 
     private static void Validate(in WeightView w, int rows)
     {
-        if (w.Format != WeightFormat.Int8 || w.Scales == null)
-            throw new ArgumentException($"Int8Gemm needs an int8 weight with scales, not {w.Format}.", nameof(w));
+        if (w.Format != WeightFormat.Int8 || w.Scales == null || w.RowSums == null)
+            throw new ArgumentException($"Int8Gemm needs an int8 weight with scales and row sums, not {w.Format}.", nameof(w));
         if (w.Cols > MaxInDim)
             throw new ArgumentException($"in_features {w.Cols} exceeds {MaxInDim}, where the int32 accumulator could overflow.", nameof(w));
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
@@ -369,17 +423,11 @@ internal static unsafe class Int8Gemm
                 }
         }
 
-        // 128 * column sums, by VPDPBUSD itself: bytes of 0x80 against each packed step.
-        Vector256<int> sum0 = Vector256<int>.Zero, sum1 = Vector256<int>.Zero;
-        var zeroPoint = Vector256.Create((byte)ZeroPoint);
-        for (int g = 0; g < k4; g++)
+        for (int j = 0; j < NR; j++)
         {
-            sum0 = AvxVnni.MultiplyWideningAndAdd(sum0, zeroPoint, Vector256.Load(panel + g * 64));
-            sum1 = AvxVnni.MultiplyWideningAndAdd(sum1, zeroPoint, Vector256.Load(panel + g * 64 + 32));
+            correction[j] = j < columns ? ZeroPoint * w.RowSums[first + j] : 0;
+            scales[j] = j < columns ? w.Scales[first + j] : 0;
         }
-        sum0.Store(correction);
-        sum1.Store(correction + 8);
-        for (int j = 0; j < NR; j++) scales[j] = j < columns ? w.Scales[first + j] : 0;
     }
 
     /// <summary>Transposes 8 rows of 8 uint32 (rows = columns of W, lanes = groups of 4 k) and stores lane t of every

@@ -64,12 +64,9 @@ internal static unsafe class LinearKernel
     public static void Run(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, CpuWeight weight, float* y, int rows,
         bool accumulate)
     {
-        fixed (float* scales = weight.Scales)
-        {
-            var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
-            nint output = (nint)y;
-            RunShared(pool, level, options, x, new ReadOnlySpan<WeightView>(in view), new ReadOnlySpan<nint>(in output), rows, accumulate);
-        }
+        var view = WeightView.Of(weight);
+        nint output = (nint)y;
+        RunShared(pool, level, options, x, new ReadOnlySpan<WeightView>(in view), new ReadOnlySpan<nint>(in output), rows, accumulate);
     }
 
     /// <summary>

@@ -8,10 +8,14 @@ namespace ManagedT5.Kernels.Cpu;
 
 /// <summary>
 /// What a kernel needs of a <see cref="CpuWeight"/>, as a plain unmanaged struct so that parallel jobs can carry it.
-/// <see cref="Scales"/> points at the pinned int8 scales (null for other formats).
+/// <see cref="Scales"/> and <see cref="RowSums"/> point at the int8 weight's pinned arrays (null for other formats).
 /// </summary>
-internal readonly unsafe struct WeightView(nint data, WeightFormat format, int rows, int cols, float* scales)
+internal readonly unsafe struct WeightView(nint data, WeightFormat format, int rows, int cols, float* scales, int* rowSums = null)
 {
+    /// <summary>The view of a CPU weight (its scales and row sums are pinned, so no <c>fixed</c> is needed).</summary>
+    public static WeightView Of(CpuWeight weight) =>
+        new(weight.Data, weight.Format, weight.Rows, weight.Cols, weight.ScalesAddress, weight.RowSumsAddress);
+
     /// <summary>Address of element 0.</summary>
     public readonly nint Data = data;
     /// <summary>Storage format.</summary>
@@ -22,6 +26,8 @@ internal readonly unsafe struct WeightView(nint data, WeightFormat format, int r
     public readonly int Cols = cols;
     /// <summary>Per-row int8 scales, or null.</summary>
     public readonly float* Scales = scales;
+    /// <summary>Per-row sums of the int8 weights (<see cref="CpuWeight.RowSums"/>), or null.</summary>
+    public readonly int* RowSums = rowSums;
 }
 
 /// <summary>Widening reads of weight rows.</summary>

@@ -80,6 +80,25 @@ public sealed unsafe class Int8GemmTests : IDisposable
         }
     }
 
+    /// <summary>The row sums the vector paths subtract the zero point with are the sums of the stored integers (the
+    /// scalar twin never reads them, so the twin tests above check their use, and this their value).</summary>
+    [Fact]
+    public void QuantizedWeightKeepsTheSumOfEachStoredRow()
+    {
+        using CpuWeight weight = Int8Weight(37, 101, 21);
+        Assert.Equal(37, weight.RowSums.Length);
+        var data = (sbyte*)weight.Data;
+        for (int r = 0; r < weight.Rows; r++)
+        {
+            int sum = 0;
+            for (int k = 0; k < weight.Cols; k++) sum += data[(long)r * weight.Cols + k];
+            Assert.Equal(sum, weight.RowSums[r]);
+        }
+        Assert.Contains(weight.RowSums.ToArray(), s => s != 0);
+        using CpuWeight f32 = CpuWeight.Create(_store.Random("f", WeightFormat.F32, 3, 5, 1), null);
+        Assert.True(f32.RowSums.IsEmpty && f32.Scales.IsEmpty);
+    }
+
     [Fact]
     public void UnsupportedLevelRunsTheScalarTwin()
     {
@@ -200,11 +219,7 @@ public sealed unsafe class Int8GemmTests : IDisposable
         var y = new float[residual.Length + pad];
         residual.CopyTo(y, 0);
         y.AsSpan(residual.Length).Fill(float.NaN);
-        fixed (float* xp = x, yp = y, scales = weight.Scales)
-        {
-            var view = new WeightView(weight.Data, weight.Format, weight.Rows, weight.Cols, scales);
-            kernel(xp, view, yp);
-        }
+        fixed (float* xp = x, yp = y) kernel(xp, WeightView.Of(weight), yp);
         for (int i = residual.Length; i < y.Length; i++) Assert.True(float.IsNaN(y[i]), "wrote past the output");
         return y[..residual.Length];
     }

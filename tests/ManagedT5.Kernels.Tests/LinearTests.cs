@@ -186,8 +186,8 @@ public sealed class LinearTests : IDisposable
         {
             expected = (float[])residual.Clone();
             var w = (CpuWeight)weight;
-            fixed (float* xp = x) fixed (float* yp = expected) fixed (float* scales = w.Scales)
-                Int8Gemm.RunScalar(xp, new WeightView(w.Data, w.Format, w.Rows, w.Cols, scales), yp, rows, accumulate);
+            fixed (float* xp = x) fixed (float* yp = expected)
+                Int8Gemm.RunScalar(xp, WeightView.Of(w), yp, rows, accumulate);
         }
 
         // Buffers larger than needed, as the engine allocates them: the kernel must use only the rows asked for.

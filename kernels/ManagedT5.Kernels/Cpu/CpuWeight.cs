@@ -1,5 +1,6 @@
 // Host-memory weights for the CPU backends: F32/F16/BF16 used in place from the checkpoint's memory map,
 // or converted once into native memory (F32 -> BF16, anything -> int8 with per-row scales) on request.
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace ManagedT5.Kernels.Cpu;
@@ -8,7 +9,8 @@ namespace ManagedT5.Kernels.Cpu;
 public sealed unsafe class CpuWeight : IWeight
 {
     private void* _owned;          // native memory this weight allocated (null when it points into a checkpoint)
-    private readonly float[]? _scales;
+    private readonly float[]? _scales;   // int8 only; both pinned (kernels keep their address for the weight's life)
+    private readonly int[]? _rowSums;
 
     /// <inheritdoc />
     public string Name { get; }
@@ -24,11 +26,22 @@ public sealed unsafe class CpuWeight : IWeight
     public int Cols { get; }
     /// <summary>Per-row dequantization scales (Int8 only): value = q * scale[row].</summary>
     public ReadOnlySpan<float> Scales => _scales;
+    /// <summary>Per-row sums of the stored integers (Int8 only): sum_k q[row, k]. A kernel that multiplies int8 weights
+    /// with activations stored as u = q + zero point subtracts zero point * this sum; computing it at load spares every
+    /// call a second pass over the row.</summary>
+    public ReadOnlySpan<int> RowSums => _rowSums;
+
+    /// <summary>Address of <see cref="Scales"/>' first element (null unless Int8). The array is pinned, so the address
+    /// holds while the weight lives.</summary>
+    internal float* ScalesAddress => _scales is null ? null : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_scales));
+    /// <summary>Address of <see cref="RowSums"/>' first element (null unless Int8); pinned like the scales.</summary>
+    internal int* RowSumsAddress => _rowSums is null ? null : (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_rowSums));
 
     /// <inheritdoc />
-    public long ByteLength => (long)Rows * Cols * BytesPerElement(Format) + (_scales?.Length ?? 0) * 4L;
+    public long ByteLength => (long)Rows * Cols * BytesPerElement(Format) + ((_scales?.Length ?? 0) + (_rowSums?.Length ?? 0)) * 4L;
 
-    private CpuWeight(string name, IReadOnlyList<int> shape, WeightFormat format, nint data, void* owned, float[]? scales)
+    private CpuWeight(string name, IReadOnlyList<int> shape, WeightFormat format, nint data, void* owned, float[]? scales,
+        int[]? rowSums = null)
     {
         Name = name;
         Shape = shape;
@@ -36,6 +49,7 @@ public sealed unsafe class CpuWeight : IWeight
         Data = data;
         _owned = owned;
         _scales = scales;
+        _rowSums = rowSums;
         Cols = shape.Count == 0 ? 1 : shape[^1];
         long rows = 1;
         for (int i = 0; i < shape.Count - 1; i++) rows *= shape[i];
@@ -85,13 +99,14 @@ public sealed unsafe class CpuWeight : IWeight
         }
     }
 
-    /// <summary>Symmetric per-row int8: scale = max|row| / 127, q = round(x / scale).</summary>
+    /// <summary>Symmetric per-row int8: scale = max|row| / 127, q = round(x / scale); and each row's sum of q.</summary>
     private static CpuWeight QuantizeInt8(HostTensor source)
     {
         int cols = source.Shape.Count == 0 ? 1 : source.Shape[^1];
-        long rows = source.ElementCount / Math.Max(cols, 1);
+        int rows = checked((int)(source.ElementCount / Math.Max(cols, 1)));
         var p = (sbyte*)NativeMemory.AlignedAlloc((nuint)Math.Max(source.ElementCount, 1), 64);
-        var scales = new float[rows];
+        float[] scales = GC.AllocateArray<float>(rows, pinned: true);
+        int[] rowSums = GC.AllocateArray<int>(rows, pinned: true);
         for (long r = 0; r < rows; r++)
         {
             float max = 0;
@@ -99,10 +114,16 @@ public sealed unsafe class CpuWeight : IWeight
             float scale = max / 127f;
             scales[r] = scale;
             float inverse = scale == 0 ? 0 : 1f / scale;
+            int sum = 0;
             for (int c = 0; c < cols; c++)
-                p[r * cols + c] = (sbyte)Math.Clamp(MathF.Round(source.GetSingle(r * cols + c) * inverse), -127, 127);
+            {
+                var q = (sbyte)Math.Clamp(MathF.Round(source.GetSingle(r * cols + c) * inverse), -127, 127);
+                p[r * cols + c] = q;
+                sum += q;
+            }
+            rowSums[r] = sum;
         }
-        return new CpuWeight(source.Name, source.Shape, WeightFormat.Int8, (nint)p, p, scales);
+        return new CpuWeight(source.Name, source.Shape, WeightFormat.Int8, (nint)p, p, scales, rowSums);
     }
 
     /// <summary>Element (row, col) widened to float (dequantized for Int8). The slow, obvious accessor.</summary>
