@@ -93,8 +93,8 @@ public sealed class CliTests
         Assert.DoesNotContain("   at ", error);   // no stack trace
     }
 
-    /// <summary>`bench` prints the peers' four figures as one JSON line (with `--steady N`, a repeated-greedy figure
-    /// too; a negative N is refused), and `--profile` names the ops that took the time (random weights of the tiny
+    /// <summary>`bench` prints the peers' four figures as one JSON line with load time and resident memory (with
+    /// `--steady N`, a repeated-greedy figure too; a negative N is refused), and `--profile` names the ops that took the time (random weights of the tiny
     /// fixture's shape: seconds, not minutes).</summary>
     [Fact]
     public void BenchPrintsThePeerFiguresAndAProfile()
@@ -105,8 +105,11 @@ public sealed class CliTests
         using (JsonDocument json = JsonDocument.Parse(output.Trim()))
         {
             Assert.Equal("managedt5-cpu-int8", json.RootElement.GetProperty("engine").GetString());
-            foreach (string field in new[] { "encode_128_ms", "greedy_ms_per_token", "beam4_ms_per_token", "batch8_tokens_per_s", "greedy_steady_ms_per_token" })
+            foreach (string field in new[] { "encode_128_ms", "greedy_ms_per_token", "beam4_ms_per_token", "batch8_tokens_per_s", "greedy_steady_ms_per_token",
+                         "load_first_ms", "load_warm_ms", "checkpoint_mb", "resident_after_load_mb", "resident_after_run_mb" })
                 Assert.True(json.RootElement.GetProperty(field).GetDouble() > 0, field);
+            // The whole process is resident, so at least the int8 copy of the weights (a quarter of the f32 file).
+            Assert.True(json.RootElement.GetProperty("resident_after_run_mb").GetDouble() > json.RootElement.GetProperty("checkpoint_mb").GetDouble() / 4);
         }
         (code, _, error) = Run("bench", "--config", config, "--random-weights", "--json", "--no-roofline", "--steady", "-1");
         Assert.NotEqual(0, code);

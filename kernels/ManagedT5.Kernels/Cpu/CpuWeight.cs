@@ -83,7 +83,10 @@ public sealed unsafe class CpuWeight : IWeight
             case WeightFormat.BF16:
             {
                 var p = (ushort*)NativeMemory.AlignedAlloc((nuint)(count * 2), 64);
-                for (long i = 0; i < count; i++) p[i] = DTypes.SingleToBFloat16(source.GetSingle(i));
+                if (source.DType == DType.F32)
+                    for (long i = 0; i < count; i++) p[i] = DTypes.SingleToBFloat16(((float*)source.Data)[i]);
+                else
+                    for (long i = 0; i < count; i++) p[i] = DTypes.SingleToBFloat16(source.GetSingle(i));
                 return new CpuWeight(source.Name, source.Shape, target, (nint)p, p, null);
             }
             case WeightFormat.F16:
@@ -107,17 +110,26 @@ public sealed unsafe class CpuWeight : IWeight
         var p = (sbyte*)NativeMemory.AlignedAlloc((nuint)Math.Max(source.ElementCount, 1), 64);
         float[] scales = GC.AllocateArray<float>(rows, pinned: true);
         int[] rowSums = GC.AllocateArray<int>(rows, pinned: true);
+        // Each row widened once into a buffer (F32 rows are read in place), then two tight passes over it.
+        float[]? widened = source.DType == DType.F32 ? null : new float[cols];
         for (long r = 0; r < rows; r++)
         {
+            ReadOnlySpan<float> row;
+            if (widened is null) row = new ReadOnlySpan<float>((float*)source.Data + r * cols, cols);
+            else
+            {
+                for (int c = 0; c < cols; c++) widened[c] = source.GetSingle(r * cols + c);
+                row = widened;
+            }
             float max = 0;
-            for (int c = 0; c < cols; c++) max = MathF.Max(max, MathF.Abs(source.GetSingle(r * cols + c)));
+            for (int c = 0; c < cols; c++) max = MathF.Max(max, MathF.Abs(row[c]));
             float scale = max / 127f;
             scales[r] = scale;
             float inverse = scale == 0 ? 0 : 1f / scale;
             int sum = 0;
             for (int c = 0; c < cols; c++)
             {
-                var q = (sbyte)Math.Clamp(MathF.Round(source.GetSingle(r * cols + c) * inverse), -127, 127);
+                var q = (sbyte)Math.Clamp(MathF.Round(row[c] * inverse), -127, 127);
                 p[r * cols + c] = q;
                 sum += q;
             }
