@@ -1,4 +1,7 @@
 // Element types a checkpoint tensor can have, and how wide each is. Matches safetensors' dtype strings.
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
 namespace ManagedT5.Kernels;
 
 /// <summary>Element type of a stored tensor (safetensors spelling in comments).</summary>
@@ -51,6 +54,37 @@ public static class DTypes
 
     /// <summary>bfloat16 bits to float: the bits are the upper half of a binary32.</summary>
     public static float BFloat16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+
+    /// <summary><see cref="SingleToBFloat16(float)"/> over a span, 8 at a time (converting checkpoints at load):
+    /// the same integer arithmetic on every lane, so the bits equal the scalar conversion's.</summary>
+    public static void SingleToBFloat16(ReadOnlySpan<float> source, Span<ushort> destination)
+    {
+        if (destination.Length < source.Length)
+            throw new ArgumentException($"{destination.Length} outputs for {source.Length} values.", nameof(destination));
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ReadOnlySpan<uint> bits = MemoryMarshal.Cast<float, uint>(source);
+            var one = Vector256.Create(1u);
+            var half = Vector256.Create(0x7FFFu);
+            var quiet = Vector256.Create(0x40u);
+            var magnitude = Vector256.Create(0x7FFFFFFFu);
+            var infinity = Vector256.Create(0x7F800000u);
+            for (; i <= source.Length - 16; i += 16)
+            {
+                Vector256<ushort> narrow = Vector256.Narrow(Round(Vector256.Create(bits.Slice(i, 8))), Round(Vector256.Create(bits.Slice(i + 8, 8))));
+                narrow.CopyTo(destination.Slice(i, 16));
+            }
+
+            Vector256<uint> Round(Vector256<uint> b)
+            {
+                Vector256<uint> rounded = (b + half + ((b >> 16) & one)) >> 16;
+                Vector256<uint> nan = Vector256.GreaterThan(b & magnitude, infinity);
+                return Vector256.ConditionalSelect(nan, (b >> 16) | quiet, rounded);
+            }
+        }
+        for (; i < source.Length; i++) destination[i] = SingleToBFloat16(source[i]);
+    }
 
     /// <summary>float to bfloat16 bits, rounding to nearest even (NaN stays NaN).</summary>
     public static ushort SingleToBFloat16(float value)

@@ -30,6 +30,35 @@ public sealed unsafe class WeightFormatTests
         }
     }
 
+    /// <summary>The bulk float -> bfloat16 conversion (checkpoints converted at load) equals the scalar one on every
+    /// upper-half pattern (NaNs, infinities, subnormals, -0) with the lower halves that decide rounding (0, just below
+    /// and at the tie, just above, all ones), at span lengths that leave every tail; and a few values by hand.</summary>
+    [Fact]
+    public void BulkBFloat16ConversionEqualsTheScalarOneBitForBit()
+    {
+        uint[] lows = [0, 0x7FFF, 0x8000, 0x8001, 0xFFFF, 0x1234];
+        var values = new float[65536 * lows.Length];
+        for (int high = 0; high < 65536; high++)
+            for (int j = 0; j < lows.Length; j++) values[high * lows.Length + j] = BitConverter.UInt32BitsToSingle((uint)high << 16 | lows[j]);
+        var bulk = new ushort[values.Length];
+        DTypes.SingleToBFloat16(values, bulk);
+        for (int i = 0; i < values.Length; i++)
+            if (bulk[i] != DTypes.SingleToBFloat16(values[i]))
+                Assert.Fail($"0x{BitConverter.SingleToUInt32Bits(values[i]):X8}: bulk 0x{bulk[i]:X4}, scalar 0x{DTypes.SingleToBFloat16(values[i]):X4}");
+        for (int length = 0; length < 40; length++)
+        {
+            var part = new ushort[length + 1];
+            DTypes.SingleToBFloat16(values.AsSpan(70000, length), part);
+            Assert.Equal(bulk.AsSpan(70000, length).ToArray(), part[..length]);
+            Assert.Equal(0, part[length]);   // nothing written past the span
+        }
+        ushort[] known = new ushort[5];
+        DTypes.SingleToBFloat16([1.5f, BitConverter.UInt32BitsToSingle(0x3F808000), BitConverter.UInt32BitsToSingle(0x3F818000), float.MaxValue, -0f], known);
+        Assert.Equal(new ushort[] { 0x3FC0, 0x3F80, 0x3F82, 0x7F80, 0x8000 }, known);   // ties to even; overflow to infinity
+        Assert.True(float.IsNaN(DTypes.BFloat16ToSingle(bulk[0x7FC0 * lows.Length + 1])));
+        Assert.Throws<ArgumentException>(() => DTypes.SingleToBFloat16(new float[3], new ushort[2]));
+    }
+
     private static void Check(ushort bits, float actual)
     {
         float expected = (float)BitConverter.UInt16BitsToHalf(bits);

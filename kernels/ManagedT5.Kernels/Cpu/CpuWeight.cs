@@ -84,7 +84,11 @@ public sealed unsafe class CpuWeight : IWeight
             {
                 var p = (ushort*)NativeMemory.AlignedAlloc((nuint)(count * 2), 64);
                 if (source.DType == DType.F32)
-                    for (long i = 0; i < count; i++) p[i] = DTypes.SingleToBFloat16(((float*)source.Data)[i]);
+                    for (long i = 0; i < count; i += int.MaxValue / 2)
+                    {
+                        int n = (int)Math.Min(count - i, int.MaxValue / 2);
+                        DTypes.SingleToBFloat16(new ReadOnlySpan<float>((float*)source.Data + i, n), new Span<ushort>(p + i, n));
+                    }
                 else
                     for (long i = 0; i < count; i++) p[i] = DTypes.SingleToBFloat16(source.GetSingle(i));
                 return new CpuWeight(source.Name, source.Shape, target, (nint)p, p, null);
