@@ -59,3 +59,16 @@ for config in sorted({k[0] for k in runs}):
                   f"encode (median) at {enc:.0%} of FMA peak"
                   + (" (its GEMMs multiply int8 with VNNI, so the fp32 FMA peak is not its ceiling)" if e.endswith("int8") else ""))
     print()
+    # Load time and resident memory (ours only: the peers do not report them), medians over the runs.
+    loads = [e for e in engines if all("load_warm_ms" in x for x in runs[(config, e)])]
+    if loads:
+        print("Load and memory (median; the checkpoint is F32, so bf16/int8 convert at load; resident = the whole process):\n")
+        for e in loads:
+            m = {f: statistics.median(x[f] for x in runs[(config, e)])
+                 for f in ("load_first_ms", "load_warm_ms", "checkpoint_mb", "resident_after_load_mb", "resident_after_run_mb")}
+            limit = 1.1 * m["checkpoint_mb"] + 50
+            print(f"- {e}: load {m['load_first_ms']:g} ms first in the process, {m['load_warm_ms']:g} ms warm; checkpoint "
+                  f"{m['checkpoint_mb']:g} MB; resident {m['resident_after_load_mb']:g} MB after load, "
+                  f"{m['resident_after_run_mb']:g} MB after the timings ({m['resident_after_run_mb'] / limit:.2f}x of "
+                  f"1.1 x checkpoint + 50 MB = {limit:.0f} MB)")
+        print()

@@ -85,13 +85,27 @@ public sealed unsafe class Int8GemmTests : IDisposable
     [Fact]
     public void QuantizedWeightKeepsTheSumOfEachStoredRow()
     {
-        using CpuWeight weight = Int8Weight(37, 101, 21);
+        // 101 columns: three 32-wide vector steps and a scalar tail; row 3 all zero (scale 0), row 5 with a tie.
+        HostTensor source = _store.Random("w", WeightFormat.Int8, 37, 101, 21, scale: 0.1f);
+        var x = (float*)source.Data;
+        new Span<float>(x + 3 * 101, 101).Clear();
+        x[5 * 101] = 1f; x[5 * 101 + 40] = 0.5f * (1f / 127f) * 3;   // 1.5 steps: rounds to even (2)
+        using CpuWeight weight = CpuWeight.Create(source, WeightFormat.Int8);
         Assert.Equal(37, weight.RowSums.Length);
         var data = (sbyte*)weight.Data;
         for (int r = 0; r < weight.Rows; r++)
         {
+            // The stored bytes are the scalar formula's (max|row| / 127, round half to even, clamp), whatever path made them.
+            float max = 0;
+            for (int k = 0; k < weight.Cols; k++) max = MathF.Max(max, MathF.Abs(x[r * 101 + k]));
+            float scale = max / 127f, inverse = scale == 0 ? 0 : 1f / scale;
+            Assert.Equal(scale, weight.Scales[r]);
             int sum = 0;
-            for (int k = 0; k < weight.Cols; k++) sum += data[(long)r * weight.Cols + k];
+            for (int k = 0; k < weight.Cols; k++)
+            {
+                Assert.Equal((sbyte)Math.Clamp(MathF.Round(x[r * 101 + k] * inverse), -127, 127), data[(long)r * weight.Cols + k]);
+                sum += data[(long)r * weight.Cols + k];
+            }
             Assert.Equal(sum, weight.RowSums[r]);
         }
         Assert.Contains(weight.RowSums.ToArray(), s => s != 0);

@@ -53,6 +53,30 @@ public sealed class SafeTensorsTests(ITestOutputHelper output) : IDisposable
         Assert.Empty(file.GetTensor("f").ToSingleArray());
     }
 
+    /// <summary>A tensor read from the file (what the loader does for tensors it converts, so the map's pages stay out
+    /// of the resident set) holds the same bytes as the mapped view; too small a buffer is refused.</summary>
+    [Fact]
+    public unsafe void ReadTensorCopiesTheSameBytesAsTheMap()
+    {
+        using var file = SafeTensorsFile.Open(Path.Combine(Fixtures.Model("tiny-flan-t5"), "model.safetensors"));
+        long largest = file.Tensors.Max(t => t.End - t.Begin);
+        byte[] buffer = new byte[largest + 8];
+        fixed (byte* p = buffer)
+        {
+            foreach (SafeTensorInfo info in file.Tensors)
+            {
+                HostTensor mapped = file.GetTensor(info.Name), read = file.ReadTensor(info.Name, p + 8, largest);
+                Assert.Equal((nint)(p + 8), read.Data);
+                Assert.Equal(mapped.DType, read.DType);
+                Assert.Equal(mapped.Shape, read.Shape);
+                Assert.True(mapped.Bytes.SequenceEqual(read.Bytes), info.Name);
+            }
+        }
+        SafeTensorInfo first = file.Tensors.First(t => t.End > t.Begin);
+        Assert.Throws<ArgumentOutOfRangeException>(() => { fixed (byte* p = buffer) file.ReadTensor(first.Name, p, first.End - first.Begin - 1); });
+        Assert.Throws<ModelLoadException>(() => { fixed (byte* p = buffer) file.ReadTensor("nope", p, largest); });
+    }
+
     public static IEnumerable<object[]> BadFiles()
     {
         static object[] Case(string why, byte[] bytes, string mustMention) => [why, bytes, mustMention];

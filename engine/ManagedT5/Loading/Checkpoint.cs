@@ -121,6 +121,13 @@ public sealed class Checkpoint : IDisposable
             ? f.GetTensor(name)
             : throw new ModelLoadException($"Tensor '{name}' is not in the checkpoint.");
 
+    /// <summary>Tensor <paramref name="name"/> read into <paramref name="destination"/> (see
+    /// <see cref="SafeTensorsFile.ReadTensor"/>).</summary>
+    internal unsafe HostTensor ReadTensor(string name, byte* destination, long capacity) =>
+        _byName.TryGetValue(name, out SafeTensorsFile? f)
+            ? f.ReadTensor(name, destination, capacity)
+            : throw new ModelLoadException($"Tensor '{name}' is not in the checkpoint.");
+
     /// <inheritdoc />
     public void Dispose()
     {

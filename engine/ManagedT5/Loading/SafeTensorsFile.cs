@@ -1,5 +1,6 @@
 // A safetensors file, memory-mapped and validated before any tensor data is touched.
 // Layout: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}}, then data.
+using Microsoft.Win32.SafeHandles;
 using System.IO.MemoryMappedFiles;
 using System.Text.Json;
 using ManagedT5.Kernels;
@@ -215,6 +216,37 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         if (!_tensors.TryGetValue(name, out SafeTensorInfo? info))
             throw new ModelLoadException($"Tensor '{name}' is not in '{Path}'.", Path);
         return new HostTensor(name, info.DType, info.Shape, (nint)(_base + _dataStart + info.Begin));
+    }
+
+    /// <summary>
+    /// Tensor <paramref name="name"/>'s bytes copied into <paramref name="destination"/> (at least
+    /// <paramref name="capacity"/> bytes) by a file read rather than through the map, and a view of that copy. For
+    /// tensors a backend converts or uploads: the map's pages are then never touched, so they do not stay in this
+    /// process's resident set beside the converted weights (they stay in the page cache, which the OS can reclaim).
+    /// </summary>
+    internal HostTensor ReadTensor(string name, byte* destination, long capacity)
+    {
+        ObjectDisposedException.ThrowIf(_base == null, this);
+        if (!_tensors.TryGetValue(name, out SafeTensorInfo? info))
+            throw new ModelLoadException($"Tensor '{name}' is not in '{Path}'.", Path);
+        long length = info.End - info.Begin;
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, length);
+        try
+        {
+            using SafeFileHandle file = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            for (long done = 0; done < length;)
+            {
+                int chunk = (int)Math.Min(length - done, 1 << 30);
+                int read = RandomAccess.Read(file, new Span<byte>(destination + done, chunk), _dataStart + info.Begin + done);
+                if (read <= 0) throw Bad(Path, $"the file ended after {done} of the tensor's {length} bytes (was it truncated while open?)", tensor: name);
+                done += read;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ModelLoadException($"Cannot read tensor '{name}' from '{Path}': {e.Message}", Path, e);
+        }
+        return new HostTensor(name, info.DType, info.Shape, (nint)destination);
     }
 
     private static ModelLoadException Bad(string path, string what, Exception? inner = null, string? tensor = null) =>

@@ -1,5 +1,6 @@
 // Binds checkpoint tensors to the T5 modules by their HF names, checking every shape against the config.
 // Names: shared.weight, {encoder,decoder}.block.{i}.layer.{j}.{SelfAttention,EncDecAttention}.{q,k,v,o}.weight, ...
+using System.Runtime.InteropServices;
 using ManagedT5.Kernels;
 using ManagedT5.Loading;
 
@@ -61,6 +62,10 @@ internal sealed class T5Weights : IDisposable
             weights.Dispose();
             throw;
         }
+        finally
+        {
+            binder.Dispose();
+        }
     }
 
     /// <inheritdoc />
@@ -70,9 +75,11 @@ internal sealed class T5Weights : IDisposable
         _all.Clear();
     }
 
-    private sealed class Binder(Checkpoint checkpoint, T5Config config, IBackend backend, WeightFormat? linearFormat)
+    private sealed unsafe class Binder(Checkpoint checkpoint, T5Config config, IBackend backend, WeightFormat? linearFormat) : IDisposable
     {
         private readonly List<string> _missing = [];
+        private byte* _staging;          // file reads of tensors that are converted at load (see Prepare)
+        private long _stagingBytes;
         private readonly HashSet<string> _used = new(StringComparer.Ordinal);
         private T5Weights _target = null!;
 
@@ -150,13 +157,44 @@ internal sealed class T5Weights : IDisposable
             }
             CheckShape(name, shape);
             _used.Add(name);
-            HostTensor tensor = checkpoint.GetTensor(name);
-            if (tensor.DType is not (DType.F32 or DType.F16 or DType.BF16))
+            SafeTensorInfo info = checkpoint.Find(name)!;
+            if (info.DType is not (DType.F32 or DType.F16 or DType.BF16))
                 throw new ModelLoadException(
-                    $"Tensor '{name}' has dtype {tensor.DType}; T5 weights must be F32, F16 or BF16.", checkpoint.Files[0].Path);
+                    $"Tensor '{name}' has dtype {info.DType}; T5 weights must be F32, F16 or BF16.", checkpoint.Files[0].Path);
+            // A tensor converted to another format is read from the file into a staging buffer, not through the map:
+            // the weight is the converted copy, and the source pages then never join this process's resident set.
+            bool converted = format is { } target && target != StoredFormat(info.DType);
+            HostTensor tensor = converted ? checkpoint.ReadTensor(name, Staging(info.End - info.Begin), _stagingBytes) : checkpoint.GetTensor(name);
             IWeight weight = backend.CreateWeight(tensor, format);
             _target._all.Add(weight);
             return weight;
+        }
+
+        private static WeightFormat StoredFormat(DType type) => type switch
+        {
+            DType.F16 => WeightFormat.F16,
+            DType.BF16 => WeightFormat.BF16,
+            _ => WeightFormat.F32,
+        };
+
+        /// <summary>The staging buffer, grown to at least <paramref name="bytes"/>.</summary>
+        private byte* Staging(long bytes)
+        {
+            if (bytes > _stagingBytes)
+            {
+                NativeMemory.AlignedFree(_staging);
+                _staging = null;
+                _staging = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+                _stagingBytes = Math.Max(bytes, 1);
+            }
+            return _staging;
+        }
+
+        public void Dispose()
+        {
+            NativeMemory.AlignedFree(_staging);
+            _staging = null;
+            _stagingBytes = 0;
         }
 
         private void CheckShape(string name, int[] expected)
