@@ -1,4 +1,5 @@
 // Element types a checkpoint tensor can have, and how wide each is. Matches safetensors' dtype strings.
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
@@ -64,26 +65,25 @@ public static class DTypes
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
-            ReadOnlySpan<uint> bits = MemoryMarshal.Cast<float, uint>(source);
-            var one = Vector256.Create(1u);
-            var half = Vector256.Create(0x7FFFu);
-            var quiet = Vector256.Create(0x40u);
-            var magnitude = Vector256.Create(0x7FFFFFFFu);
-            var infinity = Vector256.Create(0x7F800000u);
+            ref uint bits = ref Unsafe.As<float, uint>(ref MemoryMarshal.GetReference(source));
+            ref ushort output = ref MemoryMarshal.GetReference(destination);
             for (; i <= source.Length - 16; i += 16)
             {
-                Vector256<ushort> narrow = Vector256.Narrow(Round(Vector256.Create(bits.Slice(i, 8))), Round(Vector256.Create(bits.Slice(i + 8, 8))));
-                narrow.CopyTo(destination.Slice(i, 16));
-            }
-
-            Vector256<uint> Round(Vector256<uint> b)
-            {
-                Vector256<uint> rounded = (b + half + ((b >> 16) & one)) >> 16;
-                Vector256<uint> nan = Vector256.GreaterThan(b & magnitude, infinity);
-                return Vector256.ConditionalSelect(nan, (b >> 16) | quiet, rounded);
+                Vector256<uint> low = RoundToBFloat16(Vector256.LoadUnsafe(ref bits, (nuint)i));
+                Vector256<uint> high = RoundToBFloat16(Vector256.LoadUnsafe(ref bits, (nuint)i + 8));
+                Vector256.Narrow(low, high).StoreUnsafe(ref output, (nuint)i);
             }
         }
         for (; i < source.Length; i++) destination[i] = SingleToBFloat16(source[i]);
+    }
+
+    /// <summary><see cref="SingleToBFloat16(float)"/> on 8 lanes of float bits, the result in each lane's low half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<uint> RoundToBFloat16(Vector256<uint> bits)
+    {
+        Vector256<uint> rounded = (bits + Vector256.Create(0x7FFFu) + ((bits >> 16) & Vector256<uint>.One)) >> 16;
+        Vector256<uint> nan = Vector256.GreaterThan(bits & Vector256.Create(0x7FFFFFFFu), Vector256.Create(0x7F800000u));
+        return Vector256.ConditionalSelect(nan, (bits >> 16) | Vector256.Create(0x40u), rounded);
     }
 
     /// <summary>float to bfloat16 bits, rounding to nearest even (NaN stays NaN).</summary>

@@ -108,8 +108,6 @@ public sealed class CliTests
             foreach (string field in new[] { "encode_128_ms", "greedy_ms_per_token", "beam4_ms_per_token", "batch8_tokens_per_s", "greedy_steady_ms_per_token",
                          "load_first_ms", "load_warm_ms", "checkpoint_mb", "resident_after_load_mb", "resident_after_run_mb" })
                 Assert.True(json.RootElement.GetProperty(field).GetDouble() > 0, field);
-            // The whole process is resident, so at least the int8 copy of the weights (a quarter of the f32 file).
-            Assert.True(json.RootElement.GetProperty("resident_after_run_mb").GetDouble() > json.RootElement.GetProperty("checkpoint_mb").GetDouble() / 4);
         }
         (code, _, error) = Run("bench", "--config", config, "--random-weights", "--json", "--no-roofline", "--steady", "-1");
         Assert.NotEqual(0, code);
