@@ -199,7 +199,6 @@ internal static unsafe class Int8Gemm
         }
     }
 
-
     /// <summary>The four int32 sums of a, b, c and d's lanes, in that order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<int> SumEach(Vector256<int> a, Vector256<int> b, Vector256<int> c, Vector256<int> d)
