@@ -90,8 +90,7 @@ public sealed unsafe class CpuBackend : IBackend
     /// one pool job over all their outputs); more, or weights whose kernels differ, run one by one.</remarks>
     public void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
     {
-        if (weights.Length != outputs.Length)
-            throw new ArgumentException($"{weights.Length} weights but {outputs.Length} outputs; give one output per weight.", nameof(outputs));
+        IBackend.RequireOutputPerWeight(weights, outputs);
         if (weights.Length is 0 or > LinearKernel.MaxShared || rows == 0)
         {
             for (int i = 0; i < weights.Length; i++) Linear(input, weights[i], outputs[i], rows);

@@ -53,6 +53,16 @@ public static class DTypes
     /// <summary>The safetensors spelling of a dtype.</summary>
     public static string ToSafetensorsString(this DType type) => type.ToString();
 
+    /// <summary>The weight format a tensor of this dtype is used in as stored (F32, F16, BF16), or null for dtypes that
+    /// are not weights.</summary>
+    public static WeightFormat? AsStoredWeightFormat(this DType type) => type switch
+    {
+        DType.F32 => WeightFormat.F32,
+        DType.F16 => WeightFormat.F16,
+        DType.BF16 => WeightFormat.BF16,
+        _ => null,
+    };
+
     /// <summary>bfloat16 bits to float: the bits are the upper half of a binary32.</summary>
     public static float BFloat16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 

@@ -104,9 +104,15 @@ public interface IBackend : IDisposable
     /// calls <see cref="Linear"/> once per weight.</summary>
     void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
     {
+        RequireOutputPerWeight(weights, outputs);
+        for (int i = 0; i < weights.Length; i++) Linear(input, weights[i], outputs[i], rows);
+    }
+
+    /// <summary>The argument check every <see cref="Linears"/> starts with.</summary>
+    internal static void RequireOutputPerWeight(ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs)
+    {
         if (weights.Length != outputs.Length)
             throw new ArgumentException($"{weights.Length} weights but {outputs.Length} outputs; give one output per weight.", nameof(outputs));
-        for (int i = 0; i < weights.Length; i++) Linear(input, weights[i], outputs[i], rows);
     }
 
     /// <summary>T5LayerNorm: output[r] = input[r] * rsqrt(mean(input[r]^2) + epsilon) * weight. No mean, no bias.</summary>

@@ -59,6 +59,23 @@ public sealed unsafe class WeightFormatTests
         Assert.Throws<ArgumentException>(() => DTypes.SingleToBFloat16(new float[3], new ushort[2]));
     }
 
+    /// <summary>An F32 tensor loaded as F16 or BF16 (the bulk conversions at load) stores each element's scalar
+    /// conversion, specials included, on a length that leaves a tail.</summary>
+    [Fact]
+    public void F32LoadedAsHalfOrBFloat16StoresTheScalarConversion()
+    {
+        using var store = new TensorStore();
+        float[] values = TestData.Random(37 * 11, 4, scale: 1e3f);
+        values[0] = float.NaN; values[1] = float.PositiveInfinity; values[2] = -0f; values[3] = 1e-42f; values[4] = 70000f;
+        HostTensor source = store.Make("w", DType.F32, [37, 11], values);
+        using CpuWeight half = CpuWeight.Create(source, WeightFormat.F16), bf16 = CpuWeight.Create(source, WeightFormat.BF16);
+        for (int i = 0; i < values.Length; i++)
+        {
+            Assert.Equal(BitConverter.HalfToUInt16Bits((Half)values[i]), ((ushort*)half.Data)[i]);
+            Assert.Equal(DTypes.SingleToBFloat16(values[i]), ((ushort*)bf16.Data)[i]);
+        }
+    }
+
     private static void Check(ushort bits, float actual)
     {
         float expected = (float)BitConverter.UInt16BitsToHalf(bits);

@@ -35,6 +35,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     private byte* _base;
     private readonly long _dataStart;
     private readonly Dictionary<string, SafeTensorInfo> _tensors;
+    private SafeFileHandle? _reads;        // for ReadTensor, opened on its first call
 
     /// <summary>Full path of the file.</summary>
     public string Path { get; }
@@ -233,7 +234,12 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, length);
         try
         {
-            using SafeFileHandle file = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            if (_reads is null)
+            {
+                SafeFileHandle opened = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
+                if (Interlocked.CompareExchange(ref _reads, opened, null) is not null) opened.Dispose();
+            }
+            SafeFileHandle file = _reads;
             for (long done = 0; done < length;)
             {
                 int chunk = (int)Math.Min(length - done, 1 << 30);
@@ -262,5 +268,6 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         _view?.SafeMemoryMappedViewHandle.ReleasePointer();
         _view?.Dispose();
         _map?.Dispose();
+        _reads?.Dispose();
     }
 }

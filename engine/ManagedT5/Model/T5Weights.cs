@@ -163,19 +163,12 @@ internal sealed class T5Weights : IDisposable
                     $"Tensor '{name}' has dtype {info.DType}; T5 weights must be F32, F16 or BF16.", checkpoint.Files[0].Path);
             // A tensor converted to another format is read from the file into a staging buffer, not through the map:
             // the weight is the converted copy, and the source pages then never join this process's resident set.
-            bool converted = format is { } target && target != StoredFormat(info.DType);
+            bool converted = format is { } target && target != info.DType.AsStoredWeightFormat();
             HostTensor tensor = converted ? checkpoint.ReadTensor(name, Staging(info.End - info.Begin), _stagingBytes) : checkpoint.GetTensor(name);
             IWeight weight = backend.CreateWeight(tensor, format);
             _target._all.Add(weight);
             return weight;
         }
-
-        private static WeightFormat StoredFormat(DType type) => type switch
-        {
-            DType.F16 => WeightFormat.F16,
-            DType.BF16 => WeightFormat.BF16,
-            _ => WeightFormat.F32,
-        };
 
         /// <summary>The staging buffer, grown to at least <paramref name="bytes"/>.</summary>
         private byte* Staging(long bytes)

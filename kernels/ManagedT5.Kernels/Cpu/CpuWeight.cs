@@ -61,14 +61,8 @@ public sealed unsafe class CpuWeight : IWeight
     /// <summary>Makes a CPU weight from a stored tensor, converting only when <paramref name="format"/> asks for it.</summary>
     public static CpuWeight Create(HostTensor source, WeightFormat? format)
     {
-        WeightFormat stored = source.DType switch
-        {
-            DType.F32 => WeightFormat.F32,
-            DType.F16 => WeightFormat.F16,
-            DType.BF16 => WeightFormat.BF16,
-            _ => throw new ArgumentException(
-                $"Tensor '{source.Name}' has dtype {source.DType}; weights must be F32, F16 or BF16.", nameof(source)),
-        };
+        WeightFormat stored = source.DType.AsStoredWeightFormat() ?? throw new ArgumentException(
+            $"Tensor '{source.Name}' has dtype {source.DType}; weights must be F32, F16 or BF16.", nameof(source));
         WeightFormat target = format ?? stored;
         if (target == stored)
             return new CpuWeight(source.Name, source.Shape, stored, source.Data, null, null);
@@ -85,26 +79,33 @@ public sealed unsafe class CpuWeight : IWeight
             case WeightFormat.BF16:
             {
                 var p = (ushort*)NativeMemory.AlignedAlloc((nuint)(count * 2), 64);
-                if (source.DType == DType.F32)
-                    for (long i = 0; i < count; i += int.MaxValue / 2)
-                    {
-                        int n = (int)Math.Min(count - i, int.MaxValue / 2);
-                        DTypes.SingleToBFloat16(new ReadOnlySpan<float>((float*)source.Data + i, n), new Span<ushort>(p + i, n));
-                    }
-                else
-                    for (long i = 0; i < count; i++) p[i] = DTypes.SingleToBFloat16(source.GetSingle(i));
+                if (source.DType == DType.F32) ConvertF32(source, p, &DTypes.SingleToBFloat16);
+                else for (long i = 0; i < count; i++) p[i] = DTypes.SingleToBFloat16(source.GetSingle(i));
                 return new CpuWeight(source.Name, source.Shape, target, (nint)p, p, null);
             }
             case WeightFormat.F16:
             {
                 var p = (Half*)NativeMemory.AlignedAlloc((nuint)(count * 2), 64);
-                for (long i = 0; i < count; i++) p[i] = (Half)source.GetSingle(i);
+                if (source.DType == DType.F32) ConvertF32(source, p, &TensorPrimitives.ConvertToHalf);
+                else for (long i = 0; i < count; i++) p[i] = (Half)source.GetSingle(i);
                 return new CpuWeight(source.Name, source.Shape, target, (nint)p, p, null);
             }
             case WeightFormat.Int8:
                 return QuantizeInt8(source);
             default:
                 throw new ArgumentOutOfRangeException(nameof(format), format, "Unknown weight format.");
+        }
+    }
+
+    /// <summary>An F32 tensor through a bulk span conversion, in pieces a span can hold.</summary>
+    private static void ConvertF32<T>(HostTensor source, T* destination, delegate*<ReadOnlySpan<float>, Span<T>, void> convert)
+        where T : unmanaged
+    {
+        var from = (float*)source.Data;
+        for (long i = 0; i < source.ElementCount; i += 1 << 30)
+        {
+            int n = (int)Math.Min(source.ElementCount - i, 1 << 30);
+            convert(new ReadOnlySpan<float>(from + i, n), new Span<T>(destination + i, n));
         }
     }
 
