@@ -27,6 +27,11 @@ public sealed record HubOptions
     /// Default: env <c>HF_HUB_CACHE</c>, else <c>HF_HOME/hub</c>, else <c>~/.cache/huggingface/hub</c>.</summary>
     public IReadOnlyList<string> CacheDirectories { get; init; } = HubEnvironment.CacheDirectories(Environment.GetEnvironmentVariable);
 
+    /// <summary>cache_dir (as in HF's <c>from_pretrained</c>): the HuggingFace cache that hub ids are looked up in and
+    /// downloaded to, in huggingface_hub's layout (shared with Python). Default: env <c>HF_HUB_CACHE</c>, else
+    /// <c>HF_HOME/hub</c>, else <c>~/.cache/huggingface/hub</c>. (Downloads are moving here from weights/: issue 14.)</summary>
+    public string? CacheDir { get; init; }
+
     /// <summary>A client to send requests with (not disposed; its own timeout and redirect settings apply).
     /// Null: a client is made for each download.</summary>
     public HttpClient? HttpClient { get; init; }

@@ -1,0 +1,63 @@
+// Reading a file a user or a download handed us (config.json, spiece.model, tokenizer.json, an index, weights) safely:
+// links resolved, only regular non-empty files of a bounded size, read through one handle. Compiled into the tokenizer,
+// the engine and the hub client from this one source file (each throws its own exception type with the message).
+namespace ManagedT5.IO;
+
+/// <summary>Checks and bounded reads for model files. Every method names the file in what it reports.</summary>
+internal static class InputFile
+{
+    /// <summary>Cap for JSON files (config.json, generation_config.json, an index, tokenizer_config.json).</summary>
+    public const long MaxJsonBytes = 64L << 20;
+    /// <summary>Cap for tokenizer files (spiece.model, tokenizer.json): real ones are 0.8-20 MB.</summary>
+    public const long MaxTokenizerBytes = 256L << 20;
+
+    /// <summary>
+    /// Null when <paramref name="path"/> (after following symbolic links) is an existing regular file of 1 to
+    /// <paramref name="maxBytes"/> bytes; otherwise a sentence saying what is wrong and what to do. FIFOs, devices
+    /// (<c>/dev/zero</c>) and <c>/proc</c> files report a length of 0 and are refused here, before any open that could
+    /// block or never end.
+    /// </summary>
+    public static string? Problem(string path, long maxBytes)
+    {
+        FileInfo info;
+        try
+        {
+            info = new FileInfo(path);
+            if (info.LinkTarget is not null)
+            {
+                if (info.ResolveLinkTarget(returnFinalTarget: true) is not FileInfo target || !target.Exists)
+                    return $"'{path}' is a symbolic link whose target does not exist; fetch the file again.";
+                info = target;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return $"'{path}' cannot be read: {e.Message}";
+        }
+        if (Directory.Exists(info.FullName)) return $"'{path}' is a folder, not a file.";
+        if (!info.Exists) return $"'{path}' does not exist.";
+        if (info.Length == 0)
+            return $"'{path}' is empty or not a regular file (a FIFO, a device or a /proc file); give the real file.";
+        if (info.Length > maxBytes)
+            return $"'{path}' is {info.Length:N0} bytes, more than the {maxBytes:N0} bytes such a file can be; it is not the file expected.";
+        return null;
+    }
+
+    /// <summary>The bytes of a file that passed <see cref="Problem"/>, read through one handle and never more than
+    /// <paramref name="maxBytes"/> (a file that grows while read is cut off and reported).</summary>
+    public static byte[] ReadAllBytes(string path, long maxBytes, out string? problem)
+    {
+        problem = Problem(path, maxBytes);
+        if (problem is not null) return [];
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1, FileOptions.SequentialScan);
+        long length = stream.Length;
+        if (length == 0 || length > maxBytes)
+        {
+            problem = Problem(path, maxBytes) ?? $"'{path}' changed while it was read; try again.";
+            return [];
+        }
+        var bytes = new byte[length];
+        stream.ReadExactly(bytes);
+        return bytes;
+    }
+}
