@@ -12,6 +12,19 @@ internal static class InputFile
     public const long MaxTokenizerBytes = 256L << 20;
 
     /// <summary>
+    /// The one rule for file names that come from outside (an index's shard names, a hub listing): a plain name of
+    /// letters, digits, '.', '_' and '-', 1 to 255 characters, not "." and without "..", so it can name nothing but a
+    /// file in the model's own folder and prints safely on a terminal. The hub client and the loader both use it.
+    /// </summary>
+    public static bool IsPlainFileName(string name)
+    {
+        if (name.Length is 0 or > 255 || name == "." || name.Contains("..", StringComparison.Ordinal)) return false;
+        foreach (char c in name)
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-')) return false;
+        return true;
+    }
+
+    /// <summary>
     /// Null when <paramref name="path"/> (after following symbolic links) is an existing regular file of 1 to
     /// <paramref name="maxBytes"/> bytes; otherwise a sentence saying what is wrong and what to do. FIFOs, devices
     /// (<c>/dev/zero</c>) and <c>/proc</c> files report a length of 0 and are refused here, before any open that could
