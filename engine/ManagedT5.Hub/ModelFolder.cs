@@ -1,6 +1,9 @@
-// What a model folder must hold to be usable, and the HF cache's layout (models--{org}--{name}/snapshots/{commit}/).
+// What a model folder must hold to be usable (each file checked, not just present), and the HF cache's layout
+// (models--{org}--{name}/{blobs,refs,snapshots}/, .locks/ at the cache root) as huggingface_hub reads and writes it.
+using System.Buffers.Binary;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using ManagedT5.IO;
 
 namespace ManagedT5.Hub;
 
@@ -14,28 +17,114 @@ internal static class ModelFolder
     public const string Weights = "model.safetensors";
     public const string WeightsIndex = "model.safetensors.index.json";
 
+    /// <summary>The safetensors format's own cap on its JSON header.</summary>
+    private const long MaxSafetensorsHeader = 100L << 20;
+
     /// <summary>What to fetch by hand, for error messages.</summary>
     public const string FileListForHumans =
         "config.json, generation_config.json, spiece.model (or tokenizer.json) and model.safetensors " +
         "(or model.safetensors.index.json and every shard it lists)";
 
-    /// <summary>Complete = config.json + (model.safetensors, or the index and all its shards) + (spiece.model or tokenizer.json).</summary>
+    /// <summary>Complete = config.json + (model.safetensors, or the index and all its shards) + (spiece.model or
+    /// tokenizer.json), each of them usable (<see cref="Problem"/>), and generation_config.json usable when present. A folder
+    /// with an empty or unparsable file is not complete, so a broken download is fetched again instead of used.</summary>
     public static bool IsComplete(string directory)
     {
-        if (!Directory.Exists(directory) || !FileExists(Path.Combine(directory, Config))) return false;
-        if (!FileExists(Path.Combine(directory, SentencePiece)) && !FileExists(Path.Combine(directory, TokenizerJson))) return false;
-        if (FileExists(Path.Combine(directory, Weights))) return true;
-        string index = Path.Combine(directory, WeightsIndex);
-        if (!FileExists(index)) return false;
-        IReadOnlyList<string>? shards;
-        try { shards = ReadShardNames(File.ReadAllText(index)); }
-        catch (IOException) { return false; }
-        return shards is { Count: > 0 } && shards.All(s => FileExists(Path.Combine(directory, s)));
+        if (!Directory.Exists(directory) || !Usable(directory, Config)) return false;
+        if (Exists(directory, GenerationConfig) && !Usable(directory, GenerationConfig)) return false;
+        if (!Usable(directory, SentencePiece) && !Usable(directory, TokenizerJson)) return false;
+        if (Usable(directory, Weights)) return true;
+        if (!Usable(directory, WeightsIndex)) return false;
+        IReadOnlyList<string>? shards = ReadShardNames(Path.Combine(directory, WeightsIndex));
+        return shards is { Count: > 0 } && shards.All(s => Usable(directory, s));
     }
 
-    /// <summary>The distinct shard files an index's weight_map names, in order; null when the JSON is not an index or
-    /// names a file outside the folder.</summary>
-    public static IReadOnlyList<string>? ReadShardNames(string indexJson)
+    private static bool Exists(string directory, string name) => File.Exists(Path.Combine(directory, name));
+
+    private static bool Usable(string directory, string name) => Problem(Path.Combine(directory, name), name) is null;
+
+    /// <summary>Null when <paramref name="path"/>, holding the checkpoint file <paramref name="name"/>, is usable; else a
+    /// sentence naming the file: missing, empty or not a regular file (InputFile's rules), JSON that does not parse or whose
+    /// root is not an object, an index without a weight_map of plain shard names, a safetensors file whose header does not read.</summary>
+    public static string? Problem(string path, string name)
+    {
+        long cap = name.EndsWith(".json", StringComparison.Ordinal)
+            ? name == TokenizerJson ? InputFile.MaxTokenizerBytes : InputFile.MaxJsonBytes
+            : name == SentencePiece ? InputFile.MaxTokenizerBytes : long.MaxValue;
+        try
+        {
+            if (InputFile.Problem(path, cap) is string problem) return problem;
+            string? content = ContentProblem(path, name);
+            return content is null ? null : $"'{path}' {content}";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return $"'{path}' cannot be read: {e.Message}";
+        }
+    }
+
+    /// <summary>What is wrong with the content of a regular, non-empty file named <paramref name="name"/>, as a phrase that
+    /// follows the file's name ("is not JSON: ..."); null when it is fine. Files of other kinds (spiece.model) pass.</summary>
+    public static string? ContentProblem(string path, string name)
+    {
+        if (name.EndsWith(".json", StringComparison.Ordinal))
+        {
+            byte[] bytes = InputFile.ReadAllBytes(path, name == TokenizerJson ? InputFile.MaxTokenizerBytes : InputFile.MaxJsonBytes,
+                out string? problem);
+            if (problem is not null) return "cannot be used: " + problem;
+            string? json = JsonObjectProblem(bytes);
+            if (json is not null) return json;
+            if (name == WeightsIndex && ReadShardNames(bytes) is not { Count: > 0 })
+                return "is not a safetensors index: it needs a weight_map naming shard files in the same folder (plain names of " +
+                       "letters, digits, '.', '_' and '-')";
+            return null;
+        }
+        if (name.EndsWith(".safetensors", StringComparison.Ordinal)) return SafetensorsHeaderProblem(path);
+        return null;
+    }
+
+    private static string? JsonObjectProblem(byte[] bytes)
+    {
+        try
+        {
+            using JsonDocument doc = JsonDocument.Parse(bytes);
+            return doc.RootElement.ValueKind == JsonValueKind.Object
+                ? null
+                : $"is JSON but its root is {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}, not an object";
+        }
+        catch (JsonException e)
+        {
+            return $"is not JSON ({e.Message})";
+        }
+    }
+
+    /// <summary>A safetensors file starts with a little-endian u64 n, then n bytes of JSON object header inside the file.</summary>
+    private static string? SafetensorsHeaderProblem(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1);
+        long length = stream.Length;
+        if (length < 8) return $"is {length} bytes, too short for a safetensors header";
+        Span<byte> prefix = stackalloc byte[8];
+        stream.ReadExactly(prefix);
+        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(prefix);
+        if (n == 0 || n > (ulong)MaxSafetensorsHeader || (long)n > length - 8)
+            return $"has a safetensors header length of {n} bytes, which does not fit in its {length} bytes";
+        var header = new byte[n];
+        stream.ReadExactly(header);
+        string? json = JsonObjectProblem(header);
+        return json is null ? null : "has a safetensors header that " + json;
+    }
+
+    /// <summary>The distinct shard files an index file's weight_map names, in order; null when it is not an index or names
+    /// a file that breaks <see cref="InputFile.IsPlainFileName"/> (a path, "..", a control character).</summary>
+    public static IReadOnlyList<string>? ReadShardNames(string indexPath)
+    {
+        byte[] bytes = InputFile.ReadAllBytes(indexPath, InputFile.MaxJsonBytes, out string? problem);
+        return problem is null ? ReadShardNames(bytes) : null;
+    }
+
+    /// <summary>The same, from the index's bytes.</summary>
+    public static IReadOnlyList<string>? ReadShardNames(byte[] indexJson)
     {
         try
         {
@@ -48,40 +137,33 @@ internal static class ModelFolder
             {
                 if (entry.Value.ValueKind != JsonValueKind.String) return null;
                 string name = entry.Value.GetString()!;
-                if (!IsPlainFileName(name)) return null;
+                if (!InputFile.IsPlainFileName(name)) return null;
                 if (!shards.Contains(name)) shards.Add(name);
             }
             return shards;
         }
-        catch (JsonException) { return null; }
-    }
-
-    /// <summary>A name that stays inside its folder: no separators, not "." or "..".</summary>
-    public static bool IsPlainFileName(string name) =>
-        name.Length is > 0 and <= 255 && name is not "." and not ".." && name.IndexOfAny(['/', '\\', '\0', ':']) < 0;
-
-    /// <summary>File.Exists that follows symbolic links (HF cache snapshots link into blobs/): a dangling link is missing.</summary>
-    public static bool FileExists(string path)
-    {
-        var info = new FileInfo(path);
-        if (!info.Exists) return false;
-        if (info.LinkTarget is null) return true;
-        try { return info.ResolveLinkTarget(returnFinalTarget: true) is { Exists: true }; }
-        catch (IOException) { return false; }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            return null;
+        }
     }
 }
 
-/// <summary>Looks a hub id up in HuggingFace's cache: <c>models--{org}--{name}/refs/{revision}</c> holds the commit,
-/// <c>snapshots/{commit}/</c> the files (usually links into <c>blobs/</c>).</summary>
+/// <summary>HuggingFace's cache (shared with Python's huggingface_hub): <c>models--{org}--{name}/refs/{revision}</c> holds
+/// the commit, <c>snapshots/{commit}/{file}</c> links to <c>blobs/{etag}</c>, <c>.locks/models--{org}--{name}/{etag}.lock</c>
+/// guards a blob's download. See https://huggingface.co/docs/hub/local-cache.</summary>
 internal static partial class HubCache
 {
     [GeneratedRegex("^[0-9a-f]{40}$")]
-    private static partial Regex CommitHash();
+    public static partial Regex CommitHash();
+
+    /// <summary>The repo's folder name: models--{org}--{name}.</summary>
+    public static string RepoFolderName(string id) => "models--" + id.Replace("/", "--");
 
     /// <summary>The snapshot folder for id at revision in one cache folder, if it is there and complete.</summary>
     public static string? FindSnapshot(string cacheDirectory, string id, string revision)
     {
-        string repo = Path.Combine(cacheDirectory, "models--" + id.Replace("/", "--"));
+        string repo = Path.Combine(cacheDirectory, RepoFolderName(id));
         if (!Directory.Exists(repo)) return null;
         string? commit = CommitHash().IsMatch(revision) ? revision : ReadRef(repo, revision);
         if (commit is null || !CommitHash().IsMatch(commit)) return null;

@@ -1,5 +1,5 @@
-// Turns what a user typed (a folder or a hub id like google/flan-t5-small) into a local model folder:
-// the folder itself, else weights/{id}/, else the HuggingFace cache, else a download into weights/{id}/.
+// Turns what a user typed (a folder or a hub id like google/flan-t5-small) into a local model folder: the folder itself,
+// else a checkpoint placed in weights/{id}/, else the HuggingFace cache's snapshot, else a download into that cache.
 using System.Text.RegularExpressions;
 
 namespace ManagedT5.Hub;
@@ -11,17 +11,21 @@ public static partial class ModelLocator
     /// A local folder for <paramref name="modelOrHubId"/>, in this order:
     /// <list type="number">
     /// <item>an existing folder: itself (its full path);</item>
-    /// <item>a hub id (<c>org/name</c> or <c>name</c>): <c>{WeightsDirectory}/{id}/</c> when complete;</item>
-    /// <item>else the HuggingFace cache snapshot of <see cref="HubOptions.Revision"/> when complete;</item>
-    /// <item>else a download from <c>{Endpoint}/{id}/resolve/{revision}/{file}</c> into <c>{WeightsDirectory}/{id}/</c>
-    /// (not when <see cref="HubOptions.Offline"/>: then a <see cref="HubException"/> says what to fetch and where).</item>
+    /// <item>a hub id (<c>org/name</c> or <c>name</c>): <c>{WeightsDirectory}/{id}/</c> when complete (checkpoints a user
+    /// placed there; nothing is downloaded into it);</item>
+    /// <item>else the snapshot of <see cref="HubOptions.Revision"/> in <see cref="HubOptions.CacheDir"/> (the HuggingFace
+    /// cache, shared with Python), then in each of <see cref="HubOptions.CacheDirectories"/>, when complete;</item>
+    /// <item>else a download from <c>{Endpoint}/{id}/resolve/{revision}/{file}</c> into <see cref="HubOptions.CacheDir"/> in
+    /// huggingface_hub's layout, returning <c>{CacheDir}/models--{org}--{name}/snapshots/{commit}/</c>
+    /// (not when <see cref="HubOptions.Offline"/>: then a <see cref="HubException"/> says where it looked and what to do).</item>
     /// </list>
-    /// "Complete" means config.json, model.safetensors (or its index and every shard) and spiece.model (or tokenizer.json).
+    /// "Complete" means config.json, model.safetensors (or its index and every shard) and spiece.model (or tokenizer.json),
+    /// each of them usable: JSON that parses to an object, a safetensors header that reads, a non-empty spiece.model.
     /// </summary>
     /// <exception cref="ArgumentException">Empty input, a string that is neither a folder nor a hub id, or bad options.</exception>
     /// <exception cref="DirectoryNotFoundException">A path (./x, /x, a/b/c, x\y) that does not exist.</exception>
     /// <exception cref="HubException">Not found on the hub, refused (gated), corrupt, offline, or the network failed.</exception>
-    /// <exception cref="IOException">The disk failed, or another process is downloading the same model.</exception>
+    /// <exception cref="IOException">The disk failed, or another process is downloading the same file.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
     public static string Resolve(string modelOrHubId, HubOptions? options = null, IProgress<DownloadProgress>? progress = null,
         CancellationToken cancellationToken = default) =>
@@ -49,22 +53,39 @@ public static partial class ModelLocator
         options ??= new HubOptions();
         Validate(options);
         string id = modelOrHubId;
-        string local = Path.GetFullPath(Path.Combine(options.WeightsDirectory, id));
-        if (ModelFolder.IsComplete(local)) return local;
-        foreach (string cache in options.CacheDirectories)
-            if (!string.IsNullOrWhiteSpace(cache) && HubCache.FindSnapshot(cache, id, options.Revision) is string snapshot)
+        string? local = string.IsNullOrWhiteSpace(options.WeightsDirectory) ? null : Path.GetFullPath(Path.Combine(options.WeightsDirectory, id));
+        if (local is not null && ModelFolder.IsComplete(local)) return local;
+        string? cache = CacheDirectory(options);
+        foreach (string dir in (IEnumerable<string>)[.. cache is null ? [] : new[] { cache }, .. options.CacheDirectories])
+            if (!string.IsNullOrWhiteSpace(dir) && HubCache.FindSnapshot(dir, id, options.Revision) is string snapshot)
                 return snapshot;
 
-        if (options.Offline)
+        if (options.Offline || cache is null)
+        {
+            var places = new List<string>();
+            if (local is not null) places.Add(local);
+            if (cache is not null) places.Add($"the HF cache {Path.Combine(cache, HubCache.RepoFolderName(id))}");
+            places.AddRange(options.CacheDirectories.Where(d => !string.IsNullOrWhiteSpace(d))
+                .Select(d => Path.Combine(Path.GetFullPath(d), HubCache.RepoFolderName(id))));
+            string looked = places.Count == 0 ? "nowhere" : string.Join(", ", places);
+            string fix = cache is null
+                ? "Set HF_HUB_CACHE (or HubOptions.CacheDir, --cache-dir) to a folder downloads may go to"
+                : $"Run once without --offline and with HF_HUB_OFFLINE unset to download it into {cache}";
             throw new HubException(
-                $"'{id}' is not on this machine and offline mode is on (HF_HUB_OFFLINE), so it was not downloaded. Looked in {local} " +
-                $"and the HF cache ({(options.CacheDirectories.Count == 0 ? "none" : string.Join(", ", options.CacheDirectories))}). " +
-                $"Download {ModelFolder.FileListForHumans} from {options.Endpoint.TrimEnd('/')}/{id} into {local}/, " +
-                "or unset HF_HUB_OFFLINE to let ManagedT5 download them.", id);
+                (options.Offline
+                    ? $"'{id}' is not on this machine and offline mode is on (--offline or HF_HUB_OFFLINE), so it was not downloaded. "
+                    : $"'{id}' is not on this machine and there is no cache folder to download it into (no home folder). ") +
+                $"Looked in {looked}. {fix}, or pass a local folder that holds {ModelFolder.FileListForHumans} with --model DIR.", id);
+        }
 
         using var downloader = new HubDownloader(id, options, progress);
-        return await downloader.DownloadAsync(local, cancellationToken).ConfigureAwait(false);
+        return await downloader.DownloadAsync(cache, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>The cache downloads go to: <see cref="HubOptions.CacheDir"/>, or the environment's default when it is empty.</summary>
+    private static string? CacheDirectory(HubOptions options) =>
+        (string.IsNullOrWhiteSpace(options.CacheDir) ? HubEnvironment.CacheDirectory(Environment.GetEnvironmentVariable) : options.CacheDir)
+            is string dir ? Path.GetFullPath(dir) : null;
 
     /// <summary>huggingface_hub's repo id rule: <c>name</c> or <c>org/name</c>, parts of [A-Za-z0-9_.-], no "--" or "..",
     /// not starting or ending with '-' or '.', at most 96 characters.</summary>
@@ -85,11 +106,13 @@ public static partial class ModelLocator
         if (string.IsNullOrWhiteSpace(o.Revision) || o.Revision.Contains("..", StringComparison.Ordinal) || o.Revision.StartsWith('/') ||
             o.Revision.Contains('\\'))
             throw new ArgumentException($"Revision '{o.Revision}' is not a branch, tag or commit name.", nameof(o.Revision));
-        if (string.IsNullOrWhiteSpace(o.WeightsDirectory))
-            throw new ArgumentException("WeightsDirectory is empty: give the folder downloads go to.", nameof(o.WeightsDirectory));
         if (o.ReadTimeout <= TimeSpan.Zero && o.ReadTimeout != Timeout.InfiniteTimeSpan)
             throw new ArgumentException($"ReadTimeout must be positive, got {o.ReadTimeout}.", nameof(o.ReadTimeout));
         if (o.MaxRetries < 0) throw new ArgumentException($"MaxRetries must not be negative, got {o.MaxRetries}.", nameof(o.MaxRetries));
         if (o.RetryDelay < TimeSpan.Zero) throw new ArgumentException($"RetryDelay must not be negative, got {o.RetryDelay}.", nameof(o.RetryDelay));
+        if (o.MinimumBytesPerSecond < 0)
+            throw new ArgumentException($"MinimumBytesPerSecond must not be negative, got {o.MinimumBytesPerSecond}.", nameof(o.MinimumBytesPerSecond));
+        if (o.MinimumRateWindow <= TimeSpan.Zero)
+            throw new ArgumentException($"MinimumRateWindow must be positive, got {o.MinimumRateWindow}.", nameof(o.MinimumRateWindow));
     }
 }

@@ -1,4 +1,5 @@
-// Downloads from the fake hub on 127.0.0.1: whole and sharded models, resume, checksums, errors, offline, cancellation.
+// Downloads from the fake hub on 127.0.0.1 into an HF cache: whole and sharded models, resume, checksums, errors, offline,
+// cancellation, the blob lock.
 namespace ManagedT5.Hub.Tests;
 
 public sealed class DownloadTests : IDisposable
@@ -22,8 +23,12 @@ public sealed class DownloadTests : IDisposable
     }
 
     private string Weights => _temp["weights"];
-    private string Final(string id = Id) => Path.Combine(Weights, id);
-    private string Staging(string id = Id) => Final(id) + ".partial";
+    private string Cache => _temp["hf-cache"];
+    private string Repo(string id = Id) => Path.Combine(Cache, "models--" + id.Replace("/", "--"));
+    private string Blobs(string id = Id) => Path.Combine(Repo(id), "blobs");
+    private string Snapshot(string id = Id) => Path.Combine(Repo(id), "snapshots", _hub.CommitOf(id));
+    private string Part(string file, string id = Id) => Path.Combine(Blobs(id), FakeHub.BlobName(file, _files[file]) + ".incomplete");
+    private string[] Parts(string id = Id) => Directory.Exists(Blobs(id)) ? Directory.GetFiles(Blobs(id), "*.incomplete") : [];
 
     /// <summary>Options that read nothing from the environment and retry quickly.</summary>
     private HubOptions Options(int maxRetries = 0) => new()
@@ -32,6 +37,7 @@ public sealed class DownloadTests : IDisposable
         Token = null,
         Offline = false,
         WeightsDirectory = Weights,
+        CacheDir = Cache,
         CacheDirectories = [],
         MaxRetries = maxRetries,
         RetryDelay = TimeSpan.FromMilliseconds(10),
@@ -54,10 +60,11 @@ public sealed class DownloadTests : IDisposable
         var progress = new SyncProgress(reports.Add);
         string folder = await ModelLocator.ResolveAsync(Id, Options(), progress);
 
-        Assert.Equal(Final(), folder);
+        Assert.Equal(Snapshot(), folder);
         // spiece.model is there, so tokenizer.json is not fetched.
         AssertSameFiles(Expected("config.json", "generation_config.json", "spiece.model", "model.safetensors"), folder);
-        Assert.False(Directory.Exists(Staging()));
+        Assert.Empty(Parts());
+        Assert.False(Directory.Exists(Weights));   // nothing is downloaded into weights/
         Assert.Equal(0, _hub.CountFor("tokenizer.json"));
 
         DownloadProgress done = Assert.Single(reports, r => r.FileName == "model.safetensors" && r.IsComplete);
@@ -85,7 +92,8 @@ public sealed class DownloadTests : IDisposable
         string[] names = ["config.json", "generation_config.json", "spiece.model", "model.safetensors.index.json",
             "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
         AssertSameFiles(names.ToDictionary(n => n, n => sharded[n]), folder);
-        Assert.Equal(1, _hub.CountFor("model.safetensors"));   // asked once, 404, then the index
+        Assert.Equal(0, _hub.CountFor("model.safetensors"));   // HEAD once, 404, then the index
+        Assert.Single(_hub.Requests, r => r.File == "model.safetensors");
     }
 
     [Fact(Timeout = Limit)]
@@ -99,8 +107,8 @@ public sealed class DownloadTests : IDisposable
 
         Assert.Contains("index", e.Message);
         Assert.DoesNotContain(_hub.Requests, r => r.Path.Contains("evil.safetensors", StringComparison.Ordinal));
-        Assert.False(Directory.Exists(Final("org/evil")));
-        Assert.False(File.Exists(Path.Combine(Staging("org/evil"), "model.safetensors.index.json")));
+        Assert.False(File.Exists(Path.Combine(Snapshot("org/evil"), "model.safetensors.index.json")));
+        Assert.Null(HubCache.FindSnapshot(Cache, "org/evil", "main"));
     }
 
     [Fact(Timeout = Limit)]
@@ -117,6 +125,9 @@ public sealed class DownloadTests : IDisposable
         _hub.Add("org/no-genconfig", Fixtures.RepoFiles("tiny-flan-t5", except: "generation_config.json"));
         string folder = await ModelLocator.ResolveAsync("org/no-genconfig", Options());
         AssertSameFiles(Expected("config.json", "spiece.model", "model.safetensors"), folder);
+        // Like huggingface_hub: an empty marker says the commit has no such file.
+        string marker = Path.Combine(Repo("org/no-genconfig"), ".no_exist", _hub.CommitOf("org/no-genconfig"), "generation_config.json");
+        Assert.Equal(0, new FileInfo(marker).Length);
     }
 
     [Fact(Timeout = Limit)]
@@ -127,10 +138,11 @@ public sealed class DownloadTests : IDisposable
         string folder = await ModelLocator.ResolveAsync(Id, Options(maxRetries: 2));
 
         AssertSameFiles(Expected("config.json", "generation_config.json", "spiece.model", "model.safetensors"), folder);
-        HubRequest[] gets = _hub.Requests.Where(r => r.File == "model.safetensors").ToArray();
+        HubRequest[] gets = _hub.Requests.Where(r => r.IsGet && r.File == "model.safetensors").ToArray();
         Assert.Equal(2, gets.Length);
         Assert.Null(gets[0].Range);
         Assert.Matches(@"^bytes=[1-9][0-9]*-$", gets[1].Range);
+        Assert.Equal($"\"{FakeHub.Sha256(_files["model.safetensors"])}\"", gets[1].IfRange);
     }
 
     [Fact(Timeout = Limit)]
@@ -140,18 +152,20 @@ public sealed class DownloadTests : IDisposable
 
         HubException e = await Assert.ThrowsAsync<HubException>(() => ModelLocator.ResolveAsync(Id, Options(maxRetries: 0)));
         Assert.Contains("model.safetensors", e.Message);
-        Assert.Contains(Final(), e.Message);                   // says where to put the files
-        Assert.False(Directory.Exists(Final()));               // nothing half-made where the model goes
-        string part = Path.Combine(Staging(), "model.safetensors.incomplete");
+        Assert.Contains(Blobs(), e.Message);                   // says where the part is kept
+        Assert.False(File.Exists(Path.Combine(Snapshot(), "model.safetensors")));   // nothing half-made in the snapshot
+        Assert.Null(HubCache.FindSnapshot(Cache, Id, "main"));
+        Assert.False(File.Exists(Path.Combine(Repo(), "refs", "main")));
+        string part = Part("model.safetensors");
         long partLength = new FileInfo(part).Length;
         Assert.InRange(partLength, 1, _files["model.safetensors"].Length - 1);
 
         string folder = await ModelLocator.ResolveAsync(Id, Options(maxRetries: 0));
 
         AssertSameFiles(Expected("config.json", "generation_config.json", "spiece.model", "model.safetensors"), folder);
-        Assert.Equal($"bytes={partLength}-", _hub.Requests.Last(r => r.File == "model.safetensors").Range);
+        Assert.Equal($"bytes={partLength}-", _hub.Requests.Last(r => r.IsGet && r.File == "model.safetensors").Range);
         Assert.Equal(1, _hub.CountFor("config.json"));         // finished files are not fetched again
-        Assert.False(Directory.Exists(Staging()));
+        Assert.Empty(Parts());
     }
 
     [Fact(Timeout = Limit)]
@@ -163,21 +177,21 @@ public sealed class DownloadTests : IDisposable
         string folder = await ModelLocator.ResolveAsync(Id, Options(maxRetries: 1));
 
         AssertSameFiles(Expected("config.json", "generation_config.json", "spiece.model", "model.safetensors"), folder);
-        Assert.NotNull(_hub.Requests.Last(r => r.File == "model.safetensors").Range);
+        Assert.NotNull(_hub.Requests.Last(r => r.IsGet && r.File == "model.safetensors").Range);
     }
 
     [Fact(Timeout = Limit)]
     public async Task Resume_StalePartWithWrongBytes_StartsOverOnce()
     {
-        Directory.CreateDirectory(Staging());
-        byte[] stale = new byte[_files["model.safetensors"].Length / 3];   // e.g. left by an older version of the file
+        Directory.CreateDirectory(Blobs());
+        byte[] stale = new byte[_files["model.safetensors"].Length / 3];   // e.g. bytes a crashed disk or process left
         stale.AsSpan().Fill(0xAB);
-        File.WriteAllBytes(Path.Combine(Staging(), "model.safetensors.incomplete"), stale);
+        File.WriteAllBytes(Part("model.safetensors"), stale);
 
         string folder = await ModelLocator.ResolveAsync(Id, Options());
 
         AssertSameFiles(Expected("config.json", "generation_config.json", "spiece.model", "model.safetensors"), folder);
-        HubRequest[] gets = _hub.Requests.Where(r => r.File == "model.safetensors").ToArray();
+        HubRequest[] gets = _hub.Requests.Where(r => r.IsGet && r.File == "model.safetensors").ToArray();
         Assert.Equal(2, gets.Length);
         Assert.Equal($"bytes={stale.Length}-", gets[0].Range);
         Assert.Null(gets[1].Range);
@@ -195,9 +209,10 @@ public sealed class DownloadTests : IDisposable
         Assert.Contains(expected, e.Message);
         Assert.Contains("corrupt", e.Message);
         Assert.Equal("model.safetensors", e.FileName);
-        Assert.False(File.Exists(Path.Combine(Staging(), "model.safetensors.incomplete")));
-        Assert.False(File.Exists(Path.Combine(Staging(), "model.safetensors")));
-        Assert.False(Directory.Exists(Final()));
+        Assert.Empty(Parts());
+        Assert.False(File.Exists(Path.Combine(Blobs(), expected)));
+        Assert.False(File.Exists(Path.Combine(Snapshot(), "model.safetensors")));
+        Assert.Null(HubCache.FindSnapshot(Cache, Id, "main"));
     }
 
     [Fact(Timeout = Limit)]
@@ -210,7 +225,7 @@ public sealed class DownloadTests : IDisposable
 
         using var again = new TempDir();
         _hub.Corrupt.Add("model.safetensors");   // the CDN answer has no hash; only the 302's X-Linked-Etag can catch this
-        await Assert.ThrowsAsync<HubException>(() => ModelLocator.ResolveAsync(Id, Options() with { WeightsDirectory = again.Path }));
+        await Assert.ThrowsAsync<HubException>(() => ModelLocator.ResolveAsync(Id, Options() with { CacheDir = again.Path }));
     }
 
     [Fact(Timeout = Limit)]
@@ -221,7 +236,8 @@ public sealed class DownloadTests : IDisposable
         Assert.Contains("nobody/no-such-model", e.Message);
         Assert.Equal(404, e.StatusCode);
         Assert.Equal("config.json", e.FileName);
-        Assert.False(Directory.Exists(Final("nobody/no-such-model")));
+        Assert.False(Directory.Exists(Repo("nobody/no-such-model")));
+        Assert.False(Directory.Exists(Path.Combine(Cache, ".locks", "models--nobody--no-such-model")));
     }
 
     [Fact(Timeout = Limit)]
@@ -245,22 +261,33 @@ public sealed class DownloadTests : IDisposable
     {
         HubException e = await Assert.ThrowsAsync<HubException>(() => ModelLocator.ResolveAsync(Id, Options() with { Offline = true }));
         Assert.Contains(Id, e.Message);
-        Assert.Contains(Final(), e.Message);
+        Assert.Contains(Repo(), e.Message);                  // the cache folder it looked in
+        Assert.Contains(Path.Combine(Weights, Id), e.Message);
         Assert.Contains("model.safetensors", e.Message);
         Assert.Contains("HF_HUB_OFFLINE", e.Message);
+        Assert.Contains("--offline", e.Message);
+        Assert.Contains("--model DIR", e.Message);
         Assert.Empty(_hub.Requests);
+        Assert.False(Directory.Exists(Cache));
     }
 
     [Fact(Timeout = Limit)]
     public async Task Offline_WithLocalCopy_UsesIt()
     {
-        Directory.CreateDirectory(Final());
+        string placed = Path.Combine(Weights, Id);   // a checkpoint a user placed in weights/
+        Directory.CreateDirectory(placed);
         foreach (string name in new[] { "config.json", "spiece.model", "model.safetensors" })
-            File.Copy(Path.Combine(Fixtures.Model("tiny-flan-t5"), name), Path.Combine(Final(), name));
+            File.Copy(Path.Combine(Fixtures.Model("tiny-flan-t5"), name), Path.Combine(placed, name));
 
-        Assert.Equal(Final(), await ModelLocator.ResolveAsync(Id, Options() with { Offline = true }));
-        Assert.Equal(Final(), await ModelLocator.ResolveAsync(Id, Options()));
+        Assert.Equal(placed, await ModelLocator.ResolveAsync(Id, Options() with { Offline = true }));
+        Assert.Equal(placed, await ModelLocator.ResolveAsync(Id, Options()));
         Assert.Empty(_hub.Requests);
+
+        // The first download lands in the cache; offline, the cache then answers.
+        string downloaded = await ModelLocator.ResolveAsync(Id, Options() with { WeightsDirectory = null });
+        int requests = _hub.Requests.Count;
+        Assert.Equal(downloaded, await ModelLocator.ResolveAsync(Id, Options() with { WeightsDirectory = null, Offline = true }));
+        Assert.Equal(requests, _hub.Requests.Count);
     }
 
     [Fact(Timeout = Limit)]
@@ -277,19 +304,20 @@ public sealed class DownloadTests : IDisposable
     }
 
     [Fact(Timeout = Limit)]
-    public async Task IncompleteLocalCopy_IsCompleted()
+    public async Task IncompleteLocalCopy_IsLeftAlone_AndTheModelComesToTheCache()
     {
-        Directory.CreateDirectory(Final());
-        File.WriteAllText(Path.Combine(Final(), "config.json"), "{}");   // a stale or partial copy made by hand
-        File.WriteAllText(Path.Combine(Final(), "notes.txt"), "mine");
+        string placed = Path.Combine(Weights, Id);
+        Directory.CreateDirectory(placed);
+        File.WriteAllText(Path.Combine(placed, "config.json"), "{}");   // a stale or partial copy made by hand
+        File.WriteAllText(Path.Combine(placed, "notes.txt"), "mine");
 
         string folder = await ModelLocator.ResolveAsync(Id, Options());
 
-        Assert.Equal(Final(), folder);
+        Assert.Equal(Snapshot(), folder);
         Assert.Equal(_files["config.json"], File.ReadAllBytes(Path.Combine(folder, "config.json")));
         Assert.Equal(_files["model.safetensors"], File.ReadAllBytes(Path.Combine(folder, "model.safetensors")));
-        Assert.True(File.Exists(Path.Combine(folder, "notes.txt")));
-        Assert.False(Directory.Exists(Staging()));
+        Assert.Equal(["config.json", "notes.txt"], Directory.GetFiles(placed).Select(Path.GetFileName).Order());
+        Assert.Equal("{}", File.ReadAllText(Path.Combine(placed, "config.json")));
     }
 
     [Fact(Timeout = Limit)]
@@ -307,8 +335,8 @@ public sealed class DownloadTests : IDisposable
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => ModelLocator.ResolveAsync(Id, Options(), progress, cts.Token));
 
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(15), $"cancellation took {clock.Elapsed}");
-        Assert.False(Directory.Exists(Final()));
-        Assert.True(File.Exists(Path.Combine(Staging(), "model.safetensors.incomplete")));
+        Assert.Null(HubCache.FindSnapshot(Cache, Id, "main"));
+        Assert.True(File.Exists(Part("model.safetensors")));
     }
 
     [Fact(Timeout = Limit)]
@@ -328,7 +356,7 @@ public sealed class DownloadTests : IDisposable
             () => ModelLocator.ResolveAsync(Id, Options() with { ReadTimeout = TimeSpan.FromMilliseconds(500) }));
         Assert.Contains("no data", e.Message);
         Assert.Contains("model.safetensors", e.Message);
-        Assert.True(File.Exists(Path.Combine(Staging(), "model.safetensors.incomplete")));
+        Assert.True(File.Exists(Part("model.safetensors")));
     }
 
     [Fact(Timeout = Limit)]
@@ -344,18 +372,23 @@ public sealed class DownloadTests : IDisposable
 
         Assert.Contains("config.json", e.Message);
         Assert.Contains("model.safetensors", e.Message);
-        Assert.Contains(Final(), e.Message);
+        Assert.Contains($"http://127.0.0.1:{port}/{Id}", e.Message);   // where to get the files by hand
         Assert.Contains("2 attempts", e.Message);
-        Assert.False(Directory.Exists(Final()));
+        Assert.False(Directory.Exists(Cache));
     }
 
     [Fact(Timeout = Limit)]
     public async Task AnotherDownloadInProgress_IsRefused()
     {
-        Directory.CreateDirectory(Staging());
-        using var held = new FileStream(Path.Combine(Staging(), ".lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        // huggingface_hub's lock for config.json's blob: {cache}/.locks/models--{org}--{name}/{etag}.lock
+        string locks = Path.Combine(Cache, ".locks", "models--google--tiny-flan-t5");
+        Directory.CreateDirectory(locks);
+        string lockFile = Path.Combine(locks, FakeHub.GitBlobSha1(_files["config.json"]) + ".lock");
+        using var held = new FileStream(lockFile, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
         IOException e = await Assert.ThrowsAnyAsync<IOException>(() => ModelLocator.ResolveAsync(Id, Options()));
         Assert.Contains("Another process", e.Message);
+        Assert.Contains(lockFile, e.Message);
+        Assert.Equal(0, _hub.CountFor("config.json"));
     }
 
     /// <summary>IProgress that calls back on the reporting thread (Progress&lt;T&gt; would post to the thread pool).</summary>

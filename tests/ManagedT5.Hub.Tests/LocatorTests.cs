@@ -15,14 +15,17 @@ public sealed class LocatorTests : IDisposable
         Token = null,
         Offline = true,
         WeightsDirectory = _temp["weights"],
-        CacheDirectories = [_temp["hf-cache"]],
+        CacheDir = _temp["hf-cache"],
+        CacheDirectories = [],
     };
 
     /// <summary>A cache like huggingface_hub leaves it: blobs/{sha256} files, snapshots/{commit}/{name} links to them,
     /// refs/main holding the commit.</summary>
-    private string BuildCache(string id, string commit, params string[] files)
+    private string BuildCache(string id, string commit, params string[] files) => BuildCacheIn(_temp["hf-cache"], id, commit, files);
+
+    private static string BuildCacheIn(string cache, string id, string commit, params string[] files)
     {
-        string repo = Path.Combine(_temp["hf-cache"], "models--" + id.Replace("/", "--"));
+        string repo = Path.Combine(cache, "models--" + id.Replace("/", "--"));
         string snapshot = Path.Combine(repo, "snapshots", commit);
         Directory.CreateDirectory(Path.Combine(repo, "blobs"));
         Directory.CreateDirectory(Path.Combine(repo, "refs"));
@@ -81,6 +84,8 @@ public sealed class LocatorTests : IDisposable
         Assert.Throws<ArgumentException>(() => ModelLocator.Resolve(Id, Offline() with { Endpoint = "ftp://x" }));
         Assert.Throws<ArgumentException>(() => ModelLocator.Resolve(Id, Offline() with { Revision = "../x" }));
         Assert.Throws<ArgumentException>(() => ModelLocator.Resolve(Id, Offline() with { MaxRetries = -1 }));
+        Assert.Throws<ArgumentException>(() => ModelLocator.Resolve(Id, Offline() with { MinimumBytesPerSecond = -1 }));
+        Assert.Throws<ArgumentException>(() => ModelLocator.Resolve(Id, Offline() with { MinimumRateWindow = TimeSpan.Zero }));
     }
 
     [Fact]
@@ -89,6 +94,16 @@ public sealed class LocatorTests : IDisposable
         string snapshot = BuildCache(Id, Commit, "config.json", "spiece.model", "model.safetensors");
         Assert.Equal(snapshot, ModelLocator.Resolve(Id, Offline()));
         Assert.Equal(snapshot, ModelLocator.Resolve(Id, Offline() with { Revision = Commit }));   // a commit needs no ref
+    }
+
+    [Fact]
+    public void HfCache_ExtraReadOnlyCaches_AreSearchedAfterCacheDir()
+    {
+        string shared = BuildCacheIn(_temp["shared-cache"], Id, Commit, "config.json", "spiece.model", "model.safetensors");
+        Assert.Equal(shared, ModelLocator.Resolve(Id, Offline() with { CacheDirectories = [_temp["shared-cache"]] }));
+
+        string own = BuildCache(Id, Commit, "config.json", "spiece.model", "model.safetensors");
+        Assert.Equal(own, ModelLocator.Resolve(Id, Offline() with { CacheDirectories = [_temp["shared-cache"]] }));
     }
 
     [Fact]
@@ -155,10 +170,13 @@ public sealed class LocatorTests : IDisposable
         Assert.False(HubEnvironment.Offline(Env(("HF_HUB_OFFLINE", "0"))));
         Assert.True(HubEnvironment.Offline(Env(("HF_HUB_OFFLINE", "1"))));
         Assert.True(HubEnvironment.Offline(Env(("HF_HUB_OFFLINE", "true"))));
-        Assert.Equal(["/c"], HubEnvironment.CacheDirectories(Env(("HF_HUB_CACHE", "/c"), ("HF_HOME", "/h"))));
-        Assert.Equal([Path.Combine("/h", "hub")], HubEnvironment.CacheDirectories(Env(("HF_HOME", "/h"))));
+        Assert.Equal("/c", HubEnvironment.CacheDirectory(Env(("HF_HUB_CACHE", "/c"), ("HF_HOME", "/h"), ("XDG_CACHE_HOME", "/x"))));
+        Assert.Equal("/old", HubEnvironment.CacheDirectory(Env(("HUGGINGFACE_HUB_CACHE", "/old"), ("HF_HOME", "/h"))));
+        Assert.Equal(Path.Combine("/h", "hub"), HubEnvironment.CacheDirectory(Env(("HF_HOME", "/h"), ("XDG_CACHE_HOME", "/x"))));
+        Assert.Equal(Path.Combine("/x", "huggingface", "hub"), HubEnvironment.CacheDirectory(Env(("XDG_CACHE_HOME", "/x"))));
         string home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
-        Assert.Equal([Path.Combine(home, ".cache", "huggingface", "hub")], HubEnvironment.CacheDirectories(Env()));
+        Assert.Equal(Path.Combine(home, ".cache", "huggingface", "hub"), HubEnvironment.CacheDirectory(Env()));
+        Assert.Equal(Path.Combine(home + "/hf", "hub"), HubEnvironment.CacheDirectory(Env(("HF_HOME", "~/hf"))));
     }
 
     [Fact]
