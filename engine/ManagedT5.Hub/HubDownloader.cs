@@ -25,8 +25,8 @@ namespace ManagedT5.Hub;
 internal sealed partial class HubDownloader : IDisposable
 {
     private const int MaxRedirects = 10;
-    /// <summary>Caps for a body whose size nobody stated (one with a known size may not pass it either).</summary>
-    private const long MaxUnsizedWeights = 1L << 40;
+    /// <summary>The largest weights file taken (1 TiB); JSON and tokenizer files have InputFile's caps.</summary>
+    private const long MaxWeightsBytes = 1L << 40;
 
     private readonly string _id;
     private readonly HubOptions _options;
@@ -352,7 +352,11 @@ internal sealed partial class HubDownloader : IDisposable
                 throw new InvalidOperationException("unreachable");
         }
         long? expectedLength = meta.Size ?? total;
-        long cap = expectedLength ?? UnsizedCap(file);
+        long cap = KindCap(file);
+        if (expectedLength > cap)
+            throw Fail($"{file} of '{_id}' at {finalUrl} is {expectedLength:N0} bytes, more than the {cap:N0} bytes any real {file} " +
+                       "has; it was not downloaded. Check the model id, or report the repo to its authors.", file, finalUrl.ToString(), status, null);
+        cap = expectedLength ?? cap;
 
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var output = new FileStream(part, offset > 0 ? FileMode.Open : FileMode.Create, FileAccess.ReadWrite,
@@ -414,10 +418,11 @@ internal sealed partial class HubDownloader : IDisposable
         return blob;
     }
 
-    private static long UnsizedCap(string file) =>
+    /// <summary>The most bytes a file of this kind may have, stated or not.</summary>
+    private static long KindCap(string file) =>
         file == ModelFolder.TokenizerJson || file == ModelFolder.SentencePiece ? InputFile.MaxTokenizerBytes
         : file.EndsWith(".json", StringComparison.Ordinal) ? InputFile.MaxJsonBytes
-        : MaxUnsizedWeights;
+        : MaxWeightsBytes;
 
     /// <summary>git's object id of a file: sha1("blob {length}\0" + bytes), which the hub sends as the ETag of non-LFS files.</summary>
     private static string GitBlobSha1(string path)

@@ -56,8 +56,10 @@ public static partial class ModelLocator
         string? local = string.IsNullOrWhiteSpace(options.WeightsDirectory) ? null : Path.GetFullPath(Path.Combine(options.WeightsDirectory, id));
         if (local is not null && ModelFolder.IsComplete(local)) return local;
         string? cache = CacheDirectory(options);
-        foreach (string dir in (IEnumerable<string>)[.. cache is null ? [] : new[] { cache }, .. options.CacheDirectories])
-            if (!string.IsNullOrWhiteSpace(dir) && HubCache.FindSnapshot(dir, id, options.Revision) is string snapshot)
+        var caches = new List<string>(options.CacheDirectories.Where(d => !string.IsNullOrWhiteSpace(d)));
+        if (cache is not null) caches.Insert(0, cache);
+        foreach (string dir in caches)
+            if (HubCache.FindSnapshot(dir, id, options.Revision) is string snapshot)
                 return snapshot;
 
         if (options.Offline || cache is null)

@@ -140,6 +140,7 @@ public sealed class CacheLayoutTests : IDisposable
     {
         await Assert.ThrowsAsync<HubException>(() => ModelLocator.ResolveAsync("nobody/nothing", Options()));
         Assert.Empty(Folders());
+        Assert.False(Directory.Exists(_temp["weights"]));   // no staging folder there either
     }
 
     [Fact(Timeout = Limit)]

@@ -2,6 +2,7 @@
 // or answered with another file's range, files that are not what their name says, shard names that escape the folder or
 // carry terminal escapes, bodies that trickle in forever; and local folders whose files are broken do not count as complete.
 using System.Text;
+using ManagedT5.IO;
 
 namespace ManagedT5.Hub.Tests;
 
@@ -145,6 +146,21 @@ public sealed class IntegrityTests : IDisposable
         Assert.Equal(file, e.FileName);
         Assert.Contains(expected, e.Message);
         Assert.DoesNotContain(Everywhere(file), f => new FileInfo(f).Length == content.Length);
+    }
+
+    [Fact(Timeout = Limit)]
+    public async Task Download_OfAHugeConfig_IsRefusedBeforeItsBody()
+    {
+        byte[] huge = new byte[InputFile.MaxJsonBytes + 1];   // a "config.json" larger than any real one
+        huge.AsSpan().Fill((byte)' ');
+        _hub.Add("org/huge", new Dictionary<string, byte[]>(_files) { ["config.json"] = huge });
+
+        HubException e = await Assert.ThrowsAsync<HubException>(() => ModelLocator.ResolveAsync("org/huge", Options()));
+
+        Assert.Contains("more than", e.Message);
+        Assert.Contains("not downloaded", e.Message);   // refused on its stated size, not after 64 MB arrived
+        Assert.Empty(Everywhere("config.json"));
+        Assert.Empty(Directory.GetFiles(_temp.Path, "*.incomplete", SearchOption.AllDirectories));
     }
 
     [Theory]
