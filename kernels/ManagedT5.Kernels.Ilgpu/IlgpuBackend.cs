@@ -65,14 +65,15 @@ public sealed class IlgpuBackend : IBackend
             IlgpuDeviceKind.OpenCL => "ilgpu-opencl",
             _ => "ilgpu-cpu",
         };
-        _warpShuffles = accelerator.Capabilities is not CLCapabilityContext cl || cl.SubGroups;
+        if (accelerator is CLAccelerator opencl && OpenCLProblem(opencl.Capabilities) is string problem)
+            throw new NotSupportedException($"OpenCL device '{accelerator.Name}': {problem}");
+        _warpShuffles = accelerator is not CLAccelerator cl || OpenCLWarpShuffles(cl.Capabilities, cl.Vendor);
 
-        int maxGroup = accelerator.MaxNumThreadsPerGroup;
-        _reduceGroup = FloorPowerOfTwo(Math.Min(256, maxGroup));
-        _attentionGroup = FloorPowerOfTwo(Math.Min(128, maxGroup));
-        _tile = 1;
-        while (_tile < LinearKernels.MaxTile && (_tile * 2) * (_tile * 2) <= maxGroup) _tile *= 2;
-        _gemvGroup = Math.Max(accelerator.WarpSize, FloorPowerOfTwo(Math.Min(256, maxGroup)));
+        var groups = GroupSizes.For(accelerator.MaxNumThreadsPerGroup, accelerator.WarpSize);
+        _reduceGroup = groups.Reduce;
+        _attentionGroup = groups.Attention;
+        _tile = groups.Tile;
+        _gemvGroup = groups.Gemv;
 
         _activate = accelerator.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(
             ElementwiseKernels.Activate);
@@ -89,6 +90,18 @@ public sealed class IlgpuBackend : IBackend
         _indices = AllocateDevice<int>(256, "index scratch");
         _placeholder = AllocateDevice<float>(1, "placeholder");
     }
+
+    /// <summary>Whether the kernels may use warp shuffles (the GEMV) on an OpenCL device: only with sub-groups on an
+    /// Intel device, because ILGPU's OpenCL backend writes a shuffle as Intel's <c>intel_sub_group_shuffle_down</c>
+    /// (cl_intel_subgroups) and cannot compile one for any other vendor. CUDA and the CPU accelerator always have them.</summary>
+    internal static bool OpenCLWarpShuffles(CLCapabilityContext capabilities, CLDeviceVendor vendor) =>
+        capabilities.SubGroups && vendor == CLDeviceVendor.Intel;
+
+    /// <summary>Why an OpenCL device cannot run every kernel, or null. PositionBias computes T5's bucket log in double
+    /// (DeviceMath.Log), so a device without cl_khr_fp64 (many Intel Xe and mobile GPUs) cannot compile it.</summary>
+    internal static string? OpenCLProblem(CLCapabilityContext capabilities) => capabilities.Float64
+        ? null
+        : "no 64-bit floating point (cl_khr_fp64), which the relative position bias kernel needs for its exact log; use CUDA or the CPU backend.";
 
     /// <inheritdoc />
     public string Name { get; }
@@ -671,11 +684,4 @@ public sealed class IlgpuBackend : IBackend
     }
 
     private static int CeilDiv(int a, int b) => (a + b - 1) / b;
-
-    private static int FloorPowerOfTwo(int n)
-    {
-        int p = 1;
-        while (p * 2 <= n) p *= 2;
-        return p;
-    }
 }

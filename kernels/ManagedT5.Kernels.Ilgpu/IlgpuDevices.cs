@@ -122,7 +122,7 @@ public static class IlgpuDevices
     }
 
     /// <summary>A context that knows only the devices of one kind (so asking for the CPU never touches a GPU driver).</summary>
-    private static Context NewContext(IlgpuDeviceKind kind) => Context.Create(builder =>
+    internal static Context NewContext(IlgpuDeviceKind kind) => Context.Create(builder =>
     {
         switch (kind)
         {
