@@ -50,6 +50,7 @@ internal static partial class CliCommon
         Description = "Model folder (config.json, model.safetensors, spiece.model) or hub id. Hub ids are downloaded to the " +
                       "HF cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; or --cache-dir) unless " +
                       "--offline or HF_HUB_OFFLINE=1",
+        HelpName = "dir|hub-id",
         DefaultValueFactory = _ => DefaultModel,
     };
 
@@ -65,6 +66,7 @@ internal static partial class CliCommon
         var option = new Option<int>("--threads")
         {
             Description = $"CPU threads (0: one per core; at most {MaxThreads})",
+            HelpName = "n",
             DefaultValueFactory = _ => defaultValue,
         };
         option.Validators.Add(r =>
@@ -128,7 +130,8 @@ internal static partial class CliCommon
         else
         {
             bytes = ManagedT5.IO.InputFile.ReadAllBytes(path, MaxInputFileBytes, out string? problem);
-            if (problem is not null) throw new ArgumentException($"input_file: {problem}", "input_file");
+            if (problem is not null)
+                throw new ArgumentException($"input_file: {problem.TrimEnd('.')}; to read a pipe, give '-' and pipe the text in.", "input_file");
         }
         string text;
         try

@@ -14,7 +14,7 @@ internal static class GenerateCommand
         var hf = new GenerationOptions();   // HF's defaults, as the record holds them
         Option<string> model = CliCommon.ModelOption();
         Option<string> device = CliCommon.DeviceOption();
-        var dtype = new Option<string?>("--dtype") { Description = "Keep weights as f32, bf16, f16 or int8 (default: as stored)" };
+        var dtype = new Option<string?>("--dtype") { HelpName = "type", Description = "Keep weights as f32, bf16, f16 or int8 (default: as stored)" };
         Option<int> threads = CliCommon.ThreadsOption(0);
         var json = new Option<bool>("--json") { Description = "Print {input_ids, sequences, sequences_scores, texts} as JSON; with --stream, JSON lines" };
         var stream = new Option<bool>("--stream")
@@ -56,6 +56,11 @@ internal static class GenerateCommand
             lengthPenalty, earlyStopping, numReturn, doSample, temperature, topK, topP, repetition, noRepeat, seed, eos, pad,
             start, maxInput, prompts,
         };
+        foreach (Option o in command.Options)       // short value names keep the descriptions readable: --num-beams <n>
+            if (o.ValueType == typeof(int?) || o.ValueType == typeof(ulong?)) o.HelpName = "n";
+            else if (o.ValueType == typeof(float?)) o.HelpName = "x";
+        earlyStopping.HelpName = "when";
+        inputIds.HelpName = "ids";
         command.SetAction(r =>
         {
             string? ids = r.GetValue(inputIds);
