@@ -18,7 +18,7 @@ internal static class BenchCommand
         var config = new Option<string>("--config") { Description = "config.json of the shape to time (e.g. tests/fixtures/configs/flan-t5-small.json)", Required = true };
         var random = new Option<bool>("--random-weights") { Description = "Random weights of that shape (the only mode: no download needed)" };
         var dtype = new Option<string>("--dtype") { Description = "f32, bf16 or int8", DefaultValueFactory = _ => "f32" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads (0: all cores)", DefaultValueFactory = _ => 2 };
+        Option<int> threads = CliCommon.ThreadsOption(2);
         Option<string> device = CliCommon.DeviceOption();
         var json = new Option<bool>("--json") { Description = "One JSON line (the peer's field names)" };
         var noRoofline = new Option<bool>("--no-roofline") { Description = "Skip the bandwidth / FMA measurements" };
@@ -28,8 +28,9 @@ internal static class BenchCommand
         {
             config, random, dtype, threads, device, json, noRoofline, profile, steady,
         };
-        command.SetAction(r => CliCommon.Run(() =>
+        command.SetAction(r =>
         {
+            CliCommon.Doing = "timing random weights";
             string configPath = r.GetValue(config)!;
             T5Config c = T5Config.Load(configPath);
             WeightFormat format = r.GetValue(dtype)!.ToLowerInvariant() switch
@@ -111,7 +112,7 @@ internal static class BenchCommand
                 Directory.Delete(dir, recursive: true);
             }
             return 0;
-        }));
+        });
         return command;
     }
 

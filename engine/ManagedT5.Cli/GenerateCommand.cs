@@ -1,4 +1,5 @@
-// managedt5 generate: prompts (or --input-ids) in one batch, HF-named decoding flags, text / JSON / streamed output.
+// managedt5 generate: prompts (arguments, --input-file or --input-ids) in one batch, HF-named decoding flags whose help
+// shows HF's defaults, and text / JSON / streamed (plain or JSON lines) output.
 using System.CommandLine;
 using System.Text.Json;
 using ManagedT5.Generation;
@@ -10,52 +11,74 @@ internal static class GenerateCommand
 {
     public static Command Create()
     {
+        var hf = new GenerationOptions();   // HF's defaults, as the record holds them
         Option<string> model = CliCommon.ModelOption();
         Option<string> device = CliCommon.DeviceOption();
-        var dtype = new Option<string?>("--dtype") { Description = "Keep weights as f32, bf16 or int8 (default: as stored)" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads (0: all cores)" };
-        var json = new Option<bool>("--json") { Description = "Print {input_ids, sequences, sequences_scores, texts} as JSON" };
-        var stream = new Option<bool>("--stream") { Description = "Print text as it is generated (one prompt, greedy or sampling)" };
-        var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of text: \"1,2,3;4,5\" (rows separated by ';')" };
-        var maxNewTokens = new Option<int?>("--max-new-tokens");
-        var maxLength = new Option<int?>("--max-length");
-        var minLength = new Option<int?>("--min-length");
-        var minNewTokens = new Option<int?>("--min-new-tokens");
-        var numBeams = new Option<int?>("--num-beams");
-        var lengthPenalty = new Option<float?>("--length-penalty");
-        var earlyStopping = new Option<string?>("--early-stopping") { Description = "true, false or never" };
-        var numReturn = new Option<int?>("--num-return-sequences");
-        var doSample = new Option<bool?>("--do-sample");
-        var temperature = new Option<float?>("--temperature");
-        var topK = new Option<int?>("--top-k");
-        var topP = new Option<float?>("--top-p");
-        var repetition = new Option<float?>("--repetition-penalty");
-        var noRepeat = new Option<int?>("--no-repeat-ngram-size");
-        var seed = new Option<ulong?>("--seed");
-        var eos = new Option<int?>("--eos-token-id");
-        var pad = new Option<int?>("--pad-token-id");
-        var start = new Option<int?>("--decoder-start-token-id");
-        var maxInput = new Option<int?>("--max-input-tokens") { Description = "Refuse prompts longer than this (default 4096)" };
-        var prompts = new Argument<string[]>("prompt") { Arity = ArgumentArity.ZeroOrMore, Description = "Prompts (one batch)" };
-
-        var command = new Command("generate", "Generate text for prompts")
+        var dtype = new Option<string?>("--dtype") { HelpName = "type", Description = "Keep weights as f32, bf16, f16 or int8 (default: as stored)" };
+        Option<int> threads = CliCommon.ThreadsOption(0);
+        var json = new Option<bool>("--json") { Description = "Print {input_ids, sequences, sequences_scores, texts} as JSON; with --stream, JSON lines" };
+        var stream = new Option<bool>("--stream")
         {
-            model, device, dtype, threads, json, stream, inputIds, maxNewTokens, maxLength, minLength, minNewTokens, numBeams,
+            Description = "Print text as it is generated (one prompt, greedy or sampling); with --json one {\"text\"} line per piece, " +
+                          "then {input_ids, sequences, texts, finish_reason}",
+        };
+        var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of text: \"1,2,3;4,5\" (rows separated by ';')" };
+        Option<string?> inputFile = TokenizeCommands.InputFileOption("Prompts");
+        var maxNewTokens = new Option<int?>("--max-new-tokens") { Description = "Most tokens to generate, start token not counted; wins over --max-length [HF default: unset]" };
+        var maxLength = new Option<int?>("--max-length") { Description = $"Most tokens in the output, decoder start token included [HF default: {hf.MaxLength}]" };
+        var minLength = new Option<int?>("--min-length") { Description = $"EOS is blocked while the output (start token included) is shorter [HF default: {hf.MinLength}]" };
+        var minNewTokens = new Option<int?>("--min-new-tokens") { Description = $"EOS is blocked until this many tokens are generated [HF default: {hf.MinNewTokens}]" };
+        var numBeams = new Option<int?>("--num-beams") { Description = $"Beam search width; 1 = greedy or sampling [HF default: {hf.NumBeams}]" };
+        var lengthPenalty = new Option<float?>("--length-penalty") { Description = $"Beam scores are sum_logprobs / length ** this; > 0 favours longer outputs [HF default: {hf.LengthPenalty:0.0}]" };
+        var earlyStopping = new Option<string?>("--early-stopping") { Description = "Beam search stops: true (num_beams finished), false (heuristic) or never [HF default: false]" };
+        var numReturn = new Option<int?>("--num-return-sequences") { Description = $"Outputs per prompt (at most --num-beams in beam search) [HF default: {hf.NumReturnSequences}]" };
+        var doSample = new Option<bool?>("--do-sample") { Description = $"Sample instead of taking the most likely token (true/false) [HF default: {hf.DoSample.ToString().ToLowerInvariant()}]" };
+        var temperature = new Option<float?>("--temperature") { Description = $"Sampling: logits are divided by this (> 0); lower is more deterministic [HF default: {hf.Temperature:0.0}]" };
+        var topK = new Option<int?>("--top-k") { Description = $"Sampling: keep the k most likely tokens; 0 = off [HF default: {hf.TopK}]" };
+        var topP = new Option<float?>("--top-p") { Description = $"Sampling: keep the fewest tokens whose probabilities sum to p, in (0, 1] [HF default: {hf.TopP:0.0}]" };
+        var repetition = new Option<float?>("--repetition-penalty") { Description = $"Tokens already in the output are penalised by this factor; 1 = off [HF default: {hf.RepetitionPenalty:0.0}]" };
+        var noRepeat = new Option<int?>("--no-repeat-ngram-size") { Description = $"No n-gram of this size appears twice; 0 = off [HF default: {hf.NoRepeatNgramSize}]" };
+        var seed = new Option<ulong?>("--seed") { Description = "Sampling seed; the same seed gives the same output [default: random]" };
+        var eos = new Option<int?>("--eos-token-id") { Description = "End-of-sequence token [HF default: the model's, 1 for T5]" };
+        var pad = new Option<int?>("--pad-token-id") { Description = "Padding token [HF default: the model's, 0 for T5]" };
+        var start = new Option<int?>("--decoder-start-token-id") { Description = "First decoder token [HF default: the model's, 0 for T5]" };
+        var maxInput = new Option<int?>("--max-input-tokens") { Description = $"Refuse prompts longer than this many tokens (a ManagedT5 guard, not HF's) [default: {hf.MaxInputTokens}]" };
+        var prompts = new Argument<string[]>("prompt")
+        {
+            Arity = ArgumentArity.ZeroOrMore,
+            Description = "Prompts, one batch (a prompt that starts with '-' goes after --: generate -- \"-5 is negative\")",
+        };
+
+        var command = new Command("generate", "Generate text for prompts. Unset decoding flags take the model's " +
+                                              "generation_config.json, else HF's default (shown)")
+        {
+            model, device, dtype, threads, json, stream, inputFile, inputIds, maxNewTokens, maxLength, minLength, minNewTokens, numBeams,
             lengthPenalty, earlyStopping, numReturn, doSample, temperature, topK, topP, repetition, noRepeat, seed, eos, pad,
             start, maxInput, prompts,
         };
-        command.SetAction(r => CliCommon.Run(() =>
+        foreach (Option o in command.Options)       // short value names keep the descriptions readable: --num-beams <n>
+            if (o.ValueType == typeof(int?) || o.ValueType == typeof(ulong?)) o.HelpName = "n";
+            else if (o.ValueType == typeof(float?)) o.HelpName = "x";
+        earlyStopping.HelpName = "when";
+        inputIds.HelpName = "ids";
+        command.SetAction(r =>
         {
-            string[] texts = r.GetValue(prompts) ?? [];
             string? ids = r.GetValue(inputIds);
-            if (texts.Length == 0 && ids is null) throw new ArgumentException("prompt: give at least one prompt, or --input-ids.");
-            if (texts.Length > 0 && ids is not null) throw new ArgumentException("--input-ids: give either prompts or --input-ids, not both.");
+            string[] texts = [];
+            if (ids is null) texts = TokenizeCommands.Texts(r.GetValue(prompts), r.GetValue(inputFile), "prompt (or --input-ids)");
+            else if (r.GetValue(prompts) is { Length: > 0 } || r.GetValue(inputFile) is not null)
+                throw new ArgumentException("--input-ids: give either prompts (arguments or --input-file) or --input-ids, not both.");
+            int[][]? parsedIds = ids is null ? null : ParseIds(ids);
+            WeightFormat? format = ParseDType(r.GetValue(dtype));
+            EarlyStopping? early = ParseEarlyStopping(r.GetValue(earlyStopping));
 
-            using T5TextGenerator generator = T5TextGenerator.Load(CliCommon.ResolveModel(r.GetValue(model)!), new T5LoadOptions
+            string dir = CliCommon.ResolveModel(r, r.GetValue(model)!);
+            CliCommon.Doing = $"loading the model from {dir}";
+            using T5TextGenerator generator = T5TextGenerator.Load(dir, new T5LoadOptions
             {
                 Device = r.GetValue(device)!,
                 Threads = r.GetValue(threads),
-                WeightFormat = ParseDType(r.GetValue(dtype)),
+                WeightFormat = format,
             });
             GenerationOptions d = generator.DefaultOptions;
             GenerationOptions o = d with
@@ -66,7 +89,7 @@ internal static class GenerateCommand
                 MinNewTokens = r.GetValue(minNewTokens) ?? d.MinNewTokens,
                 NumBeams = r.GetValue(numBeams) ?? d.NumBeams,
                 LengthPenalty = r.GetValue(lengthPenalty) ?? d.LengthPenalty,
-                EarlyStopping = ParseEarlyStopping(r.GetValue(earlyStopping)) ?? d.EarlyStopping,
+                EarlyStopping = early ?? d.EarlyStopping,
                 NumReturnSequences = r.GetValue(numReturn) ?? d.NumReturnSequences,
                 DoSample = r.GetValue(doSample) ?? d.DoSample,
                 Temperature = r.GetValue(temperature) ?? d.Temperature,
@@ -81,18 +104,11 @@ internal static class GenerateCommand
                 MaxInputTokens = r.GetValue(maxInput) ?? d.MaxInputTokens,
             };
 
-            if (r.GetValue(stream))
-            {
-                if (texts.Length != 1) throw new ArgumentException("--stream: give exactly one prompt.");
-                using var cancel = new CancellationTokenSource();
-                Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
-                var pieces = generator.StreamAsync(texts[0], o, cancel.Token).GetAsyncEnumerator(cancel.Token);
-                while (pieces.MoveNextAsync().AsTask().GetAwaiter().GetResult()) Console.Write(pieces.Current);
-                Console.WriteLine();
-                return 0;
-            }
+            CliCommon.Doing = "tokenizing the prompts";
+            int[][] input = parsedIds ?? generator.Encode(texts);
+            CliCommon.Doing = $"generating for {input.Length} prompt(s)";
+            if (r.GetValue(stream)) return Stream(generator, input, o, r.GetValue(json));
 
-            int[][] input = ids is not null ? ParseIds(ids) : generator.Encode(texts);
             GenerationOutput output = generator.GenerateIds(input, o);
             string[] decoded = output.Sequences.Select(s => generator.Tokenizer.Decode(s)).ToArray();
             if (r.GetValue(json))
@@ -111,16 +127,67 @@ internal static class GenerateCommand
                 foreach (string text in decoded) Console.WriteLine(text);
             }
             return 0;
-        }));
+        });
         return command;
     }
 
-    private static int[][] ParseIds(string text) =>
-        text.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select((row, i) => row.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(s => int.TryParse(s, out int v) ? v : throw new ArgumentException($"--input-ids: '{s}' in row {i} is not an integer."))
-                .ToArray())
-            .ToArray();
+    /// <summary>--stream: the text of one prompt as tokens are chosen (a character is never printed half-made); with
+    /// --json one {"text": piece} line per piece and a last line with the ids and why generation stopped.</summary>
+    private static int Stream(T5TextGenerator generator, int[][] input, GenerationOptions o, bool json)
+    {
+        if (input.Length != 1) throw new ArgumentException($"stream: give exactly one prompt (got {input.Length}).", "stream");
+        if (o.NumBeams > 1) throw new ArgumentException("stream: needs greedy search or sampling; beam search (num_beams > 1) does not stream.", "stream");
+        if (o.NumReturnSequences > 1) throw new ArgumentException("stream: yields one sequence; drop num_return_sequences.", "stream");
+        using var cancel = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
+        var tokens = new List<int>();
+        int emitted = 0;
+        GenerationOutput output = Generator.Generate(generator.Model, input, o, cancel.Token, (_, token) =>
+        {
+            tokens.Add(token);
+            string text = generator.Tokenizer.Decode(tokens.ToArray());
+            int end = text.Length;
+            if (end > 0 && (char.IsHighSurrogate(text[end - 1]) || text[end - 1] == '\uFFFD')) end--;   // wait for the rest
+            if (end <= emitted) return;
+            string piece = text[emitted..end];
+            emitted = end;
+            if (json) Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, string> { ["text"] = piece }, CliCommon.Json));
+            else Console.Write(piece);
+        });
+        string full = generator.Tokenizer.Decode(output.Sequences[0]);
+        if (!json)
+        {
+            Console.WriteLine(full.Length > emitted ? full[emitted..] : "");
+            return 0;
+        }
+        if (full.Length > emitted)
+            Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, string> { ["text"] = full[emitted..] }, CliCommon.Json));
+        int eos = o.EosTokenId ?? generator.Model.Config.EosTokenId;
+        Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["input_ids"] = output.InputIds,
+            ["sequences"] = output.Sequences,
+            ["texts"] = new[] { full },
+            ["finish_reason"] = output.Sequences[0].Contains(eos) ? "eos" : "length",
+        }, CliCommon.Json));
+        return 0;
+    }
+
+    /// <summary>"1,2,3;4,5" as rows of ids; an empty row (";;", a trailing ';', or nothing) is an error naming it.</summary>
+    private static int[][] ParseIds(string text)
+    {
+        string[] rows = text.Split(';');
+        var ids = new int[rows.Length][];
+        for (int i = 0; i < rows.Length; i++)
+        {
+            string[] fields = rows[i].Split([',', ' ', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (fields.Length == 0)
+                throw new ArgumentException($"--input-ids: row {i + 1} of {rows.Length} is empty; give ids like \"1,2,3;4,5\" (rows separated by ';').");
+            ids[i] = fields.Select(s => int.TryParse(s, out int v) ? v
+                : throw new ArgumentException($"--input-ids: '{s}' in row {i + 1} is not an integer.")).ToArray();
+        }
+        return ids;
+    }
 
     private static WeightFormat? ParseDType(string? value) => value?.ToLowerInvariant() switch
     {

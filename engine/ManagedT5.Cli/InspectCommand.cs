@@ -11,9 +11,10 @@ internal static class InspectCommand
     {
         Option<string> model = CliCommon.ModelOption();
         var command = new Command("inspect", "Print a checkpoint's config, parameter count and dtypes") { model };
-        command.SetAction(r => CliCommon.Run(() =>
+        command.SetAction(r =>
         {
-            string dir = CliCommon.ResolveModel(r.GetValue(model)!);
+            string dir = CliCommon.ResolveModel(r, r.GetValue(model)!);
+            CliCommon.Doing = $"reading {dir}";
             T5Config c = T5Config.Load(Path.Combine(dir, "config.json"));
             using Checkpoint checkpoint = Checkpoint.Open(dir);
             Console.WriteLine($"model        {dir}");
@@ -29,7 +30,7 @@ internal static class InspectCommand
             foreach (var g in infos.GroupBy(i => i.DType).OrderBy(g => g.Key))
                 Console.WriteLine($"  {g.Key,-5} {g.Count(),5} tensors {g.Sum(i => i.ElementCount),14:N0} params {g.Sum(i => i.End - i.Begin),15:N0} bytes");
             return 0;
-        }));
+        });
         return command;
     }
 }

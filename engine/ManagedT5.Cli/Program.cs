@@ -1,14 +1,12 @@
-// managedt5 entry point: builds the command tree and turns every expected failure into one line on stderr and a
-// non-zero exit code (no stack traces for bad input).
+// managedt5 entry point: builds the command tree and hands the parsed command line to CliCommon.Run, which turns every
+// failure into one line on stderr and a non-zero exit code (2: usage error, 1: runtime failure).
 using System.CommandLine;
+using System.CommandLine.Help;
 using ManagedT5.Cli;
 
-var offline = new Option<bool>("--offline")
-{
-    Description = "Never download: use weights/ or the HuggingFace cache only (like HF_HUB_OFFLINE=1)",
-    Recursive = true,
-};
-RootCommand root = new("managedt5: Flan-T5 / T5 inference in pure managed .NET")
+// A plain Command named "managedt5" rather than RootCommand, whose name would be the assembly's (ManagedT5.Cli) in help.
+Command root = new(CliCommon.ToolName, "managedt5: Flan-T5 / T5 inference in pure managed .NET. Exit codes: 0 success, " +
+                                       "1 failure (model, file, memory), 2 usage error (unknown option, bad value).")
 {
     InspectCommand.Create(),
     GenerateCommand.Create(),
@@ -17,7 +15,8 @@ RootCommand root = new("managedt5: Flan-T5 / T5 inference in pure managed .NET")
     BenchCommand.Create(),
     TraceCommand.Create(),
 };
-root.Options.Add(offline);
-ParseResult parsed = root.Parse(args);
-if (parsed.GetValue(offline)) Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", "1");
-return parsed.Invoke();
+root.Options.Add(new HelpOption());
+root.Options.Add(new VersionOption());
+root.Options.Add(CliCommon.Offline);
+root.Options.Add(CliCommon.CacheDir);
+return CliCommon.Run(root.Parse(args));

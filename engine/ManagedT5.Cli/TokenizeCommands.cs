@@ -1,4 +1,4 @@
-// managedt5 tokenize / detokenize: ids and pieces for text, and text for ids.
+// managedt5 tokenize / detokenize: ids and pieces for texts (arguments or --input-file), and text for ids.
 using System.CommandLine;
 using System.Text.Json;
 using ManagedT5.Tokenizer;
@@ -11,12 +11,19 @@ internal static class TokenizeCommands
     {
         Option<string> model = CliCommon.ModelOption();
         var json = new Option<bool>("--json") { Description = "Print {\"ids\": [[...]], \"pieces\": [[...]]}" };
-        var texts = new Argument<string[]>("text") { Arity = ArgumentArity.OneOrMore, Description = "Texts to tokenize" };
-        var command = new Command("tokenize", "Token ids and pieces of texts (T5 style, </s> appended)") { model, json, texts };
-        command.SetAction(r => CliCommon.Run(() =>
+        Option<string?> inputFile = InputFileOption("Texts to tokenize");
+        var texts = new Argument<string[]>("text")
         {
-            T5Tokenizer tokenizer = T5Tokenizer.FromDirectory(CliCommon.ResolveModel(r.GetValue(model)!));
-            var ids = r.GetValue(texts)!.Select(t => tokenizer.Encode(t)).ToArray();
+            Arity = ArgumentArity.ZeroOrMore,
+            Description = "Texts to tokenize (a text that starts with '-' goes after --: tokenize -- \"-x\")",
+        };
+        var command = new Command("tokenize", "Token ids and pieces of texts (T5 style, </s> appended)") { model, json, inputFile, texts };
+        command.SetAction(r =>
+        {
+            string[] input = Texts(r.GetValue(texts), r.GetValue(inputFile), "text");
+            T5Tokenizer tokenizer = T5Tokenizer.FromDirectory(CliCommon.ResolveModel(r, r.GetValue(model)!));
+            CliCommon.Doing = $"tokenizing {input.Length} text(s)";
+            var ids = input.Select(t => tokenizer.Encode(t)).ToArray();
             var pieces = ids.Select(row => row.Select(tokenizer.IdToPiece).ToArray()).ToArray();
             if (r.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["ids"] = ids, ["pieces"] = pieces }, CliCommon.Json));
@@ -27,7 +34,7 @@ internal static class TokenizeCommands
                     Console.WriteLine(string.Join(" ", pieces[i]));
                 }
             return 0;
-        }));
+        });
         return command;
     }
 
@@ -35,17 +42,36 @@ internal static class TokenizeCommands
     {
         Option<string> model = CliCommon.ModelOption();
         var skip = new Option<bool>("--skip-special-tokens") { Description = "Drop <pad>, </s> and <unk>" };
-        var ids = new Argument<string[]>("ids") { Arity = ArgumentArity.OneOrMore, Description = "Token ids (spaces or commas)" };
+        var ids = new Argument<string[]>("ids") { Arity = ArgumentArity.OneOrMore, Description = "Token ids, separated by spaces or commas" };
         var command = new Command("detokenize", "Text of token ids") { model, skip, ids };
-        command.SetAction(r => CliCommon.Run(() =>
+        command.SetAction(r =>
         {
-            T5Tokenizer tokenizer = T5Tokenizer.FromDirectory(CliCommon.ResolveModel(r.GetValue(model)!));
-            int[] values = r.GetValue(ids)!.SelectMany(a => a.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            T5Tokenizer tokenizer = T5Tokenizer.FromDirectory(CliCommon.ResolveModel(r, r.GetValue(model)!));
+            int[] values = r.GetValue(ids)!.SelectMany(a => a.Split([',', ' ', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                 .Select(s => int.TryParse(s, out int v) && v >= 0 && v < tokenizer.VocabSize ? v
                     : throw new ArgumentException($"ids: '{s}' is not a token id in [0, {tokenizer.VocabSize}).")).ToArray();
             Console.WriteLine(tokenizer.Decode(values, r.GetValue(skip)));
             return 0;
-        }));
+        });
         return command;
+    }
+
+    /// <summary>--input-file, shared by generate and tokenize.</summary>
+    public static Option<string?> InputFileOption(string what) => new("--input-file")
+    {
+        Description = $"{what}, one per line (UTF-8; '-' reads standard input; blank lines are errors)",
+        HelpName = "file",
+    };
+
+    /// <summary>The texts from the arguments or from --input-file (exactly one of them).</summary>
+    public static string[] Texts(string[]? arguments, string? inputFile, string argumentName)
+    {
+        arguments ??= [];
+        if (inputFile is null)
+            return arguments.Length > 0 ? arguments
+                : throw new ArgumentException($"give at least one {argumentName}, or --input-file FILE ('-' for standard input).");
+        if (arguments.Length > 0)
+            throw new ArgumentException($"--input-file: give texts either as arguments or in --input-file, not both (got {arguments.Length} argument(s) too).");
+        return CliCommon.ReadInputFile(inputFile);
     }
 }

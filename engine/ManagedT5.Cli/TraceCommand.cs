@@ -61,14 +61,15 @@ internal static class TraceCommand
         Option<string> device = CliCommon.DeviceOption();
         var output = new Option<string>("--out") { Description = "Output safetensors file", DefaultValueFactory = _ => "trace.safetensors" };
         var maxNewTokens = new Option<int>("--max-new-tokens") { Description = "Greedy tokens to decode (then traced teacher-forced)", DefaultValueFactory = _ => 8 };
-        var prompt = new Argument<string>("prompt") { Description = "The prompt to trace" };
+        var prompt = new Argument<string>("prompt") { Description = "The prompt to trace (one that starts with '-' goes after --)" };
         var command = new Command("trace", "Write every intermediate tensor of one prompt to a safetensors file (study mode)")
         {
             model, device, output, maxNewTokens, prompt,
         };
-        command.SetAction(r => CliCommon.Run(() =>
+        command.SetAction(r =>
         {
-            using T5TextGenerator t5 = T5TextGenerator.Load(CliCommon.ResolveModel(r.GetValue(model)!), new T5LoadOptions { Device = r.GetValue(device)! });
+            using T5TextGenerator t5 = T5TextGenerator.Load(CliCommon.ResolveModel(r, r.GetValue(model)!), new T5LoadOptions { Device = r.GetValue(device)! });
+            CliCommon.Doing = "tracing the prompt";
             T5Model m = t5.Model;
             int[] ids = t5.Encode([r.GetValue(prompt)!])[0];
             GenerationOutput generated = t5.GenerateIds([ids], new GenerationOptions { MaxNewTokens = r.GetValue(maxNewTokens) });
@@ -93,7 +94,7 @@ internal static class TraceCommand
             });
             Console.WriteLine($"wrote {recorder.Tensors.Count + 2} tensors to {Path.GetFullPath(path)}");
             return 0;
-        }));
+        });
         return command;
     }
 }

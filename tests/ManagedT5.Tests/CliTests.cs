@@ -77,14 +77,14 @@ public sealed class CliTests
     }
 
     [Theory]
-    [InlineData("num_beams", "generate", "--num-beams", "0", "x")]
-    [InlineData("top_p", "generate", "--do-sample", "true", "--top-p", "2", "x")]
-    [InlineData("temperature", "generate", "--do-sample", "true", "--temperature", "0", "x")]
-    [InlineData("num_return_sequences", "generate", "--num-beams", "2", "--num-return-sequences", "3", "x")]
+    [InlineData("--num-beams:", "generate", "--num-beams", "0", "x")]
+    [InlineData("--top-p:", "generate", "--do-sample", "true", "--top-p", "2", "x")]
+    [InlineData("--temperature:", "generate", "--do-sample", "true", "--temperature", "0", "x")]
+    [InlineData("--num-return-sequences:", "generate", "--num-beams", "2", "--num-return-sequences", "3", "x")]
     [InlineData("--input-ids", "generate", "--input-ids", "1,a")]
     [InlineData("prompt", "generate")]
     [InlineData("--dtype", "generate", "--dtype", "f64", "x")]
-    [InlineData("device", "generate", "--device", "tpu", "x")]
+    [InlineData("--device:", "generate", "--device", "tpu", "x")]
     public void BadOptionsPrintOneLineAndFail(string mention, params string[] args)
     {
         var (code, _, error) = Run([.. args, "--model", Fixtures.Model("tiny-flan-t5")]);
