@@ -92,7 +92,7 @@ internal static partial class CliCommon
         if (r.GetValue(CacheDir) is string cache)
         {
             if (string.IsNullOrWhiteSpace(cache)) throw new ArgumentException("cache_dir: give a folder.", "cache_dir");
-            hub = hub with { CacheDir = cache, CacheDirectories = [cache] };
+            hub = hub with { CacheDir = cache };
         }
         if (r.GetValue(Offline)) hub = hub with { Offline = true };
         try

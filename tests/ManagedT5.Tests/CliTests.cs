@@ -188,7 +188,7 @@ public sealed class TraceTests
 public sealed class HubEndToEndTests
 {
     [Fact]
-    public void GenerateDownloadsFromTheHubEndpointIntoWeightsThenWorksOffline()
+    public void GenerateDownloadsFromTheHubEndpointIntoTheHfCacheThenWorksOffline()
     {
         using var listener = new System.Net.HttpListener();
         var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);   // a free loopback port
@@ -226,7 +226,12 @@ public sealed class HubEndToEndTests
             var (code, output, error) = CliTests.RunIn(work, env, "generate", "--model", "test-org/tiny-flan-t5", "--max-new-tokens", "20", "Hello world");
             Assert.True(code == 0, error);
             Assert.Equal(ReferenceJson.Load("tiny-flan-t5").Cases.Single(c => c.Name == "greedy").Texts[2], output.Trim());
-            Assert.True(File.Exists(Path.Combine(work, "weights", "test-org", "tiny-flan-t5", "model.safetensors")));
+            // Downloads land in the HF cache (HF_HOME/hub) in huggingface_hub's layout, never in weights/ under the working folder.
+            string repo = Path.Combine(work, "hf", "hub", "models--test-org--tiny-flan-t5");
+            Assert.Single(Directory.GetDirectories(Path.Combine(repo, "snapshots")));
+            Assert.True(File.Exists(Path.Combine(Directory.GetDirectories(Path.Combine(repo, "snapshots"))[0], "model.safetensors")));
+            Assert.True(File.Exists(Path.Combine(repo, "refs", "main")));
+            Assert.False(Directory.Exists(Path.Combine(work, "weights")));
 
             int before = requests;
             (code, output, error) = CliTests.RunIn(work, env, "generate", "--offline", "--model", "test-org/tiny-flan-t5", "--max-new-tokens", "20", "Hello world");
@@ -236,7 +241,7 @@ public sealed class HubEndToEndTests
             (code, _, error) = CliTests.RunIn(work, env, "generate", "--model", "test-org/no-such-model", "x");
             Assert.NotEqual(0, code);
             Assert.Contains("test-org/no-such-model", error);
-            Assert.False(Directory.Exists(Path.Combine(work, "weights", "test-org", "no-such-model")));
+            Assert.False(Directory.Exists(Path.Combine(work, "hf", "hub", "models--test-org--no-such-model", "snapshots")));
         }
         finally
         {
