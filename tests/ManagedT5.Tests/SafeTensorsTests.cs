@@ -77,6 +77,25 @@ public sealed class SafeTensorsTests(ITestOutputHelper output) : IDisposable
         Assert.Throws<ModelLoadException>(() => { fixed (byte* p = buffer) file.ReadTensor("nope", p, largest); });
     }
 
+    /// <summary>An HF cache snapshot's file is a relative link into blobs/ (snapshots/{commit}/model.safetensors ->
+    /// ../../blobs/{sha256}), whose own length is a few bytes: the file opens with its target's length and holds the
+    /// target's tensors.</summary>
+    [HostileFiles.FactNeeding(HostileFiles.Need.Symlinks)]
+    public void OpensThroughARelativeSymbolicLink()
+    {
+        string real = Path.Combine(Fixtures.Model("tiny-flan-t5"), "model.safetensors");
+        File.Copy(real, Path.Combine(Directory.CreateDirectory(Path.Combine(_dir, "blobs")).FullName, "0123abcd"));
+        string link = Path.Combine(Directory.CreateDirectory(Path.Combine(_dir, "snapshots", "c0ffee")).FullName, "model.safetensors");
+        File.CreateSymbolicLink(link, Path.Combine("..", "..", "blobs", "0123abcd"));
+
+        using var viaLink = SafeTensorsFile.Open(link);
+        using var direct = SafeTensorsFile.Open(real);
+        Assert.Equal(link, viaLink.Path);
+        Assert.Equal(direct.Tensors.Select(t => (t.Name, t.DType, t.Begin, t.End)), viaLink.Tensors.Select(t => (t.Name, t.DType, t.Begin, t.End)));
+        foreach (SafeTensorInfo t in direct.Tensors)
+            Assert.True(direct.GetTensor(t.Name).Bytes.SequenceEqual(viaLink.GetTensor(t.Name).Bytes), t.Name);
+    }
+
     public static IEnumerable<object[]> BadFiles()
     {
         static object[] Case(string why, byte[] bytes, string mustMention) => [why, bytes, mustMention];
@@ -100,6 +119,10 @@ public sealed class SafeTensorsTests(ITestOutputHelper output) : IDisposable
         yield return Case("duplicate name", Build("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8), "twice");
         yield return Case("offsets not ints", Build("""{"w":{"dtype":"F32","shape":[2],"data_offsets":["0","8"]}}""", 8), "data_offsets");
         yield return Case("metadata not strings", Build("""{"__metadata__":{"a":1}}""", 0), "__metadata__");
+        yield return Case("lone surrogate in a tensor name", Build("""{"w\ud800":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""", 8), "surrogate");
+        yield return Case("lone surrogate in a dtype", Build("""{"w":{"dtype":"F3\udfff","shape":[2],"data_offsets":[0,8]}}""", 8), "surrogate");
+        yield return Case("lone surrogate in a metadata key", Build("""{"__metadata__":{"\ud800":"pt"}}""", 0), "surrogate");
+        yield return Case("lone surrogate in a metadata value", Build("""{"__metadata__":{"format":"p\udc00t"}}""", 0), "surrogate");
         yield return Case("deep nesting", Build(new string('[', 100) + new string(']', 100), 0), "JSON");
     }
 
@@ -112,6 +135,18 @@ public sealed class SafeTensorsTests(ITestOutputHelper output) : IDisposable
         output.WriteLine($"{why}: {e.Message}");
         Assert.Contains(path, e.Message);
         Assert.Contains(mustMention, e.Message, StringComparison.OrdinalIgnoreCase);
+    }
+
+    /// <summary>A tensor name carrying terminal escapes (a downloaded header can hold anything) is shown escaped in the
+    /// error, never raw.</summary>
+    [Fact]
+    public void TensorNameWithTerminalEscapesIsShownEscaped()
+    {
+        string path = Write(Build("""{"w\u001b[2J\u001b]0;x\u0007":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}""", 8));
+        var e = Assert.Throws<ModelLoadException>(() => SafeTensorsFile.Open(path).Dispose());
+        output.WriteLine(e.Message);
+        Assert.Contains(@"\u001b[2J\u001b]0;x\u0007", e.Message);
+        Assert.DoesNotContain(e.Message, char.IsControl);
     }
 
     [Fact]

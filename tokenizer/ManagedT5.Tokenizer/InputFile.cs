@@ -25,6 +25,23 @@ internal static class InputFile
     }
 
     /// <summary>
+    /// <paramref name="text"/> as a JSON string literal in which everything but printable ASCII is escaped
+    /// (<c>"model\u001b[2J.safetensors"</c>, <c>"\ud800"</c>): how a name read from a file or sent by a server is shown
+    /// in a message, so that escape sequences in it never reach a terminal raw and lone surrogates still print.
+    /// </summary>
+    public static string Escaped(string text)
+    {
+        var s = new System.Text.StringBuilder(text.Length + 2).Append('"');
+        foreach (char c in text)
+        {
+            if (c is '"' or '\\') s.Append('\\').Append(c);
+            else if (c is >= ' ' and <= '~') s.Append(c);
+            else s.Append("\\u").Append(((int)c).ToString("x4", System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return s.Append('"').ToString();
+    }
+
+    /// <summary>
     /// Null when <paramref name="path"/> (after following symbolic links) is an existing regular file of 1 to
     /// <paramref name="maxBytes"/> bytes; otherwise a sentence saying what is wrong and what to do. FIFOs, devices
     /// (<c>/dev/zero</c>) and <c>/proc</c> files report a length of 0 and are refused here, before any open that could
@@ -38,19 +55,22 @@ internal static class InputFile
             info = new FileInfo(path);
             if (info.LinkTarget is not null)
             {
-                if (info.ResolveLinkTarget(returnFinalTarget: true) is not FileInfo target || !target.Exists)
+                FileSystemInfo? target = info.ResolveLinkTarget(returnFinalTarget: true);
+                if (target is not null && Directory.Exists(target.FullName)) return $"'{path}' links to a folder, not a file.";
+                if (target is not FileInfo { Exists: true } file)
                     return $"'{path}' is a symbolic link whose target does not exist; fetch the file again.";
-                info = target;
+                info = file;
             }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
-            return $"'{path}' cannot be read: {e.Message}";
+            // A loop of links ends here too ("Too many levels of symbolic links").
+            return $"'{path}' cannot be read ({e.Message.TrimEnd('.')}); check the file and where its links point.";
         }
         if (Directory.Exists(info.FullName)) return $"'{path}' is a folder, not a file.";
         if (!info.Exists) return $"'{path}' does not exist.";
         if (info.Length == 0)
-            return $"'{path}' is empty or not a regular file (a FIFO, a device or a /proc file); give the real file.";
+            return $"'{path}' is empty (a truncated download?) or not a regular file (a FIFO, a device or a /proc file); give the real file.";
         if (info.Length > maxBytes)
             return $"'{path}' is {info.Length:N0} bytes, more than the {maxBytes:N0} bytes such a file can be; it is not the file expected.";
         return null;

@@ -1,5 +1,6 @@
 // A model folder's weights: one model.safetensors, or shards listed by model.safetensors.index.json.
 using System.Text.Json;
+using ManagedT5.IO;
 using ManagedT5.Kernels;
 
 namespace ManagedT5.Loading;
@@ -28,16 +29,17 @@ public sealed class Checkpoint : IDisposable
             foreach (SafeTensorInfo t in f.Tensors)
                 if (!_byName.TryAdd(t.Name, f))
                     throw new ModelLoadException(
-                        $"Tensor '{t.Name}' is stored twice: in '{_byName[t.Name].Path}' and in '{f.Path}'. Remove the stale shard.", f.Path);
+                        $"Tensor {SafeTensorsFile.Quote(t.Name)} is stored twice: in '{_byName[t.Name].Path}' and in '{f.Path}'. Remove the stale shard.", f.Path);
     }
 
-    /// <summary>Opens the weights of a model folder (single file or sharded).</summary>
+    /// <summary>Opens the weights of a model folder (single file or sharded). Whatever stands at the weights' names
+    /// must be (or link to) a regular file: a folder, a FIFO, a device or a dangling link is an error naming it.</summary>
     public static Checkpoint Open(string directory)
     {
         string single = Path.Combine(directory, SingleFileName);
         string index = Path.Combine(directory, IndexFileName);
-        if (File.Exists(index)) return OpenSharded(index);
-        if (File.Exists(single)) return OpenFiles([single]);
+        if (IsThere(index)) return OpenSharded(index);
+        if (IsThere(single)) return OpenFiles([single]);
         throw new ModelLoadException(
             $"No weights in '{directory}': expected '{SingleFileName}' or '{IndexFileName}' with its shards. " +
             "Download the model's safetensors files into that folder (PyTorch .bin checkpoints are not read).", directory);
@@ -59,35 +61,25 @@ public sealed class Checkpoint : IDisposable
         }
     }
 
+    /// <summary>True when anything stands at <paramref name="path"/>: a file, a folder, a FIFO, or a link (even a
+    /// dangling one or a loop), so that what is not a usable file is reported as such rather than as missing.</summary>
+    private static bool IsThere(string path) =>
+        File.Exists(path) || Directory.Exists(path) || new FileInfo(path).LinkTarget is not null;
+
     private static Checkpoint OpenSharded(string indexPath)
     {
         string directory = Path.GetDirectoryName(Path.GetFullPath(indexPath))!;
-        Dictionary<string, string> weightMap;
-        try
-        {
-            using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(indexPath));
-            if (!doc.RootElement.TryGetProperty("weight_map", out JsonElement map) || map.ValueKind != JsonValueKind.Object)
-                throw new ModelLoadException($"'{indexPath}' has no 'weight_map' object.", indexPath);
-            weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (JsonProperty p in map.EnumerateObject())
-            {
-                if (p.Value.ValueKind != JsonValueKind.String)
-                    throw new ModelLoadException($"'{indexPath}': weight_map entry '{p.Name}' is not a file name.", indexPath);
-                weightMap[p.Name] = p.Value.GetString()!;
-            }
-        }
-        catch (JsonException e)
-        {
-            throw new ModelLoadException($"'{indexPath}' is not valid JSON: {e.Message}", indexPath, e);
-        }
+        Dictionary<string, string> weightMap = ReadWeightMap(indexPath);
 
         var shardNames = weightMap.Values.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         foreach (string shard in shardNames)
         {
-            if (shard.Contains('/') || shard.Contains('\\') || shard.Contains(".."))
-                throw new ModelLoadException($"'{indexPath}' names shard '{shard}', which is not a plain file name.", indexPath);
+            if (!InputFile.IsPlainFileName(shard))
+                throw new ModelLoadException(
+                    $"'{indexPath}' names shard {InputFile.Escaped(shard)}, which is not a plain file name (letters, digits, '.', " +
+                    "'_' and '-', without '..'); the index is corrupt or was not written for this folder.", indexPath);
             string full = Path.Combine(directory, shard);
-            if (!File.Exists(full))
+            if (!IsThere(full))
                 throw new ModelLoadException(
                     $"Shard '{shard}' listed in '{indexPath}' is missing from '{directory}'. Download every shard the index lists.", full);
         }
@@ -98,15 +90,51 @@ public sealed class Checkpoint : IDisposable
             if (!checkpoint._byName.TryGetValue(name, out SafeTensorsFile? file))
             {
                 checkpoint.Dispose();
-                throw new ModelLoadException($"'{indexPath}' lists tensor '{name}' in '{shard}', but that shard does not hold it.", indexPath);
+                throw new ModelLoadException($"'{indexPath}' lists tensor {SafeTensorsFile.Quote(name)} in '{shard}', but that shard does not hold it.", indexPath);
             }
             if (!string.Equals(Path.GetFileName(file.Path), shard, StringComparison.Ordinal))
             {
                 checkpoint.Dispose();
-                throw new ModelLoadException($"'{indexPath}' lists tensor '{name}' in '{shard}', but it is in '{file.Path}'.", indexPath);
+                throw new ModelLoadException($"'{indexPath}' lists tensor {SafeTensorsFile.Quote(name)} in '{shard}', but it is in '{file.Path}'.", indexPath);
             }
         }
         return checkpoint;
+    }
+
+    /// <summary>The index's weight_map (tensor name -> shard file name), read through <see cref="InputFile"/> (a
+    /// regular file of at most <see cref="InputFile.MaxJsonBytes"/>); anything else is one error naming the index.</summary>
+    private static Dictionary<string, string> ReadWeightMap(string indexPath)
+    {
+        byte[] bytes = InputFile.ReadAllBytes(indexPath, InputFile.MaxJsonBytes, out string? problem);
+        if (problem is not null) throw new ModelLoadException(problem, indexPath);
+        try
+        {
+            using JsonDocument doc = JsonDocument.Parse(bytes);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new ModelLoadException($"'{indexPath}' is not a JSON object; a checkpoint index is {{\"weight_map\": {{tensor: shard file}}}}.", indexPath);
+            if (!doc.RootElement.TryGetProperty("weight_map", out JsonElement map) || map.ValueKind != JsonValueKind.Object)
+                throw new ModelLoadException($"'{indexPath}' has no 'weight_map' object.", indexPath);
+            var weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (JsonProperty p in map.EnumerateObject())
+            {
+                if (p.Value.ValueKind != JsonValueKind.String)
+                    throw new ModelLoadException($"'{indexPath}': weight_map entry {SafeTensorsFile.Quote(p.Name)} is not a file name.", indexPath);
+                weightMap[p.Name] = p.Value.GetString()!;
+            }
+            if (weightMap.Count == 0)
+                throw new ModelLoadException($"'{indexPath}' lists no tensors in its weight_map; the index is incomplete. Fetch it again.", indexPath);
+            return weightMap;
+        }
+        catch (JsonException e)
+        {
+            throw new ModelLoadException($"'{indexPath}' is not valid JSON: {e.Message}", indexPath, e);
+        }
+        catch (InvalidOperationException e) // System.Text.Json cannot make a string of a lone surrogate escape (\ud800)
+        {
+            throw new ModelLoadException(
+                $"'{indexPath}': weight_map holds a tensor or file name that is not valid Unicode (a lone surrogate escape such as " +
+                "\\ud800); the index is corrupt. Fetch it again.", indexPath, e);
+        }
     }
 
     /// <summary>True when the checkpoint holds <paramref name="name"/>.</summary>

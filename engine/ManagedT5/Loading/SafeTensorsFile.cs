@@ -3,6 +3,7 @@
 using Microsoft.Win32.SafeHandles;
 using System.IO.MemoryMappedFiles;
 using System.Text.Json;
+using ManagedT5.IO;
 using ManagedT5.Kernels;
 
 namespace ManagedT5.Loading;
@@ -30,12 +31,12 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     /// <summary>Largest header we accept (the format's own reference implementation caps it at 100 MB).</summary>
     public const long MaxHeaderBytes = 100_000_000;
 
-    private readonly MemoryMappedFile? _map;
-    private readonly MemoryMappedViewAccessor? _view;
+    private readonly MemoryMappedFile _map;
+    private readonly MemoryMappedViewAccessor _view;
     private byte* _base;
     private readonly long _dataStart;
     private readonly Dictionary<string, SafeTensorInfo> _tensors;
-    private SafeFileHandle? _reads;        // for ReadTensor, opened on its first call
+    private readonly SafeFileHandle _file;  // the one open handle: mapped, and read by ReadTensor
 
     /// <summary>Full path of the file.</summary>
     public string Path { get; }
@@ -44,10 +45,11 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     /// <summary>Every tensor, in header order.</summary>
     public IReadOnlyList<SafeTensorInfo> Tensors { get; }
 
-    private SafeTensorsFile(string path, MemoryMappedFile? map, MemoryMappedViewAccessor? view, byte* basePointer,
-        long dataStart, List<SafeTensorInfo> tensors, Dictionary<string, string> metadata)
+    private SafeTensorsFile(string path, SafeFileHandle file, MemoryMappedFile map, MemoryMappedViewAccessor view,
+        byte* basePointer, long dataStart, List<SafeTensorInfo> tensors, Dictionary<string, string> metadata)
     {
         Path = path;
+        _file = file;
         _map = map;
         _view = view;
         _base = basePointer;
@@ -57,42 +59,55 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         Metadata = metadata;
     }
 
-    /// <summary>Opens, maps and validates <paramref name="path"/>.</summary>
+    /// <summary>
+    /// Opens, maps and validates <paramref name="path"/>. Links are followed (an HF cache snapshot's files link into
+    /// blobs/); the file behind them must be a regular, non-empty file (not a FIFO, a device or a folder). The file is
+    /// opened once: its length is the open handle's, the map is made from that handle, and
+    /// <see cref="ReadTensor"/> reads through it.
+    /// </summary>
     public static SafeTensorsFile Open(string path)
     {
         path = System.IO.Path.GetFullPath(path);
-        if (!File.Exists(path)) throw new ModelLoadException($"Checkpoint file '{path}' does not exist.", path);
-        long fileLength;
-        try { fileLength = new FileInfo(path).Length; }
-        catch (Exception e) { throw new ModelLoadException($"Cannot read '{path}': {e.Message}", path, e); }
-        if (fileLength < 8)
-            throw Bad(path, $"the file is {fileLength} bytes, shorter than the 8-byte header length; it is truncated or not a safetensors file");
+        if (InputFile.Problem(path, long.MaxValue) is string problem) throw new ModelLoadException(problem, path);
 
-        MemoryMappedFile map;
-        MemoryMappedViewAccessor view;
+        SafeFileHandle handle;
         try
         {
-            map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ModelLoadException($"Cannot map '{path}': {e.Message}", path, e);
+            throw new ModelLoadException($"Cannot open '{path}': {e.Message}", path, e);
         }
 
+        MemoryMappedFile? map = null;
+        MemoryMappedViewAccessor? view = null;
         byte* p = null;
         try
         {
+            long fileLength = RandomAccess.GetLength(handle); // the file's, not a link's: HF cache snapshots are links
+            if (fileLength < 8)
+                throw Bad(path, $"the file is {fileLength} bytes, shorter than the 8-byte header length; it is truncated or not a safetensors file");
+            try
+            {
+                map = MemoryMappedFile.CreateFromFile(handle, null, fileLength, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+                view = map.CreateViewAccessor(0, fileLength, MemoryMappedFileAccess.Read);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+            {
+                throw new ModelLoadException($"Cannot map '{path}': {e.Message}", path, e);
+            }
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
             p += view.PointerOffset;
             var (tensors, metadata, dataStart) = ParseHeader(path, p, fileLength);
-            return new SafeTensorsFile(path, map, view, p, dataStart, tensors, metadata);
+            return new SafeTensorsFile(path, handle, map, view, p, dataStart, tensors, metadata);
         }
         catch
         {
-            if (p != null) view.SafeMemoryMappedViewHandle.ReleasePointer();
-            view.Dispose();
-            map.Dispose();
+            if (p != null) view!.SafeMemoryMappedViewHandle.ReleasePointer();
+            view?.Dispose();
+            map?.Dispose();
+            handle.Dispose();
             throw;
         }
     }
@@ -132,44 +147,44 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             var seen = new HashSet<string>(StringComparer.Ordinal);
             foreach (JsonProperty entry in document.RootElement.EnumerateObject())
             {
-                if (!seen.Add(entry.Name))
-                    throw Bad(path, $"tensor '{entry.Name}' appears twice in the header");
-                if (entry.Name == "__metadata__")
+                string name = NameOf(path, entry, $"entry {seen.Count + 1} of the header");
+                if (!seen.Add(name))
+                    throw Bad(path, $"tensor {Quote(name)} appears twice in the header");
+                if (name == "__metadata__")
                 {
                     if (entry.Value.ValueKind != JsonValueKind.Object)
                         throw Bad(path, "__metadata__ is not an object of strings");
                     foreach (JsonProperty m in entry.Value.EnumerateObject())
                     {
+                        string key = NameOf(path, m, $"__metadata__ entry {metadata.Count + 1}");
                         if (m.Value.ValueKind != JsonValueKind.String)
-                            throw Bad(path, $"__metadata__ entry '{m.Name}' is not a string");
-                        metadata[m.Name] = m.Value.GetString()!;
+                            throw Bad(path, $"__metadata__ entry {Quote(key)} is not a string");
+                        metadata[key] = StringOf(path, m.Value, $"__metadata__ entry {Quote(key)}");
                     }
                     continue;
                 }
-                tensors.Add(ParseEntry(path, entry, dataLength));
+                tensors.Add(ParseEntry(path, name, entry.Value, dataLength));
             }
 
             // Offsets must be in order and must not overlap.
             var byOffset = tensors.OrderBy(t => t.Begin).ThenBy(t => t.End).ToList();
             for (int i = 1; i < byOffset.Count; i++)
                 if (byOffset[i].Begin < byOffset[i - 1].End)
-                    throw Bad(path, $"tensor '{byOffset[i].Name}' (bytes {byOffset[i].Begin}..{byOffset[i].End}) overlaps '{byOffset[i - 1].Name}' (bytes {byOffset[i - 1].Begin}..{byOffset[i - 1].End})");
+                    throw Bad(path, $"tensor {Quote(byOffset[i].Name)} (bytes {byOffset[i].Begin}..{byOffset[i].End}) overlaps {Quote(byOffset[i - 1].Name)} (bytes {byOffset[i - 1].Begin}..{byOffset[i - 1].End})");
             return (tensors, metadata, dataStart);
         }
     }
 
-    private static SafeTensorInfo ParseEntry(string path, JsonProperty entry, long dataLength)
+    private static SafeTensorInfo ParseEntry(string path, string name, JsonElement e, long dataLength)
     {
-        string name = entry.Name;
-        JsonElement e = entry.Value;
         if (e.ValueKind != JsonValueKind.Object)
-            throw Bad(path, $"tensor '{name}': entry is not an object", tensor: name);
+            throw Bad(path, "entry is not an object", tensor: name);
 
         if (!e.TryGetProperty("dtype", out JsonElement dtypeElement) || dtypeElement.ValueKind != JsonValueKind.String)
             throw Bad(path, "missing or non-string 'dtype'", tensor: name);
-        string dtypeText = dtypeElement.GetString()!;
+        string dtypeText = StringOf(path, dtypeElement, $"tensor {Quote(name)}'s dtype");
         if (!DTypes.TryParse(dtypeText, out DType dtype))
-            throw Bad(path, $"unsupported dtype '{dtypeText}' (readable: F32, F16, BF16, I8, U8, I64); convert the checkpoint to F32, F16 or BF16", tensor: name);
+            throw Bad(path, $"unsupported dtype {Quote(dtypeText)} (readable: F32, F16, BF16, I8, U8, I64); convert the checkpoint to F32, F16 or BF16", tensor: name);
 
         if (!e.TryGetProperty("shape", out JsonElement shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
             throw Bad(path, "missing or non-array 'shape'", tensor: name);
@@ -234,16 +249,10 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, length);
         try
         {
-            if (_reads is null)
-            {
-                SafeFileHandle opened = File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read);
-                if (Interlocked.CompareExchange(ref _reads, opened, null) is not null) opened.Dispose();
-            }
-            SafeFileHandle file = _reads;
             for (long done = 0; done < length;)
             {
                 int chunk = (int)Math.Min(length - done, 1 << 30);
-                int read = RandomAccess.Read(file, new Span<byte>(destination + done, chunk), _dataStart + info.Begin + done);
+                int read = RandomAccess.Read(_file, new Span<byte>(destination + done, chunk), _dataStart + info.Begin + done);
                 if (read <= 0) throw Bad(Path, $"the file ended after {done} of the tensor's {length} bytes (was it truncated while open?)", tensor: name);
                 done += read;
             }
@@ -258,16 +267,35 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     private static ModelLoadException Bad(string path, string what, Exception? inner = null, string? tensor = null) =>
         new(tensor is null
                 ? $"Invalid safetensors file '{path}': {what}."
-                : $"Invalid safetensors file '{path}', tensor '{tensor}': {what}.", path, inner);
+                : $"Invalid safetensors file '{path}', tensor {Quote(tensor)}: {what}.", path, inner);
+
+    /// <summary>A name from a header for a message: <c>'name'</c> when it is printable ASCII, else JSON-escaped
+    /// (<c>"w\u001b[2J"</c>), so a name never sends control characters to a terminal.</summary>
+    internal static string Quote(string name) =>
+        name.AsSpan().ContainsAnyExceptInRange(' ', '~') || name.Contains('\'') ? InputFile.Escaped(name) : $"'{name}'";
+
+    // System.Text.Json reads a lone surrogate escape (\ud800) without complaint but cannot make a string of it
+    // (InvalidOperationException): a file holding one is corrupt, said once, naming where.
+    private static string NameOf(string path, JsonProperty property, string where)
+    {
+        try { return property.Name; }
+        catch (InvalidOperationException e) { throw Bad(path, $"{where} has a name that is not valid Unicode (a lone surrogate escape such as \\ud800); the file is corrupt", e); }
+    }
+
+    private static string StringOf(string path, JsonElement element, string where)
+    {
+        try { return element.GetString()!; }
+        catch (InvalidOperationException e) { throw Bad(path, $"{where} is not valid Unicode (a lone surrogate escape such as \\ud800); the file is corrupt", e); }
+    }
 
     /// <inheritdoc />
     public void Dispose()
     {
         if (_base == null) return;
         _base = null;
-        _view?.SafeMemoryMappedViewHandle.ReleasePointer();
-        _view?.Dispose();
-        _map?.Dispose();
-        _reads?.Dispose();
+        _view.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view.Dispose();
+        _map.Dispose();
+        _file.Dispose();
     }
 }
