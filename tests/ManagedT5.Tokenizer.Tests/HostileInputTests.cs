@@ -126,4 +126,63 @@ public sealed class HostileInputTests : IDisposable
         for (; value >= 0x80; value >>= 7) stream.WriteByte((byte)(value | 0x80));
         stream.WriteByte((byte)value);
     }
+
+    // ------------------------------------------------------------------------------------------------
+    // Sentinel look-ahead (each "<extra_id_" used to scan to the end of the text for a '>')
+    // ------------------------------------------------------------------------------------------------
+
+    [Fact]
+    public void TenMegabytesOfBrokenSentinelsEncodeInSeconds()
+    {
+        var tokenizer = Fixtures.Spiece;
+        string text = new StringBuilder().Insert(0, "<extra_id_", 1_000_000).ToString();
+
+        var watch = Stopwatch.StartNew();
+        int[] ids = tokenizer.Encode(text);
+        watch.Stop();
+
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), $"10 MB of \"<extra_id_\" took {watch.Elapsed}");
+        int[] plain = [.. tokenizer.EncodeRaw(text), tokenizer.EosId]; // no sentinel in it: plain text
+        Assert.True(plain.AsSpan().SequenceEqual(ids), "the ids differ from the raw encoding");
+    }
+
+    [Theory]
+    [InlineData("a <extra_id_0> b")]
+    [InlineData("<extra_id_<extra_id_1>")]
+    [InlineData("x<extra_id_99>y<extra_id_100>z<extra_id_ 5>")]
+    [InlineData("<extra_id_5<extra_id_07><extra_id_5>>")]
+    [InlineData("<extra_id_12")]
+    [InlineData("<extra_id_>1> <extra_id_-1> <extra_id_3>")]
+    [InlineData("tail <extra_id_")]
+    public void BrokenSentinelsStayTextBesideRealOnes(string text)
+    {
+        var tokenizer = Fixtures.Spiece;
+        Assert.Equal(SplitAtSentinels(tokenizer, text), tokenizer.Encode(text));
+    }
+
+    /// <summary>
+    /// HuggingFace's rule written the slow way: each exact "&lt;extra_id_N&gt;" (N = 0..99, no leading zeros) is its id,
+    /// leftmost first; the text between is encoded raw; &lt;/s&gt; at the end.
+    /// </summary>
+    private static int[] SplitAtSentinels(T5Tokenizer tokenizer, string text)
+    {
+        var ids = new List<int>();
+        int segmentStart = 0;
+        for (int i = 0; i < text.Length; i++)
+        {
+            for (int n = 0; n < T5Tokenizer.SentinelCount; n++)
+            {
+                string sentinel = $"<extra_id_{n}>";
+                if (string.CompareOrdinal(text, i, sentinel, 0, sentinel.Length) != 0) continue;
+                ids.AddRange(tokenizer.EncodeRaw(text[segmentStart..i]));
+                ids.Add(tokenizer.SentinelId(n));
+                segmentStart = i + sentinel.Length;
+                i = segmentStart - 1;
+                break;
+            }
+        }
+        ids.AddRange(tokenizer.EncodeRaw(text[segmentStart..]));
+        ids.Add(tokenizer.EosId);
+        return [.. ids];
+    }
 }

@@ -22,6 +22,7 @@ public sealed class T5Tokenizer
     public const int SentinelCount = 100;
 
     private const string SentinelPrefix = "<extra_id_";
+    private const int LongestSentinelLength = 13; // "<extra_id_99>"
 
     private readonly Normalizer _normalizer;
     private readonly UnigramModel _model;
@@ -341,8 +342,10 @@ public sealed class T5Tokenizer
             int found = text[from..].IndexOf(SentinelPrefix, StringComparison.Ordinal);
             if (found < 0) break;
             at = from + found;
-            int close = text[at..].IndexOf('>');
-            if (close > 0 && close <= SentinelPrefix.Length + 3 && _sentinels.TryGetValue(text.Slice(at, close + 1), out id))
+            // Look for the '>' only as far as the longest sentinel reaches: scanning to the end of the text from every
+            // "<extra_id_" would make text full of them quadratic.
+            int close = text.Slice(at, Math.Min(LongestSentinelLength, text.Length - at)).IndexOf('>');
+            if (close > 0 && _sentinels.TryGetValue(text.Slice(at, close + 1), out id))
             {
                 length = close + 1;
                 return true;
