@@ -71,7 +71,8 @@ internal sealed class PieceTrie
     }
 
     /// <summary>
-    /// Places nodes depth-first: each node's children go to the first base where every child cell is free.
+    /// Places nodes depth-first (an explicit stack, so key length is not bounded by the call stack): each node's
+    /// children go to the first base where every child cell is free.
     /// Candidate cells are found with a union-find "next open cell" so full stretches are skipped at once;
     /// a cell that keeps failing as a first-child slot is closed, so the search does not retry it forever.
     /// </summary>
@@ -89,46 +90,58 @@ internal sealed class PieceTrie
             EnsureCapacity(1024);
             _nodes[0].Check = int.MinValue; // the root is occupied and has no parent
             _next[0] = 1;
-            if (sorted.Length > 0) Place(0, 0, sorted.Length, 0);
+            if (sorted.Length > 0) PlaceAll();
             EnsureCapacity(_maxBase + 257);
             return _nodes;
         }
 
-        // Keys sorted[lo..hi) share their first `depth` bytes and end at or below `node`.
-        private void Place(int node, int lo, int hi, int depth)
+        /// <summary>Keys sorted[Lo..Hi) share their first Depth bytes and end at or below Node.</summary>
+        private readonly record struct Range(int Node, int Lo, int Hi, int Depth);
+
+        // Depth-first with an explicit stack, not recursion: a piece may be hundreds of thousands of bytes long
+        // and each byte is one level. Children are pushed last-first, so nodes are placed in the same order
+        // (and the array comes out the same) as a recursive pre-order walk would place them.
+        private void PlaceAll()
         {
-            if (sorted[lo].Key.Length == depth)
-            {
-                _nodes[node].PieceId = sorted[lo].PieceId;
-                _nodes[node].Score = sorted[lo].Score;
-                lo++;
-            }
-            if (lo == hi) return;
-
-            // Distinct next bytes, in order (the keys are sorted).
+            var pending = new Stack<Range>();
             var labels = new List<byte>();
-            for (int i = lo; i < hi; i++)
+            pending.Push(new Range(0, 0, sorted.Length, 0));
+            while (pending.TryPop(out var range))
             {
-                byte b = sorted[i].Key[depth];
-                if (labels.Count == 0 || labels[^1] != b) labels.Add(b);
-            }
-
-            int nodeBase = FindBase(labels);
-            _nodes[node].Base = nodeBase;
-            foreach (byte b in labels)
-            {
-                _nodes[nodeBase + b].Check = node;
-                _next[nodeBase + b] = nodeBase + b + 1;
-            }
-
-            // Recurse into each child's key range.
-            int start = lo;
-            for (int i = lo; i <= hi; i++)
-            {
-                if (i == hi || sorted[i].Key[depth] != sorted[start].Key[depth])
+                var (node, lo, hi, depth) = range;
+                if (sorted[lo].Key.Length == depth)
                 {
-                    Place(nodeBase + sorted[start].Key[depth], start, i, depth + 1);
-                    start = i;
+                    _nodes[node].PieceId = sorted[lo].PieceId;
+                    _nodes[node].Score = sorted[lo].Score;
+                    lo++;
+                }
+                if (lo == hi) continue;
+
+                // Distinct next bytes, in order (the keys are sorted).
+                labels.Clear();
+                for (int i = lo; i < hi; i++)
+                {
+                    byte b = sorted[i].Key[depth];
+                    if (labels.Count == 0 || labels[^1] != b) labels.Add(b);
+                }
+
+                int nodeBase = FindBase(labels);
+                _nodes[node].Base = nodeBase;
+                foreach (byte b in labels)
+                {
+                    _nodes[nodeBase + b].Check = node;
+                    _next[nodeBase + b] = nodeBase + b + 1;
+                }
+
+                // Each child's key range, last child first so the first is placed next.
+                int end = hi;
+                for (int i = hi - 1; i >= lo; i--)
+                {
+                    if (i == lo || sorted[i - 1].Key[depth] != sorted[i].Key[depth])
+                    {
+                        pending.Push(new Range(nodeBase + sorted[i].Key[depth], i, end, depth + 1));
+                        end = i;
+                    }
                 }
             }
         }

@@ -2,6 +2,7 @@
 // (sentinels, </s>, batches with padding) on top of the raw SentencePiece encoder, and decodes.
 
 using System.Text;
+using ManagedT5.IO;
 
 namespace ManagedT5.Tokenizer;
 
@@ -22,6 +23,7 @@ public sealed class T5Tokenizer
     public const int SentinelCount = 100;
 
     private const string SentinelPrefix = "<extra_id_";
+    private const int LongestSentinelLength = 13; // "<extra_id_99>"
 
     private readonly Normalizer _normalizer;
     private readonly UnigramModel _model;
@@ -65,24 +67,25 @@ public sealed class T5Tokenizer
     // ------------------------------------------------------------------------------------------------
 
     /// <summary>Loads a SentencePiece model (spiece.model) or a HuggingFace tokenizer.json, told apart by content.</summary>
-    /// <exception cref="TokenizerException">The file is missing, empty, truncated or not a unigram SentencePiece tokenizer.</exception>
+    /// <remarks>Symbolic links are followed (a HuggingFace cache snapshot links into its blobs folder); anything but a
+    /// regular file of at most 256 MB (a FIFO, a device, a folder) is refused before it is opened.</remarks>
+    /// <exception cref="TokenizerException">The file is missing, empty, not a regular file, too large, truncated or not a
+    /// unigram SentencePiece tokenizer.</exception>
     public static T5Tokenizer FromFile(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (!File.Exists(path))
-            throw new TokenizerException($"Tokenizer file '{path}' does not exist. Pass the path of spiece.model or tokenizer.json.", path);
-
         byte[] data;
+        string? problem;
         try
         {
-            data = File.ReadAllBytes(path);
+            data = InputFile.ReadAllBytes(path, InputFile.MaxTokenizerBytes, out problem);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new TokenizerException($"Tokenizer file '{path}' could not be read: {e.Message}", path, e);
         }
-        if (data.Length == 0)
-            throw new TokenizerException($"Tokenizer file '{path}' is empty. Expected a SentencePiece model (spiece.model) or tokenizer.json; download it again.", path);
+        if (problem is not null)
+            throw new TokenizerException($"Tokenizer file {problem} Pass the path of a spiece.model or tokenizer.json.", path);
 
         bool isJson = LooksLikeJson(data) || path.EndsWith(".json", StringComparison.OrdinalIgnoreCase);
         string kind = isJson ? "tokenizer.json" : "SentencePiece model";
@@ -107,12 +110,25 @@ public sealed class T5Tokenizer
         ArgumentNullException.ThrowIfNull(modelDir);
         foreach (string name in new[] { "spiece.model", "tokenizer.json" })
         {
+            // A link counts as present even when broken, so the error names it instead of passing it by.
             string path = Path.Combine(modelDir, name);
-            if (File.Exists(path)) return FromFile(path);
+            if (File.Exists(path) || IsLink(path)) return FromFile(path);
         }
         throw new TokenizerException(
             $"No tokenizer in '{modelDir}': expected spiece.model or tokenizer.json. Download the model's tokenizer files into that directory.",
             modelDir);
+    }
+
+    private static bool IsLink(string path)
+    {
+        try
+        {
+            return new FileInfo(path).LinkTarget is not null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return false;
+        }
     }
 
     private static ModelProto LoadSentencePiece(byte[] data)
@@ -341,8 +357,10 @@ public sealed class T5Tokenizer
             int found = text[from..].IndexOf(SentinelPrefix, StringComparison.Ordinal);
             if (found < 0) break;
             at = from + found;
-            int close = text[at..].IndexOf('>');
-            if (close > 0 && close <= SentinelPrefix.Length + 3 && _sentinels.TryGetValue(text.Slice(at, close + 1), out id))
+            // Look for the '>' only as far as the longest sentinel reaches: scanning to the end of the text from every
+            // "<extra_id_" would make text full of them quadratic.
+            int close = text.Slice(at, Math.Min(LongestSentinelLength, text.Length - at)).IndexOf('>');
+            if (close > 0 && _sentinels.TryGetValue(text.Slice(at, close + 1), out id))
             {
                 length = close + 1;
                 return true;

@@ -15,8 +15,11 @@ internal static class TokenizerJsonLoader
     public static ModelProto Load(byte[] json)
     {
         using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true });
+        RequireValidStrings(json);
         var root = doc.RootElement;
-        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model))
+        if (root.ValueKind != JsonValueKind.Object)
+            throw new InvalidDataException($"its top level is {Describe(root.ValueKind)}, not the object a tokenizer.json has");
+        if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
             throw new InvalidDataException("not a tokenizer.json: there is no \"model\" object");
         string? type = GetString(model, "type");
         if (type != "Unigram")
@@ -157,6 +160,39 @@ internal static class TokenizerJsonLoader
         }
         steps.Add(element);
     }
+
+    /// <summary>
+    /// Every key and string must be text: an escaped lone surrogate ("\ud800") parses as JSON but is no UTF-16 string
+    /// (GetString throws), and HuggingFace's tokenizers refuses such a file too. Only escaped strings can hold one.
+    /// </summary>
+    private static void RequireValidStrings(ReadOnlySpan<byte> json)
+    {
+        if (json.StartsWith("\uFEFF"u8)) json = json[3..];
+        var reader = new Utf8JsonReader(json, new JsonReaderOptions { AllowTrailingCommas = true });
+        while (reader.Read())
+        {
+            if (reader.TokenType is not (JsonTokenType.String or JsonTokenType.PropertyName) || !reader.ValueIsEscaped) continue;
+            try
+            {
+                reader.GetString();
+            }
+            catch (InvalidOperationException)
+            {
+                int line = json[..(int)reader.TokenStartIndex].Count((byte)'\n') + 1;
+                string what = reader.TokenType == JsonTokenType.PropertyName ? "a key" : "a string";
+                throw new InvalidDataException($"{what} on line {line} holds a lone surrogate escape such as \\ud800, which is not text");
+            }
+        }
+    }
+
+    private static string Describe(JsonValueKind kind) => kind switch
+    {
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        _ => "null",
+    };
 
     private static bool IsBytePiece(string piece) =>
         piece.Length == 6 && piece.StartsWith("<0x", StringComparison.Ordinal) && piece[5] == '>';

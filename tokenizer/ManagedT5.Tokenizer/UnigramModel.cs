@@ -15,6 +15,17 @@ internal sealed class UnigramModel
     private const float UnknownPenalty = 10.0f;  // sentencepiece's kUnkPenalty
     private static ReadOnlySpan<byte> SpaceSymbol => "\u2581"u8;
 
+    /// <summary>
+    /// Longest piece accepted, in UTF-8 bytes. SentencePiece trains pieces of at most 16 characters by default and
+    /// T5's longest is 20 bytes; user-defined pieces are tags. A piece costs one trie level per byte, and encoding
+    /// walks as deep as the text matches, so a hostile model with a 200,000-byte piece is refused here.
+    /// </summary>
+    internal const int MaxPieceBytes = 4096;
+
+    /// <summary>Most UTF-8 bytes all pieces may add up to (the trie has at most one node per byte): T5's add up to
+    /// 0.27 MB, mT5's 250,000 pieces to a few MB. Keeps a hostile file from building a trie of gigabytes.</summary>
+    internal const int MaxVocabularyBytes = 16 << 20;
+
     private readonly string[] _pieces;           // [vocab] piece text, e.g. "▁Hello"
     private readonly float[] _scores;            // [vocab] log probability
     private readonly PieceType[] _types;         // [vocab]
@@ -47,11 +58,18 @@ internal sealed class UnigramModel
         UnkId = -1;
 
         float minScore = float.MaxValue, maxScore = float.MinValue;
+        long vocabularyBytes = 0;
         var trieEntries = new List<(byte[] Key, int PieceId, float Score)>(n);
         for (int id = 0; id < n; id++)
         {
             var (piece, score, type) = proto.Pieces[id];
             if (piece.Length == 0) throw new InvalidDataException($"piece {id} is empty");
+            int pieceBytes = Encoding.UTF8.GetByteCount(piece);
+            if (pieceBytes > MaxPieceBytes)
+                throw new InvalidDataException($"piece {id} is {pieceBytes:N0} bytes long, more than the {MaxPieceBytes:N0} a vocabulary piece may have");
+            vocabularyBytes += pieceBytes;
+            if (vocabularyBytes > MaxVocabularyBytes)
+                throw new InvalidDataException($"the pieces up to piece {id} add up to more than the {MaxVocabularyBytes:N0} bytes a vocabulary may have");
             if (!_pieceToId.TryAdd(piece, id)) throw new InvalidDataException($"piece '{piece}' appears twice (ids {_pieceToId[piece]} and {id})");
             _pieces[id] = piece;
             _scores[id] = score;
