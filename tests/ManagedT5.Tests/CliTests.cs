@@ -213,7 +213,8 @@ public sealed class HubEndToEndTests
                 {
                     byte[] bytes = await File.ReadAllBytesAsync(file);
                     context.Response.ContentLength64 = bytes.Length;
-                    await context.Response.OutputStream.WriteAsync(bytes);
+                    if (context.Request.HttpMethod != "HEAD")   // the client asks HEAD first (size, commit), then GET
+                        await context.Response.OutputStream.WriteAsync(bytes);
                 }
                 else context.Response.StatusCode = 404;
                 context.Response.Close();
