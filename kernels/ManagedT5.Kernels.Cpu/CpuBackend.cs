@@ -207,6 +207,7 @@ public sealed unsafe class CpuBackend : IBackend
         float[] q = BufferOf(query).Data, k = BufferOf(key).Data, v = BufferOf(value).Data, o = BufferOf(output).Data;
         float[]? b = bias is null ? null : BufferOf(bias).Data;
         float[]? m = keyMask is null ? null : BufferOf(keyMask).Data;
+        shape.Require();
         long rows = (long)shape.Batch * shape.QueryLength * shape.InnerDim;
         Require(q, rows, nameof(query));
         Require(o, rows, nameof(output));
@@ -214,8 +215,6 @@ public sealed unsafe class CpuBackend : IBackend
         Require(v, (long)shape.Batch * shape.KeyCapacity * shape.InnerDim, nameof(value));
         if (b is not null) Require(b, (long)shape.Heads * shape.QueryLength * shape.KeyLength, nameof(bias));
         if (m is not null) Require(m, (long)shape.Batch * shape.KeyLength, nameof(keyMask));
-        if (shape.KeyLength > shape.KeyCapacity)
-            throw new ArgumentException($"KeyLength {shape.KeyLength} exceeds KeyCapacity {shape.KeyCapacity}.", nameof(shape));
 
         fixed (float* qp = q) fixed (float* kp = k) fixed (float* vp = v) fixed (float* op = o)
         fixed (float* bp = b) fixed (float* mp = m)
