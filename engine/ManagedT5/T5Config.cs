@@ -1,5 +1,6 @@
 // config.json of a T5 / Flan-T5 checkpoint: the architecture's sizes and switches, read with HF's defaults.
 using System.Text.Json;
+using ManagedT5.IO;
 using ManagedT5.Kernels;
 
 namespace ManagedT5;
@@ -46,29 +47,48 @@ public sealed record T5Config
     /// <summary>torch_dtype as written, if any (informational).</summary>
     public string? TorchDType { get; init; }
 
-    /// <summary>num_heads * d_kv: width of the attention projections (need not equal d_model).</summary>
-    public int InnerDim => NumHeads * DKv;
+    /// <summary>Most floats one buffer can hold (a .NET array's limit); every size derived from the config must fit.</summary>
+    public const int MaxBufferElements = 0x7FFFFFC7; // Array.MaxLength
 
-    /// <summary>Reads config.json from a file.</summary>
+    /// <summary>num_heads * d_kv: width of the attention projections (need not equal d_model). Parsing checks that
+    /// the product fits a buffer; a config built in code that overflows throws <see cref="OverflowException"/>.</summary>
+    public int InnerDim => checked(NumHeads * DKv);
+
+    /// <summary>Reads config.json from a file (a regular file of at most 64 MiB, links followed).</summary>
     public static T5Config Load(string path)
     {
-        if (!File.Exists(path))
+        if (!File.Exists(path) && !Directory.Exists(path) && new FileInfo(path).LinkTarget is null)
             throw new ModelLoadException($"'{path}' does not exist: a T5 model folder needs its config.json.", path);
-        try
-        {
-            return Parse(File.ReadAllText(path), path);
-        }
-        catch (JsonException e)
-        {
-            throw new ModelLoadException($"'{path}' is not valid JSON: {e.Message}", path, e);
-        }
+        byte[] bytes = InputFile.ReadAllBytes(path, InputFile.MaxJsonBytes, out string? problem);
+        if (problem is not null) throw new ModelLoadException(problem, path);
+        return Parse(bytes, path);
     }
 
     /// <summary>Parses config.json text; <paramref name="source"/> names it in messages.</summary>
-    public static T5Config Parse(string json, string source = "config.json")
+    public static T5Config Parse(string json, string source = "config.json") =>
+        Parse(System.Text.Encoding.UTF8.GetBytes(json), source);
+
+    private static T5Config Parse(ReadOnlyMemory<byte> utf8, string source)
     {
-        using JsonDocument doc = JsonDocument.Parse(json);
-        JsonElement root = doc.RootElement;
+        if (utf8.Span.StartsWith("\uFEFF"u8)) utf8 = utf8[3..];   // a byte order mark, as editors on Windows write
+        try
+        {
+            using JsonDocument doc = JsonDocument.Parse(utf8);
+            return Parse(doc.RootElement, source);
+        }
+        catch (JsonException e)
+        {
+            throw new ModelLoadException($"'{source}' is not valid JSON: {e.Message}", source, e);
+        }
+        catch (InvalidOperationException e)
+        {
+            // JsonElement.GetString and property lookups refuse text that is not valid UTF-16 (a lone "\ud800").
+            throw new ModelLoadException($"'{source}' holds a string that is not valid Unicode ({e.Message}); fix or fetch the file again.", source, e);
+        }
+    }
+
+    private static T5Config Parse(JsonElement root, string source)
+    {
         if (root.ValueKind != JsonValueKind.Object)
             throw new ModelLoadException($"'{source}' is not a JSON object.", source);
 
@@ -112,7 +132,30 @@ public sealed record T5Config
         foreach (var (key, id) in new[] { ("pad_token_id", config.PadTokenId), ("eos_token_id", config.EosTokenId), ("decoder_start_token_id", config.DecoderStartTokenId) })
             if (id >= config.VocabSize)
                 throw new ModelLoadException($"'{source}': {key} {id} is not below vocab_size {config.VocabSize}.", source);
+        CheckSizes(config, source);
         return config;
+    }
+
+    /// <summary>
+    /// The products of config sizes that size one buffer row or one weight must fit a buffer: a product that wraps
+    /// (num_heads 6 x d_kv 715827883 is 2 in 32 bits) would pass the shape checks against small weights and let a
+    /// kernel read past its buffers. Per-request sizes (rows x width, heads x seq^2) are checked before generating.
+    /// </summary>
+    private static void CheckSizes(T5Config c, string source)
+    {
+        void Fits(string what, long a, long b)
+        {
+            long product = a * b;   // both factors are positive ints: the product fits a long
+            if (product > MaxBufferElements)
+                throw new ModelLoadException(
+                    $"'{source}': {what} = {product:N0} elements, more than one buffer can hold ({MaxBufferElements:N0}); " +
+                    "this config.json cannot describe a real checkpoint.", source);
+        }
+        Fits($"num_heads ({c.NumHeads}) x d_kv ({c.DKv})", c.NumHeads, c.DKv);
+        Fits($"vocab_size ({c.VocabSize}) x d_model ({c.DModel})", c.VocabSize, c.DModel);
+        Fits($"d_ff ({c.DFf}) x d_model ({c.DModel})", c.DFf, c.DModel);
+        Fits($"num_heads ({c.NumHeads}) x d_kv ({c.DKv}) x d_model ({c.DModel})", (long)c.NumHeads * c.DKv, c.DModel);
+        Fits($"relative_attention_num_buckets ({c.RelativeAttentionNumBuckets}) x num_heads ({c.NumHeads})", c.RelativeAttentionNumBuckets, c.NumHeads);
     }
 
     /// <summary>HF's rule: feed_forward_proj is "[gated-]ACT"; "gated-gelu" means gelu_new.</summary>
@@ -153,8 +196,9 @@ public sealed record T5Config
     private static float? OptionalFloat(JsonElement root, string key, string source)
     {
         if (!root.TryGetProperty(key, out JsonElement e) || e.ValueKind == JsonValueKind.Null) return null;
-        if (e.ValueKind != JsonValueKind.Number || !e.TryGetDouble(out double value) || !(value > 0) || double.IsInfinity(value))
-            throw new ModelLoadException($"'{source}': '{key}' must be a positive number, found {e.GetRawText()}.", source);
+        // Checked as the float it is used as: 1e300 is a finite double but an infinite float, and 1e-50 a float zero.
+        if (e.ValueKind != JsonValueKind.Number || !e.TryGetDouble(out double value) || !((float)value > 0) || float.IsInfinity((float)value))
+            throw new ModelLoadException($"'{source}': '{key}' must be a positive number a float can hold, found {e.GetRawText()}.", source);
         return (float)value;
     }
 

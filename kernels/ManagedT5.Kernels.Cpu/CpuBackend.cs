@@ -32,14 +32,22 @@ public sealed unsafe class CpuBackend : IBackend
     /// between calls, not while one runs).</summary>
     internal LinearOptions LinearOptions { get; set; } = LinearOptions.Default;
 
-    /// <summary>A backend using <paramref name="threads"/> threads (0: one per processor) and the widest SIMD the CPU has.</summary>
+    /// <summary>Most threads a backend may use: 4 per processor. More only adds contention; a huge count would
+    /// try to start that many OS threads.</summary>
+    public static int MaxThreads => 4 * Environment.ProcessorCount;
+
+    /// <summary>A backend using <paramref name="threads"/> threads (0: one per processor, at most
+    /// <see cref="MaxThreads"/>) and the widest SIMD the CPU has.</summary>
     public CpuBackend(int threads = 0) : this(threads, SimdLevel.Vector512) { }
 
     /// <summary>A backend limited to <paramref name="maxSimd"/> (clamped to what the CPU accelerates): tests use it to
     /// run the Vector256, Vector128 and scalar paths on an AVX-512 machine.</summary>
     public CpuBackend(int threads, SimdLevel maxSimd)
     {
-        if (threads < 0) throw new ArgumentOutOfRangeException(nameof(threads), threads, "Use 0 for one thread per processor, or a positive count.");
+        if (threads < 0 || threads > MaxThreads)
+            throw new ArgumentOutOfRangeException(nameof(threads),
+                $"threads: {threads} is not a thread count; use 0 for one thread per processor, or 1 to {MaxThreads} " +
+                $"(4 per processor; this machine has {Environment.ProcessorCount}).");
         Simd = SimdLevels.Clamp(maxSimd);
         _pool = new WorkerPool(threads == 0 ? Environment.ProcessorCount : threads);
     }
@@ -207,6 +215,7 @@ public sealed unsafe class CpuBackend : IBackend
         float[] q = BufferOf(query).Data, k = BufferOf(key).Data, v = BufferOf(value).Data, o = BufferOf(output).Data;
         float[]? b = bias is null ? null : BufferOf(bias).Data;
         float[]? m = keyMask is null ? null : BufferOf(keyMask).Data;
+        shape.Require();
         long rows = (long)shape.Batch * shape.QueryLength * shape.InnerDim;
         Require(q, rows, nameof(query));
         Require(o, rows, nameof(output));
@@ -214,8 +223,6 @@ public sealed unsafe class CpuBackend : IBackend
         Require(v, (long)shape.Batch * shape.KeyCapacity * shape.InnerDim, nameof(value));
         if (b is not null) Require(b, (long)shape.Heads * shape.QueryLength * shape.KeyLength, nameof(bias));
         if (m is not null) Require(m, (long)shape.Batch * shape.KeyLength, nameof(keyMask));
-        if (shape.KeyLength > shape.KeyCapacity)
-            throw new ArgumentException($"KeyLength {shape.KeyLength} exceeds KeyCapacity {shape.KeyCapacity}.", nameof(shape));
 
         fixed (float* qp = q) fixed (float* kp = k) fixed (float* vp = v) fixed (float* op = o)
         fixed (float* bp = b) fixed (float* mp = m)

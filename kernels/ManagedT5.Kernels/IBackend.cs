@@ -65,8 +65,21 @@ public readonly record struct AttentionShape(
     int Batch, int Heads, int HeadDim, int QueryLength, int KeyLength, int KeyCapacity,
     bool Causal = false, int QueryOffset = 0)
 {
-    /// <summary>Heads * HeadDim: the width of one query/key/value row.</summary>
-    public int InnerDim => Heads * HeadDim;
+    /// <summary>Heads * HeadDim: the width of one query/key/value row (checked: a product that wraps would let a
+    /// kernel index past its buffers).</summary>
+    public int InnerDim => checked(Heads * HeadDim);
+
+    /// <summary>The argument check every backend's Attention starts with: positive sizes whose products fit an int,
+    /// keys within capacity. Buffer lengths are then compared against these products.</summary>
+    internal void Require()
+    {
+        if (Batch < 1 || Heads < 1 || HeadDim < 1 || QueryLength < 0 || KeyLength < 0 || KeyCapacity < 0 || QueryOffset < 0)
+            throw new ArgumentException($"Attention shape {this} has a size below its minimum (1 for batch, heads and head size; 0 otherwise).", "shape");
+        if ((long)Heads * HeadDim > int.MaxValue)
+            throw new ArgumentException($"Attention shape: heads {Heads} x head size {HeadDim} does not fit a buffer row.", "shape");
+        if (KeyLength > KeyCapacity)
+            throw new ArgumentException($"KeyLength {KeyLength} exceeds KeyCapacity {KeyCapacity}.", "shape");
+    }
 }
 
 /// <summary>

@@ -1,5 +1,6 @@
 // Decoding options with HuggingFace's names and semantics (GenerationConfig), defaults as HF's.
 using System.Text.Json;
+using ManagedT5.IO;
 
 namespace ManagedT5.Generation;
 
@@ -64,73 +65,136 @@ public sealed record GenerationOptions
     /// <summary>HF's effective max_length: max_new_tokens + 1 (the start token) when set, else max_length.</summary>
     public int EffectiveMaxLength => MaxNewTokens is int n ? n + 1 : MaxLength;
 
-    /// <summary>Checks every option; an <see cref="ArgumentException"/> names the offending one.</summary>
+    /// <summary>Checks every option; an <see cref="ArgumentException"/> names the offending one (ParamName is the HF
+    /// name, and the message begins with it).</summary>
     public void Validate(int vocabSize)
     {
-        static ArgumentException Bad(string option, string message) => new($"{option}: {message}", option);
-        if (MaxNewTokens is < 1) throw Bad("max_new_tokens", $"must be at least 1, got {MaxNewTokens}.");
-        if (MaxNewTokens is null && MaxLength < 2) throw Bad("max_length", $"must be at least 2 (the start token plus one), got {MaxLength}.");
-        if (EffectiveMaxLength > 65_536) throw Bad(MaxNewTokens is null ? "max_length" : "max_new_tokens", $"{EffectiveMaxLength} is absurdly long (limit 65536).");
-        if (MinLength < 0) throw Bad("min_length", $"must not be negative, got {MinLength}.");
-        if (MinNewTokens < 0) throw Bad("min_new_tokens", $"must not be negative, got {MinNewTokens}.");
-        if (NumBeams < 1) throw Bad("num_beams", $"must be at least 1, got {NumBeams}.");
-        if (NumReturnSequences < 1) throw Bad("num_return_sequences", $"must be at least 1, got {NumReturnSequences}.");
-        if (NumBeams > 1 && NumReturnSequences > NumBeams)
-            throw Bad("num_return_sequences", $"({NumReturnSequences}) must not exceed num_beams ({NumBeams}).");
-        if (NumBeams == 1 && !DoSample && NumReturnSequences > 1)
-            throw Bad("num_return_sequences", "greedy search returns one sequence per prompt; use beam search or do_sample.");
-        if (NumBeams > 1 && DoSample) throw Bad("do_sample", "beam sampling is not supported; use num_beams 1 with do_sample, or beam search without it.");
-        if (!float.IsFinite(LengthPenalty)) throw Bad("length_penalty", "must be a finite number.");
-        if (DoSample && !(Temperature > 0 && float.IsFinite(Temperature))) throw Bad("temperature", $"must be > 0 when sampling, got {Temperature}.");
-        if (TopK < 0) throw Bad("top_k", $"must not be negative, got {TopK}.");
-        if (!(TopP > 0 && TopP <= 1)) throw Bad("top_p", $"must be in (0, 1], got {TopP}.");
-        if (!(RepetitionPenalty > 0 && float.IsFinite(RepetitionPenalty))) throw Bad("repetition_penalty", $"must be > 0, got {RepetitionPenalty}.");
-        if (NoRepeatNgramSize < 0) throw Bad("no_repeat_ngram_size", $"must not be negative, got {NoRepeatNgramSize}.");
-        if (MaxInputTokens < 1) throw Bad("max_input_tokens", $"must be at least 1, got {MaxInputTokens}.");
-        foreach (var (name, id) in new[] { ("eos_token_id", EosTokenId), ("pad_token_id", PadTokenId), ("decoder_start_token_id", DecoderStartTokenId) })
-            if (id is int v && (v < 0 || v >= vocabSize)) throw Bad(name, $"{v} is not a token id in [0, {vocabSize}).");
+        if (Problem(vocabSize, combinations: true) is var (option, message))
+            throw new ArgumentException($"{option}: {message}", option);
     }
 
-    /// <summary>Defaults from a model folder's generation_config.json (missing file: HF's defaults).</summary>
+    /// <summary>The first option that is wrong, as (HF name, what is wrong); null when all are right. Without
+    /// <paramref name="combinations"/> each value is checked on its own (what a generation_config.json must satisfy
+    /// whatever options a caller later sets).</summary>
+    internal (string Option, string Message)? Problem(int vocabSize, bool combinations)
+    {
+        if (MaxNewTokens is < 1) return ("max_new_tokens", $"must be at least 1, got {MaxNewTokens}.");
+        if (MaxNewTokens is null && MaxLength < 2) return ("max_length", $"must be at least 2 (the start token plus one), got {MaxLength}.");
+        if (MaxNewTokens > MaxGeneratedLength - 1) return ("max_new_tokens", $"{MaxNewTokens} is absurdly long (limit {MaxGeneratedLength - 1}).");
+        if (MaxNewTokens is null && MaxLength > MaxGeneratedLength) return ("max_length", $"{MaxLength} is absurdly long (limit {MaxGeneratedLength}).");
+        if (MinLength < 0) return ("min_length", $"must not be negative, got {MinLength}.");
+        if (MinNewTokens < 0) return ("min_new_tokens", $"must not be negative, got {MinNewTokens}.");
+        if (NumBeams < 1) return ("num_beams", $"must be at least 1, got {NumBeams}.");
+        if (NumReturnSequences < 1) return ("num_return_sequences", $"must be at least 1, got {NumReturnSequences}.");
+        if (!float.IsFinite(LengthPenalty)) return ("length_penalty", "must be a finite number.");
+        if (DoSample && !(Temperature > 0 && float.IsFinite(Temperature)))
+            return ("temperature", $"must be > 0 when sampling, got {Temperature}.");
+        if (TopK < 0) return ("top_k", $"must not be negative, got {TopK}.");
+        if (!(TopP > 0 && TopP <= 1)) return ("top_p", $"must be in (0, 1], got {TopP}.");
+        if (!(RepetitionPenalty > 0 && float.IsFinite(RepetitionPenalty))) return ("repetition_penalty", $"must be > 0, got {RepetitionPenalty}.");
+        if (NoRepeatNgramSize < 0) return ("no_repeat_ngram_size", $"must not be negative, got {NoRepeatNgramSize}.");
+        if (MaxInputTokens < 1) return ("max_input_tokens", $"must be at least 1, got {MaxInputTokens}.");
+        foreach (var (name, id) in new[] { ("eos_token_id", EosTokenId), ("pad_token_id", PadTokenId), ("decoder_start_token_id", DecoderStartTokenId) })
+            if (id is int v && (v < 0 || v >= vocabSize)) return (name, $"{v} is not a token id in [0, {vocabSize}).");
+        if (!combinations) return null;
+        if (NumBeams > 1 && NumReturnSequences > NumBeams)
+            return ("num_return_sequences", $"({NumReturnSequences}) must not exceed num_beams ({NumBeams}).");
+        if (NumBeams == 1 && !DoSample && NumReturnSequences > 1)
+            return ("num_return_sequences", "greedy search returns one sequence per prompt; use beam search or do_sample.");
+        if (NumBeams > 1 && DoSample) return ("do_sample", "beam sampling is not supported; use num_beams 1 with do_sample, or beam search without it.");
+        return null;
+    }
+
+    /// <summary>Longest output accepted, start token included (max_length; max_new_tokens + 1).</summary>
+    private const int MaxGeneratedLength = 65_536;
+
+    /// <summary>
+    /// Defaults from a model folder's generation_config.json (missing file: HF's defaults). Keys this engine does not
+    /// use are ignored; a key it uses with a value of the wrong type, out of range or rejected by
+    /// <see cref="Validate"/> on its own gives a <see cref="ModelLoadException"/> naming the file and the key. Options
+    /// that are only wrong together (num_return_sequences above num_beams) are reported when generating, since a
+    /// caller may override one of them.
+    /// </summary>
     public static GenerationOptions FromGenerationConfig(string path)
     {
         var o = new GenerationOptions();
-        if (!File.Exists(path)) return o;
+        if (!File.Exists(path) && !Directory.Exists(path) && new FileInfo(path).LinkTarget is null) return o;
+        byte[] bytes = InputFile.ReadAllBytes(path, InputFile.MaxJsonBytes, out string? problem);
+        if (problem is not null) throw new ModelLoadException(problem, path);
+        ReadOnlyMemory<byte> utf8 = bytes;
+        if (utf8.Span.StartsWith("\uFEFF"u8)) utf8 = utf8[3..];   // a byte order mark
         try
         {
-            using JsonDocument doc = JsonDocument.Parse(File.ReadAllText(path));
-            JsonElement r = doc.RootElement;
-            int? I(string k) => r.TryGetProperty(k, out JsonElement e) && e.ValueKind == JsonValueKind.Number ? e.GetInt32() : null;
-            float? F(string k) => r.TryGetProperty(k, out JsonElement e) && e.ValueKind == JsonValueKind.Number ? e.GetSingle() : null;
-            bool? B(string k) => r.TryGetProperty(k, out JsonElement e) && e.ValueKind is JsonValueKind.True or JsonValueKind.False ? e.GetBoolean() : null;
-            EarlyStopping? es = r.TryGetProperty("early_stopping", out JsonElement s)
-                ? s.ValueKind switch { JsonValueKind.True => EarlyStopping.True, JsonValueKind.False => EarlyStopping.False,
-                    JsonValueKind.String when s.GetString() == "never" => EarlyStopping.Never, _ => null }
-                : null;
-            return o with
-            {
-                MaxNewTokens = I("max_new_tokens") ?? o.MaxNewTokens,
-                MaxLength = I("max_length") ?? o.MaxLength,
-                MinLength = I("min_length") ?? o.MinLength,
-                MinNewTokens = I("min_new_tokens") ?? o.MinNewTokens,
-                NumBeams = I("num_beams") ?? o.NumBeams,
-                LengthPenalty = F("length_penalty") ?? o.LengthPenalty,
-                EarlyStopping = es ?? o.EarlyStopping,
-                NumReturnSequences = I("num_return_sequences") ?? o.NumReturnSequences,
-                DoSample = B("do_sample") ?? o.DoSample,
-                Temperature = F("temperature") ?? o.Temperature,
-                TopK = I("top_k") ?? o.TopK,
-                TopP = F("top_p") ?? o.TopP,
-                RepetitionPenalty = F("repetition_penalty") ?? o.RepetitionPenalty,
-                NoRepeatNgramSize = I("no_repeat_ngram_size") ?? o.NoRepeatNgramSize,
-                EosTokenId = I("eos_token_id") ?? o.EosTokenId,
-                PadTokenId = I("pad_token_id") ?? o.PadTokenId,
-                DecoderStartTokenId = I("decoder_start_token_id") ?? o.DecoderStartTokenId,
-            };
+            using JsonDocument doc = JsonDocument.Parse(utf8);
+            o = Read(doc.RootElement, path);
         }
         catch (JsonException e)
         {
             throw new ModelLoadException($"'{path}' is not valid JSON: {e.Message}", path, e);
         }
+        catch (InvalidOperationException e)
+        {
+            throw new ModelLoadException($"'{path}' holds a string that is not valid Unicode ({e.Message}); fix or fetch the file again.", path, e);
+        }
+        if (o.Problem(int.MaxValue, combinations: false) is var (option, message))
+            throw new ModelLoadException($"'{path}': {option}: {message} Fix generation_config.json or delete the key.", path);
+        return o;
     }
+
+    private static GenerationOptions Read(JsonElement r, string path)
+    {
+        if (r.ValueKind != JsonValueKind.Object)
+            throw new ModelLoadException($"'{path}' is not a JSON object (found {r.ValueKind}); a generation_config.json holds {{\"key\": value, ...}}.", path);
+        ModelLoadException Bad(string key, JsonElement e, string expected) =>
+            new($"'{path}': {key} must be {expected}, found {Shorten(e.GetRawText())}. Fix generation_config.json or delete the key.", path);
+        JsonElement? Get(string key) =>
+            r.TryGetProperty(key, out JsonElement e) && e.ValueKind != JsonValueKind.Null ? e : null;
+        int? I(string key) => Get(key) is not { } e ? null
+            : e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int v) ? v
+            : throw Bad(key, e, $"an integer in [{int.MinValue}, {int.MaxValue}]");
+        float? F(string key) => Get(key) is not { } e ? null
+            : e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out double v) && float.IsFinite((float)v) ? (float)v
+            : throw Bad(key, e, "a finite number");
+        bool? B(string key) => Get(key) is not { } e ? null
+            : e.ValueKind is JsonValueKind.True or JsonValueKind.False ? e.GetBoolean()
+            : throw Bad(key, e, "true or false");
+        // eos_token_id may be a list in HF; this engine stops on one id, so a list must hold exactly one.
+        int? Eos()
+        {
+            if (Get("eos_token_id") is not { } e || e.ValueKind != JsonValueKind.Array) return I("eos_token_id");
+            if (e.GetArrayLength() == 1 && e[0].ValueKind == JsonValueKind.Number && e[0].TryGetInt32(out int v)) return v;
+            throw Bad("eos_token_id", e, "one token id (ManagedT5 stops on a single EOS id)");
+        }
+        EarlyStopping? es = Get("early_stopping") is not { } s ? null : s.ValueKind switch
+        {
+            JsonValueKind.True => EarlyStopping.True,
+            JsonValueKind.False => EarlyStopping.False,
+            JsonValueKind.String when s.GetString() == "never" => EarlyStopping.Never,
+            _ => throw Bad("early_stopping", s, "true, false or \"never\""),
+        };
+        var o = new GenerationOptions();
+        return o with
+        {
+            MaxNewTokens = I("max_new_tokens") ?? o.MaxNewTokens,
+            MaxLength = I("max_length") ?? o.MaxLength,
+            MinLength = I("min_length") ?? o.MinLength,
+            MinNewTokens = I("min_new_tokens") ?? o.MinNewTokens,
+            NumBeams = I("num_beams") ?? o.NumBeams,
+            LengthPenalty = F("length_penalty") ?? o.LengthPenalty,
+            EarlyStopping = es ?? o.EarlyStopping,
+            NumReturnSequences = I("num_return_sequences") ?? o.NumReturnSequences,
+            DoSample = B("do_sample") ?? o.DoSample,
+            Temperature = F("temperature") ?? o.Temperature,
+            TopK = I("top_k") ?? o.TopK,
+            TopP = F("top_p") ?? o.TopP,
+            RepetitionPenalty = F("repetition_penalty") ?? o.RepetitionPenalty,
+            NoRepeatNgramSize = I("no_repeat_ngram_size") ?? o.NoRepeatNgramSize,
+            EosTokenId = Eos() ?? o.EosTokenId,
+            PadTokenId = I("pad_token_id") ?? o.PadTokenId,
+            DecoderStartTokenId = I("decoder_start_token_id") ?? o.DecoderStartTokenId,
+        };
+    }
+
+    /// <summary>A raw JSON value for a message: at most 40 characters.</summary>
+    private static string Shorten(string raw) => raw.Length <= 40 ? raw : raw[..37] + "...";
 }

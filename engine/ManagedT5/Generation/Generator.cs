@@ -31,6 +31,7 @@ public static class Generator
 
         // Right-pad the prompts into one [batch, seq] block with its attention mask.
         int batch = prompts.Count, seq = prompts.Max(p => p.Length);
+        CheckSizes(c, options, batch, seq);
         int pad = options.PadTokenId ?? c.PadTokenId;
         var ids = new int[batch * seq];
         var mask = new int[batch * seq];
@@ -47,6 +48,57 @@ public static class Generator
             ? BeamSearch(model, encoded, inputIds, options, cancellationToken)
             : GreedyOrSample(model, encoded, inputIds, options, cancellationToken, onToken);
     }
+
+    /// <summary>
+    /// Every buffer of this generate() call, counted before the first is allocated (rows x vocab for the logits,
+    /// heads x seq^2 for the encoder's attention scores, the KV cache, and their total): one that cannot be
+    /// allocated is an <see cref="ArgumentException"/> naming the option to change, instead of an overflow or an
+    /// out-of-memory end halfway.
+    /// </summary>
+    private static void CheckSizes(T5Config c, GenerationOptions o, int prompts, int seq)
+    {
+        int expand = o.NumBeams > 1 ? o.NumBeams : o.DoSample ? o.NumReturnSequences : 1;
+        long rows = (long)prompts * expand;
+        int maxLength = o.EffectiveMaxLength;
+        string rowsOption = o.NumBeams > 1 ? "num_beams" : expand > 1 ? "num_return_sequences" : "prompts";
+        string lengthOption = o.MaxNewTokens is null ? "max_length" : "max_new_tokens";
+        string Option(SizeFactor f, bool encoder) => f switch
+        {
+            SizeFactor.PromptLength => "max_input_tokens",
+            SizeFactor.Rows when encoder => prompts == 1 ? "max_input_tokens" : "prompts",
+            SizeFactor.Rows => rowsOption,
+            _ => lengthOption,
+        };
+        string Advice(string option) => option switch
+        {
+            "max_input_tokens" => $"Shorten the prompt (the longest has {seq} tokens); max_input_tokens refuses long prompts before any work.",
+            "prompts" => "Generate for fewer prompts at once.",
+            _ => $"Lower {option}.",
+        };
+        ArgumentException Bad(string option, string problem) => new($"{option}: {problem}. {Advice(option)}", option);
+
+        if (rows > int.MaxValue) throw Bad(rowsOption, $"{prompts} prompt(s) x {expand} are {rows:N0} rows, more than a batch can hold");
+        RequestSizes encoder = RequestSizes.Encoder(c, prompts, seq);
+        if (encoder.Problem is { } p) throw Bad(Option(p.Culprit, encoder: true), p.Describe());
+        RequestSizes decoder = RequestSizes.Decoder(c, (int)rows, seq, maxLength - 1, tokensPerCall: 1, expanded: expand > 1);
+        // The generation loop's host arrays: downloaded logits (beam search, processors, sampling) and the sequences.
+        if (o.NumBeams > 1 || NeedsProcessing(o))
+            decoder.Add($"the logits on the host ([rows {rows}, vocab_size {c.VocabSize}])", SizeFactor.Rows, rows, c.VocabSize);
+        decoder.Add($"the sequences ([rows {rows}, {maxLength} tokens])", SizeFactor.Rows, rows, maxLength, count: o.NumBeams > 1 ? 2 : 1);
+        if (decoder.Problem is { } q) throw Bad(Option(q.Culprit, encoder: false), q.Describe());
+        long available = RequestSizes.AvailableBytes;
+        double total = encoder.Bytes + decoder.Bytes;
+        if (available > 0 && total > available)
+            throw Bad(Option(decoder.LargestCulprit, encoder: false),
+                $"the buffers would need {total / (1 << 30):N1} GiB, more than the {available / (double)(1 << 30):N1} GiB of memory this process can use");
+    }
+
+    /// <summary>The error for logits that are NaN or infinite: generating on would give empty or arbitrary text (or
+    /// scores no JSON can hold) without a word.</summary>
+    private static InvalidOperationException NonFiniteLogits(int step, int row) => new(
+        $"The model produced NaN or infinite logits at generation step {step} (row {row}); its weights are likely corrupt " +
+        "(NaN/Inf values) or overflow the precision they are kept in (fp16 activations above 65504). Check the checkpoint, " +
+        "or keep the weights in F32 (WeightFormat.F32, --dtype f32).");
 
     private static (int Eos, int Pad, int Start) Ids(T5Config c, GenerationOptions o) =>
         (o.EosTokenId ?? c.EosTokenId, o.PadTokenId ?? c.PadTokenId, o.DecoderStartTokenId ?? c.DecoderStartTokenId);
@@ -74,6 +126,7 @@ public static class Generator
         float[] scratch = o.DoSample ? new float[vocab] : [];
         int[] scratchIndices = o.DoSample && o.TopP < 1f ? new int[vocab] : [];
         int[] stamp = o.RepetitionPenalty != 1f ? new int[vocab] : [];
+        var winner = new float[1];                                           // the chosen logit of a row (finite check)
         Random? random = o.DoSample ? (o.Seed is ulong s ? new Random(unchecked((int)(s ^ (s >> 32)))) : new Random()) : null;
 
         int length = 1, unfinished = rows, stampValue = 0;
@@ -83,13 +136,24 @@ public static class Generator
             ct.ThrowIfCancellationRequested();
             model.Decode(state, next, 1);
             if (process) model.Backend.Download(state.Logits, logits);
-            else model.Backend.ArgMax(state.Logits, rows, vocab, next);      // plain greedy: only ids come back
+            else
+            {
+                model.Backend.ArgMax(state.Logits, rows, vocab, next);      // plain greedy: only ids come back
+                // ...and each row's winning logit: NaN when the row is all NaN, +inf when any logit is, so one float
+                // per row tells whether the model has gone non-finite without reading the logits back.
+                for (int r = 0; r < rows; r++)
+                {
+                    model.Backend.Download(state.Logits, winner, r * vocab + next[r]);
+                    if (!float.IsFinite(winner[0])) throw NonFiniteLogits(length, r);
+                }
+            }
 
             for (int r = 0; r < rows; r++)
             {
                 if (process)
                 {
                     Span<float> scores = logits.AsSpan(r * vocab, vocab);
+                    if (!LogitsProcessors.AllFinite(scores)) throw NonFiniteLogits(length, r);
                     LogitsProcessors.Process(scores, sequences[r].AsSpan(0, length), o, eos, stamp, ++stampValue);
                     if (o.DoSample)
                     {
@@ -187,6 +251,7 @@ public static class Generator
             for (int r = 0; r < rows; r++)
             {
                 Span<float> scores = logits.AsSpan(r * vocab, vocab);
+                if (!LogitsProcessors.AllFinite(scores)) throw NonFiniteLogits(length, r);
                 LogitsProcessors.LogSoftmax(scores);
                 LogitsProcessors.Process(scores, sequences[r].AsSpan(0, length), o, eos, stamp, ++stampValue);
                 ScoreKernels.Add(scores, beamScores[r]);

@@ -1,6 +1,7 @@
 // HF's logits processors and sampling warpers, one row at a time, in HF's order. They act on raw logits for greedy
 // search and sampling and on log-softmax scores for beam search. None of them allocates.
 using System.Numerics;
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using ManagedT5.Kernels.Cpu;
 
@@ -133,6 +134,10 @@ public static class LogitsProcessors
             topIndices[j] = i;
         }
     }
+
+    /// <summary>True when no score is NaN or infinite: the check the generation loop makes on the model's raw logits
+    /// (before any processor writes -inf) once per row and step. One vector pass, no allocation.</summary>
+    public static bool AllFinite(ReadOnlySpan<float> scores) => TensorPrimitives.IsFiniteAll(scores);
 
     /// <summary>Index of the largest score (first on ties).</summary>
     public static int ArgMax(ReadOnlySpan<float> scores)

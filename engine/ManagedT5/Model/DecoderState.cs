@@ -35,7 +35,9 @@ public sealed class DecoderState : IDisposable
         Capacity = capacity;
         EncoderLength = encoderLength;
         EncoderMask = encoderMask;
+        // Sizes were checked by T5Model.StartDecoder (RequestSizes); checked here too, so a wrap can never size a buffer.
         int layers = config.NumDecoderLayers, cacheLength = checked(batch * capacity * config.InnerDim);
+        int crossLength = checked(batch * encoderLength * config.InnerDim);
         SelfKeys = new IBuffer[layers];
         SelfValues = new IBuffer[layers];
         CrossKeys = new IBuffer[layers];
@@ -44,19 +46,21 @@ public sealed class DecoderState : IDisposable
         {
             SelfKeys[l] = backend.Allocate(cacheLength);
             SelfValues[l] = backend.Allocate(cacheLength);
-            CrossKeys[l] = backend.Allocate(batch * encoderLength * config.InnerDim);
-            CrossValues[l] = backend.Allocate(batch * encoderLength * config.InnerDim);
+            CrossKeys[l] = backend.Allocate(crossLength);
+            CrossValues[l] = backend.Allocate(crossLength);
         }
         _scratch = backend.Allocate(cacheLength);
-        Work = new Workspace(backend, config, batch * maxTokensPerCall, Math.Min(maxTokensPerCall, capacity) * capacity, withLogits: true);
+        Work = new Workspace(backend, config, checked(batch * maxTokensPerCall), checked(Math.Min(maxTokensPerCall, capacity) * capacity), withLogits: true);
     }
 
     /// <summary>Grows the work buffers for a call of <paramref name="tokens"/> positions per row (rarely: teacher forcing).</summary>
     internal void EnsureWork(int tokens)
     {
-        if (Work.Rows >= Batch * tokens) return;
+        if (Work.Rows >= (long)Batch * tokens) return;
+        if (RequestSizes.Decoder(Config, Batch, EncoderLength, Capacity, tokens, expanded: false).Problem is { } tooBig)
+            throw new ArgumentException($"length: decoding {tokens} tokens per row at once: {tooBig.Describe()}. Decode fewer at a time.", "length");
         Work.Dispose();
-        Work = new Workspace(Backend, Config, Batch * tokens, tokens * Capacity, withLogits: true);
+        Work = new Workspace(Backend, Config, checked(Batch * tokens), checked(tokens * Capacity), withLogits: true);
     }
 
     /// <summary>Reorders the batch rows of the self-attention cache: row r takes the cache of row sourceRows[r]
@@ -67,7 +71,7 @@ public sealed class DecoderState : IDisposable
         if (sourceRows.Length != Batch) throw new ArgumentException($"Expected {Batch} source rows, got {sourceRows.Length}.", nameof(sourceRows));
         foreach (int row in sourceRows)
             if ((uint)row >= (uint)Batch) throw new ArgumentOutOfRangeException(nameof(sourceRows), row, $"Source rows must be in [0, {Batch}).");
-        int filled = Position * Config.InnerDim, rowStride = Capacity * Config.InnerDim;
+        int filled = checked(Position * Config.InnerDim), rowStride = checked(Capacity * Config.InnerDim);
         if (filled == 0) return;
         for (int l = 0; l < SelfKeys.Length; l++)
         {
@@ -88,7 +92,8 @@ public sealed class DecoderState : IDisposable
     }
 }
 
-/// <summary>Activation buffers for one forward call of up to Rows positions, allocated once.</summary>
+/// <summary>Activation buffers for one forward call of up to Rows positions, allocated once. Sizes are checked
+/// (RequestSizes checks them first with a message naming the option; this is the last guard against a wrap).</summary>
 internal sealed class Workspace : IDisposable
 {
     public readonly int Rows;
@@ -98,16 +103,19 @@ internal sealed class Workspace : IDisposable
     public Workspace(IBackend backend, T5Config c, int rows, int biasPerHead, bool withLogits)
     {
         Rows = rows;
-        Hidden = backend.Allocate(rows * c.DModel);
-        Normed = backend.Allocate(rows * c.DModel);
-        Query = backend.Allocate(rows * c.InnerDim);
-        Key = backend.Allocate(rows * c.InnerDim);
-        Value = backend.Allocate(rows * c.InnerDim);
-        Attention = backend.Allocate(rows * c.InnerDim);
-        Gate = backend.Allocate(rows * c.DFf);
-        Up = backend.Allocate(c.IsGatedAct ? rows * c.DFf : 1);
-        Bias = backend.Allocate(checked(c.NumHeads * biasPerHead));
-        Logits = backend.Allocate(withLogits ? checked(rows * c.VocabSize) : 1);
+        checked
+        {
+            Hidden = backend.Allocate(rows * c.DModel);
+            Normed = backend.Allocate(rows * c.DModel);
+            Query = backend.Allocate(rows * c.InnerDim);
+            Key = backend.Allocate(rows * c.InnerDim);
+            Value = backend.Allocate(rows * c.InnerDim);
+            Attention = backend.Allocate(rows * c.InnerDim);
+            Gate = backend.Allocate(rows * c.DFf);
+            Up = backend.Allocate(c.IsGatedAct ? rows * c.DFf : 1);
+            Bias = backend.Allocate(c.NumHeads * biasPerHead);
+            Logits = backend.Allocate(withLogits ? rows * c.VocabSize : 1);
+        }
     }
 
     public void Dispose()

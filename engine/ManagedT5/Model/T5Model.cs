@@ -83,10 +83,12 @@ public sealed class T5Model : IDisposable
     {
         int seq = ValidateBatch(inputIds, attentionMask, batch);
         T5Config c = Config;
-        int rows = batch * seq;
-        IBuffer hidden = Backend.Allocate(rows * c.DModel);
+        if (RequestSizes.Encoder(c, batch, seq).Check() is string tooBig)
+            throw new ArgumentException($"inputIds: {batch} row(s) of {seq} tokens: {tooBig}. Encode fewer or shorter rows.", nameof(inputIds));
+        int rows = batch * seq;                                                   // fits: checked just above
+        IBuffer hidden = Backend.Allocate(checked(rows * c.DModel));
         IBuffer mask = Backend.Allocate(rows);
-        using var work = new Workspace(Backend, c, rows, seq * seq, withLogits: false);
+        using var work = new Workspace(Backend, c, rows, checked(seq * seq), withLogits: false);
 
         UploadMask(attentionMask, mask);
         Backend.Embedding(Weights.Shared, inputIds, hidden);                       // x: [batch, seq, d_model]
@@ -131,9 +133,16 @@ public sealed class T5Model : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(expand, 1);
         T5Config c = Config;
+        int tokensPerCall = Math.Max(1, Math.Min(maxTokensPerCall, capacity));
+        long rowCount = (long)encoder.Batch * expand;
+        string? tooBig = rowCount > int.MaxValue ? $"{rowCount:N0} rows are more than a batch can hold"
+            : RequestSizes.Decoder(c, (int)rowCount, encoder.SequenceLength, capacity, tokensPerCall, expand > 1).Check();
+        if (tooBig is not null)
+            throw new ArgumentException($"expand: {encoder.Batch} row(s) x {expand} with a capacity of {capacity}: {tooBig}. " +
+                "Use fewer rows or a smaller capacity.", nameof(expand));
         int batch = encoder.Batch * expand, seq = encoder.SequenceLength;
         IBuffer hidden = encoder.Hidden;
-        IBuffer mask = Backend.Allocate(batch * seq);
+        IBuffer mask = Backend.Allocate(checked(batch * seq));
         IBuffer? expanded = null;
         if (expand == 1)
         {
@@ -144,12 +153,12 @@ public sealed class T5Model : IDisposable
             int[] rows = new int[batch];
             for (int r = 0; r < batch; r++) rows[r] = r / expand;
             Backend.GatherRows(encoder.Mask, mask, rows, seq);
-            expanded = Backend.Allocate(batch * seq * c.DModel);
+            expanded = Backend.Allocate(checked(batch * seq * c.DModel));
             Backend.GatherRows(encoder.Hidden, expanded, rows, seq * c.DModel);
             hidden = expanded;
         }
 
-        var state = new DecoderState(Backend, c, batch, capacity, seq, mask, Math.Max(1, Math.Min(maxTokensPerCall, capacity)));
+        var state = new DecoderState(Backend, c, batch, capacity, seq, mask, tokensPerCall);
         for (int l = 0; l < c.NumDecoderLayers; l++)
         {
             AttentionWeights cross = Weights.Decoder[l].CrossAttention;
@@ -168,7 +177,7 @@ public sealed class T5Model : IDisposable
     {
         T5Config c = Config;
         int batch = state.Batch, past = state.Position;
-        if (length < 1 || tokens.Length != batch * length)
+        if (length < 1 || tokens.Length != (long)batch * length)
             throw new ArgumentException($"Expected {batch} x {length} decoder tokens, got {tokens.Length}.", nameof(tokens));
         if (past + length > state.Capacity)
             throw new ArgumentException(

@@ -107,6 +107,10 @@ internal sealed class T5Weights : IDisposable
             w.DecoderRelativeBias = Vector("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                 config.RelativeAttentionNumBuckets, config.NumHeads)!;
 
+            // Per-layer arrays are sized by the config: first make sure the checkpoint has exactly that many blocks
+            // (num_layers 1e9 must not allocate a billion entries before the first missing tensor is noticed).
+            CheckBlockCount("encoder", "num_layers", config.NumLayers);
+            CheckBlockCount("decoder", "num_decoder_layers", config.NumDecoderLayers);
             w.Encoder = new EncoderBlockWeights[config.NumLayers];
             for (int i = 0; i < config.NumLayers; i++)
             {
@@ -134,6 +138,28 @@ internal sealed class T5Weights : IDisposable
                     string.Join(", ", _missing) + ". Check that config.json belongs to these weights.",
                     checkpoint.Files.FirstOrDefault()?.Path);
             w.UnexpectedTensors = checkpoint.Names.Where(n => !_used.Contains(n)).Order(StringComparer.Ordinal).ToList();
+        }
+
+        /// <summary>The checkpoint's {stack}.block.i must be exactly i = 0 .. N-1 with N what the config says. Counted as
+        /// distinct indices, so a lone "block.999999999" tensor cannot vouch for a billion blocks.</summary>
+        private void CheckBlockCount(string stack, string key, int expected)
+        {
+            string prefix = stack + ".block.";
+            var indices = new HashSet<int>();
+            foreach (string name in checkpoint.Names)
+            {
+                if (!name.StartsWith(prefix, StringComparison.Ordinal)) continue;
+                int end = name.IndexOf('.', prefix.Length);
+                if (end > prefix.Length && int.TryParse(name.AsSpan(prefix.Length, end - prefix.Length),
+                        System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index))
+                    indices.Add(index);
+            }
+            int found = indices.Count;
+            if (found == expected && (found == 0 || indices.Max() == found - 1)) return;
+            string blocks = found == 0 ? "no" : indices.Max() == found - 1 ? $"{found}" : $"{found} (numbered up to {indices.Max()}, with gaps)";
+            throw new ModelLoadException(
+                $"config.json says {key} is {expected} but the checkpoint has {blocks} {stack} block(s) ({prefix}N.*). " +
+                "Check that config.json belongs to these weights.", checkpoint.Files.FirstOrDefault()?.Path);
         }
 
         private AttentionWeights Attention(string prefix, int d, int inner) => new(

@@ -61,10 +61,13 @@ public sealed class ReferenceBackend : IBackend
 
     /// <inheritdoc />
     public void Attention(IBuffer query, IBuffer key, IBuffer value, IBuffer output, AttentionShape shape,
-        IBuffer? bias, IBuffer? keyMask) =>
+        IBuffer? bias, IBuffer? keyMask)
+    {
+        shape.Require();
         ReferenceKernels.Attention(CpuBuffer.Of(query).Data, CpuBuffer.Of(key).Data, CpuBuffer.Of(value).Data,
             CpuBuffer.Of(output).Data, shape, bias is null ? default : CpuBuffer.Of(bias).Data,
             keyMask is null ? default : CpuBuffer.Of(keyMask).Data);
+    }
 
     /// <inheritdoc />
     public void AppendToCache(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength)
