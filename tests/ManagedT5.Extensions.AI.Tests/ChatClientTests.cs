@@ -8,7 +8,10 @@ namespace ManagedT5.Extensions.AI.Tests;
 /// <summary>One loaded fixture model shared by the tests (loading is the slow part).</summary>
 public sealed class TinyModel : IDisposable
 {
-    public T5TextGenerator Generator { get; } = T5TextGenerator.Load(FindModel("tiny-flan-t5"));
+    /// <summary>tests/fixtures/models/tiny-flan-t5, found above the test's output folder.</summary>
+    public static string Folder { get; } = FindModel("tiny-flan-t5");
+
+    public T5TextGenerator Generator { get; } = T5TextGenerator.Load(Folder);
 
     public void Dispose() => Generator.Dispose();
 
