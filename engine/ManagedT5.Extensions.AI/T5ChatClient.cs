@@ -241,14 +241,7 @@ public sealed class T5ChatClient : IChatClient
                     case "length_penalty": o = o with { LengthPenalty = Float(key, value) }; break;
                     case "min_new_tokens": o = o with { MinNewTokens = Int(key, value) }; break;
                     case "do_sample": sample = Bool(key, value); break;
-                    case "early_stopping":
-                        o = o with
-                        {
-                            EarlyStopping = value is string s && s == "never" || value is JsonElement { ValueKind: JsonValueKind.String } j && j.GetString() == "never"
-                                ? EarlyStopping.Never
-                                : Bool(key, value, "true, false or \"never\"") ? EarlyStopping.True : EarlyStopping.False,
-                        };
-                        break;
+                    case "early_stopping": o = o with { EarlyStopping = Stopping(key, value) }; break;
                     default:
                         throw Unsupported($"AdditionalProperties[\"{key}\"]",
                             $"T5ChatClient knows {string.Join(", ", AdditionalPropertyNames)} (HF generation options); remove the key " +
@@ -312,6 +305,11 @@ public sealed class T5ChatClient : IChatClient
         JsonElement { ValueKind: JsonValueKind.False } => false,
         _ => throw WrongType(key, value, expected),
     };
+
+    private static EarlyStopping Stopping(string key, object? value) =>
+        value is "never" || value is JsonElement { ValueKind: JsonValueKind.String } j && j.GetString() == "never"
+            ? EarlyStopping.Never
+            : Bool(key, value, "true, false or \"never\"") ? EarlyStopping.True : EarlyStopping.False;
 
     private static ArgumentException WrongType(string key, object? value, string expected) =>
         new($"{key}: AdditionalProperties[\"{key}\"] is {(value is null ? "null" : $"'{value}' ({value.GetType().Name})")}; give {expected}.", key);
