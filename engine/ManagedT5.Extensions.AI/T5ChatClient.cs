@@ -1,7 +1,9 @@
 // Microsoft.Extensions.AI's IChatClient over a loaded T5TextGenerator: messages become one prompt, ChatOptions become
 // GenerationOptions, and the text comes back as one assistant message or as streamed updates.
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
+using System.Text.Json;
 using ManagedT5.Generation;
 using ManagedT5.Hub;
 using Microsoft.Extensions.AI;
@@ -14,8 +16,9 @@ namespace ManagedT5.Extensions.AI;
 /// <item>Prompt: <see cref="ChatOptions.Instructions"/>, then every message's text in order (system, user and assistant
 /// alike; roles are not written out, since Flan-T5 was tuned on plain instructions), joined with newlines. Messages
 /// without text (tool calls, images) add nothing. See <see cref="BuildPrompt"/>.</item>
-/// <item>Options: see <see cref="CreateGenerationOptions"/>. Tools, response formats and penalties other than
-/// <c>repetition_penalty</c> are ignored.</item>
+/// <item>Options: every <see cref="ChatOptions"/> property is honoured or refused with a
+/// <see cref="NotSupportedException"/> naming it (tools, JSON output, OpenAI-style penalties, reasoning, conversations,
+/// another model id, unknown AdditionalProperties keys); see <see cref="CreateGenerationOptions"/>.</item>
 /// <item>Stop sequences: generation itself does not stop at them, but the text is cut at the first one (a streamed
 /// response ends there and the generation is cancelled).</item>
 /// </list>
@@ -41,13 +44,17 @@ public sealed class T5ChatClient : IChatClient
         Metadata = new ChatClientMetadata(ProviderName, null, modelId);
     }
 
-    /// <summary>Loads a model folder or hub id (through <see cref="ModelLocator.Resolve"/>, which may download it) into a
-    /// client that owns the generator; the model id is <paramref name="modelOrHubId"/>.</summary>
-    public static T5ChatClient Load(string modelOrHubId, T5LoadOptions? loadOptions = null, HubOptions? hubOptions = null)
-    {
-        string folder = ModelLocator.Resolve(modelOrHubId, hubOptions);
-        return new T5ChatClient(T5TextGenerator.Load(folder, loadOptions), modelOrHubId, ownsGenerator: true);
-    }
+    /// <summary>Loads a model folder or hub id into a client that owns the generator, through
+    /// <see cref="T5TextGenerator.Load"/> (hub ids are found or downloaded with <see cref="T5LoadOptions.Hub"/>); the model
+    /// id is <paramref name="modelOrHubId"/>.</summary>
+    public static T5ChatClient Load(string modelOrHubId, T5LoadOptions? options = null) =>
+        new(T5TextGenerator.Load(modelOrHubId, options), modelOrHubId, ownsGenerator: true);
+
+    /// <summary><see cref="Load"/> without blocking a thread while a hub id is downloaded (<see cref="T5TextGenerator.LoadAsync"/>).</summary>
+    public static async Task<T5ChatClient> LoadAsync(string modelOrHubId, T5LoadOptions? options = null,
+        IProgress<DownloadProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        new(await T5TextGenerator.LoadAsync(modelOrHubId, options, progress, cancellationToken).ConfigureAwait(false), modelOrHubId,
+            ownsGenerator: true);
 
     /// <summary>The wrapped generator.</summary>
     public T5TextGenerator Generator { get; }
@@ -164,24 +171,47 @@ public sealed class T5ChatClient : IChatClient
         return string.Join('\n', parts);
     }
 
+    /// <summary>The HF generation options that <see cref="ChatOptions.AdditionalProperties"/> may carry, by their names in
+    /// generation_config.json. Any other key is refused.</summary>
+    public static IReadOnlyList<string> AdditionalPropertyNames { get; } =
+        ["num_beams", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "min_new_tokens", "do_sample", "early_stopping"];
+
     /// <summary>
     /// <see cref="ChatOptions"/> as <see cref="GenerationOptions"/>, starting from the model's generation_config.json
-    /// (or from the <see cref="GenerationOptions"/> that <see cref="ChatOptions.RawRepresentationFactory"/> returns):
+    /// (or from the <see cref="GenerationOptions"/> that <see cref="ChatOptions.RawRepresentationFactory"/> returns).
+    /// Honoured:
     /// <list type="bullet">
     /// <item>MaxOutputTokens → max_new_tokens.</item>
     /// <item>Temperature &gt; 0 → sampling at that temperature; Temperature 0 → greedy, whatever else is set.</item>
     /// <item>TopP → top_p, TopK → top_k; either turns sampling on (unless Temperature is 0).</item>
-    /// <item>Seed → seed.</item>
-    /// <item>AdditionalProperties with HF names: num_beams, repetition_penalty, no_repeat_ngram_size, length_penalty,
-    /// min_new_tokens, do_sample.</item>
-    /// <item>FrequencyPenalty, PresencePenalty, Tools, ResponseFormat: ignored. StopSequences: applied to the text.</item>
+    /// <item>Seed → seed (it matters only when sampling).</item>
+    /// <item>AdditionalProperties with HF names (<see cref="AdditionalPropertyNames"/>): num_beams, repetition_penalty,
+    /// no_repeat_ngram_size, length_penalty, min_new_tokens (integers or numbers), do_sample (bool), early_stopping
+    /// (bool or "never"); a value of the wrong type is an <see cref="ArgumentException"/> naming the key.</item>
+    /// <item>Instructions and StopSequences: by the request (the prompt; the text is cut at a stop sequence).</item>
+    /// <item>ModelId: equal to this client's <see cref="ModelId"/>, or null.</item>
+    /// <item>ToolMode None or Auto with no tools, ResponseFormat Text, FrequencyPenalty and PresencePenalty 0, Reasoning
+    /// with effort and output None: what T5 does anyway. AllowMultipleToolCalls: no tool is ever called.
+    /// AllowBackgroundResponses: every response is complete when returned, so there is never a continuation token.</item>
     /// </list>
+    /// Refused with a <see cref="NotSupportedException"/> that names the option: Tools (any), ToolMode RequireAny or
+    /// RequireSpecific, ResponseFormat Json (with or without a schema), a non-zero FrequencyPenalty or PresencePenalty
+    /// (OpenAI's additive penalties; HF's repetition_penalty is the one T5 has), Reasoning effort or output,
+    /// ConversationId, ContinuationToken, another ModelId, an AdditionalProperties key not in
+    /// <see cref="AdditionalPropertyNames"/>, a RawRepresentationFactory result that is not a <see cref="GenerationOptions"/>.
     /// Values out of range surface as the generator's <see cref="ArgumentException"/> naming the option.
     /// </summary>
     public GenerationOptions CreateGenerationOptions(ChatOptions? options)
     {
-        GenerationOptions o = options?.RawRepresentationFactory?.Invoke(this) as GenerationOptions ?? Generator.DefaultOptions;
-        if (options is null) return o;
+        if (options is null) return Generator.DefaultOptions;
+        RefuseUnsupported(options);
+        GenerationOptions o = options.RawRepresentationFactory?.Invoke(this) switch
+        {
+            null => Generator.DefaultOptions,
+            GenerationOptions raw => raw,
+            object other => throw Unsupported("RawRepresentationFactory",
+                $"it returned a {other.GetType().FullName}; T5ChatClient takes a ManagedT5.Generation.GenerationOptions (or null for the model's defaults)."),
+        };
         bool sample = o.DoSample;
         if (options.MaxOutputTokens is int max) o = o with { MaxNewTokens = max };
         if (options.TopP is float topP)
@@ -202,16 +232,87 @@ public sealed class T5ChatClient : IChatClient
         if (options.Seed is long seed) o = o with { Seed = unchecked((ulong)seed) };
 
         if (options.AdditionalProperties is { } extra)
-        {
-            if (extra.TryGetValue("num_beams", out int beams)) o = o with { NumBeams = beams };
-            if (extra.TryGetValue("repetition_penalty", out float repetition)) o = o with { RepetitionPenalty = repetition };
-            if (extra.TryGetValue("no_repeat_ngram_size", out int ngram)) o = o with { NoRepeatNgramSize = ngram };
-            if (extra.TryGetValue("length_penalty", out float lengthPenalty)) o = o with { LengthPenalty = lengthPenalty };
-            if (extra.TryGetValue("min_new_tokens", out int minNew)) o = o with { MinNewTokens = minNew };
-            if (extra.TryGetValue("do_sample", out bool doSample)) sample = doSample;
-        }
+            foreach ((string key, object? value) in extra)
+                switch (key)
+                {
+                    case "num_beams": o = o with { NumBeams = Int(key, value) }; break;
+                    case "repetition_penalty": o = o with { RepetitionPenalty = Float(key, value) }; break;
+                    case "no_repeat_ngram_size": o = o with { NoRepeatNgramSize = Int(key, value) }; break;
+                    case "length_penalty": o = o with { LengthPenalty = Float(key, value) }; break;
+                    case "min_new_tokens": o = o with { MinNewTokens = Int(key, value) }; break;
+                    case "do_sample": sample = Bool(key, value); break;
+                    case "early_stopping": o = o with { EarlyStopping = Stopping(key, value) }; break;
+                    default:
+                        throw Unsupported($"AdditionalProperties[\"{key}\"]",
+                            $"T5ChatClient knows {string.Join(", ", AdditionalPropertyNames)} (HF generation options); remove the key " +
+                            "or set the option through RawRepresentationFactory (a GenerationOptions).");
+                }
         return o with { DoSample = sample };
     }
+
+    /// <summary>Throws for each option T5 cannot honour (see <see cref="CreateGenerationOptions"/>).</summary>
+    private void RefuseUnsupported(ChatOptions options)
+    {
+        if (options.Tools is { Count: > 0 })
+            throw Unsupported("Tools", "T5 cannot call tools; remove them, or send requests that need tools to a model that can call them.");
+        if (options.ToolMode is RequiredChatToolMode)
+            throw Unsupported("ToolMode", "T5 cannot call tools, so it cannot be required to; use ChatToolMode.None or leave it null.");
+        if (options.ResponseFormat is ChatResponseFormatJson)
+            throw Unsupported("ResponseFormat", "T5 writes plain text and cannot be held to JSON or a schema; use ChatResponseFormat.Text or leave it null.");
+        if (options.FrequencyPenalty is float frequency && frequency != 0)
+            throw Unsupported("FrequencyPenalty", "T5 generation has no additive penalties; use AdditionalProperties[\"repetition_penalty\"] " +
+                                                  "(HF's, e.g. 1.2) or leave it null.");
+        if (options.PresencePenalty is float presence && presence != 0)
+            throw Unsupported("PresencePenalty", "T5 generation has no additive penalties; use AdditionalProperties[\"repetition_penalty\"] " +
+                                                 "(HF's, e.g. 1.2) or leave it null.");
+        if (options.Reasoning is { } reasoning && (reasoning.Effort is not (null or ReasoningEffort.None) ||
+                                                   reasoning.Output is not (null or ReasoningOutput.None)))
+            throw Unsupported("Reasoning", "T5 has no reasoning mode; leave it null.");
+        if (options.ConversationId is not null)
+            throw Unsupported("ConversationId", "this client keeps no conversations; send the whole conversation as messages.");
+        if (options.ContinuationToken is not null)
+            throw Unsupported("ContinuationToken", "this client never returns one (every response is complete), so there is nothing to continue.");
+        if (options.ModelId is string id && !string.Equals(id, ModelId, StringComparison.Ordinal))
+            throw Unsupported("ModelId", ModelId is null
+                ? $"this client serves one model and was given no id; leave ModelId null, or load '{id}' with T5ChatClient.Load."
+                : $"this client serves '{ModelId}' only; leave ModelId null, or load '{id}' with T5ChatClient.Load.");
+    }
+
+    private static NotSupportedException Unsupported(string option, string why) => new($"ChatOptions.{option}: {why}");
+
+    private static int Int(string key, object? value) => value switch
+    {
+        int i => i,
+        long l and >= int.MinValue and <= int.MaxValue => (int)l,
+        short or byte or sbyte or ushort => Convert.ToInt32(value, CultureInfo.InvariantCulture),
+        JsonElement { ValueKind: JsonValueKind.Number } j when j.TryGetInt32(out int i) => i,
+        _ => throw WrongType(key, value, "an integer"),
+    };
+
+    private static float Float(string key, object? value) => value switch
+    {
+        float f => f,
+        double d => (float)d,
+        int or long or short or byte or decimal => Convert.ToSingle(value, CultureInfo.InvariantCulture),
+        JsonElement { ValueKind: JsonValueKind.Number } j => (float)j.GetDouble(),
+        _ => throw WrongType(key, value, "a number"),
+    };
+
+    private static bool Bool(string key, object? value, string expected = "true or false") => value switch
+    {
+        bool b => b,
+        JsonElement { ValueKind: JsonValueKind.True } => true,
+        JsonElement { ValueKind: JsonValueKind.False } => false,
+        _ => throw WrongType(key, value, expected),
+    };
+
+    private static EarlyStopping Stopping(string key, object? value) =>
+        value is "never" || value is JsonElement { ValueKind: JsonValueKind.String } j && j.GetString() == "never"
+            ? EarlyStopping.Never
+            : Bool(key, value, "true, false or \"never\"") ? EarlyStopping.True : EarlyStopping.False;
+
+    private static ArgumentException WrongType(string key, object? value, string expected) =>
+        new($"{key}: AdditionalProperties[\"{key}\"] is {(value is null ? "null" : $"'{value}' ({value.GetType().Name})")}; give {expected}.", key);
 
     /// <summary>Where the text ends: the start of the earliest stop sequence in it, or null.</summary>
     internal static int? StopAt(string text, IEnumerable<string>? stops)

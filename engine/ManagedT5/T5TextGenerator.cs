@@ -1,22 +1,28 @@
-// The public entry point: load a model folder once, then generate text for prompts — one, a batch, async, streamed.
+// The public entry point: load a model (a folder or a hub id) once, then generate text for prompts — one, a batch,
+// async, streamed.
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using ManagedT5.Generation;
+using ManagedT5.Hub;
 using ManagedT5.Kernels;
 using ManagedT5.Model;
 using ManagedT5.Tokenizer;
 
 namespace ManagedT5;
 
-/// <summary>Options for <see cref="T5TextGenerator.Load"/>.</summary>
+/// <summary>Options for <see cref="T5TextGenerator.Load"/> and <see cref="T5TextGenerator.LoadAsync"/>.</summary>
 public sealed record T5LoadOptions
 {
     /// <summary>"cpu" (default), "reference", "cuda", "opencl", "ilgpu-cpu" or "auto".</summary>
     public string Device { get; init; } = "cpu";
     /// <summary>CPU threads (0: all cores).</summary>
     public int Threads { get; init; }
-    /// <summary>How matrices are kept in memory (null: as stored). BF16 halves and Int8 quarters an F32 model.</summary>
+    /// <summary>How matrices are kept in memory (null: as stored). BF16 halves and Int8 quarters an F32 model.
+    /// The enum is <c>ManagedT5.Kernels.WeightFormat</c> (<c>using ManagedT5.Kernels;</c>).</summary>
     public WeightFormat? WeightFormat { get; init; }
+    /// <summary>How a hub id is looked up and downloaded (cache folder, offline mode, token, endpoint); null: the
+    /// defaults, read from the HF_* environment variables as huggingface_hub does. Not used for a folder.</summary>
+    public HubOptions? Hub { get; init; }
 }
 
 /// <summary>One generated text.</summary>
@@ -45,14 +51,63 @@ public sealed class T5TextGenerator : IDisposable
         DefaultOptions = defaults;
     }
 
-    /// <summary>Loads a model folder holding config.json, safetensors weights and spiece.model or tokenizer.json.</summary>
-    public static T5TextGenerator Load(string modelDirectory, T5LoadOptions? options = null)
+    /// <summary>
+    /// Loads a model: a folder holding config.json, safetensors weights and spiece.model or tokenizer.json, or a hub id
+    /// such as <c>google/flan-t5-small</c>, which is found (or downloaded) by <see cref="ModelLocator.Resolve"/> with
+    /// <see cref="T5LoadOptions.Hub"/>. A download blocks this thread; <see cref="LoadAsync"/> does not.
+    /// </summary>
+    /// <exception cref="ModelLoadException">The folder is missing, is a file, or holds a bad model.</exception>
+    /// <exception cref="HubException">A hub id that is not on this machine and could not be downloaded (or offline mode is on).</exception>
+    /// <exception cref="ArgumentException">A string that is neither a folder nor a hub id, or bad options.</exception>
+    public static T5TextGenerator Load(string modelOrHubId, T5LoadOptions? options = null)
     {
         options ??= new T5LoadOptions();
-        if (!Directory.Exists(modelDirectory))
+        string folder = LocalFolder(modelOrHubId) ?? Resolve(modelOrHubId, options, null, CancellationToken.None).GetAwaiter().GetResult();
+        return LoadFolder(folder, options);
+    }
+
+    /// <summary>
+    /// <see cref="Load"/> without blocking a thread while a hub id is downloaded; <paramref name="progress"/> hears of
+    /// each file's bytes. The model itself is read on the thread pool.
+    /// </summary>
+    public static async Task<T5TextGenerator> LoadAsync(string modelOrHubId, T5LoadOptions? options = null,
+        IProgress<DownloadProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new T5LoadOptions();
+        cancellationToken.ThrowIfCancellationRequested();
+        string folder = LocalFolder(modelOrHubId) ?? await Resolve(modelOrHubId, options, progress, cancellationToken).ConfigureAwait(false);
+        return await Task.Run(() => LoadFolder(folder, options), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>An existing folder as given; null for anything the hub locator should look up. A file is refused here,
+    /// because a file name such as model.safetensors would otherwise pass for a hub id.</summary>
+    private static string? LocalFolder(string modelOrHubId)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(modelOrHubId);
+        if (File.Exists(modelOrHubId))
             throw new ModelLoadException(
-                $"Model folder '{modelDirectory}' does not exist. Give a folder with config.json, model.safetensors and spiece.model.",
-                modelDirectory);
+                $"'{modelOrHubId}' is a file, not a model folder. Give the folder that holds config.json, model.safetensors and " +
+                "spiece.model, or a hub id such as google/flan-t5-small.", modelOrHubId);
+        return Directory.Exists(modelOrHubId) ? modelOrHubId : null;
+    }
+
+    private static async Task<string> Resolve(string modelOrHubId, T5LoadOptions options, IProgress<DownloadProgress>? progress,
+        CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await ModelLocator.ResolveAsync(modelOrHubId, options.Hub, progress, cancellationToken).ConfigureAwait(false);
+        }
+        catch (DirectoryNotFoundException e)
+        {
+            throw new ModelLoadException(
+                $"Model folder '{modelOrHubId}' does not exist. Give a folder with config.json, model.safetensors and spiece.model, " +
+                "or a hub id such as google/flan-t5-small.", modelOrHubId, e);
+        }
+    }
+
+    private static T5TextGenerator LoadFolder(string modelDirectory, T5LoadOptions options)
+    {
         T5Tokenizer tokenizer;
         try { tokenizer = T5Tokenizer.FromDirectory(modelDirectory); }
         catch (TokenizerException e) { throw new ModelLoadException(e.Message, modelDirectory, e); }

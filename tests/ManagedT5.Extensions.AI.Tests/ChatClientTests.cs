@@ -8,7 +8,10 @@ namespace ManagedT5.Extensions.AI.Tests;
 /// <summary>One loaded fixture model shared by the tests (loading is the slow part).</summary>
 public sealed class TinyModel : IDisposable
 {
-    public T5TextGenerator Generator { get; } = T5TextGenerator.Load(FindModel("tiny-flan-t5"));
+    /// <summary>tests/fixtures/models/tiny-flan-t5, found above the test's output folder.</summary>
+    public static string Folder { get; } = FindModel("tiny-flan-t5");
+
+    public T5TextGenerator Generator { get; } = T5TextGenerator.Load(Folder);
 
     public void Dispose() => Generator.Dispose();
 
@@ -109,7 +112,7 @@ public sealed class ChatClientTests(TinyModel model) : IClassFixture<TinyModel>
 
         GenerationOptions o = _client.CreateGenerationOptions(new ChatOptions
         {
-            MaxOutputTokens = 33, Temperature = 0.5f, TopP = 0.8f, TopK = 7, Seed = 123, FrequencyPenalty = 2f, PresencePenalty = 1f,
+            MaxOutputTokens = 33, Temperature = 0.5f, TopP = 0.8f, TopK = 7, Seed = 123,
         });
         Assert.Equal(defaults with { MaxNewTokens = 33, DoSample = true, Temperature = 0.5f, TopP = 0.8f, TopK = 7, Seed = 123UL }, o);
 
@@ -128,6 +131,118 @@ public sealed class ChatClientTests(TinyModel model) : IClassFixture<TinyModel>
         GenerationOptions raw = new() { MaxNewTokens = 5, NumBeams = 2 };
         Assert.Equal(raw with { MaxNewTokens = 9 },
             _client.CreateGenerationOptions(new ChatOptions { RawRepresentationFactory = _ => raw, MaxOutputTokens = 9 }));
+    }
+
+    /// <summary>Each ChatOptions setting T5 cannot honour, with the option its error must name.</summary>
+    public static TheoryData<string, string> Unsupported() => new()
+    {
+        { "Tools", "ChatOptions.Tools" },
+        { "ToolMode", "ChatOptions.ToolMode" },
+        { "ResponseFormatJson", "ChatOptions.ResponseFormat" },
+        { "ResponseFormatSchema", "ChatOptions.ResponseFormat" },
+        { "FrequencyPenalty", "ChatOptions.FrequencyPenalty" },
+        { "PresencePenalty", "ChatOptions.PresencePenalty" },
+        { "Reasoning", "ChatOptions.Reasoning" },
+        { "ConversationId", "ChatOptions.ConversationId" },
+        { "ContinuationToken", "ChatOptions.ContinuationToken" },
+        { "ModelId", "ChatOptions.ModelId" },
+        { "UnknownKey", "ChatOptions.AdditionalProperties[\"top_a\"]" },
+        { "RawRepresentation", "ChatOptions.RawRepresentationFactory" },
+    };
+
+    private static ChatOptions UnsupportedOptions(string name) => name switch
+    {
+        "Tools" => new() { Tools = [AIFunctionFactory.Create(() => "sunny", "weather")] },
+        "ToolMode" => new() { ToolMode = ChatToolMode.RequireAny },
+        "ResponseFormatJson" => new() { ResponseFormat = ChatResponseFormat.Json },
+        "ResponseFormatSchema" => new() { ResponseFormat = ChatResponseFormat.ForJsonSchema(
+            System.Text.Json.JsonDocument.Parse("""{"type":"object"}""").RootElement, "answer") },
+        "FrequencyPenalty" => new() { FrequencyPenalty = 0.5f },
+        "PresencePenalty" => new() { PresencePenalty = -0.5f },
+        "Reasoning" => new() { Reasoning = new ReasoningOptions { Effort = ReasoningEffort.High } },
+        "ConversationId" => new() { ConversationId = "conversation-1" },
+        "ContinuationToken" => new() { ContinuationToken = ResponseContinuationToken.FromBytes(new byte[] { 1, 2, 3 }) },
+        "ModelId" => new() { ModelId = "gpt-4o" },
+        "UnknownKey" => new() { AdditionalProperties = new() { ["top_a"] = 0.2f } },
+        "RawRepresentation" => new() { RawRepresentationFactory = _ => "not generation options" },
+        _ => throw new ArgumentOutOfRangeException(nameof(name)),
+    };
+
+    [Theory(Timeout = Limit)]
+    [MemberData(nameof(Unsupported))]
+    public async Task Options_T5CannotHonour_AreRefusedNamingTheOption(string name, string option)
+    {
+        var e = Assert.Throws<NotSupportedException>(() => _client.CreateGenerationOptions(UnsupportedOptions(name)));
+        Assert.StartsWith(option + ": ", e.Message);
+
+        e = await Assert.ThrowsAsync<NotSupportedException>(() => _client.GetResponseAsync(User(Prompt), UnsupportedOptions(name)));
+        Assert.StartsWith(option + ": ", e.Message);
+        e = await Assert.ThrowsAsync<NotSupportedException>(() => Stream(_client, User(Prompt), UnsupportedOptions(name)));
+        Assert.StartsWith(option + ": ", e.Message);
+    }
+
+    [Fact]
+    public void Options_ThatAskForWhatT5DoesAnyway_AreAccepted()
+    {
+        GenerationOptions defaults = Generator.DefaultOptions;
+        ChatOptions[] harmless =
+        [
+            new() { Tools = [] },
+            new() { ToolMode = ChatToolMode.None },
+            new() { ToolMode = ChatToolMode.Auto },
+            new() { AllowMultipleToolCalls = true },
+            new() { AllowBackgroundResponses = true },
+            new() { ResponseFormat = ChatResponseFormat.Text },
+            new() { FrequencyPenalty = 0f, PresencePenalty = 0f },
+            new() { Reasoning = new ReasoningOptions { Effort = ReasoningEffort.None, Output = ReasoningOutput.None } },
+            new() { ModelId = "tiny-flan-t5" },
+            new() { RawRepresentationFactory = _ => null },
+        ];
+        foreach (ChatOptions options in harmless) Assert.Equal(defaults, _client.CreateGenerationOptions(options));
+
+        // A client made without a model id serves no named model.
+        var unnamed = new T5ChatClient(Generator);
+        Assert.StartsWith("ChatOptions.ModelId: ",
+            Assert.Throws<NotSupportedException>(() => unnamed.CreateGenerationOptions(new ChatOptions { ModelId = "tiny-flan-t5" })).Message);
+    }
+
+    [Fact]
+    public void AdditionalProperties_TakeHfNamesAndTypes()
+    {
+        GenerationOptions defaults = Generator.DefaultOptions;
+        GenerationOptions o = _client.CreateGenerationOptions(new ChatOptions
+        {
+            AdditionalProperties = new()
+            {
+                ["num_beams"] = 4L, ["length_penalty"] = 2.0, ["min_new_tokens"] = (short)3, ["early_stopping"] = true, ["do_sample"] = false,
+            },
+        });
+        Assert.Equal(defaults with { NumBeams = 4, LengthPenalty = 2f, MinNewTokens = 3, EarlyStopping = EarlyStopping.True, DoSample = false }, o);
+        Assert.Equal(EarlyStopping.Never, _client.CreateGenerationOptions(new ChatOptions
+            { AdditionalProperties = new() { ["early_stopping"] = "never" } }).EarlyStopping);
+
+        // Values read from JSON arrive as JsonElement.
+        var json = System.Text.Json.JsonDocument.Parse("""{"num_beams": 2, "repetition_penalty": 1.3, "do_sample": true, "early_stopping": "never"}""").RootElement;
+        o = _client.CreateGenerationOptions(new ChatOptions
+        {
+            AdditionalProperties = new(json.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone())),
+        });
+        Assert.Equal(defaults with { NumBeams = 2, RepetitionPenalty = 1.3f, DoSample = true, EarlyStopping = EarlyStopping.Never }, o);
+    }
+
+    [Theory]
+    [InlineData("num_beams", "4")]
+    [InlineData("num_beams", 2.5)]
+    [InlineData("no_repeat_ngram_size", null)]
+    [InlineData("repetition_penalty", "high")]
+    [InlineData("do_sample", 1)]
+    [InlineData("early_stopping", "sometimes")]
+    public void AdditionalProperties_OfTheWrongType_NameTheKey(string key, object? value)
+    {
+        var e = Assert.ThrowsAny<ArgumentException>(() =>
+            _client.CreateGenerationOptions(new ChatOptions { AdditionalProperties = new() { [key] = value } }));
+        Assert.Equal(key, e.ParamName);
+        Assert.StartsWith(key + ": ", e.Message);
     }
 
     [Fact(Timeout = Limit)]
