@@ -118,7 +118,7 @@ internal static class GenerateCommand
                     ["input_ids"] = output.InputIds,
                     ["sequences"] = output.Sequences,
                 };
-                if (output.SequencesScores is not null) result["sequences_scores"] = output.SequencesScores;
+                if (output.SequencesScores is not null) result["sequences_scores"] = JsonScores(output.SequencesScores);
                 result["texts"] = decoded;
                 Console.WriteLine(JsonSerializer.Serialize(result, CliCommon.Json));
             }
@@ -174,6 +174,10 @@ internal static class GenerateCommand
     }
 
     /// <summary>"1,2,3;4,5" as rows of ids; an empty row (";;", a trailing ';', or nothing) is an error naming it.</summary>
+    /// <summary>Beam scores for JSON: a beam whose every continuation was banned scores -inf (as in HF), which JSON cannot
+    /// spell, so it is written as null.</summary>
+    internal static float?[] JsonScores(float[] scores) => scores.Select(s => float.IsFinite(s) ? s : (float?)null).ToArray();
+
     private static int[][] ParseIds(string text)
     {
         string[] rows = text.Split(';');

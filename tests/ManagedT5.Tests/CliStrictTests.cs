@@ -118,6 +118,14 @@ public sealed class CliStrictTests
     }
 
     [Fact]
+    public void BeamScoresThatAreMinusInfinityAreWrittenAsJsonNull()
+    {
+        // HF scores a beam whose every continuation was banned -inf; System.Text.Json refuses to write that.
+        float?[] scores = ManagedT5.Cli.GenerateCommand.JsonScores([-1.5f, float.NegativeInfinity, float.NaN]);
+        Assert.Equal("[-1.5,null,null]", System.Text.Json.JsonSerializer.Serialize(scores));
+    }
+
+    [Fact]
     public void LastResortNamesTheFailureAndWhatWasBeingDone()
     {
         Assert.Equal("error: out of memory while generating; ask for less (fewer or shorter prompts, fewer beams or return sequences, --dtype int8).",
