@@ -8,6 +8,7 @@ using Microsoft.Extensions.AI;
 
 namespace ReadmeSamples;
 
+[Collection(ConsoleCollection.Name)]
 public sealed class ReadmeChatSampleTests
 {
     // README:body
@@ -28,33 +29,12 @@ public sealed class ReadmeChatSampleTests
 
     private static string RepoRoot => Path.GetFullPath(Path.Combine(ManagedT5.Extensions.AI.Tests.TinyModel.Folder, "..", "..", "..", ".."));
 
-    /// <summary>The sample as the README shows it: the usings, a blank line, then ChatAsync unindented.</summary>
-    private static string Sample(string sourceFile)
-    {
-        string source = File.ReadAllText(sourceFile).ReplaceLineEndings("\n");
-        string Between(string start, string end)
-        {
-            int begin = source.IndexOf(start, StringComparison.Ordinal);
-            int stop = source.IndexOf(end, StringComparison.Ordinal);
-            Assert.True(begin >= 0 && stop > begin, $"markers {start.Trim()} / {end.Trim()} missing in {sourceFile}");
-            return source[(begin + start.Length)..stop];
-        }
-        string usings = Between("// README:begin\n", "// README:usings-end");
-        string body = Between("    // README:body\n", "    // README:end");
-        return usings + "\n" + string.Join("\n", body.TrimEnd().Split('\n').Select(l => l.Length >= 4 ? l[4..] : l.TrimStart()));
-    }
-
     [Fact]
     public async Task ReadmeHoldsTheChatSampleAndTheSampleRuns()
     {
-        string sample = Sample(Path.Combine(RepoRoot, "tests", "ManagedT5.Extensions.AI.Tests", "ReadmeChatSampleTests.cs"));
-        Assert.Contains("```csharp\n" + sample + "\n```", File.ReadAllText(Path.Combine(RepoRoot, "README.md")).ReplaceLineEndings("\n"));
-
-        var output = new StringWriter();
-        TextWriter original = Console.Out;
-        Console.SetOut(output);
-        try { await ChatAsync(ManagedT5.Extensions.AI.Tests.TinyModel.Folder); }
-        finally { Console.SetOut(original); }
-        Assert.Contains("principau vorbi Bankingelli", output.ToString());   // "Hello world" on the fixture model
+        string repo = RepoRoot;
+        ReadmeSample.AssertInReadme(repo, Path.Combine(repo, "tests", "ManagedT5.Extensions.AI.Tests", "ReadmeChatSampleTests.cs"));
+        string output = await ReadmeSample.CaptureConsoleAsync(() => ChatAsync(ManagedT5.Extensions.AI.Tests.TinyModel.Folder));
+        Assert.Contains("principau vorbi Bankingelli", output);   // "Hello world" on the fixture model
     }
 }

@@ -9,6 +9,7 @@ using ManagedT5.Kernels;   // WeightFormat
 
 namespace ReadmeSamples;
 
+[Collection(ConsoleCollection.Name)]
 public sealed class ReadmeSampleTests
 {
     // README:body
@@ -32,34 +33,12 @@ public sealed class ReadmeSampleTests
     }
     // README:end
 
-    /// <summary>The sample as the README shows it: the usings, a blank line, then RunAsync unindented.</summary>
-    internal static string Sample(string sourceFile)
-    {
-        string source = File.ReadAllText(sourceFile).ReplaceLineEndings("\n");
-        string Between(string start, string end)
-        {
-            int begin = source.IndexOf(start, StringComparison.Ordinal);
-            int stop = source.IndexOf(end, StringComparison.Ordinal);
-            Assert.True(begin >= 0 && stop > begin, $"markers {start.Trim()} / {end.Trim()} missing in {sourceFile}");
-            return source[(begin + start.Length)..stop];
-        }
-        string usings = Between("// README:begin\n", "// README:usings-end");
-        string body = Between("    // README:body\n", "    // README:end");
-        return usings + "\n" + string.Join("\n", body.TrimEnd().Split('\n').Select(l => l.Length >= 4 ? l[4..] : l.TrimStart()));
-    }
-
     [Fact]
     public async Task ReadmeHoldsTheSampleAndTheSampleRuns()
     {
         string repo = global::ManagedT5.Tests.Fixtures.RepoRoot;
-        string sample = Sample(Path.Combine(repo, "tests", "ManagedT5.Tests", "ReadmeSampleTests.cs"));
-        Assert.Contains("```csharp\n" + sample + "\n```", File.ReadAllText(Path.Combine(repo, "README.md")).ReplaceLineEndings("\n"));
-
-        var output = new StringWriter();
-        TextWriter original = Console.Out;
-        Console.SetOut(output);
-        try { await RunAsync(global::ManagedT5.Tests.Fixtures.Model("tiny-flan-t5")); }
-        finally { Console.SetOut(original); }
-        Assert.Contains("principau vorbi Bankingelli", output.ToString());   // "Hello world" on the fixture model
+        ReadmeSample.AssertInReadme(repo, Path.Combine(repo, "tests", "ManagedT5.Tests", "ReadmeSampleTests.cs"));
+        string output = await ReadmeSample.CaptureConsoleAsync(() => RunAsync(global::ManagedT5.Tests.Fixtures.Model("tiny-flan-t5")));
+        Assert.Contains("principau vorbi Bankingelli", output);   // "Hello world" on the fixture model
     }
 }
