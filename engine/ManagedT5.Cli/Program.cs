@@ -14,6 +14,7 @@ Command root = new(CliCommon.ToolName, "managedt5: Flan-T5 / T5 inference in pur
     TokenizeCommands.CreateDetokenize(),
     BenchCommand.Create(),
     TraceCommand.Create(),
+    ScoreCommand.Create(),
 };
 root.Options.Add(new HelpOption());
 root.Options.Add(new VersionOption());
