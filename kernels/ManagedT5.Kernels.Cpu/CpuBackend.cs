@@ -128,7 +128,7 @@ public sealed unsafe class CpuBackend : BackendBase
             float* gamma = (float*)w.Data;
             if (w.Format != WeightFormat.F32)
             {
-                gamma = Scratch.Get(ScratchSlot.Vector, d);
+                gamma = Scratch.Get(ScratchSlot.SmallVector, d);
                 WeightRows.Widen(WeightView.Of(w), 0, 0, d, gamma);
             }
             int perItem = (long)rows * d < ParallelMinElements ? Math.Max(rows, 1) : Math.Max(1, (rows + _pool.Threads * 4 - 1) / (_pool.Threads * 4));
@@ -223,6 +223,9 @@ public sealed unsafe class CpuBackend : BackendBase
         fixed (float* xp = x)
             for (int r = 0; r < rows; r++) result[r] = ArgMaxKernel.Run(xp + (long)r * cols, cols, Simd);
     }
+
+    /// <summary>Worker threads still running (tests check that <see cref="Dispose"/> stops them).</summary>
+    internal int LiveWorkers => _pool.LiveWorkers;
 
     /// <summary>Stops the worker threads.</summary>
     public override void Dispose() => _pool.Dispose();
