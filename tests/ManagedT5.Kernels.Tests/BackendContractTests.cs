@@ -34,26 +34,14 @@ public sealed class BackendContractTests : IDisposable
 
     [Theory]
     [MemberData(nameof(Backends))]
-    public void GatherRowsRefusesOneBufferAsSourceAndDestination(string name)
+    public void OpsThatWouldReadWhatTheyOverwriteRefuseOneBufferForBoth(string name)
     {
         using BackendBase backend = Create(name);
-        using IBuffer rows = backend.Allocate(8);
-        var e = Assert.Throws<ArgumentException>(() => backend.GatherRows(rows, rows, [1, 0], 4));
-        Assert.Equal("destination", e.ParamName);
-        using IBuffer other = backend.Allocate(8);
-        var outside = Assert.Throws<ArgumentOutOfRangeException>(() => backend.GatherRows(rows, other, [2, 0], 4));
-        Assert.Equal("sourceRows", outside.ParamName);
-    }
-
-    [Theory]
-    [MemberData(nameof(Backends))]
-    public void LinearRefusesItsInputAsItsOutput(string name)
-    {
-        using BackendBase backend = Create(name);
-        using IWeight weight = Table(backend, 4, 4);
-        using IBuffer x = backend.Allocate(4);
-        var e = Assert.Throws<ArgumentException>(() => backend.Linear(x, weight, x, 1));
-        Assert.Equal("output", e.ParamName);
+        using IBuffer rows = backend.Allocate(8), other = backend.Allocate(8);
+        Assert.Equal("destination", Assert.Throws<ArgumentException>(() => backend.GatherRows(rows, rows, [1, 0], 4)).ParamName);
+        Assert.Equal("sourceRows", Assert.Throws<ArgumentOutOfRangeException>(() => backend.GatherRows(rows, other, [2, 0], 4)).ParamName);
+        using IWeight weight = Table(backend, 2, 4);
+        Assert.Equal("output", Assert.Throws<ArgumentException>(() => backend.Linear(rows, weight, rows, 1)).ParamName);
     }
 
     [Theory]
