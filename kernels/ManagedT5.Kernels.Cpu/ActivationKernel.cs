@@ -1,9 +1,8 @@
 // The feed-forward activations (gate = act(gate) * up), one operator struct per function with a scalar and a
 // Vector128/256/512 form, run by one fused loop. gelu_new uses 0.5 x (1 + tanh(u)) = x * sigmoid(2u), so it needs
-// only exp; gelu (erf) uses the same erf approximation as the reference, in fp32.
+// only exp; gelu (erf) uses the same erf approximation as the reference, in fp32. Scalar tails are ScalarMath's.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using ManagedT5.Kernels.Reference;
 
 namespace ManagedT5.Kernels.Cpu;
 
@@ -66,7 +65,7 @@ internal static unsafe class ActivationKernel
 /// <summary>max(x, 0).</summary>
 internal readonly struct ReluOperator : IUnaryOperator
 {
-    public static float Invoke(float x) => ReferenceKernels.Activation(x, ActivationKind.Relu);
+    public static float Invoke(float x) => ScalarMath.Relu(x);
     public static Vector128<float> Invoke(Vector128<float> x) => Vector128.Max(x, Vector128<float>.Zero);
     public static Vector256<float> Invoke(Vector256<float> x) => Vector256.Max(x, Vector256<float>.Zero);
     public static Vector512<float> Invoke(Vector512<float> x) => Vector512.Max(x, Vector512<float>.Zero);
@@ -75,10 +74,10 @@ internal readonly struct ReluOperator : IUnaryOperator
 /// <summary>gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) = x / (1 + exp(-2u)).</summary>
 internal readonly struct GeluNewOperator : IUnaryOperator
 {
-    private const float MinusTwoSqrtTwoOverPi = -2f * 0.7978845608028654f;
-    private const float Cubic = 0.044715f;
+    private const float MinusTwoSqrtTwoOverPi = -2f * ScalarMath.SqrtTwoOverPi;
+    private const float Cubic = ScalarMath.GeluCubic;
 
-    public static float Invoke(float x) => ReferenceKernels.Activation(x, ActivationKind.GeluNew);
+    public static float Invoke(float x) => ScalarMath.GeluNew(x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> Invoke(Vector128<float> x)
@@ -105,7 +104,7 @@ internal readonly struct GeluNewOperator : IUnaryOperator
 /// <summary>silu: x / (1 + exp(-x)).</summary>
 internal readonly struct SiluOperator : IUnaryOperator
 {
-    public static float Invoke(float x) => ReferenceKernels.Activation(x, ActivationKind.Silu);
+    public static float Invoke(float x) => ScalarMath.Silu(x);
     public static Vector128<float> Invoke(Vector128<float> x) => x / (Vector128<float>.One + VectorMath.Exp(-x));
     public static Vector256<float> Invoke(Vector256<float> x) => x / (Vector256<float>.One + VectorMath.Exp(-x));
     public static Vector512<float> Invoke(Vector512<float> x) => x / (Vector512<float>.One + VectorMath.Exp(-x));
@@ -117,7 +116,7 @@ internal readonly struct GeluOperator : IUnaryOperator
 {
     private const float InverseSqrtTwo = 0.70710678118654752f;
 
-    public static float Invoke(float x) => ReferenceKernels.Activation(x, ActivationKind.Gelu);
+    public static float Invoke(float x) => ScalarMath.Gelu(x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> Invoke(Vector128<float> x)

@@ -1,9 +1,8 @@
 // Greedy decoding's argmax over a row of logits: the largest value by a vector max, then the first index holding it
-// (the reference's "first index on ties"). NaN rows fall back to the scalar reference loop.
+// (the reference's "first index on ties"). NaN rows fall back to the scalar loop (ScalarMath).
 using System.Runtime.CompilerServices;
 using System.Numerics;
 using System.Runtime.Intrinsics;
-using ManagedT5.Kernels.Reference;
 
 namespace ManagedT5.Kernels.Cpu;
 
@@ -16,7 +15,7 @@ internal static unsafe class ArgMaxKernel
     {
         if (length <= 0) return 0;
         float max = Max(values, length, level);
-        if (float.IsNaN(max)) return ReferenceKernels.ArgMax(new ReadOnlySpan<float>(values, length));
+        if (float.IsNaN(max)) return ScalarMath.ArgMax(new ReadOnlySpan<float>(values, length));
 
         int i = 0;
         if (level >= SimdLevel.Vector512 && Vector512.IsHardwareAccelerated)

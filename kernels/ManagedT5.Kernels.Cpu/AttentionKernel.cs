@@ -55,11 +55,11 @@ internal static unsafe class AttentionKernel
         float* kt = null;
         if (endQuery - firstQuery >= 4)
         {
-            kt = Scratch.Get(ScratchSlot.PackedB, (long)d * paddedKeys);
+            kt = Scratch.Get(ScratchSlot.WeightPanels, (long)d * paddedKeys);
             if (d % 16 == 0 && level >= SimdLevel.Vector512 && Avx512F.IsSupported)
             {
                 // 16 keys x 16 dimensions per register transpose; keys past the last read a zero row.
-                float* zero = Scratch.Get(ScratchSlot.Tile, d);
+                float* zero = Scratch.Get(ScratchSlot.EdgeTile, d);
                 new Span<float>(zero, d).Clear();
                 float** rows = stackalloc float*[16];
                 for (int j0 = 0; j0 < paddedKeys; j0 += 16)

@@ -1,16 +1,15 @@
 // The fast CPU backend: IBackend over SIMD kernels (Vector512/256/128, scalar fallback) and a persistent worker
 // pool. Weights are CpuWeight (used in place from the checkpoint's memory map when the format allows), activations
-// are CpuBuffer. The kernels live one per file beside this one; ReferenceBackend is the twin they are tested against.
+// are CpuBuffer. BackendBase has checked every op's arguments before a *Core method runs. The kernels live one per
+// file beside this one; ReferenceBackend is the twin they are tested against.
 // Hot loops are marked AggressiveOptimization: the first tokens should not run tier-0 code.
-using ManagedT5.Kernels.Reference;
-
 namespace ManagedT5.Kernels.Cpu;
 
 /// <summary>
 /// SIMD, multithreaded implementation of <see cref="IBackend"/>. Safe to call from several threads at once: each op
 /// uses the worker pool when it is free and runs on the calling thread alone when another op holds it.
 /// </summary>
-public sealed unsafe class CpuBackend : IBackend
+public sealed unsafe class CpuBackend : BackendBase
 {
     // Element counts below which an element-wise op stays on the calling thread.
     private const int ParallelMinElements = 1 << 16;
@@ -20,7 +19,7 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly CpuBufferPool _buffers = new();
 
     /// <inheritdoc />
-    public string Name => "cpu";
+    public override string Name => "cpu";
 
     /// <summary>Threads an op may use (the calling thread included).</summary>
     public int Threads => _pool.Threads;
@@ -53,25 +52,24 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public IWeight CreateWeight(HostTensor source, WeightFormat? format = null) => CpuWeight.Create(source, format);
+    public override IWeight CreateWeight(HostTensor source, WeightFormat? format = null) => CpuWeight.Create(source, format);
 
     /// <inheritdoc />
-    public IBuffer Allocate(int length) => _buffers.Rent(length);
+    protected override IBuffer AllocateCore(int length) => _buffers.Rent(length);
 
     /// <inheritdoc />
-    public void Upload(ReadOnlySpan<float> source, IBuffer destination, int offset = 0) =>
+    protected override void UploadCore(ReadOnlySpan<float> source, IBuffer destination, int offset) =>
         source.CopyTo(BufferOf(destination).Data.AsSpan(offset));
 
     /// <inheritdoc />
-    public void Download(IBuffer source, Span<float> destination, int offset = 0) =>
+    protected override void DownloadCore(IBuffer source, Span<float> destination, int offset) =>
         BufferOf(source).Data.AsSpan(offset, destination.Length).CopyTo(destination);
 
     /// <inheritdoc />
-    public void Embedding(IWeight table, ReadOnlySpan<int> ids, IBuffer output)
+    protected override void EmbeddingCore(IWeight table, ReadOnlySpan<int> ids, IBuffer output)
     {
         CpuWeight weight = WeightOf(table);
         float[] y = BufferOf(output).Data;
-        Require(y, (long)ids.Length * weight.Cols, nameof(output));
         fixed (float* yp = y)
         {
             var view = WeightView.Of(weight);
@@ -81,27 +79,23 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Linear(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate = false)
+    protected override void LinearCore(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate)
     {
         CpuWeight w = WeightOf(weight);
         float[] x = BufferOf(input).Data, y = BufferOf(output).Data;
-        Require(x, (long)rows * w.Cols, nameof(input));
-        Require(y, (long)rows * w.Rows, nameof(output));
         if (rows == 0) return;
         fixed (float* xp = x)
         fixed (float* yp = y)
             LinearKernel.Run(_pool, Simd, LinearOptions, xp, w, yp, rows, accumulate);
     }
 
-    /// <inheritdoc />
-    /// <remarks>Up to three weights of one format run as one op (the input padded, laid out, quantized or packed once;
-    /// one pool job over all their outputs); more, or weights whose kernels differ, run one by one.</remarks>
-    public void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
+    /// <summary>Up to three weights of one format run as one op (the input padded, laid out, quantized or packed once;
+    /// one pool job over all their outputs); more, or weights whose kernels differ, run one by one.</summary>
+    protected override void LinearsCore(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
     {
-        IBackend.RequireOutputPerWeight(weights, outputs);
         if (weights.Length is 0 or > LinearKernel.MaxShared || rows == 0)
         {
-            for (int i = 0; i < weights.Length; i++) Linear(input, weights[i], outputs[i], rows);
+            for (int i = 0; i < weights.Length; i++) LinearCore(input, weights[i], outputs[i], rows, accumulate: false);
             return;
         }
         float[] x = BufferOf(input).Data;
@@ -109,10 +103,6 @@ public sealed unsafe class CpuBackend : IBackend
         CpuWeight? w1 = weights.Length > 1 ? WeightOf(weights[1]) : null, w2 = weights.Length > 2 ? WeightOf(weights[2]) : null;
         float[] y0 = BufferOf(outputs[0]).Data;
         float[]? y1 = w1 is null ? null : BufferOf(outputs[1]).Data, y2 = w2 is null ? null : BufferOf(outputs[2]).Data;
-        Require(x, (long)rows * w0.Cols, nameof(input));
-        Require(y0, (long)rows * w0.Rows, nameof(outputs));
-        if (w1 is not null) RequireShared(w0, w1, y1!, rows);
-        if (w2 is not null) RequireShared(w0, w2, y2!, rows);
         fixed (float* xp = x)
         fixed (float* yp0 = y0) fixed (float* yp1 = y1) fixed (float* yp2 = y2)
         {
@@ -126,30 +116,19 @@ public sealed unsafe class CpuBackend : IBackend
         }
     }
 
-    private static void RequireShared(CpuWeight first, CpuWeight other, float[] output, int rows)
-    {
-        if (other.Cols != first.Cols)
-            throw new ArgumentException(
-                $"Weight '{other.Name}' has {other.Cols} in_features but '{first.Name}' has {first.Cols}; weights sharing an input must match.",
-                "weights");
-        Require(output, (long)rows * other.Rows, "outputs");
-    }
-
     /// <inheritdoc />
-    public void RmsNorm(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon)
+    protected override void RmsNormCore(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon)
     {
         CpuWeight w = WeightOf(weight);
         float[] x = BufferOf(input).Data, y = BufferOf(output).Data;
         int d = w.Cols;
-        Require(x, (long)rows * d, nameof(input));
-        Require(y, (long)rows * d, nameof(output));
         fixed (float* xp = x)
         fixed (float* yp = y)
         {
             float* gamma = (float*)w.Data;
             if (w.Format != WeightFormat.F32)
             {
-                gamma = Scratch.Get(ScratchSlot.Vector, d);
+                gamma = Scratch.Get(ScratchSlot.SmallVector, d);
                 WeightRows.Widen(WeightView.Of(w), 0, 0, d, gamma);
             }
             int perItem = (long)rows * d < ParallelMinElements ? Math.Max(rows, 1) : Math.Max(1, (rows + _pool.Threads * 4 - 1) / (_pool.Threads * 4));
@@ -159,12 +138,10 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Activate(IBuffer gate, IBuffer? up, ActivationKind kind, int length)
+    protected override void ActivateCore(IBuffer gate, IBuffer? up, ActivationKind kind, int length)
     {
         float[] g = BufferOf(gate).Data;
         float[]? u = up is null ? null : BufferOf(up).Data;
-        Require(g, length, nameof(gate));
-        if (u is not null) Require(u, length, nameof(up));
         fixed (float* gp = g)
         fixed (float* upp = u)
         {
@@ -174,11 +151,9 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Add(IBuffer source, IBuffer destination, int length)
+    protected override void AddCore(IBuffer source, IBuffer destination, int length)
     {
         float[] s = BufferOf(source).Data, d = BufferOf(destination).Data;
-        Require(s, length, nameof(source));
-        Require(d, length, nameof(destination));
         fixed (float* sp = s)
         fixed (float* dp = d)
         {
@@ -188,20 +163,18 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Scale(IBuffer buffer, float factor, int length)
+    protected override void ScaleCore(IBuffer buffer, float factor, int length)
     {
         float[] b = BufferOf(buffer).Data;
-        Require(b, length, nameof(buffer));
         fixed (float* bp = b) ElementWiseKernels.Scale(bp, factor, length, Simd);
     }
 
     /// <inheritdoc />
-    public void PositionBias(IWeight table, IBuffer output, int queryLength, int keyLength, int queryOffset,
+    protected override void PositionBiasCore(IWeight table, IBuffer output, int queryLength, int keyLength, int queryOffset,
         bool bidirectional, int numBuckets, int maxDistance)
     {
         CpuWeight t = WeightOf(table);
         float[] y = BufferOf(output).Data;
-        Require(y, (long)t.Cols * queryLength * keyLength, nameof(output));
         if (queryLength == 0 || keyLength == 0) return;
         fixed (float* yp = y)
             PositionBiasKernel.Run(WeightView.Of(t), yp, queryLength, keyLength,
@@ -209,21 +182,12 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Attention(IBuffer query, IBuffer key, IBuffer value, IBuffer output, AttentionShape shape,
+    protected override void AttentionCore(IBuffer query, IBuffer key, IBuffer value, IBuffer output, AttentionShape shape,
         IBuffer? bias, IBuffer? keyMask)
     {
         float[] q = BufferOf(query).Data, k = BufferOf(key).Data, v = BufferOf(value).Data, o = BufferOf(output).Data;
         float[]? b = bias is null ? null : BufferOf(bias).Data;
         float[]? m = keyMask is null ? null : BufferOf(keyMask).Data;
-        shape.Require();
-        long rows = (long)shape.Batch * shape.QueryLength * shape.InnerDim;
-        Require(q, rows, nameof(query));
-        Require(o, rows, nameof(output));
-        Require(k, (long)shape.Batch * shape.KeyCapacity * shape.InnerDim, nameof(key));
-        Require(v, (long)shape.Batch * shape.KeyCapacity * shape.InnerDim, nameof(value));
-        if (b is not null) Require(b, (long)shape.Heads * shape.QueryLength * shape.KeyLength, nameof(bias));
-        if (m is not null) Require(m, (long)shape.Batch * shape.KeyLength, nameof(keyMask));
-
         fixed (float* qp = q) fixed (float* kp = k) fixed (float* vp = v) fixed (float* op = o)
         fixed (float* bp = b) fixed (float* mp = m)
         {
@@ -236,41 +200,35 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void AppendToCache(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength)
+    protected override void AppendToCacheCore(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength)
     {
         float[] s = BufferOf(source).Data, c = BufferOf(cache).Data;
-        if (position < 0 || position + length > capacity)
-            throw new ArgumentOutOfRangeException(nameof(position), $"Rows {position}..{position + length} do not fit a cache of capacity {capacity}.");
-        Require(s, (long)batch * length * rowLength, nameof(source));
-        Require(c, (long)batch * capacity * rowLength, nameof(cache));
         for (int b = 0; b < batch; b++)
             Array.Copy(s, (long)b * length * rowLength, c, ((long)b * capacity + position) * rowLength, (long)length * rowLength);
     }
 
     /// <inheritdoc />
-    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0)
+    protected override void GatherRowsCore(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride)
     {
         float[] s = BufferOf(source).Data, d = BufferOf(destination).Data;
-        if (rowStride != 0 && rowStride < rowLength)
-            throw new ArgumentOutOfRangeException(nameof(rowStride), rowStride, $"Rows of {rowLength} floats cannot start {rowStride} apart.");
         long stride = rowStride == 0 ? rowLength : rowStride;
-        if (sourceRows.Length > 0) Require(d, (sourceRows.Length - 1) * stride + rowLength, nameof(destination));
         for (int r = 0; r < sourceRows.Length; r++)
             Array.Copy(s, sourceRows[r] * stride, d, r * stride, rowLength);
     }
 
     /// <inheritdoc />
-    public void ArgMax(IBuffer input, int rows, int cols, Span<int> result)
+    protected override void ArgMaxCore(IBuffer input, int rows, int cols, Span<int> result)
     {
         float[] x = BufferOf(input).Data;
-        Require(x, (long)rows * cols, nameof(input));
-        if (result.Length < rows) throw new ArgumentException($"result holds {result.Length} ints; {rows} rows need as many.", nameof(result));
         fixed (float* xp = x)
             for (int r = 0; r < rows; r++) result[r] = ArgMaxKernel.Run(xp + (long)r * cols, cols, Simd);
     }
 
+    /// <summary>Worker threads still running (tests check that <see cref="Dispose"/> stops them).</summary>
+    internal int LiveWorkers => _pool.LiveWorkers;
+
     /// <summary>Stops the worker threads.</summary>
-    public void Dispose() => _pool.Dispose();
+    public override void Dispose() => _pool.Dispose();
 
     /// <summary>Elements per work item of an element-wise op: all of it when small, else about four items per thread
     /// (a multiple of 64 so vector loops stay whole).</summary>
@@ -287,12 +245,6 @@ public sealed unsafe class CpuBackend : IBackend
 
     private static CpuWeight WeightOf(IWeight weight) => weight as CpuWeight
         ?? throw new ArgumentException($"Weight '{weight.Name}' does not belong to a CPU backend.", nameof(weight));
-
-    private static void Require(float[] array, long length, string name)
-    {
-        if (array.Length < length)
-            throw new ArgumentException($"Buffer '{name}' holds {array.Length} floats but the op needs {length}; allocate it at the largest size used.", name);
-    }
 
     private struct RmsNormJob : IParallelJob
     {

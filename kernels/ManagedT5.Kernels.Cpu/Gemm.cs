@@ -105,9 +105,9 @@ internal static unsafe class Gemm
         int inDim = weight.Cols, outDim = weight.Rows;
         int columns = endColumn - firstColumn;
         int panels = (columns + nr - 1) / nr;
-        float* packedB = Scratch.Get(ScratchSlot.PackedB, (long)panels * nr * KC);
-        float* widened = Scratch.Get(ScratchSlot.PackedA, 17L * KC); // 16 widened weight rows and a zero row
-        float* tile = Scratch.Get(ScratchSlot.Tile, mr * nr);
+        float* packedB = Scratch.Get(ScratchSlot.WeightPanels, (long)panels * nr * KC);
+        float* widened = Scratch.Get(ScratchSlot.WidenedWeightRows, 17L * KC); // 16 widened weight rows and a zero row
+        float* tile = Scratch.Get(ScratchSlot.EdgeTile, mr * nr);
 
         for (int k0 = 0; k0 < inDim; k0 += KC)
         {

@@ -38,7 +38,7 @@ internal static unsafe class GemmInPlace
     {
         int k0 = slab * Gemm.KC, kc = Math.Min(Gemm.KC, inDim - k0);
         var view = new WeightView((nint)a, WeightFormat.F32, rows, inDim, null);
-        float* widened = Scratch.Get(ScratchSlot.PackedA, 17L * Gemm.KC);
+        float* widened = Scratch.Get(ScratchSlot.WidenedWeightRows, 17L * Gemm.KC);
         for (int p = 0; p * RA < rows; p++)
             Gemm.PackB(view, p * RA, Math.Min(RA, rows - p * RA), k0, kc, RA, packed + (long)p * RA * inDim + (long)k0 * RA, widened);
     }
@@ -60,7 +60,7 @@ internal static unsafe class GemmInPlace
             int nHere = Math.Min(NW, end - n0);
             if (nHere < NW && zero == null)
             {
-                zero = Scratch.Get(ScratchSlot.Tile, inDim);
+                zero = Scratch.Get(ScratchSlot.EdgeTile, inDim);
                 new Span<float>(zero, inDim).Clear();
             }
             for (int i = 0; i < NW; i++) w[i] = i < nHere ? weights + (long)(n0 + i) * inDim : zero;

@@ -69,7 +69,7 @@ internal static unsafe class Int8Gemm
         // Scratch: the row scales (padded to whole tiles and 64 bytes, pads 0), then the quantized rows.
         int stride = (w.Cols + 3) & ~3;
         int scaleFloats = ((rows + MR - 1) / MR * MR + 15) & ~15;
-        float* rowScales = Scratch.Get(ScratchSlot.LaneInput, scaleFloats + (long)rows * stride / 4);
+        float* rowScales = Scratch.Get(ScratchSlot.PreparedInput, scaleFloats + (long)rows * stride / 4);
         byte* quantized = (byte*)(rowScales + scaleFloats);
         new Span<float>(rowScales + rows, scaleFloats - rows).Clear();
 
@@ -111,7 +111,7 @@ internal static unsafe class Int8Gemm
         if (HandledWithoutVnni(level, x, weights, y, rows, accumulate)) return;
         int cols = weights[0].Cols;
         int stride = (cols + 63) & ~63, scaleFloats = (rows + 15) & ~15;
-        float* rowScales = Scratch.Get(ScratchSlot.LaneInput, scaleFloats + (long)rows * stride / 4);
+        float* rowScales = Scratch.Get(ScratchSlot.PreparedInput, scaleFloats + (long)rows * stride / 4);
         byte* quantized = (byte*)(rowScales + scaleFloats);
         QuantizeRows(x, cols, stride, quantized, rowScales, 0, rows);
 
@@ -225,7 +225,7 @@ internal static unsafe class Int8Gemm
     {
         Validate(w, rows);
         int inDim = w.Cols, outDim = w.Rows;
-        var q = (int*)Scratch.Get(ScratchSlot.LaneInput, inDim);
+        var q = (int*)Scratch.Get(ScratchSlot.PreparedInput, inDim);
         var weight = (sbyte*)w.Data;
         for (int r = 0; r < rows; r++)
         {
@@ -344,11 +344,11 @@ internal static unsafe class Int8Gemm
         int outDim = w.Rows;
         int k4 = stride / 4;
         // One panel: k4 * 64 bytes of weights, then NR int32 corrections and NR float scales.
-        float* scratch = Scratch.Get(ScratchSlot.PackedB, (long)k4 * NR + 2 * NR);
+        float* scratch = Scratch.Get(ScratchSlot.WeightPanels, (long)k4 * NR + 2 * NR);
         var panel = (sbyte*)scratch;
         var correction = (int*)(scratch + (long)k4 * NR);
         float* columnScales = scratch + (long)k4 * NR + NR;
-        float* tile = Scratch.Get(ScratchSlot.Tile, MR * NR);
+        float* tile = Scratch.Get(ScratchSlot.EdgeTile, MR * NR);
 
         for (int column = first; column < end; column += NR)
         {

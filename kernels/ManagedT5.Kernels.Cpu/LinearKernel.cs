@@ -181,7 +181,7 @@ internal static unsafe class LinearKernel
             // multiple of 16) x is shifted by that offset too, so the x loads are aligned like the weight chunks.
             int shift = ChunkShift(w[0]);
             int stride = (cols + Gemv.Pad + 32 + 15) & ~15;
-            float* padded = Scratch.Get(ScratchSlot.LaneInput, (long)rows * stride);
+            float* padded = Scratch.Get(ScratchSlot.PreparedInput, (long)rows * stride);
             for (int r = 0; r < rows; r++)
             {
                 float* row = padded + (long)r * stride;
@@ -202,7 +202,7 @@ internal static unsafe class LinearKernel
         float* laid = x;
         if (w[0].Format != WeightFormat.F32 && level != SimdLevel.Scalar)
         {
-            laid = Scratch.Get(ScratchSlot.LaneInput, (long)rows * cols);
+            laid = Scratch.Get(ScratchSlot.PreparedInput, (long)rows * cols);
             for (int r = 0; r < rows; r++)
                 LaneLayout.Arrange(x + (long)r * cols, laid + (long)r * cols, cols, level, elementSize);
         }
@@ -259,7 +259,7 @@ internal static unsafe class LinearKernel
         bool accumulate, bool steal) where TKernel : IMicroKernel
     {
         int cols = w[0].Cols;
-        float* packedA = Scratch.Get(ScratchSlot.LaneInput, Gemm.PackedASize(rows, cols, TKernel.MR));
+        float* packedA = Scratch.Get(ScratchSlot.PreparedInput, Gemm.PackedASize(rows, cols, TKernel.MR));
         int strips = (rows + TKernel.MR - 1) / TKernel.MR;
         int stripsPerItem = Math.Max(1, (strips + pool.Threads - 1) / pool.Threads);
         var pack = new PackAJob { Input = x, Packed = packedA, Rows = rows, InDim = cols, MR = TKernel.MR, Strips = strips, PerItem = stripsPerItem };
@@ -274,7 +274,7 @@ internal static unsafe class LinearKernel
         bool accumulate, bool steal)
     {
         int cols = w[0].Cols;
-        float* packed = Scratch.Get(ScratchSlot.LaneInput, GemmInPlace.PackedSize(rows, cols));
+        float* packed = Scratch.Get(ScratchSlot.PreparedInput, GemmInPlace.PackedSize(rows, cols));
         var pack = new PackATJob { Input = x, Packed = packed, Rows = rows, InDim = cols };
         pool.Run(ref pack, (cols + Gemm.KC - 1) / Gemm.KC);
         InPlaceGemmJob* jobs = stackalloc InPlaceGemmJob[w.Length];

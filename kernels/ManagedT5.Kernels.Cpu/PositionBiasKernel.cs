@@ -17,7 +17,7 @@ internal static unsafe class PositionBiasKernel
         int lowest = -(queryOffset + queryLength - 1);
         int range = keyLength - lowest;
         float* byHead = Scratch.Get(ScratchSlot.Scores, (long)heads * range);   // [heads, range]
-        float* row = Scratch.Get(ScratchSlot.Vector, heads);
+        float* row = Scratch.Get(ScratchSlot.SmallVector, heads);
         for (int p = 0; p < range; p++)
         {
             int bucket = RelativePosition.Bucket(lowest + p, bidirectional, numBuckets, maxDistance);

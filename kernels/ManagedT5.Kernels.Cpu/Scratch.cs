@@ -9,18 +9,19 @@ namespace ManagedT5.Kernels.Cpu;
 /// <summary>Independent scratch areas of one thread; an op takes each slot at most once.</summary>
 internal enum ScratchSlot
 {
-    /// <summary>The GEMV input laid out in weight lanes, or the GEMM's packed A (written by the caller, read by every worker).</summary>
-    LaneInput,
+    /// <summary>The activations prepared once for every worker: the GEMV input laid out in weight lanes, the GEMM's
+    /// packed input panels, int8-quantized rows (written by the caller, read by every worker).</summary>
+    PreparedInput,
     /// <summary>GEMM: packed weight panels.</summary>
-    PackedB,
+    WeightPanels,
     /// <summary>GEMM: weight rows widened to fp32 before packing.</summary>
-    PackedA,
-    /// <summary>GEMM edge tile.</summary>
-    Tile,
+    WidenedWeightRows,
+    /// <summary>GEMM: an edge tile (the output block past the last whole tile).</summary>
+    EdgeTile,
     /// <summary>Attention scores, position-bias lookups.</summary>
     Scores,
     /// <summary>A widened norm weight and other small vectors.</summary>
-    Vector,
+    SmallVector,
     /// <summary>Number of slots.</summary>
     Count,
 }

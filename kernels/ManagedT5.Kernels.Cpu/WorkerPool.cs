@@ -267,6 +267,9 @@ internal sealed unsafe class WorkerPool : IDisposable
         }
     }
 
+    /// <summary>How many worker threads are still running (0 once <see cref="Dispose"/> has returned).</summary>
+    public int LiveWorkers => _workers.Count(worker => worker.IsAlive);
+
     /// <inheritdoc />
     public void Dispose()
     {

@@ -1,6 +1,7 @@
 // The ILGPU backend: every IBackend op as an ILGPU kernel on one accelerator (CUDA, OpenCL, or ILGPU's CPU
 // accelerator). Weights are uploaded once; activations live in device buffers; only ids and explicit downloads
 // come back to the host. One lock guards the accelerator stream, so several generations may share a backend.
+// BackendBase has checked each op's arguments before a *Core method runs; these only claim the buffers as their own.
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
@@ -17,7 +18,7 @@ namespace ManagedT5.Kernels.Ilgpu;
 /// every op takes one lock around the accelerator's stream, so ops from several threads run one after another in
 /// the order they took the lock (kernels on one stream execute in launch order).
 /// </summary>
-public sealed class IlgpuBackend : IBackend
+public sealed class IlgpuBackend : BackendBase
 {
     /// <summary><see cref="LinearKernel.Auto"/> uses the GEMV up to this many rows and the tiled kernel above.</summary>
     public const int GemvMaxRows = 4;
@@ -104,7 +105,7 @@ public sealed class IlgpuBackend : IBackend
         : "no 64-bit floating point (cl_khr_fp64), which the relative position bias kernel needs for its exact log; use CUDA or the CPU backend.";
 
     /// <inheritdoc />
-    public string Name { get; }
+    public override string Name { get; }
 
     /// <summary>Which kind of ILGPU accelerator this backend runs on.</summary>
     public IlgpuDeviceKind Kind { get; }
@@ -127,7 +128,7 @@ public sealed class IlgpuBackend : IBackend
     /// <inheritdoc />
     /// <remarks>Conversion (F32 -> BF16/F16, anything -> Int8 with per-row scales) is CpuWeight's, so the device holds
     /// exactly the values the CPU backends use; the result is uploaded once and <paramref name="source"/> may go.</remarks>
-    public unsafe IWeight CreateWeight(HostTensor source, WeightFormat? format = null)
+    public override unsafe IWeight CreateWeight(HostTensor source, WeightFormat? format = null)
     {
         using CpuWeight host = CpuWeight.Create(source, format);
         long count = (long)host.Rows * host.Cols;
@@ -175,9 +176,8 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public IBuffer Allocate(int length)
+    protected override IBuffer AllocateCore(int length)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
         lock (_gate)
         {
             EnterDevice();
@@ -188,10 +188,9 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Upload(ReadOnlySpan<float> source, IBuffer destination, int offset = 0)
+    protected override void UploadCore(ReadOnlySpan<float> source, IBuffer destination, int offset)
     {
         var d = Own(destination, nameof(destination));
-        CheckRange(d, offset, source.Length, nameof(destination));
         if (source.IsEmpty) return;
         lock (_gate)
         {
@@ -201,10 +200,9 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Download(IBuffer source, Span<float> destination, int offset = 0)
+    protected override void DownloadCore(IBuffer source, Span<float> destination, int offset)
     {
         var s = Own(source, nameof(source));
-        CheckRange(s, offset, destination.Length, nameof(source));
         if (destination.IsEmpty) return;
         lock (_gate)
         {
@@ -217,16 +215,11 @@ public sealed class IlgpuBackend : IBackend
     // Ops, in the order a T5 forward pass uses them
 
     /// <inheritdoc />
-    /// <remarks>The ids are checked against the table on the host (a bad id would read outside device memory).</remarks>
-    public void Embedding(IWeight table, ReadOnlySpan<int> ids, IBuffer output)
+    protected override void EmbeddingCore(IWeight table, ReadOnlySpan<int> ids, IBuffer output)
     {
         var w = Own(table);
         var o = Own(output, nameof(output));
         int d = w.Cols;
-        Require(o, (long)ids.Length * d, nameof(output));
-        foreach (int id in ids)
-            if ((uint)id >= (uint)w.Rows)
-                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id outside the {w.Rows} rows of '{w.Name}'.");
         if (ids.IsEmpty || d == 0) return;
         lock (_gate)
         {
@@ -244,18 +237,22 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Linear(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate = false) =>
-        Linear(input, weight, output, rows, accumulate, LinearKernel.Auto);
+    protected override void LinearCore(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate) =>
+        LinearWith(input, weight, output, rows, accumulate, LinearKernel.Auto);
 
-    /// <summary><see cref="Linear(IBuffer, IWeight, IBuffer, int, bool)"/> with a chosen kernel.</summary>
+    /// <summary><see cref="BackendBase.Linear(IBuffer, IWeight, IBuffer, int, bool)"/> with a chosen kernel (tests and benchmarks
+    /// compare them), checked by the same rule.</summary>
     public void Linear(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate, LinearKernel kernel)
+    {
+        CheckLinear(input, weight, output, rows, nameof(output));
+        LinearWith(input, weight, output, rows, accumulate, kernel);
+    }
+
+    private void LinearWith(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate, LinearKernel kernel)
     {
         var w = Own(weight);
         var x = Own(input, nameof(input));
         var y = Own(output, nameof(output));
-        ArgumentOutOfRangeException.ThrowIfNegative(rows);
-        Require(x, (long)rows * w.Cols, nameof(input));
-        Require(y, (long)rows * w.Rows, nameof(output));
         if (kernel == LinearKernel.Gemv && !_warpShuffles)
             throw new NotSupportedException($"{DeviceName} has no warp shuffles (OpenCL sub-groups), which the GEMV kernel needs; use LinearKernel.Tiled or Naive.");
         if (kernel == LinearKernel.Auto)
@@ -299,15 +296,12 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void RmsNorm(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon)
+    protected override void RmsNormCore(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon)
     {
         var w = Own(weight);
         var x = Own(input, nameof(input));
         var y = Own(output, nameof(output));
         int d = w.Cols;
-        ArgumentOutOfRangeException.ThrowIfNegative(rows);
-        Require(x, (long)rows * d, nameof(input));
-        Require(y, (long)rows * d, nameof(output));
         if (rows == 0 || d == 0) return;
         var config = new KernelConfig(rows, _reduceGroup);
         lock (_gate)
@@ -324,14 +318,10 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Activate(IBuffer gate, IBuffer? up, ActivationKind kind, int length)
+    protected override void ActivateCore(IBuffer gate, IBuffer? up, ActivationKind kind, int length)
     {
         var g = Own(gate, nameof(gate));
         var u = up is null ? null : Own(up, nameof(up));
-        if (!Enum.IsDefined(kind)) throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown activation.");
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        Require(g, length, nameof(gate));
-        if (u is not null) Require(u, length, nameof(up));
         if (length == 0) return;
         lock (_gate)
         {
@@ -341,13 +331,10 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Add(IBuffer source, IBuffer destination, int length)
+    protected override void AddCore(IBuffer source, IBuffer destination, int length)
     {
         var s = Own(source, nameof(source));
         var d = Own(destination, nameof(destination));
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        Require(s, length, nameof(source));
-        Require(d, length, nameof(destination));
         if (length == 0) return;
         lock (_gate)
         {
@@ -357,11 +344,9 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Scale(IBuffer buffer, float factor, int length)
+    protected override void ScaleCore(IBuffer buffer, float factor, int length)
     {
         var b = Own(buffer, nameof(buffer));
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        Require(b, length, nameof(buffer));
         if (length == 0) return;
         lock (_gate)
         {
@@ -371,19 +356,12 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void PositionBias(IWeight table, IBuffer output, int queryLength, int keyLength, int queryOffset,
+    protected override void PositionBiasCore(IWeight table, IBuffer output, int queryLength, int keyLength, int queryOffset,
         bool bidirectional, int numBuckets, int maxDistance)
     {
         var w = Own(table);
         var o = Own(output, nameof(output));
-        ArgumentOutOfRangeException.ThrowIfNegative(queryLength);
-        ArgumentOutOfRangeException.ThrowIfNegative(keyLength);
-        if (numBuckets > w.Rows)
-            throw new ArgumentException($"'{w.Name}' has {w.Rows} buckets but {numBuckets} were asked for.", nameof(numBuckets));
         int maxExact = (bidirectional ? numBuckets / 2 : numBuckets) / 2;
-        if (maxExact < 1 || maxDistance <= maxExact)
-            throw new ArgumentException($"num_buckets {numBuckets} / max_distance {maxDistance} leave no logarithmic buckets.", nameof(numBuckets));
-        Require(o, (long)w.Cols * queryLength * keyLength, nameof(output));
         if (queryLength == 0 || keyLength == 0) return;
         var p = new PositionBiasParams
         {
@@ -415,27 +393,16 @@ public sealed class IlgpuBackend : IBackend
     /// <remarks>One thread group per (batch, head, query) holds that query's scores in shared memory, so KeyLength is
     /// bounded by the device's shared memory per group (48 KiB on CUDA: about 12,000 keys); beyond it this throws
     /// <see cref="NotSupportedException"/>.</remarks>
-    public void Attention(IBuffer query, IBuffer key, IBuffer value, IBuffer output, AttentionShape shape,
+    protected override void AttentionCore(IBuffer query, IBuffer key, IBuffer value, IBuffer output, AttentionShape shape,
         IBuffer? bias, IBuffer? keyMask)
     {
         var s = shape;
-        if (s.Batch < 0 || s.Heads < 0 || s.HeadDim < 0 || s.QueryLength < 0 || s.KeyLength < 0 || s.QueryOffset < 0)
-            throw new ArgumentOutOfRangeException(nameof(shape), shape, "Attention sizes must not be negative.");
-        if (s.KeyLength > s.KeyCapacity)
-            throw new ArgumentOutOfRangeException(nameof(shape), shape, "KeyLength exceeds KeyCapacity.");
         var q = Own(query, nameof(query));
         var k = Own(key, nameof(key));
         var v = Own(value, nameof(value));
         var o = Own(output, nameof(output));
         var b = bias is null ? null : Own(bias, nameof(bias));
         var m = keyMask is null ? null : Own(keyMask, nameof(keyMask));
-        long inner = s.InnerDim;
-        Require(q, s.Batch * s.QueryLength * inner, nameof(query));
-        Require(k, s.Batch * s.KeyCapacity * inner, nameof(key));
-        Require(v, s.Batch * s.KeyCapacity * inner, nameof(value));
-        Require(o, s.Batch * s.QueryLength * inner, nameof(output));
-        if (b is not null) Require(b, (long)s.Heads * s.QueryLength * s.KeyLength, nameof(bias));
-        if (m is not null) Require(m, (long)s.Batch * s.KeyLength, nameof(keyMask));
         long groups = (long)s.Batch * s.Heads * s.QueryLength;
         if (groups == 0 || s.HeadDim == 0) return;
 
@@ -468,15 +435,10 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void AppendToCache(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength)
+    protected override void AppendToCacheCore(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength)
     {
         var s = Own(source, nameof(source));
         var c = Own(cache, nameof(cache));
-        if (batch < 0 || length < 0 || rowLength < 0 || position < 0 || position + length > capacity)
-            throw new ArgumentOutOfRangeException(nameof(position),
-                $"Cannot append {length} rows at position {position} of a cache of capacity {capacity} (batch {batch}).");
-        Require(s, (long)batch * length * rowLength, nameof(source));
-        Require(c, (long)batch * capacity * rowLength, nameof(cache));
         long n = (long)batch * length * rowLength;
         if (n == 0) return;
         lock (_gate)
@@ -487,20 +449,11 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    /// <remarks>source and destination must be different buffers (rows are copied in parallel).</remarks>
-    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0)
+    protected override void GatherRowsCore(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride)
     {
         var s = Own(source, nameof(source));
         var d = Own(destination, nameof(destination));
-        if (ReferenceEquals(s, d)) throw new ArgumentException("GatherRows needs distinct source and destination buffers.", nameof(destination));
-        ArgumentOutOfRangeException.ThrowIfNegative(rowLength);
-        if (rowStride != 0 && rowStride < rowLength)
-            throw new ArgumentOutOfRangeException(nameof(rowStride), rowStride, $"Rows of {rowLength} floats cannot start {rowStride} apart.");
         int stride = rowStride == 0 ? rowLength : rowStride;
-        if (!sourceRows.IsEmpty) Require(d, (long)(sourceRows.Length - 1) * stride + rowLength, nameof(destination));
-        foreach (int row in sourceRows)
-            if (row < 0 || (long)row * stride + rowLength > s.Length)
-                throw new ArgumentOutOfRangeException(nameof(sourceRows), row, $"Row outside the source buffer ({s.Length} floats, rows of {rowLength} every {stride}).");
         if (sourceRows.IsEmpty || rowLength == 0) return;
         lock (_gate)
         {
@@ -511,13 +464,9 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void ArgMax(IBuffer input, int rows, int cols, Span<int> result)
+    protected override void ArgMaxCore(IBuffer input, int rows, int cols, Span<int> result)
     {
         var x = Own(input, nameof(input));
-        ArgumentOutOfRangeException.ThrowIfNegative(rows);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(cols);
-        Require(x, (long)rows * cols, nameof(input));
-        if (result.Length < rows) throw new ArgumentException($"result holds {result.Length} ids; {rows} rows need as many.", nameof(result));
         if (rows == 0) return;
         lock (_gate)
         {
@@ -529,7 +478,7 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void Dispose()
+    public override void Dispose()
     {
         lock (_gate)
         {
@@ -661,18 +610,6 @@ public sealed class IlgpuBackend : IBackend
         if (!ReferenceEquals(w.Owner, this))
             throw new ArgumentException($"Weight '{weight.Name}' belongs to another ILGPU backend ({w.Owner}).", nameof(weight));
         return w;
-    }
-
-    private static void Require(IlgpuBuffer buffer, long floats, string name)
-    {
-        if (floats > buffer.Length)
-            throw new ArgumentException($"{name} holds {buffer.Length} floats; this call needs {floats}.", name);
-    }
-
-    private static void CheckRange(IlgpuBuffer buffer, int offset, int length, string name)
-    {
-        if (offset < 0 || (long)offset + length > buffer.Length)
-            throw new ArgumentOutOfRangeException(nameof(offset), $"{length} floats at offset {offset} do not fit {name} ({buffer.Length} floats).");
     }
 
     /// <summary>First thing inside the lock: refuses work after Dispose, and makes the accelerator current on this

@@ -4,8 +4,8 @@ using ILGPU.Runtime;
 
 namespace ManagedT5.Kernels.Ilgpu;
 
-/// <summary>A buffer of floats on an ILGPU accelerator. Create with <see cref="IlgpuBackend.Allocate"/>; move data
-/// with <see cref="IlgpuBackend.Upload"/> and <see cref="IlgpuBackend.Download"/>.</summary>
+/// <summary>A buffer of floats on an ILGPU accelerator. Create with <see cref="BackendBase.Allocate"/>; move data
+/// with <see cref="BackendBase.Upload"/> and <see cref="BackendBase.Download"/>.</summary>
 public sealed class IlgpuBuffer : IBuffer
 {
     private MemoryBuffer1D<float, Stride1D.Dense>? _memory;

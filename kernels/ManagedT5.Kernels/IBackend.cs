@@ -1,6 +1,8 @@
-// The backend interface: the only thing the T5 model calls to compute. It knows nothing about T5's structure;
-// it offers buffers, weights and the handful of ops a T5 forward pass is made of. Implementations: Reference
-// (scalar, the twin every fast kernel is tested against), Cpu (SIMD + threads), and the ILGPU backend.
+// The backend contract: the only thing the T5 model calls to compute. It knows nothing about T5's structure; it
+// offers buffers, weights and the handful of ops a T5 forward pass is made of (IBackend, BackendOp), and checks every
+// op's arguments once, with the same rules for every backend, before calling that backend's own code (BackendBase,
+// in BackendBase.cs). Implementations: Reference (scalar, the twin every fast kernel is tested against), Cpu (SIMD +
+// threads), and the optional ILGPU package.
 namespace ManagedT5.Kernels;
 
 /// <summary>A float buffer of activations living where the backend computes (host array, GPU memory).</summary>
@@ -91,6 +93,10 @@ public interface IBackend : IDisposable
     /// <summary>Short name ("reference", "cpu", "ilgpu-cuda" ...).</summary>
     string Name { get; }
 
+    /// <summary>Whether this backend implements <paramref name="op"/> (on this device). Calling an op it lacks throws
+    /// a <see cref="NotSupportedException"/> naming the backend and the op.</summary>
+    bool Supports(BackendOp op);
+
     /// <summary>Prepares a stored tensor. A CPU backend may use <paramref name="source"/>'s memory in place, so that
     /// memory must outlive the weight. <paramref name="format"/> null keeps the stored dtype (F32/F16/BF16).</summary>
     IWeight CreateWeight(HostTensor source, WeightFormat? format = null);
@@ -113,20 +119,8 @@ public interface IBackend : IDisposable
 
     /// <summary>Several Linears of one input as one op: outputs[i] = input weights[i]^T for each i (q, k and v of one
     /// normed input; wi_0 and wi_1). The weights share in_features. A backend may share the work of preparing the input
-    /// and of dispatching it; every output equals what <see cref="Linear"/> gives for its weight alone. This default
-    /// calls <see cref="Linear"/> once per weight.</summary>
-    void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
-    {
-        RequireOutputPerWeight(weights, outputs);
-        for (int i = 0; i < weights.Length; i++) Linear(input, weights[i], outputs[i], rows);
-    }
-
-    /// <summary>The argument check every <see cref="Linears"/> starts with.</summary>
-    internal static void RequireOutputPerWeight(ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs)
-    {
-        if (weights.Length != outputs.Length)
-            throw new ArgumentException($"{weights.Length} weights but {outputs.Length} outputs; give one output per weight.", nameof(outputs));
-    }
+    /// and of dispatching it; every output equals what <see cref="Linear"/> gives for its weight alone.</summary>
+    void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows);
 
     /// <summary>T5LayerNorm: output[r] = input[r] * rsqrt(mean(input[r]^2) + epsilon) * weight. No mean, no bias.</summary>
     void RmsNorm(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon);
@@ -164,4 +158,309 @@ public interface IBackend : IDisposable
 
     /// <summary>result[r] = index of the largest of input[r, 0..cols) (first index on ties).</summary>
     void ArgMax(IBuffer input, int rows, int cols, Span<int> result);
+}
+
+/// <summary>The ops of <see cref="IBackend"/>, for <see cref="IBackend.Supports"/> and for messages. An op added later
+/// (a backward op, say) that some backend lacks gets a member here and reports false there.</summary>
+public enum BackendOp
+{
+    /// <summary><see cref="IBackend.Embedding"/>.</summary>
+    Embedding,
+    /// <summary><see cref="IBackend.Linear"/>.</summary>
+    Linear,
+    /// <summary><see cref="IBackend.Linears"/>.</summary>
+    Linears,
+    /// <summary><see cref="IBackend.RmsNorm"/>.</summary>
+    RmsNorm,
+    /// <summary><see cref="IBackend.Activate"/>.</summary>
+    Activate,
+    /// <summary><see cref="IBackend.Add"/>.</summary>
+    Add,
+    /// <summary><see cref="IBackend.Scale"/>.</summary>
+    Scale,
+    /// <summary><see cref="IBackend.PositionBias"/>.</summary>
+    PositionBias,
+    /// <summary><see cref="IBackend.Attention"/>.</summary>
+    Attention,
+    /// <summary><see cref="IBackend.AppendToCache"/>.</summary>
+    AppendToCache,
+    /// <summary><see cref="IBackend.GatherRows"/>.</summary>
+    GatherRows,
+    /// <summary><see cref="IBackend.ArgMax"/>.</summary>
+    ArgMax,
+}
+
+/// <summary>
+/// The one place every op's arguments are checked: each public op checks sizes, aliasing and index ranges with the
+/// same rules for every backend, then calls the backend's <c>*Core</c> method, which may assume them. A backend
+/// derives from this and implements the cores; buffers and weights of another backend's type are refused there.
+/// The checks are integer compares (and one pass over the ids of Embedding / GatherRows), nothing that allocates.
+/// </summary>
+public abstract class BackendBase : IBackend
+{
+    /// <inheritdoc />
+    public abstract string Name { get; }
+
+    /// <inheritdoc />
+    /// <remarks>Every op of <see cref="BackendOp"/> today is one the forward pass needs, so every backend has them;
+    /// a backend that lacks one (an op added later, or one its device cannot run) overrides this.</remarks>
+    public virtual bool Supports(BackendOp op) => Enum.IsDefined(op);
+
+    /// <summary>The error for an op this backend lacks: names the backend and the op.</summary>
+    protected NotSupportedException NotSupported(BackendOp op) =>
+        new($"The {Name} backend does not support {op}; check IBackend.Supports({nameof(BackendOp)}.{op}) and use a backend that does (\"cpu\" has every op).");
+
+    /// <inheritdoc />
+    public abstract IWeight CreateWeight(HostTensor source, WeightFormat? format = null);
+
+    /// <inheritdoc />
+    public IBuffer Allocate(int length)
+    {
+        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length), length, "A buffer length must not be negative.");
+        return AllocateCore(length);
+    }
+
+    /// <inheritdoc />
+    public void Upload(ReadOnlySpan<float> source, IBuffer destination, int offset = 0)
+    {
+        CheckRange(destination, offset, source.Length, nameof(destination));
+        UploadCore(source, destination, offset);
+    }
+
+    /// <inheritdoc />
+    public void Download(IBuffer source, Span<float> destination, int offset = 0)
+    {
+        CheckRange(source, offset, destination.Length, nameof(source));
+        DownloadCore(source, destination, offset);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>Every id is checked against the table's rows: a bad id would read outside the table.</remarks>
+    public void Embedding(IWeight table, ReadOnlySpan<int> ids, IBuffer output)
+    {
+        (int rows, int cols) = Matrix(table);
+        Require(output, (long)ids.Length * cols, nameof(output));
+        foreach (int id in ids)
+            if ((uint)id >= (uint)rows)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id outside the {rows} rows of '{table.Name}'.");
+        EmbeddingCore(table, ids, output);
+    }
+
+    /// <inheritdoc />
+    public void Linear(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate = false)
+    {
+        CheckLinear(input, weight, output, rows, nameof(output));
+        LinearCore(input, weight, output, rows, accumulate);
+    }
+
+    /// <inheritdoc />
+    public void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
+    {
+        if (weights.Length != outputs.Length)
+            throw new ArgumentException($"{weights.Length} weights but {outputs.Length} outputs; give one output per weight.", nameof(outputs));
+        for (int i = 0; i < weights.Length; i++)
+        {
+            CheckLinear(input, weights[i], outputs[i], rows, nameof(outputs));
+            if (i > 0 && weights[i].Shape[^1] != weights[0].Shape[^1])
+                throw new ArgumentException(
+                    $"Weight '{weights[i].Name}' has {weights[i].Shape[^1]} in_features but '{weights[0].Name}' has {weights[0].Shape[^1]}; weights sharing an input must match.",
+                    nameof(weights));
+            for (int j = 0; j < i; j++)
+                if (ReferenceEquals(outputs[i], outputs[j]))
+                    throw new ArgumentException($"Outputs {j} and {i} are the same buffer; give each weight its own output.", nameof(outputs));
+        }
+        LinearsCore(input, weights, outputs, rows);
+    }
+
+    /// <inheritdoc />
+    public void RmsNorm(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon)
+    {
+        RequireCount(rows, nameof(rows));
+        int d = weight.Shape.Count == 0 ? 1 : weight.Shape[^1];
+        Require(input, (long)rows * d, nameof(input));
+        Require(output, (long)rows * d, nameof(output));
+        RmsNormCore(input, weight, output, rows, epsilon);
+    }
+
+    /// <inheritdoc />
+    public void Activate(IBuffer gate, IBuffer? up, ActivationKind kind, int length)
+    {
+        if (!Enum.IsDefined(kind)) throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown activation.");
+        RequireCount(length, nameof(length));
+        Require(gate, length, nameof(gate));
+        if (up is not null) Require(up, length, nameof(up));
+        ActivateCore(gate, up, kind, length);
+    }
+
+    /// <inheritdoc />
+    public void Add(IBuffer source, IBuffer destination, int length)
+    {
+        RequireCount(length, nameof(length));
+        Require(source, length, nameof(source));
+        Require(destination, length, nameof(destination));
+        AddCore(source, destination, length);
+    }
+
+    /// <inheritdoc />
+    public void Scale(IBuffer buffer, float factor, int length)
+    {
+        RequireCount(length, nameof(length));
+        Require(buffer, length, nameof(buffer));
+        ScaleCore(buffer, factor, length);
+    }
+
+    /// <inheritdoc />
+    public void PositionBias(IWeight table, IBuffer output, int queryLength, int keyLength, int queryOffset,
+        bool bidirectional, int numBuckets, int maxDistance)
+    {
+        RequireCount(queryLength, nameof(queryLength));
+        RequireCount(keyLength, nameof(keyLength));
+        RequireCount(queryOffset, nameof(queryOffset));
+        (int buckets, int heads) = Matrix(table);
+        if (numBuckets > buckets)
+            throw new ArgumentException($"'{table.Name}' has {buckets} buckets but {numBuckets} were asked for.", nameof(numBuckets));
+        int maxExact = (bidirectional ? numBuckets / 2 : numBuckets) / 2;
+        if (maxExact < 1 || maxDistance <= maxExact)
+            throw new ArgumentException($"num_buckets {numBuckets} / max_distance {maxDistance} leave no logarithmic buckets.", nameof(numBuckets));
+        Require(output, (long)heads * queryLength * keyLength, nameof(output));
+        PositionBiasCore(table, output, queryLength, keyLength, queryOffset, bidirectional, numBuckets, maxDistance);
+    }
+
+    /// <inheritdoc />
+    public void Attention(IBuffer query, IBuffer key, IBuffer value, IBuffer output, AttentionShape shape,
+        IBuffer? bias, IBuffer? keyMask)
+    {
+        shape.Require();
+        long rows = (long)shape.Batch * shape.QueryLength * shape.InnerDim, cache = (long)shape.Batch * shape.KeyCapacity * shape.InnerDim;
+        Require(query, rows, nameof(query));
+        Require(output, rows, nameof(output));
+        Require(key, cache, nameof(key));
+        Require(value, cache, nameof(value));
+        if (bias is not null) Require(bias, (long)shape.Heads * shape.QueryLength * shape.KeyLength, nameof(bias));
+        if (keyMask is not null) Require(keyMask, (long)shape.Batch * shape.KeyLength, nameof(keyMask));
+        if (ReferenceEquals(output, query) || ReferenceEquals(output, key) || ReferenceEquals(output, value))
+            throw new ArgumentException("Attention's output must be its own buffer, not the query, key or value.", nameof(output));
+        AttentionCore(query, key, value, output, shape, bias, keyMask);
+    }
+
+    /// <inheritdoc />
+    public void AppendToCache(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength)
+    {
+        RequireCount(batch, nameof(batch));
+        RequireCount(length, nameof(length));
+        RequireCount(rowLength, nameof(rowLength));
+        if (position < 0 || (long)position + length > capacity)
+            throw new ArgumentOutOfRangeException(nameof(position), $"Rows {position}..{(long)position + length} do not fit a cache of capacity {capacity}.");
+        Require(source, (long)batch * length * rowLength, nameof(source));
+        Require(cache, (long)batch * capacity * rowLength, nameof(cache));
+        if (ReferenceEquals(source, cache))
+            throw new ArgumentException("AppendToCache needs distinct source and cache buffers.", nameof(cache));
+        AppendToCacheCore(source, cache, batch, length, capacity, position, rowLength);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>Source and destination must differ (an in-place reorder would overwrite rows before reading them), and
+    /// every source row must lie inside the source buffer.</remarks>
+    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0)
+    {
+        RequireCount(rowLength, nameof(rowLength));
+        if (ReferenceEquals(source, destination))
+            throw new ArgumentException("GatherRows needs distinct source and destination buffers.", nameof(destination));
+        if (rowStride != 0 && rowStride < rowLength)
+            throw new ArgumentOutOfRangeException(nameof(rowStride), rowStride, $"Rows of {rowLength} floats cannot start {rowStride} apart.");
+        long stride = rowStride == 0 ? rowLength : rowStride;
+        if (!sourceRows.IsEmpty) Require(destination, (sourceRows.Length - 1) * stride + rowLength, nameof(destination));
+        foreach (int row in sourceRows)
+            if (row < 0 || row * stride + rowLength > source.Length)
+                throw new ArgumentOutOfRangeException(nameof(sourceRows), row, $"Row outside the source buffer ({source.Length} floats, rows of {rowLength} every {stride}).");
+        GatherRowsCore(source, destination, sourceRows, rowLength, rowStride);
+    }
+
+    /// <inheritdoc />
+    public void ArgMax(IBuffer input, int rows, int cols, Span<int> result)
+    {
+        RequireCount(rows, nameof(rows));
+        if (cols < 1) throw new ArgumentOutOfRangeException(nameof(cols), cols, "An argmax needs at least one column.");
+        Require(input, (long)rows * cols, nameof(input));
+        if (result.Length < rows) throw new ArgumentException($"result holds {result.Length} ints; {rows} rows need as many.", nameof(result));
+        ArgMaxCore(input, rows, cols, result);
+    }
+
+    /// <inheritdoc />
+    public abstract void Dispose();
+
+    /// <summary><see cref="Allocate"/>, length checked.</summary>
+    protected abstract IBuffer AllocateCore(int length);
+    /// <summary><see cref="Upload"/>, range checked.</summary>
+    protected abstract void UploadCore(ReadOnlySpan<float> source, IBuffer destination, int offset);
+    /// <summary><see cref="Download"/>, range checked.</summary>
+    protected abstract void DownloadCore(IBuffer source, Span<float> destination, int offset);
+    /// <summary><see cref="Embedding"/>, ids in range and output large enough.</summary>
+    protected abstract void EmbeddingCore(IWeight table, ReadOnlySpan<int> ids, IBuffer output);
+    /// <summary><see cref="Linear"/>, sizes checked, input and output distinct.</summary>
+    protected abstract void LinearCore(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate);
+    /// <summary><see cref="Linears"/>, each pair checked as for Linear, in_features shared, outputs distinct. This
+    /// default runs <see cref="LinearCore"/> once per weight.</summary>
+    protected virtual void LinearsCore(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
+    {
+        for (int i = 0; i < weights.Length; i++) LinearCore(input, weights[i], outputs[i], rows, accumulate: false);
+    }
+    /// <summary><see cref="RmsNorm"/>, sizes checked.</summary>
+    protected abstract void RmsNormCore(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon);
+    /// <summary><see cref="Activate"/>, kind known and sizes checked.</summary>
+    protected abstract void ActivateCore(IBuffer gate, IBuffer? up, ActivationKind kind, int length);
+    /// <summary><see cref="Add"/>, sizes checked.</summary>
+    protected abstract void AddCore(IBuffer source, IBuffer destination, int length);
+    /// <summary><see cref="Scale"/>, size checked.</summary>
+    protected abstract void ScaleCore(IBuffer buffer, float factor, int length);
+    /// <summary><see cref="PositionBias"/>, buckets within the table and output large enough.</summary>
+    protected abstract void PositionBiasCore(IWeight table, IBuffer output, int queryLength, int keyLength, int queryOffset,
+        bool bidirectional, int numBuckets, int maxDistance);
+    /// <summary><see cref="Attention"/>, shape and sizes checked, output distinct from the inputs.</summary>
+    protected abstract void AttentionCore(IBuffer query, IBuffer key, IBuffer value, IBuffer output, AttentionShape shape,
+        IBuffer? bias, IBuffer? keyMask);
+    /// <summary><see cref="AppendToCache"/>, rows within capacity and sizes checked.</summary>
+    protected abstract void AppendToCacheCore(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength);
+    /// <summary><see cref="GatherRows"/>, buffers distinct and every row inside them.</summary>
+    protected abstract void GatherRowsCore(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride);
+    /// <summary><see cref="ArgMax"/>, sizes checked.</summary>
+    protected abstract void ArgMaxCore(IBuffer input, int rows, int cols, Span<int> result);
+
+    /// <summary>(rows, cols) of a weight: the last dimension and the product of the others.</summary>
+    private static (int Rows, int Cols) Matrix(IWeight weight)
+    {
+        IReadOnlyList<int> shape = weight.Shape;
+        if (shape.Count == 0) return (1, 1);
+        long rows = 1;
+        for (int i = 0; i < shape.Count - 1; i++) rows *= shape[i];
+        return ((int)Math.Min(rows, int.MaxValue), shape[^1]);
+    }
+
+    /// <summary>Linear's check, for a backend's own overloads of it (a chosen kernel, say).</summary>
+    protected static void CheckLinear(IBuffer input, IWeight weight, IBuffer output, int rows, string outputName)
+    {
+        RequireCount(rows, nameof(rows));
+        (int outFeatures, int inFeatures) = Matrix(weight);
+        Require(input, (long)rows * inFeatures, nameof(input));
+        Require(output, (long)rows * outFeatures, outputName);
+        if (ReferenceEquals(input, output))
+            throw new ArgumentException($"Linear with '{weight.Name}' reads its input while writing its output; give them distinct buffers.", outputName);
+    }
+
+    private static void RequireCount(int count, string name)
+    {
+        if (count < 0) throw new ArgumentOutOfRangeException(name, count, $"{name} must not be negative.");
+    }
+
+    private static void Require(IBuffer buffer, long floats, string name)
+    {
+        if (buffer.Length < floats)
+            throw new ArgumentException($"Buffer '{name}' holds {buffer.Length} floats but the op needs {floats}; allocate it at the largest size used.", name);
+    }
+
+    private static void CheckRange(IBuffer buffer, int offset, int length, string name)
+    {
+        if (offset < 0 || (long)offset + length > buffer.Length)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"{length} floats at offset {offset} do not fit {name} ({buffer.Length} floats).");
+    }
 }

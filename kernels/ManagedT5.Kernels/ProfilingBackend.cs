@@ -45,6 +45,9 @@ public sealed class ProfilingBackend : IBackend
     /// <inheritdoc />
     public string Name => _inner.Name;
 
+    /// <inheritdoc />
+    public bool Supports(BackendOp op) => _inner.Supports(op);
+
     /// <summary>Forgets everything measured so far (e.g. after warm-up).</summary>
     public void Reset()
     {

@@ -7,7 +7,7 @@ namespace ManagedT5.Kernels.Ilgpu.Tests;
 public sealed class BackendTests
 {
     [Fact]
-    public void Describe_lists_every_kind_of_device()
+    public void DescribeListsEveryKindOfDevice()
     {
         var lines = IlgpuDevices.Describe();
         Assert.Contains(lines, l => l.StartsWith("cpu: ILGPU CPU accelerator", StringComparison.Ordinal));
@@ -16,7 +16,7 @@ public sealed class BackendTests
     }
 
     [Fact]
-    public void Cpu_and_Auto_always_give_a_backend()
+    public void CpuAndAutoAlwaysGiveABackend()
     {
         using var cpu = IlgpuDevices.Create(IlgpuDeviceKind.Cpu);
         Assert.Equal("ilgpu-cpu", cpu.Name);
@@ -29,7 +29,7 @@ public sealed class BackendTests
     [Theory]
     [InlineData(IlgpuDeviceKind.Cuda)]
     [InlineData(IlgpuDeviceKind.OpenCL)]
-    public void An_absent_device_is_NotSupported_with_what_was_found(IlgpuDeviceKind kind)
+    public void AnAbsentDeviceIsNotSupportedWithWhatWasFound(IlgpuDeviceKind kind)
     {
         if (IlgpuDevices.IsAvailable(kind)) return; // present here: nothing to check (the parity suite runs on it)
         var e = Assert.Throws<NotSupportedException>(() => IlgpuDevices.Create(kind));
@@ -39,7 +39,7 @@ public sealed class BackendTests
     }
 
     [Fact]
-    public void Out_of_memory_says_how_much_was_asked_and_what_is_left()
+    public void OutOfMemorySaysHowMuchWasAskedAndWhatIsLeft()
     {
         using var backend = IlgpuDevices.Create(IlgpuDeviceKind.Cpu);
         using var first = backend.Allocate(1 << 20);
@@ -53,7 +53,7 @@ public sealed class BackendTests
     }
 
     [DeviceFact(IlgpuDeviceKind.Cuda)]
-    public void Cuda_out_of_memory_is_reported_not_hung()
+    public void CudaOutOfMemoryIsReportedNotHung()
     {
         var backend = TestDevices.Backend(IlgpuDeviceKind.Cuda);
         var e = Assert.Throws<InsufficientMemoryException>((Action)(() =>
@@ -72,7 +72,7 @@ public sealed class BackendTests
     }
 
     [Fact]
-    public void Buffers_are_zeroed_and_round_trip()
+    public void BuffersAreZeroedAndRoundTrip()
     {
         var backend = TestDevices.Backend(IlgpuDeviceKind.Cpu);
         using var buffer = backend.Allocate(37);
@@ -87,7 +87,7 @@ public sealed class BackendTests
     }
 
     [Fact]
-    public void Foreign_buffers_and_weights_are_rejected()
+    public void ForeignBuffersAndWeightsAreRejected()
     {
         var backend = TestDevices.Backend(IlgpuDeviceKind.Cpu);
         var reference = new ReferenceBackend();
@@ -102,7 +102,7 @@ public sealed class BackendTests
     }
 
     [Fact]
-    public void A_disposed_backend_refuses_work()
+    public void ADisposedBackendRefusesWork()
     {
         var backend = IlgpuDevices.Create(IlgpuDeviceKind.Cpu);
         var buffer = backend.Allocate(3);
@@ -113,7 +113,7 @@ public sealed class BackendTests
     }
 
     [Fact]
-    public void Int8_weights_report_their_bytes()
+    public void Int8WeightsReportTheirBytes()
     {
         var backend = TestDevices.Backend(IlgpuDeviceKind.Cpu);
         using var tensor = TestTensor.Create("w", DType.F32, [3, 5], Parity.Random(15, 1));
@@ -126,7 +126,7 @@ public sealed class BackendTests
 
     /// <summary>Four "generations" at once on one backend, each its own chain of ops on its own buffers.</summary>
     [DeviceTheory]
-    public void Concurrent_callers_get_the_reference_results(IlgpuDeviceKind device)
+    public void ConcurrentCallersGetTheReferenceResults(IlgpuDeviceKind device)
     {
         var backend = TestDevices.Backend(device);
         const int d = 33, dff = 65, rows = 3;

@@ -8,7 +8,7 @@ namespace ManagedT5.Kernels.Ilgpu.Tests;
 public sealed class DeviceMathTests
 {
     [Fact]
-    public void Half_widening_is_exact_for_all_65536_bit_patterns()
+    public void HalfWideningIsExactForAll65536BitPatterns()
     {
         for (int bits = 0; bits <= ushort.MaxValue; bits++)
         {
@@ -21,7 +21,7 @@ public sealed class DeviceMathTests
     }
 
     [Fact]
-    public void Exp_is_within_2_ulp_of_MathF_over_its_range()
+    public void ExpIsWithin2UlpOfMathFOverItsRange()
     {
         for (float x = -103.9f; x < 88.7f; x += 0.0137f)
         {
@@ -37,7 +37,7 @@ public sealed class DeviceMathTests
     private static int UlpDistance(float a, float b) => Math.Abs(BitConverter.SingleToInt32Bits(a) - BitConverter.SingleToInt32Bits(b));
 
     [Fact]
-    public void Tanh_is_within_2e7_absolute()
+    public void TanhIsWithin2e7Absolute()
     {
         for (float x = -12f; x < 12f; x += 0.00731f)
             Assert.True(Math.Abs(DeviceMath.Tanh(x) - Math.Tanh(x)) <= 2e-7, $"tanh({x}) = {DeviceMath.Tanh(x)}, expected {Math.Tanh(x)}");
@@ -47,7 +47,7 @@ public sealed class DeviceMathTests
     /// not always correctly rounded (glibc: ln(390.5) comes out one ulp low), so the two may differ by one ulp on a
     /// ratio; what must hold is that no such ulp moves a bucket, which the bucket tests check distance by distance.</summary>
     [Fact]
-    public void Log_is_within_1_ulp_of_MathF_Log_on_every_bucket_ratio()
+    public void LogIsWithin1UlpOfMathFLogOnEveryBucketRatio()
     {
         foreach (int maxExact in new[] { 4, 8, 16, 32, 64 })
             for (int distance = maxExact; distance <= 4096; distance++)
@@ -60,7 +60,7 @@ public sealed class DeviceMathTests
     }
 
     [Fact]
-    public void Bucket_equals_RelativePosition_Bucket()
+    public void BucketEqualsRelativePositionBucket()
     {
         foreach (var (numBuckets, maxDistance) in new[] { (32, 128), (64, 256), (16, 64), (32, 64), (8, 20) })
             foreach (bool bidirectional in new[] { true, false })
@@ -74,7 +74,7 @@ public sealed class DeviceMathTests
     }
 
     [Fact]
-    public void Activations_are_within_tolerance_of_the_reference()
+    public void ActivationsAreWithinToleranceOfTheReference()
     {
         foreach (var kind in Enum.GetValues<ActivationKind>())
         {

@@ -20,7 +20,7 @@ public sealed partial class GpuCompileTests(ITestOutputHelper output)
     public static TheoryData<string> Architectures => new(GpuCompiler.CudaArchitectures);
 
     [Fact]
-    public void Catalog_lists_every_kernel_with_every_weight_format()
+    public void CatalogListsEveryKernelWithEveryWeightFormat()
     {
         // A kernel is a static void method of a class in ManagedT5.Kernels.Ilgpu.Kernels (helpers return values).
         var kernels = typeof(KernelCatalog).Assembly.GetTypes()
@@ -39,7 +39,7 @@ public sealed partial class GpuCompileTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Architectures))]
-    public void Every_kernel_compiles_to_PTX(string architecture)
+    public void EveryKernelCompilesToPTX(string architecture)
     {
         foreach (bool newestDriver in new[] { false, true })
         {
@@ -57,7 +57,7 @@ public sealed partial class GpuCompileTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Architectures))]
-    public void Shared_memory_of_every_kernel_fits_48_KiB(string architecture)
+    public void SharedMemoryOfEveryKernelFits48KiB(string architecture)
     {
         // Attention's dynamic shared memory grows with the keys; the backend refuses what exceeds the device's
         // limit, so check a long T5 input (2048 keys of d_kv 64) fits beside the static allocations.
@@ -75,7 +75,7 @@ public sealed partial class GpuCompileTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Group_sizes_fit_a_CUDA_device()
+    public void GroupSizesFitACUDADevice()
     {
         output.WriteLine($"CUDA group sizes: {Cuda}");
         foreach (var kernel in KernelCatalog.All)
@@ -98,7 +98,7 @@ public sealed partial class GpuCompileTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Architectures))]
-    public void Hot_kernels_use_no_64_bit_floating_point(string architecture)
+    public void HotKernelsUseNo64BitFloatingPoint(string architecture)
     {
         foreach (var c in GpuCompiler.Ptx(architecture, newestDriver: true))
         {
@@ -121,7 +121,7 @@ public sealed partial class GpuCompileTests(ITestOutputHelper output)
     /// </summary>
     [Theory]
     [MemberData(nameof(Architectures))]
-    public void Warp_level_code_is_only_in_the_GEMV_and_uses_full_32_lane_warps(string architecture)
+    public void WarpLevelCodeIsOnlyInTheGEMVAndUsesFull32LaneWarps(string architecture)
     {
         Assert.Equal(0, Cuda.Gemv % CudaWarpSize);
         foreach (var c in GpuCompiler.Ptx(architecture, newestDriver: true))
@@ -146,7 +146,7 @@ public sealed partial class GpuCompileTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(OpenCLProfiles))]
-    public void Every_kernel_the_backend_loads_on_OpenCL_compiles_with_ILGPU(OpenCLProfile profile)
+    public void EveryKernelTheBackendLoadsOnOpenCLCompilesWithILGPU(OpenCLProfile profile)
     {
         var compiled = GpuCompiler.OpenCL(profile.Version, profile.Vendor, profile.SubGroups, fp64: true)
             .Where(c => profile.Loads(c.Launch)).ToList();
@@ -155,7 +155,7 @@ public sealed partial class GpuCompileTests(ITestOutputHelper output)
     }
 
     [ClangFact]
-    public void OpenCL_C_of_every_kernel_compiles_with_clang()
+    public void OpenCLCOfEveryKernelCompilesWithClang()
     {
         output.WriteLine($"clang: {Clang.Path}");
         foreach (var profile in OpenCLProfile.All)
@@ -177,7 +177,7 @@ public sealed partial class GpuCompileTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Hot_kernels_need_no_fp64_on_OpenCL_and_the_backend_refuses_a_device_without_it()
+    public void HotKernelsNeedNoFp64OnOpenCLAndTheBackendRefusesADeviceWithoutIt()
     {
         var profile = OpenCLProfile.All[^1];
         foreach (var c in GpuCompiler.OpenCL(profile.Version, profile.Vendor, profile.SubGroups, fp64: false).Where(c => profile.Loads(c.Launch)))

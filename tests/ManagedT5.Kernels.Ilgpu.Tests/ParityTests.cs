@@ -18,7 +18,7 @@ public sealed class ParityTests
     private static string FormatName((DType Stored, WeightFormat? Format) f) => f.Format is null ? $"{f.Stored}" : $"{f.Stored}->{f.Format}";
 
     [DeviceTheory]
-    public void Embedding_matches_reference(IlgpuDeviceKind device)
+    public void EmbeddingMatchesReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         foreach (var format in Formats)
@@ -41,7 +41,7 @@ public sealed class ParityTests
         [(1, 1, 1), (3, 17, 33), (17, 33, 3), (2, 257, 19), (5, 8, 65)];
 
     [DeviceTheory]
-    public void Linear_every_kernel_matches_reference(IlgpuDeviceKind device)
+    public void LinearEveryKernelMatchesReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         LinearKernel[] kernels = [LinearKernel.Naive, LinearKernel.Tiled, LinearKernel.Gemv, LinearKernel.Auto];
@@ -57,7 +57,7 @@ public sealed class ParityTests
     }
 
     [DeviceTheory]
-    public void Linear_flan_t5_small_shapes_match_reference(IlgpuDeviceKind device)
+    public void LinearFlanT5SmallShapesMatchReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         bool gpu = TestDevices.IsGpu(device);
@@ -94,7 +94,7 @@ public sealed class ParityTests
     }
 
     [DeviceTheory]
-    public void RmsNorm_matches_reference(IlgpuDeviceKind device)
+    public void RmsNormMatchesReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         foreach (var (rows, d) in new[] { (1, 1), (3, 17), (17, 33), (2, 257), (3, DModel) })
@@ -109,7 +109,7 @@ public sealed class ParityTests
     }
 
     [DeviceTheory]
-    public void Activate_matches_reference(IlgpuDeviceKind device)
+    public void ActivateMatchesReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         foreach (var kind in Enum.GetValues<ActivationKind>())
@@ -124,7 +124,7 @@ public sealed class ParityTests
     }
 
     [DeviceTheory]
-    public void Add_and_Scale_match_reference(IlgpuDeviceKind device)
+    public void AddAndScaleMatchReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         foreach (int length in new[] { 1, 17, 257 })
@@ -138,7 +138,7 @@ public sealed class ParityTests
     }
 
     [DeviceTheory]
-    public void PositionBias_matches_reference(IlgpuDeviceKind device)
+    public void PositionBiasMatchesReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         foreach (var format in new[] { Formats[0], Formats[2] })
@@ -158,7 +158,7 @@ public sealed class ParityTests
     /// <summary>The bucket of every relative position in [-n, n], computed on the device (a table whose entry is its
     /// own bucket number) against RelativePosition.Bucket: exact equality, no tolerance.</summary>
     [DeviceTheory]
-    public void PositionBias_buckets_are_exact_for_every_distance(IlgpuDeviceKind device)
+    public void PositionBiasBucketsAreExactForEveryDistance(IlgpuDeviceKind device)
     {
         var backend = TestDevices.Backend(device);
         foreach (var (numBuckets, maxDistance) in new[] { (32, 128), (64, 256), (16, 64), (32, 64) })
@@ -197,7 +197,7 @@ public sealed class ParityTests
     ];
 
     [DeviceTheory]
-    public void Attention_matches_reference(IlgpuDeviceKind device)
+    public void AttentionMatchesReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         int seed = 100;
@@ -224,7 +224,7 @@ public sealed class ParityTests
     }
 
     [DeviceTheory]
-    public void Attention_with_every_key_masked_gives_zeros(IlgpuDeviceKind device)
+    public void AttentionWithEveryKeyMaskedGivesZeros(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         var s = new AttentionShape(2, 2, 5, 3, 4, 4);
@@ -238,7 +238,7 @@ public sealed class ParityTests
     }
 
     [DeviceTheory]
-    public void AppendToCache_and_GatherRows_match_reference(IlgpuDeviceKind device)
+    public void AppendToCacheAndGatherRowsMatchReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         const int batch = 2, length = 3, capacity = 17, rowLength = 33;
@@ -261,7 +261,7 @@ public sealed class ParityTests
     }
 
     [DeviceTheory]
-    public void ArgMax_matches_reference(IlgpuDeviceKind device)
+    public void ArgMaxMatchesReference(IlgpuDeviceKind device)
     {
         using var twin = new Twin(TestDevices.Backend(device));
         foreach (var (rows, cols) in new[] { (1, 1), (3, 17), (2, 257), (3, Vocab) })

@@ -100,8 +100,11 @@ public sealed class ThreadingTests : IDisposable
         Linear(cpu, weight, TestData.Random(256, 1), 1, 256);
         Thread.Sleep(5); // let the workers go to sleep on their semaphores
         Linear(cpu, weight, TestData.Random(256, 1), 1, 256);
+        Assert.Equal(2, cpu.LiveWorkers);     // three threads: the caller and two workers
         cpu.Dispose();
+        Assert.Equal(0, cpu.LiveWorkers);
         cpu.Dispose();
+        Assert.Equal(0, cpu.LiveWorkers);
     }
 
     [Fact]

@@ -46,15 +46,9 @@ public static class ReferenceKernels
         }
     }
 
-    /// <summary>The activation functions, one value at a time.</summary>
-    public static float Activation(float x, ActivationKind kind) => kind switch
-    {
-        ActivationKind.Relu => MathF.Max(x, 0f),
-        ActivationKind.GeluNew => 0.5f * x * (1f + MathF.Tanh(0.7978845608028654f * (x + 0.044715f * x * x * x))),
-        ActivationKind.Gelu => (float)(0.5 * x * (1.0 + Erf(x / Math.Sqrt(2.0)))),
-        ActivationKind.Silu => x / (1f + MathF.Exp(-x)),
-        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
-    };
+    /// <summary>The activation functions, one value at a time (<see cref="ScalarMath"/>'s formulas, which the SIMD
+    /// kernels' tails use too).</summary>
+    public static float Activation(float x, ActivationKind kind) => ScalarMath.Activation(x, kind);
 
     /// <summary>gate = act(gate) * up (or act(gate) alone).</summary>
     public static void Activate(Span<float> gate, ReadOnlySpan<float> up, ActivationKind kind, int length, bool gated)
@@ -141,21 +135,5 @@ public static class ReferenceKernels
     }
 
     /// <summary>Index of the largest value (the first on ties).</summary>
-    public static int ArgMax(ReadOnlySpan<float> values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
-        return best;
-    }
-
-    /// <summary>erf from Numerical Recipes' erfc fit (fractional error below 1.2e-7): plenty for a float result.</summary>
-    private static double Erf(double x)
-    {
-        // erf(x) = 1 - erfc(x), erfc by the Chebyshev-fitted exponential of Numerical Recipes.
-        double t = 1.0 / (1.0 + 0.5 * Math.Abs(x));
-        double y = 1 - t * Math.Exp(-x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
-            + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
-            + t * (-0.82215223 + t * 0.17087277)))))))));
-        return x >= 0 ? y : -y;
-    }
+    public static int ArgMax(ReadOnlySpan<float> values) => ScalarMath.ArgMax(values);
 }

@@ -1,76 +1,76 @@
-// The scalar reference backend: ReferenceKernels behind IBackend. Slow and obviously right; the parity baseline.
+// The scalar reference backend: ReferenceKernels behind the backend contract (BackendBase checks the arguments).
+// Slow and obviously right; the parity baseline.
 namespace ManagedT5.Kernels.Reference;
 
 using ManagedT5.Kernels.Cpu;
 
 /// <summary>Scalar reference implementation of <see cref="IBackend"/>.</summary>
-public sealed class ReferenceBackend : IBackend
+public sealed class ReferenceBackend : BackendBase
 {
     /// <inheritdoc />
-    public string Name => "reference";
+    public override string Name => "reference";
 
     /// <inheritdoc />
-    public IWeight CreateWeight(HostTensor source, WeightFormat? format = null) => CpuWeight.Create(source, format);
+    public override IWeight CreateWeight(HostTensor source, WeightFormat? format = null) => CpuWeight.Create(source, format);
 
     /// <inheritdoc />
-    public IBuffer Allocate(int length) => new CpuBuffer(length);
+    protected override IBuffer AllocateCore(int length) => new CpuBuffer(length);
 
     /// <inheritdoc />
-    public void Upload(ReadOnlySpan<float> source, IBuffer destination, int offset = 0) =>
+    protected override void UploadCore(ReadOnlySpan<float> source, IBuffer destination, int offset) =>
         source.CopyTo(CpuBuffer.Of(destination).Data.AsSpan(offset));
 
     /// <inheritdoc />
-    public void Download(IBuffer source, Span<float> destination, int offset = 0) =>
+    protected override void DownloadCore(IBuffer source, Span<float> destination, int offset) =>
         CpuBuffer.Of(source).Data.AsSpan(offset, destination.Length).CopyTo(destination);
 
     /// <inheritdoc />
-    public void Embedding(IWeight table, ReadOnlySpan<int> ids, IBuffer output) =>
+    protected override void EmbeddingCore(IWeight table, ReadOnlySpan<int> ids, IBuffer output) =>
         ReferenceKernels.Embedding(CpuWeight.Of(table), ids, CpuBuffer.Of(output).Data);
 
     /// <inheritdoc />
-    public void Linear(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate = false) =>
+    protected override void LinearCore(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate) =>
         ReferenceKernels.Linear(CpuBuffer.Of(input).Data, CpuWeight.Of(weight), CpuBuffer.Of(output).Data, rows, accumulate);
 
     /// <inheritdoc />
-    public void RmsNorm(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon) =>
+    protected override void RmsNormCore(IBuffer input, IWeight weight, IBuffer output, int rows, float epsilon) =>
         ReferenceKernels.RmsNorm(CpuBuffer.Of(input).Data, CpuWeight.Of(weight), CpuBuffer.Of(output).Data, rows, epsilon);
 
     /// <inheritdoc />
-    public void Activate(IBuffer gate, IBuffer? up, ActivationKind kind, int length) =>
+    protected override void ActivateCore(IBuffer gate, IBuffer? up, ActivationKind kind, int length) =>
         ReferenceKernels.Activate(CpuBuffer.Of(gate).Data, up is null ? default : CpuBuffer.Of(up).Data, kind, length, up is not null);
 
     /// <inheritdoc />
-    public void Add(IBuffer source, IBuffer destination, int length)
+    protected override void AddCore(IBuffer source, IBuffer destination, int length)
     {
         float[] s = CpuBuffer.Of(source).Data, d = CpuBuffer.Of(destination).Data;
         for (int i = 0; i < length; i++) d[i] += s[i];
     }
 
     /// <inheritdoc />
-    public void Scale(IBuffer buffer, float factor, int length)
+    protected override void ScaleCore(IBuffer buffer, float factor, int length)
     {
         float[] d = CpuBuffer.Of(buffer).Data;
         for (int i = 0; i < length; i++) d[i] *= factor;
     }
 
     /// <inheritdoc />
-    public void PositionBias(IWeight table, IBuffer output, int queryLength, int keyLength, int queryOffset,
+    protected override void PositionBiasCore(IWeight table, IBuffer output, int queryLength, int keyLength, int queryOffset,
         bool bidirectional, int numBuckets, int maxDistance) =>
         ReferenceKernels.PositionBias(CpuWeight.Of(table), CpuBuffer.Of(output).Data, queryLength, keyLength, queryOffset,
             bidirectional, numBuckets, maxDistance);
 
     /// <inheritdoc />
-    public void Attention(IBuffer query, IBuffer key, IBuffer value, IBuffer output, AttentionShape shape,
+    protected override void AttentionCore(IBuffer query, IBuffer key, IBuffer value, IBuffer output, AttentionShape shape,
         IBuffer? bias, IBuffer? keyMask)
     {
-        shape.Require();
         ReferenceKernels.Attention(CpuBuffer.Of(query).Data, CpuBuffer.Of(key).Data, CpuBuffer.Of(value).Data,
             CpuBuffer.Of(output).Data, shape, bias is null ? default : CpuBuffer.Of(bias).Data,
             keyMask is null ? default : CpuBuffer.Of(keyMask).Data);
     }
 
     /// <inheritdoc />
-    public void AppendToCache(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength)
+    protected override void AppendToCacheCore(IBuffer source, IBuffer cache, int batch, int length, int capacity, int position, int rowLength)
     {
         float[] s = CpuBuffer.Of(source).Data, c = CpuBuffer.Of(cache).Data;
         for (int b = 0; b < batch; b++)
@@ -79,7 +79,7 @@ public sealed class ReferenceBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0)
+    protected override void GatherRowsCore(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride)
     {
         float[] s = CpuBuffer.Of(source).Data, d = CpuBuffer.Of(destination).Data;
         long stride = rowStride == 0 ? rowLength : rowStride;
@@ -88,12 +88,12 @@ public sealed class ReferenceBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void ArgMax(IBuffer input, int rows, int cols, Span<int> result)
+    protected override void ArgMaxCore(IBuffer input, int rows, int cols, Span<int> result)
     {
         float[] x = CpuBuffer.Of(input).Data;
         for (int r = 0; r < rows; r++) result[r] = ReferenceKernels.ArgMax(x.AsSpan(r * cols, cols));
     }
 
     /// <inheritdoc />
-    public void Dispose() { }
+    public override void Dispose() { }
 }

@@ -1,5 +1,7 @@
 // The machine's two ceilings for the kernels, measured: streaming read bandwidth (what batch-1 decode GEMV can reach)
 // and fused-multiply-add peak (what the encoder GEMM can reach). Benchmarks report kernels as fractions of these.
+// Not part of any library: the benchmark seam compiles this file into the tools that measure (the CLI's bench
+// command, bench/ManagedT5.Bench, the kernel tests), as a linked source file.
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -7,7 +9,7 @@ using System.Runtime.Intrinsics;
 namespace ManagedT5.Kernels.Cpu;
 
 /// <summary>Measured memory-bandwidth and FMA ceilings of this machine.</summary>
-public static unsafe class Roofline
+internal static unsafe class Roofline
 {
     /// <summary>
     /// Read bandwidth in GB/s (10^9 bytes per second): <paramref name="threads"/> threads (0: one per processor) each
