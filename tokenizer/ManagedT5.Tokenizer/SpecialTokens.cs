@@ -1,0 +1,62 @@
+// SpecialTokens: finds special tokens written in a text ("</s>", "<pad>", "<extra_id_3>"), the way HuggingFace splits
+// a text at its added tokens before the text on each side is tokenized. Linear in the text: one vectorised search.
+
+using System.Buffers;
+
+namespace ManagedT5.Tokenizer;
+
+/// <summary>
+/// The special tokens a text is split at, with their ids. A match is the longest token starting at the leftmost
+/// position where any token starts (HuggingFace's added-token trie). Each candidate position costs one dictionary
+/// lookup per distinct token length, so the scan stays linear however many '&lt;' a text holds.
+/// </summary>
+internal sealed class SpecialTokens
+{
+    private readonly Dictionary<string, (int Id, bool Strip)>.AlternateLookup<ReadOnlySpan<char>> _tokens;
+    private readonly SearchValues<char> _firstChars;
+    private readonly int[] _lengths;   // distinct token lengths, longest first
+
+    /// <param name="tokens">Each token's text, id, and whether the whitespace on both sides of it is stripped
+    /// (an AddedToken with lstrip and rstrip, as ByT5's sentinels are).</param>
+    public SpecialTokens(IEnumerable<(string Text, int Id, bool Strip)> tokens)
+    {
+        var map = new Dictionary<string, (int, bool)>(StringComparer.Ordinal);
+        foreach (var (text, id, strip) in tokens)
+        {
+            if (text.Length > 0) map.TryAdd(text, (id, strip));
+        }
+        _tokens = map.GetAlternateLookup<ReadOnlySpan<char>>();
+        _firstChars = SearchValues.Create(string.Concat(map.Keys.Select(k => k[0]).Distinct()));
+        _lengths = map.Keys.Select(k => k.Length).Distinct().OrderDescending().ToArray();
+        Count = map.Count;
+    }
+
+    /// <summary>How many tokens there are.</summary>
+    public int Count { get; }
+
+    /// <summary>Finds the first special token in <c>text[from..]</c>.</summary>
+    /// <returns>False when there is none.</returns>
+    public bool TryFind(ReadOnlySpan<char> text, int from, out int at, out int length, out int id, out bool strip)
+    {
+        while (from < text.Length)
+        {
+            int found = text[from..].IndexOfAny(_firstChars);
+            if (found < 0) break;
+            at = from + found;
+            foreach (int candidate in _lengths)
+            {
+                if (candidate > text.Length - at) continue;
+                if (_tokens.TryGetValue(text.Slice(at, candidate), out var token))
+                {
+                    length = candidate;
+                    (id, strip) = token;
+                    return true;
+                }
+            }
+            from = at + 1;
+        }
+        at = length = id = 0;
+        strip = false;
+        return false;
+    }
+}
