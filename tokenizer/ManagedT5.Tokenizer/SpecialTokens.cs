@@ -15,6 +15,8 @@ internal sealed class SpecialTokens
     private readonly Dictionary<string, (int Id, bool Strip)>.AlternateLookup<ReadOnlySpan<char>> _tokens;
     private readonly SearchValues<char> _firstChars;
     private readonly int[] _lengths;   // distinct token lengths, longest first
+    private readonly SearchValues<char>[] _lastChars;   // per entry of _lengths: the last characters of tokens that long
+    private readonly SearchValues<char> _secondChars;   // second characters of tokens longer than one character
 
     /// <param name="tokens">Each token's text, id, and whether the whitespace on both sides of it is stripped
     /// (an AddedToken with lstrip and rstrip, as ByT5's sentinels are).</param>
@@ -28,6 +30,9 @@ internal sealed class SpecialTokens
         _tokens = map.GetAlternateLookup<ReadOnlySpan<char>>();
         _firstChars = SearchValues.Create(string.Concat(map.Keys.Select(k => k[0]).Distinct()));
         _lengths = map.Keys.Select(k => k.Length).Distinct().OrderDescending().ToArray();
+        // Cheap checks before a hash lookup, so text full of '<' that starts no token ("<b>", "<<<") costs little.
+        _lastChars = _lengths.Select(n => SearchValues.Create(string.Concat(map.Keys.Where(k => k.Length == n).Select(k => k[^1]).Distinct()))).ToArray();
+        _secondChars = SearchValues.Create(string.Concat(map.Keys.Where(k => k.Length > 1).Select(k => k[1]).Distinct()));
         Count = map.Count;
     }
 
@@ -43,9 +48,11 @@ internal sealed class SpecialTokens
             int found = text[from..].IndexOfAny(_firstChars);
             if (found < 0) break;
             at = from + found;
-            foreach (int candidate in _lengths)
+            bool secondMatches = at + 1 < text.Length && _secondChars.Contains(text[at + 1]);
+            for (int i = 0; i < _lengths.Length; i++)
             {
-                if (candidate > text.Length - at) continue;
+                int candidate = _lengths[i];
+                if (candidate > text.Length - at || (candidate > 1 && !secondMatches) || !_lastChars[i].Contains(text[at + candidate - 1])) continue;
                 if (_tokens.TryGetValue(text.Slice(at, candidate), out var token))
                 {
                     length = candidate;
