@@ -61,6 +61,8 @@ internal static class GenerateCommand
             else if (o.ValueType == typeof(float?)) o.HelpName = "x";
         earlyStopping.HelpName = "when";
         inputIds.HelpName = "ids";
+        Option<string> compat = TokenizeCommands.TokenizerCompatOption();
+        command.Options.Add(compat);
         command.SetAction(r =>
         {
             string? ids = r.GetValue(inputIds);
@@ -79,6 +81,7 @@ internal static class GenerateCommand
                 Device = r.GetValue(device)!,
                 Threads = r.GetValue(threads),
                 WeightFormat = format,
+                TokenizerCompat = TokenizeCommands.ParseCompat(r.GetValue(compat)),
             });
             GenerationOptions d = generator.DefaultOptions;
             GenerationOptions o = d with

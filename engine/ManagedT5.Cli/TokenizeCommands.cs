@@ -17,11 +17,13 @@ internal static class TokenizeCommands
             Arity = ArgumentArity.ZeroOrMore,
             Description = "Texts to tokenize (a text that starts with '-' goes after --: tokenize -- \"-x\")",
         };
-        var command = new Command("tokenize", "Token ids and pieces of texts (T5 style, </s> appended)") { model, json, inputFile, texts };
+        Option<string> compat = TokenizerCompatOption();
+        var command = new Command("tokenize", "Token ids and pieces of texts (as HF's from_pretrained tokenizer: special tokens " +
+                                              "written in the text become their ids, </s> appended)") { model, json, compat, inputFile, texts };
         command.SetAction(r =>
         {
             string[] input = Texts(r.GetValue(texts), r.GetValue(inputFile), "text");
-            T5Tokenizer tokenizer = T5Tokenizer.FromDirectory(CliCommon.ResolveModel(r, r.GetValue(model)!));
+            T5Tokenizer tokenizer = T5Tokenizer.FromDirectory(CliCommon.ResolveModel(r, r.GetValue(model)!)).WithCompat(ParseCompat(r.GetValue(compat)));
             CliCommon.Doing = $"tokenizing {input.Length} text(s)";
             var ids = input.Select(t => tokenizer.Encode(t)).ToArray();
             var pieces = ids.Select(row => row.Select(tokenizer.IdToPiece).ToArray()).ToArray();
@@ -42,7 +44,11 @@ internal static class TokenizeCommands
     {
         Option<string> model = CliCommon.ModelOption();
         var skip = new Option<bool>("--skip-special-tokens") { Description = "Drop <pad>, </s> and <unk>" };
-        var ids = new Argument<string[]>("ids") { Arity = ArgumentArity.OneOrMore, Description = "Token ids, separated by spaces or commas" };
+        var ids = new Argument<string[]>("ids")
+        {
+            Arity = ArgumentArity.OneOrMore,
+            Description = "Token ids, separated by spaces or commas (\"151 88 21\" or 151 88 21; after --: detokenize -- \"151 88 21\")",
+        };
         var command = new Command("detokenize", "Text of token ids") { model, skip, ids };
         command.SetAction(r =>
         {
@@ -55,6 +61,23 @@ internal static class TokenizeCommands
         });
         return command;
     }
+
+    /// <summary>--tokenizer-compat slow|fast, shared by every command that tokenizes (tokenize, generate, trace).</summary>
+    public static Option<string> TokenizerCompatOption() => new("--tokenizer-compat")
+    {
+        Description = "Encode as HF's slow T5Tokenizer (the SentencePiece the models were trained with) or its fast tokenizer " +
+                      "(tokenizer.json, AutoTokenizer's default: whitespace before a special token or at the end keeps a lone '▁')",
+        HelpName = "slow|fast",
+        DefaultValueFactory = _ => "slow",
+    };
+
+    /// <summary>The value of --tokenizer-compat.</summary>
+    public static TokenizerCompat ParseCompat(string? value) => value switch
+    {
+        null or "slow" => TokenizerCompat.Slow,
+        "fast" => TokenizerCompat.Fast,
+        _ => throw new ArgumentException($"--tokenizer-compat: '{value}' is not slow or fast."),
+    };
 
     /// <summary>--input-file, shared by generate and tokenize.</summary>
     public static Option<string?> InputFileOption(string what) => new("--input-file")

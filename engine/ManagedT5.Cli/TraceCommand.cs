@@ -66,9 +66,12 @@ internal static class TraceCommand
         {
             model, device, output, maxNewTokens, prompt,
         };
+        Option<string> compat = TokenizeCommands.TokenizerCompatOption();
+        command.Options.Add(compat);
         command.SetAction(r =>
         {
-            using T5TextGenerator t5 = T5TextGenerator.Load(CliCommon.ResolveModel(r, r.GetValue(model)!), new T5LoadOptions { Device = r.GetValue(device)! });
+            using T5TextGenerator t5 = T5TextGenerator.Load(CliCommon.ResolveModel(r, r.GetValue(model)!),
+                new T5LoadOptions { Device = r.GetValue(device)!, TokenizerCompat = TokenizeCommands.ParseCompat(r.GetValue(compat)) });
             CliCommon.Doing = "tracing the prompt";
             T5Model m = t5.Model;
             int[] ids = t5.Encode([r.GetValue(prompt)!])[0];

@@ -15,7 +15,8 @@ namespace ManagedT5.Extensions.AI;
 /// <list type="bullet">
 /// <item>Prompt: <see cref="ChatOptions.Instructions"/>, then every message's text in order (system, user and assistant
 /// alike; roles are not written out, since Flan-T5 was tuned on plain instructions), joined with newlines. Messages
-/// without text (tool calls, images) add nothing. See <see cref="BuildPrompt"/>.</item>
+/// without text (tool calls, images) add nothing. See <see cref="BuildPrompt"/>. Special-token spellings in it
+/// ("&lt;/s&gt;", "&lt;pad&gt;", "&lt;extra_id_0&gt;") are encoded as plain text, so message content cannot end the prompt.</item>
 /// <item>Options: every <see cref="ChatOptions"/> property is honoured or refused with a
 /// <see cref="NotSupportedException"/> naming it (tools, JSON output, OpenAI-style penalties, reasoning, conversations,
 /// another model id, unknown AdditionalProperties keys); see <see cref="CreateGenerationOptions"/>.</item>
@@ -71,7 +72,10 @@ public sealed class T5ChatClient : IChatClient
     {
         string prompt = BuildPrompt(messages, options?.Instructions);
         GenerationOptions generation = CreateGenerationOptions(options);
-        GenerationResult result = await Generator.GenerateAsync(prompt, generation, cancellationToken).ConfigureAwait(false);
+        int[] ids = EncodePrompt(prompt);
+        GenerationOutput output = await Task.Run(() => Generator.GenerateIds([ids], generation, cancellationToken), cancellationToken)
+            .ConfigureAwait(false);
+        var result = new GenerationResult(Generator.Tokenizer.Decode(output.Sequences[0]), output.Sequences[0], output.SequencesScores?[0]);
 
         int eos = generation.EosTokenId ?? Generator.Model.Config.EosTokenId;
         ChatFinishReason finish = result.TokenIds.Length > 0 && result.TokenIds[^1] == eos ? ChatFinishReason.Stop : ChatFinishReason.Length;
@@ -81,7 +85,7 @@ public sealed class T5ChatClient : IChatClient
             text = text[..cut];
             finish = ChatFinishReason.Stop;
         }
-        int inputTokens = Generator.Encode([prompt])[0].Length;
+        int inputTokens = ids.Length;
         int outputTokens = Math.Max(0, result.TokenIds.Length - 1);   // the decoder start token is not generated
         return new ChatResponse(new ChatMessage(ChatRole.Assistant, text) { MessageId = NewId() })
         {
@@ -108,7 +112,7 @@ public sealed class T5ChatClient : IChatClient
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);   // ends generation at a stop sequence
         var pending = new StringBuilder();   // text held back while it could be the start of a stop sequence
-        await foreach (string piece in Generator.StreamAsync(prompt, generation, stop.Token).ConfigureAwait(false))
+        await foreach (string piece in Generator.StreamAsync(EncodePrompt(prompt), generation, stop.Token).ConfigureAwait(false))
         {
             if (stops is null)
             {
@@ -134,6 +138,10 @@ public sealed class T5ChatClient : IChatClient
         }
         if (pending.Length > 0) yield return Update(pending.ToString());
     }
+
+    /// <summary>The prompt's ids with special-token spellings as plain text: message content is untrusted, and a user who
+    /// types "&lt;/s&gt;" must not end the prompt early.</summary>
+    private int[] EncodePrompt(string prompt) => Generator.Encode([prompt], parseSpecialTokens: false)[0];
 
     /// <inheritdoc />
     public object? GetService(Type serviceType, object? serviceKey = null)

@@ -93,9 +93,9 @@ public sealed record T5Config
             throw new ModelLoadException($"'{source}' is not a JSON object.", source);
 
         string modelType = OptionalString(root, "model_type", source) ?? "t5";
-        if (modelType != "t5")
+        if (modelType is not ("t5" or "mt5"))   // mT5 (MT5ForConditionalGeneration) is the T5 v1.1 architecture
             throw new ModelLoadException(
-                $"'{source}': model_type is '{modelType}', not 't5'. ManagedT5 runs T5 and Flan-T5 checkpoints only.", source);
+                $"'{source}': model_type is '{modelType}', not 't5' or 'mt5'. ManagedT5 runs T5, Flan-T5, mT5 and ByT5 checkpoints only.", source);
 
         int numLayers = Required(root, "num_layers", source, min: 1);
         string feedForwardProj = OptionalString(root, "feed_forward_proj", source) ?? "relu";

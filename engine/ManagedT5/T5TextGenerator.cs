@@ -23,6 +23,10 @@ public sealed record T5LoadOptions
     /// <summary>How a hub id is looked up and downloaded (cache folder, offline mode, token, endpoint); null: the
     /// defaults, read from the HF_* environment variables as huggingface_hub does. Not used for a folder.</summary>
     public HubOptions? Hub { get; init; }
+    /// <summary>Which HuggingFace tokenizer prompts are encoded like: <see cref="TokenizerCompat.Slow"/> (default, the
+    /// SentencePiece the models were trained with) or <see cref="TokenizerCompat.Fast"/> (tokenizer.json, what
+    /// AutoTokenizer returns; for a model fine-tuned through it).</summary>
+    public TokenizerCompat TokenizerCompat { get; init; }
 }
 
 /// <summary>One generated text.</summary>
@@ -109,8 +113,14 @@ public sealed class T5TextGenerator : IDisposable
     private static T5TextGenerator LoadFolder(string modelDirectory, T5LoadOptions options)
     {
         T5Tokenizer tokenizer;
-        try { tokenizer = T5Tokenizer.FromDirectory(modelDirectory); }
-        catch (TokenizerException e) { throw new ModelLoadException(e.Message, modelDirectory, e); }
+        try { tokenizer = T5Tokenizer.FromDirectory(modelDirectory).WithCompat(options.TokenizerCompat); }
+        catch (TokenizerException e) { throw new ModelLoadException(e.Message, e.Path ?? modelDirectory, e); }
+        // Any unigram SentencePiece model loads as a tokenizer; the T5 model needs T5's <pad> (decoder start) and </s>.
+        if (tokenizer.PadId < 0 || tokenizer.EosId < 0)
+            throw new ModelLoadException(
+                $"The tokenizer '{tokenizer.SourcePath}' has no {(tokenizer.PadId < 0 ? "<pad>" : "</s>")} piece, which a T5 model needs " +
+                "(<pad> starts decoding and pads batches, </s> ends the input). Use the tokenizer that came with the model.",
+                tokenizer.SourcePath);
         IBackend backend = BackendFactory.Create(options.Device, options.Threads);
         try
         {
@@ -161,10 +171,19 @@ public sealed class T5TextGenerator : IDisposable
     public async IAsyncEnumerable<string> StreamAsync(string prompt, GenerationOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        await foreach (string piece in StreamAsync(Encode([prompt])[0], options, cancellationToken).ConfigureAwait(false))
+            yield return piece;
+    }
+
+    /// <summary><see cref="StreamAsync(string, GenerationOptions?, CancellationToken)"/> for a prompt already encoded (ending
+    /// with EOS), e.g. by <see cref="Encode(IReadOnlyList{string}, bool)"/> with special tokens as text.</summary>
+    public async IAsyncEnumerable<string> StreamAsync(int[] ids, GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
         options ??= DefaultOptions;
         if (options.NumBeams > 1) throw new ArgumentException("num_beams: streaming needs greedy search or sampling (num_beams 1).", "num_beams");
         if (options.NumReturnSequences > 1) throw new ArgumentException("num_return_sequences: streaming yields one sequence.", "num_return_sequences");
-        int[] ids = Encode([prompt])[0];
         var channel = Channel.CreateUnbounded<int>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         Task producer = Task.Run(() =>
         {
@@ -197,15 +216,20 @@ public sealed class T5TextGenerator : IDisposable
     }
 
     /// <summary>Tokenizes prompts the T5 way (EOS appended); an empty prompt is refused.</summary>
-    public int[][] Encode(IReadOnlyList<string> prompts)
+    public int[][] Encode(IReadOnlyList<string> prompts) => Encode(prompts, parseSpecialTokens: true);
+
+    /// <summary>Tokenizes prompts the T5 way (EOS appended); with <paramref name="parseSpecialTokens"/> false, "&lt;/s&gt;",
+    /// "&lt;pad&gt;", "&lt;extra_id_0&gt;" in them are plain text (for untrusted text: a user cannot end the prompt).</summary>
+    public int[][] Encode(IReadOnlyList<string> prompts, bool parseSpecialTokens)
     {
+        ArgumentNullException.ThrowIfNull(prompts);
         if (prompts.Count == 0) throw new ArgumentException("The batch is empty: give at least one prompt.", nameof(prompts));
         var ids = new int[prompts.Count][];
         for (int i = 0; i < prompts.Count; i++)
         {
             if (string.IsNullOrWhiteSpace(prompts[i]))
                 throw new ArgumentException($"Prompt {i} is empty; give some text.", nameof(prompts));
-            ids[i] = Tokenizer.Encode(prompts[i]);
+            ids[i] = Tokenizer.Encode(prompts[i], parseSpecialTokens: parseSpecialTokens);
         }
         return ids;
     }

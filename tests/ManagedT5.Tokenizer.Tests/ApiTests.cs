@@ -48,10 +48,14 @@ public sealed class ApiTests
         Assert.Equal([71, 32094, .. Tokenizer.EncodeRaw("B"), 1], Tokenizer.Encode("A <extra_id_5>B"));
         Assert.Equal([32000], Tokenizer.Encode("<extra_id_99>", addEos: false));
         // Not sentinels: out of range, malformed, and the literal special tokens.
-        Assert.Equal(Tokenizer.Encode("<extra_id_100>", parseSentinels: false), Tokenizer.Encode("<extra_id_100>"));
-        Assert.Equal(Tokenizer.Encode("<extra_id_01>", parseSentinels: false), Tokenizer.Encode("<extra_id_01>"));
-        Assert.Equal(Tokenizer.Encode("<extra_id_", parseSentinels: false), Tokenizer.Encode("<extra_id_"));
-        Assert.DoesNotContain(1, Tokenizer.Encode("</s> and <pad>", addEos: false));
+        Assert.Equal(Tokenizer.Encode("<extra_id_100>", parseSpecialTokens: false), Tokenizer.Encode("<extra_id_100>"));
+        Assert.Equal(Tokenizer.Encode("<extra_id_01>", parseSpecialTokens: false), Tokenizer.Encode("<extra_id_01>"));
+        Assert.Equal(Tokenizer.Encode("<extra_id_", parseSpecialTokens: false), Tokenizer.Encode("<extra_id_"));
+        // HuggingFace's from_pretrained tokenizers split out </s>, <pad> and <unk> written in the text too ...
+        Assert.Equal([1, 11, 0], Tokenizer.Encode("</s> and <pad>", addEos: false));
+        // ... unless the text is untrusted: then every special-token spelling is plain text.
+        Assert.Equal(Tokenizer.EncodeRaw("</s> and <pad>"), Tokenizer.Encode("</s> and <pad>", addEos: false, parseSpecialTokens: false));
+        Assert.DoesNotContain(1, Tokenizer.Encode("</s> and <pad> <unk> <extra_id_0>", addEos: false, parseSpecialTokens: false));
     }
 
     [Fact]

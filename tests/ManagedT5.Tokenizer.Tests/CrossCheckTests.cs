@@ -83,7 +83,7 @@ public sealed class CrossCheckTests(CrossCheckData data, ITestOutputHelper outpu
         {
             string text = data.Texts[i];
             var expected = data.Encoded[i];
-            var ours = Fixtures.Spiece.EncodeWithOffsets(text, addEos: false, parseSentinels: false);
+            var ours = Fixtures.Spiece.EncodeWithOffsets(text, addEos: false, parseSpecialTokens: false);
             int[] toChar = CodePointToChar(text);
             var expectedSpans = expected.Begin.Zip(expected.End, (b, e) => new TokenSpan(toChar[b], toChar[e] - toChar[b]));
             if (!ours.Offsets.SequenceEqual(expectedSpans))

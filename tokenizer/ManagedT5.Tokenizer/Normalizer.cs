@@ -67,15 +67,24 @@ internal sealed class Normalizer
     /// Normalizes <paramref name="input"/> into <paramref name="output"/>. With <paramref name="trackOffsets"/>,
     /// <paramref name="normToOrig"/> gets one input offset per output byte plus a final end offset.
     /// </summary>
-    public void Normalize(ReadOnlySpan<byte> input, ref ArrayBuilder<byte> output, ref ArrayBuilder<int> normToOrig, bool trackOffsets)
+    /// <param name="input">The text as UTF-8.</param>
+    /// <param name="output">The normalized text.</param>
+    /// <param name="normToOrig">For each output byte, its input byte (only with <paramref name="trackOffsets"/>).</param>
+    /// <param name="trackOffsets">Fill <paramref name="normToOrig"/>.</param>
+    /// <param name="fast">HuggingFace's fast tokenizer (tokenizer.json: Precompiled, Replace " {2,}" → " ", Metaspace):
+    /// whitespace runs still collapse, but leading and trailing whitespace is kept (as one '▁'), and the dummy '▁' is
+    /// only prepended when the text does not already start with one (HF tokenizers issue 1250).</param>
+    public void Normalize(ReadOnlySpan<byte> input, ref ArrayBuilder<byte> output, ref ArrayBuilder<int> normToOrig, bool trackOffsets,
+        bool fast = false)
     {
         output.Clear();
         normToOrig.Clear();
         if (input.IsEmpty) return;
 
         int pos = 0;
+        bool trim = _removeExtraWhitespaces && !fast;
         // Leading whitespace is dropped.
-        if (_removeExtraWhitespaces)
+        if (trim)
         {
             while (pos < input.Length)
             {
@@ -92,9 +101,10 @@ internal sealed class Normalizer
         if (trackOffsets) normToOrig.EnsureCapacity(expected + 1);
 
         // "world" and "hello world" both start their word with "▁".
-        if (_addDummyPrefix) AppendSpace(ref output, ref normToOrig, trackOffsets, pos);
+        if (_addDummyPrefix && !(fast && StartsWithSpace(input))) AppendSpace(ref output, ref normToOrig, trackOffsets, pos);
 
-        bool isPrevSpace = _removeExtraWhitespaces;
+        int prefixLength = output.Count;
+        bool isPrevSpace = trim;
         while (pos < input.Length)
         {
             int consumed;
@@ -153,7 +163,7 @@ internal sealed class Normalizer
 
         // Trailing whitespace is dropped; the end offset moves back to where it started.
         int end = pos;
-        if (_removeExtraWhitespaces)
+        if (trim)
         {
             ReadOnlySpan<byte> space = _escapeWhitespaces ? SpaceSymbol : " "u8;
             while (output.Span.EndsWith(space))
@@ -168,7 +178,26 @@ internal sealed class Normalizer
             }
         }
 
+        if (fast && output.Count == prefixLength)
+        {
+            // Nothing but characters that normalize to nothing: no dummy '▁' either.
+            output.Clear();
+            normToOrig.Clear();
+            return;
+        }
         if (trackOffsets) normToOrig.Add(end);
+    }
+
+    /// <summary>Whether the first character that normalizes to anything normalizes to a space.</summary>
+    private bool StartsWithSpace(ReadOnlySpan<byte> input)
+    {
+        while (!input.IsEmpty)
+        {
+            int consumed = NormalizePrefix(input, out var replacement);
+            if (!replacement.IsEmpty) return replacement[0] == (byte)' ';
+            input = input[consumed..];
+        }
+        return false;
     }
 
     /// <summary>Normalizes a whole string to a string (for tests and diagnostics).</summary>

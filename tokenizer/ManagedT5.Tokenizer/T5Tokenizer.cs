@@ -1,20 +1,33 @@
-// T5Tokenizer: the public facade. Loads spiece.model or tokenizer.json, then encodes the T5 way
-// (sentinels, </s>, batches with padding) on top of the raw SentencePiece encoder, and decodes.
+// T5Tokenizer: the public facade. Loads spiece.model, tokenizer.json or ByT5's byte vocabulary, then encodes the way
+// HuggingFace's from_pretrained tokenizers do (special tokens in the text, </s>, batches with padding), and decodes.
 
 using System.Text;
 using ManagedT5.IO;
 
 namespace ManagedT5.Tokenizer;
 
+/// <summary>Which of HuggingFace's two T5 tokenizers <see cref="T5Tokenizer.Encode(string, bool, bool)"/> reproduces.</summary>
+public enum TokenizerCompat
+{
+    /// <summary>The slow <c>T5Tokenizer</c> (spiece.model, the SentencePiece the models were trained with). The default.</summary>
+    Slow,
+
+    /// <summary>The fast tokenizer (tokenizer.json, what <c>AutoTokenizer</c> returns by default). It differs in two known
+    /// ways (HF tokenizers issue 1250): trailing whitespace, and whitespace just before a special token, keep a lone
+    /// '▁' (id 3): "   space   " is [628, 3, 1] fast, [628, 1] slow.</summary>
+    Fast,
+}
+
 /// <summary>
-/// The T5 / Flan-T5 tokenizer: a SentencePiece unigram model (32,000 pieces) plus 100 sentinel tokens
-/// <c>&lt;extra_id_0&gt;</c> = 32099 … <c>&lt;extra_id_99&gt;</c> = 32000.
+/// The tokenizer of a T5-family model: T5 / Flan-T5 / mT5's SentencePiece unigram model (T5: 32,000 pieces plus 100
+/// sentinels <c>&lt;extra_id_0&gt;</c> = 32099 … <c>&lt;extra_id_99&gt;</c> = 32000), or ByT5's UTF-8 bytes.
 /// </summary>
 /// <remarks>
 /// <para><see cref="EncodeRaw(string)"/> matches Google sentencepiece's <c>encode</c> id for id;
-/// <see cref="Encode(string, bool, bool)"/> matches HuggingFace's T5Tokenizer: raw ids, sentinels written in the
-/// text become their ids, and &lt;/s&gt; is appended. Literal "&lt;/s&gt;", "&lt;pad&gt;" and "&lt;unk&gt;" in the text are
-/// ordinary text, so user input cannot forge an end of sequence.</para>
+/// <see cref="Encode(string, bool, bool)"/> matches HuggingFace's tokenizer as <c>from_pretrained</c> builds it: every
+/// special token written in the text (<c>&lt;pad&gt;</c>, <c>&lt;/s&gt;</c>, <c>&lt;unk&gt;</c>, <c>&lt;extra_id_N&gt;</c>)
+/// becomes its id, the text on each side is encoded on its own, and &lt;/s&gt; is appended. Text from users that must not
+/// forge an end of sequence is encoded with <c>parseSpecialTokens: false</c>: then their spellings are plain text.</para>
 /// <para>An instance is immutable and safe to use from several threads at once.</para>
 /// </remarks>
 public sealed class T5Tokenizer
@@ -23,29 +36,66 @@ public sealed class T5Tokenizer
     public const int SentinelCount = 100;
 
     private const string SentinelPrefix = "<extra_id_";
-    private const int LongestSentinelLength = 13; // "<extra_id_99>"
 
-    private readonly Normalizer _normalizer;
-    private readonly UnigramModel _model;
-    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _sentinels;
+    private readonly Normalizer? _normalizer;     // null for ByT5: its text is its UTF-8, as it is
+    private readonly ITokenModel _model;
+    private readonly SpecialTokens _specialTokens;
 
     private T5Tokenizer(ModelProto proto, string sourcePath)
     {
-        _model = new UnigramModel(proto);
-        _normalizer = new Normalizer(proto.NormalizerSpec, _model.UserDefinedTrie);
+        var model = new UnigramModel(proto);
+        _model = model;
+        _normalizer = new Normalizer(proto.NormalizerSpec, model.UserDefinedTrie);
         SourcePath = sourcePath;
-        UnkId = _model.UnkId;
+        UnkId = model.UnkId;
         EosId = ControlId(proto.TrainerSpec.EosId, "</s>");
         PadId = ControlId(proto.TrainerSpec.PadId, "<pad>");
-
-        var sentinels = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int n = 0; n < SentinelCount; n++)
-        {
-            string piece = SentinelPrefix + n + ">";
-            if (_model.TryGetId(piece, out int id)) sentinels[piece] = id;
-        }
-        _sentinels = sentinels.GetAlternateLookup<ReadOnlySpan<char>>();
+        // HuggingFace splits the text at every special token: the control pieces and <unk>.
+        _specialTokens = new SpecialTokens(Enumerable.Range(0, model.VocabSize)
+            .Where(id => model.TypeOf(id) is PieceType.Control or PieceType.Unknown)
+            .Select(id => (model.IdToPiece(id), id, false)));
     }
+
+    private T5Tokenizer(ByteLevelModel model, string sourcePath)
+    {
+        _model = model;
+        SourcePath = sourcePath;
+        IsByteLevel = true;
+        PadId = 0;
+        EosId = 1;
+        UnkId = 2;
+        // ByT5Tokenizer (transformers 4.19, as the reference) splits out the sentinels only, stripping the whitespace on
+        // both sides of each; "</s>", "<pad>" and "<unk>" in the text stay bytes.
+        _specialTokens = new SpecialTokens(Enumerable.Range(0, model.ExtraIds)
+            .Select(n => (SentinelPrefix + n + ">", ByteLevelModel.SentinelId(n), true)));
+    }
+
+    private T5Tokenizer(T5Tokenizer other, TokenizerCompat compat)
+    {
+        _normalizer = other._normalizer;
+        _model = other._model;
+        _specialTokens = other._specialTokens;
+        SourcePath = other.SourcePath;
+        IsByteLevel = other.IsByteLevel;
+        PadId = other.PadId;
+        EosId = other.EosId;
+        UnkId = other.UnkId;
+        Compat = compat;
+    }
+
+    /// <summary>Which HuggingFace tokenizer <see cref="Encode(string, bool, bool)"/> reproduces (default
+    /// <see cref="TokenizerCompat.Slow"/>).</summary>
+    public TokenizerCompat Compat { get; }
+
+    /// <summary>This tokenizer reproducing HuggingFace's slow or fast tokenizer; the vocabulary is shared.</summary>
+    public T5Tokenizer WithCompat(TokenizerCompat compat)
+    {
+        if (!Enum.IsDefined(compat)) throw new ArgumentOutOfRangeException(nameof(compat), compat, "tokenizer_compat: expected Slow or Fast.");
+        return compat == Compat ? this : new T5Tokenizer(this, compat);
+    }
+
+    /// <summary>True for ByT5's byte-level tokenizer (ids are UTF-8 bytes + 3).</summary>
+    public bool IsByteLevel { get; }
 
     /// <summary>The file this tokenizer was loaded from.</summary>
     public string SourcePath { get; }
@@ -53,10 +103,11 @@ public sealed class T5Tokenizer
     /// <summary>Number of ids, sentinels included (32100 for T5).</summary>
     public int VocabSize => _model.VocabSize;
 
-    /// <summary>Id of &lt;pad&gt; (0 for T5): padding, and the decoder's start token.</summary>
+    /// <summary>Id of &lt;pad&gt; (0 for T5): padding, and the decoder's start token; -1 for a SentencePiece model
+    /// without one (pad_id -1), which the T5 model cannot run with.</summary>
     public int PadId { get; }
 
-    /// <summary>Id of &lt;/s&gt; (1 for T5).</summary>
+    /// <summary>Id of &lt;/s&gt; (1 for T5); -1 for a SentencePiece model without one.</summary>
     public int EosId { get; }
 
     /// <summary>Id of &lt;unk&gt; (2 for T5).</summary>
@@ -94,6 +145,10 @@ public sealed class T5Tokenizer
             ModelProto proto = isJson ? TokenizerJsonLoader.Load(data) : LoadSentencePiece(data);
             return new T5Tokenizer(proto, path);
         }
+        catch (NotSupportedException e)
+        {
+            throw new TokenizerException($"Tokenizer file '{path}': {e.Message}.", path, e);
+        }
         catch (Exception e) when (e is InvalidDataException or System.Text.Json.JsonException or FormatException
                                       or InvalidOperationException or KeyNotFoundException)
         {
@@ -103,11 +158,36 @@ public sealed class T5Tokenizer
         }
     }
 
-    /// <summary>Loads the tokenizer of a model directory: spiece.model if present, else tokenizer.json.</summary>
-    /// <exception cref="TokenizerException">Neither file is in <paramref name="modelDir"/>, or the one found is invalid.</exception>
+    /// <summary>The tokenizer_class values a model folder may name (config.json or tokenizer_config.json).</summary>
+    private static readonly string[] s_knownClasses =
+        ["T5Tokenizer", "T5TokenizerFast", "MT5Tokenizer", "MT5TokenizerFast", "PreTrainedTokenizerFast", "ByT5Tokenizer"];
+
+    /// <summary>
+    /// Loads the tokenizer of a model directory. ByT5's byte-level tokenizer when tokenizer_config.json or config.json
+    /// says <c>"tokenizer_class": "ByT5Tokenizer"</c> (google/byt5-* have no spiece.model); otherwise spiece.model if
+    /// present, else tokenizer.json.
+    /// </summary>
+    /// <exception cref="TokenizerException">No tokenizer in <paramref name="modelDir"/>, an unknown tokenizer_class, a
+    /// tokenizer_config.json that is not valid JSON, or an invalid tokenizer file; the message names the file.</exception>
     public static T5Tokenizer FromDirectory(string modelDir)
     {
         ArgumentNullException.ThrowIfNull(modelDir);
+        string tokenizerConfig = Path.Combine(modelDir, "tokenizer_config.json");
+        var (tokenizerClass, extraIds) = ReadTokenizerConfig(tokenizerConfig);
+        string classSource = tokenizerConfig;
+        if (tokenizerClass is null)
+        {
+            classSource = Path.Combine(modelDir, "config.json");
+            tokenizerClass = ReadConfigTokenizerClass(classSource);
+        }
+        if (tokenizerClass is not null && Array.IndexOf(s_knownClasses, tokenizerClass) < 0)
+            throw new TokenizerException(
+                $"'{classSource}' names tokenizer_class {InputFile.Escaped(tokenizerClass)}, which ManagedT5 does not know: expected " +
+                "T5Tokenizer, T5TokenizerFast, MT5Tokenizer, MT5TokenizerFast (with spiece.model or tokenizer.json) or ByT5Tokenizer.",
+                classSource);
+        if (tokenizerClass == "ByT5Tokenizer")
+            return new T5Tokenizer(new ByteLevelModel(extraIds ?? ByteLevelModel.DefaultExtraIds), classSource);
+
         foreach (string name in new[] { "spiece.model", "tokenizer.json" })
         {
             // A link counts as present even when broken, so the error names it instead of passing it by.
@@ -115,8 +195,68 @@ public sealed class T5Tokenizer
             if (File.Exists(path) || IsLink(path)) return FromFile(path);
         }
         throw new TokenizerException(
-            $"No tokenizer in '{modelDir}': expected spiece.model or tokenizer.json. Download the model's tokenizer files into that directory.",
+            $"No tokenizer in '{modelDir}': expected spiece.model or tokenizer.json (T5, Flan-T5, mT5), or \"tokenizer_class\": " +
+            "\"ByT5Tokenizer\" in config.json (ByT5). Download the model's tokenizer files into that directory.",
             modelDir);
+    }
+
+    /// <summary>tokenizer_class and extra_ids of tokenizer_config.json; (null, null) when there is no such file.</summary>
+    private static (string? TokenizerClass, int? ExtraIds) ReadTokenizerConfig(string path)
+    {
+        if (!File.Exists(path) && !IsLink(path)) return (null, null);
+        string? problem;
+        byte[] data;
+        try
+        {
+            data = InputFile.ReadAllBytes(path, InputFile.MaxJsonBytes, out problem);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new TokenizerException($"Tokenizer config '{path}' could not be read: {e.Message}", path, e);
+        }
+        if (problem is not null)
+            throw new TokenizerException($"Tokenizer config {problem} Fix or delete it, or download it again.", path);
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(data);
+            var root = doc.RootElement;
+            if (root.ValueKind != System.Text.Json.JsonValueKind.Object)
+                throw new InvalidDataException("its top level is not an object");
+            string? tokenizerClass = null;
+            if (root.TryGetProperty("tokenizer_class", out var c) && c.ValueKind != System.Text.Json.JsonValueKind.Null)
+                tokenizerClass = c.ValueKind == System.Text.Json.JsonValueKind.String ? c.GetString()
+                    : throw new InvalidDataException("tokenizer_class is not a string");
+            int? extraIds = null;
+            if (root.TryGetProperty("extra_ids", out var e) && e.ValueKind != System.Text.Json.JsonValueKind.Null)
+                extraIds = e.ValueKind == System.Text.Json.JsonValueKind.Number && e.TryGetInt32(out int n) && n is >= 0 and <= 10_000 ? n
+                    : throw new InvalidDataException("extra_ids is not a whole number from 0 to 10000");
+            return (tokenizerClass, extraIds);
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidDataException or InvalidOperationException)
+        {
+            throw new TokenizerException(
+                $"Tokenizer config '{path}' is not a valid tokenizer_config.json ({e.Message}). Fix or delete it, or download it again.", path, e);
+        }
+    }
+
+    /// <summary>config.json's tokenizer_class, or null (also when config.json is missing or unreadable: loading the model
+    /// reports that file's problems).</summary>
+    private static string? ReadConfigTokenizerClass(string path)
+    {
+        try
+        {
+            byte[] data = InputFile.ReadAllBytes(path, InputFile.MaxJsonBytes, out string? problem);
+            if (problem is not null) return null;
+            using var doc = System.Text.Json.JsonDocument.Parse(data);
+            return doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object
+                   && doc.RootElement.TryGetProperty("tokenizer_class", out var c) && c.ValueKind == System.Text.Json.JsonValueKind.String
+                ? c.GetString()
+                : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or InvalidOperationException)
+        {
+            return null;
+        }
     }
 
     private static bool IsLink(string path)
@@ -138,8 +278,9 @@ public sealed class T5Tokenizer
         if (proto.Pieces.Count == 0) throw new InvalidDataException("it has no vocabulary pieces");
         if (!proto.HasTrainerSpec || !proto.HasNormalizerSpec)
             throw new InvalidDataException($"it ends after {proto.Pieces.Count} pieces without its trainer_spec and normalizer_spec");
-        // spiece.model holds 32,000 pieces; T5 adds <extra_id_99> .. <extra_id_0> as ids 32000 .. 32099.
-        if (!proto.Pieces.Exists(p => p.Piece.StartsWith(SentinelPrefix, StringComparison.Ordinal)))
+        // spiece.model holds 32,000 pieces; T5 adds <extra_id_99> .. <extra_id_0> as ids 32000 .. 32099. Only to a model
+        // laid out as T5's (a <pad> piece): a general SentencePiece model keeps exactly its own vocabulary.
+        if (proto.TrainerSpec.PadId >= 0 && !proto.Pieces.Exists(p => p.Piece.StartsWith(SentinelPrefix, StringComparison.Ordinal)))
         {
             for (int n = SentinelCount - 1; n >= 0; n--)
                 proto.Pieces.Add(new SentencePiece(SentinelPrefix + n + ">", 0, PieceType.Control));
@@ -157,8 +298,7 @@ public sealed class T5Tokenizer
     private int ControlId(int specId, string piece)
     {
         if (specId >= 0 && specId < _model.VocabSize && _model.TypeOf(specId) == PieceType.Control) return specId;
-        if (_model.TryGetId(piece, out int id)) return id;
-        throw new InvalidDataException($"the model has no {piece} piece, which T5 needs");
+        return _model.TryGetId(piece, out int id) ? id : -1;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -179,12 +319,13 @@ public sealed class T5Tokenizer
     /// <summary>The id of <paramref name="piece"/>, if it is in the vocabulary.</summary>
     public bool TryGetPieceId(string piece, out int id) => _model.TryGetId(piece, out id);
 
-    /// <summary>The id of sentinel <c>&lt;extra_id_n&gt;</c>: 32099 - n.</summary>
+    /// <summary>The id of sentinel <c>&lt;extra_id_n&gt;</c>: 32099 - n for T5, 259 + n for ByT5.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The vocabulary has no such sentinel.</exception>
     public int SentinelId(int n)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(n);
-        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(n, SentinelCount);
-        return _sentinels.TryGetValue(SentinelPrefix + n + ">", out int id) ? id : throw new InvalidOperationException($"<extra_id_{n}> is not in the vocabulary");
+        return _model.TryGetId(SentinelPrefix + n + ">", out int id) ? id
+            : throw new ArgumentOutOfRangeException(nameof(n), n, $"<extra_id_{n}> is not in the vocabulary.");
     }
 
     /// <summary>True for ids that are not text: &lt;pad&gt;, &lt;/s&gt;, &lt;unk&gt; and the sentinels.</summary>
@@ -200,15 +341,18 @@ public sealed class T5Tokenizer
     /// </summary>
     /// <param name="text">Any string; lone surrogates and control characters are normalized, never rejected.</param>
     /// <param name="addEos">Append &lt;/s&gt; (HuggingFace's add_special_tokens).</param>
-    /// <param name="parseSentinels">Turn "&lt;extra_id_N&gt;" in the text into sentinel ids; each stretch of text
-    /// between them is encoded on its own. When false the text is encoded exactly as sentencepiece does.</param>
-    public int[] Encode(string text, bool addEos = true, bool parseSentinels = true)
+    /// <param name="parseSpecialTokens">Turn special tokens written in the text ("&lt;/s&gt;", "&lt;pad&gt;", "&lt;unk&gt;",
+    /// "&lt;extra_id_N&gt;") into their ids, each stretch of text between them encoded on its own, as HuggingFace's
+    /// from_pretrained tokenizers do. When false their spellings are plain text (sentencepiece's ids): use that for
+    /// untrusted text, so that a user who types "&lt;/s&gt;" cannot end the prompt.</param>
+    /// <exception cref="InvalidOperationException"><paramref name="addEos"/> for a model without a &lt;/s&gt; piece.</exception>
+    public int[] Encode(string text, bool addEos = true, bool parseSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
         var ws = Workspace.Rent();
         try
         {
-            EncodeCore(text, addEos, parseSentinels, trackOffsets: false, ws);
+            EncodeCore(text, addEos, parseSpecialTokens, Compat == TokenizerCompat.Fast, trackOffsets: false, ws);
             return ws.Ids.Span.ToArray();
         }
         finally
@@ -222,12 +366,15 @@ public sealed class T5Tokenizer
     /// <paramref name="destination"/> and returns how many the full encoding has. When that is more than
     /// <paramref name="destination"/> holds, the first <c>destination.Length</c> ids are written.
     /// </summary>
-    public int Encode(ReadOnlySpan<char> text, Span<int> destination, bool addEos = true, bool parseSentinels = true)
+    public int Encode(ReadOnlySpan<char> text, Span<int> destination, bool addEos = true, bool parseSpecialTokens = true) =>
+        EncodeInto(text, destination, addEos, parseSpecialTokens, Compat == TokenizerCompat.Fast);
+
+    private int EncodeInto(ReadOnlySpan<char> text, Span<int> destination, bool addEos, bool parseSpecialTokens, bool fast)
     {
         var ws = Workspace.Rent();
         try
         {
-            EncodeCore(text, addEos, parseSentinels, trackOffsets: false, ws);
+            EncodeCore(text, addEos, parseSpecialTokens, fast, trackOffsets: false, ws);
             return CopyOut(ws.Ids.Span, destination);
         }
         finally
@@ -237,13 +384,13 @@ public sealed class T5Tokenizer
     }
 
     /// <summary>Encodes like <see cref="Encode(string, bool, bool)"/> and gives each id's span in <paramref name="text"/>.</summary>
-    public TokenizedText EncodeWithOffsets(string text, bool addEos = true, bool parseSentinels = true)
+    public TokenizedText EncodeWithOffsets(string text, bool addEos = true, bool parseSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
         var ws = Workspace.Rent();
         try
         {
-            EncodeCore(text, addEos, parseSentinels, trackOffsets: true, ws);
+            EncodeCore(text, addEos, parseSpecialTokens, Compat == TokenizerCompat.Fast, trackOffsets: true, ws);
             return new TokenizedText(ws.Ids.Span.ToArray(), ws.Spans.Span.ToArray());
         }
         finally
@@ -252,11 +399,26 @@ public sealed class T5Tokenizer
         }
     }
 
-    /// <summary>Raw SentencePiece ids, exactly as sentencepiece's <c>encode</c>: no &lt;/s&gt;, no sentinel handling.</summary>
-    public int[] EncodeRaw(string text) => Encode(text, addEos: false, parseSentinels: false);
+    /// <summary>Raw SentencePiece ids, exactly as sentencepiece's <c>encode</c>: no &lt;/s&gt;, special-token spellings are
+    /// text, whatever <see cref="Compat"/> is. For ByT5: the UTF-8 bytes + 3.</summary>
+    public int[] EncodeRaw(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ws = Workspace.Rent();
+        try
+        {
+            EncodeCore(text, addEos: false, parseSpecialTokens: false, fast: false, trackOffsets: false, ws);
+            return ws.Ids.Span.ToArray();
+        }
+        finally
+        {
+            ws.Return();
+        }
+    }
 
     /// <summary>Allocation-free <see cref="EncodeRaw(string)"/>; same contract as <see cref="Encode(ReadOnlySpan{char}, Span{int}, bool, bool)"/>.</summary>
-    public int EncodeRaw(ReadOnlySpan<char> text, Span<int> destination) => Encode(text, destination, addEos: false, parseSentinels: false);
+    public int EncodeRaw(ReadOnlySpan<char> text, Span<int> destination) =>
+        EncodeInto(text, destination, addEos: false, parseSpecialTokens: false, fast: false);
 
     /// <summary>Raw SentencePiece pieces, e.g. "Hello world" → ["▁Hello", "▁world"]; an unknown run is its own text.</summary>
     public IReadOnlyList<string> EncodeToPieces(string text)
@@ -265,7 +427,7 @@ public sealed class T5Tokenizer
         var ws = Workspace.Rent();
         try
         {
-            EncodeRawSegment(text, trackOffsets: false, ws);
+            EncodeRawSegment(text, fast: false, trackOffsets: false, ws);
             var pieces = new string[ws.Tokens.Count];
             for (int i = 0; i < pieces.Length; i++)
             {
@@ -325,24 +487,28 @@ public sealed class T5Tokenizer
     }
 
     /// <summary>Fills ws.Ids (and ws.Spans) with the T5 encoding of <paramref name="text"/>.</summary>
-    private void EncodeCore(ReadOnlySpan<char> text, bool addEos, bool parseSentinels, bool trackOffsets, Workspace ws)
+    private void EncodeCore(ReadOnlySpan<char> text, bool addEos, bool parseSpecialTokens, bool fast, bool trackOffsets, Workspace ws)
     {
+        if (addEos && EosId < 0)
+            throw new InvalidOperationException($"The tokenizer '{SourcePath}' has no </s> piece to append; encode with addEos: false.");
         ws.Ids.Clear();
         ws.Spans.Clear();
         int segmentStart = 0;
-        if (parseSentinels)
+        if (parseSpecialTokens)
         {
             // HuggingFace splits the text at each special token and encodes the pieces in between separately.
-            int searchFrom = 0;
-            while (TryFindSentinel(text, searchFrom, out int at, out int length, out int sentinelId))
+            while (_specialTokens.TryFind(text, segmentStart, out int at, out int length, out int id, out bool strip))
             {
-                AppendRawSegment(text, segmentStart, at, trackOffsets, ws);
-                ws.Ids.Add(sentinelId);
+                int segmentEnd = at;
+                if (strip) while (segmentEnd > segmentStart && IsPythonSpace(text[segmentEnd - 1])) segmentEnd--;
+                AppendRawSegment(text, segmentStart, segmentEnd, fast, trackOffsets, ws);
+                ws.Ids.Add(id);
                 if (trackOffsets) ws.Spans.Add(new TokenSpan(at, length));
-                segmentStart = searchFrom = at + length;
+                segmentStart = at + length;
+                if (strip) while (segmentStart < text.Length && IsPythonSpace(text[segmentStart])) segmentStart++;
             }
         }
-        AppendRawSegment(text, segmentStart, text.Length, trackOffsets, ws);
+        AppendRawSegment(text, segmentStart, text.Length, fast, trackOffsets, ws);
         if (addEos)
         {
             ws.Ids.Add(EosId);
@@ -350,33 +516,12 @@ public sealed class T5Tokenizer
         }
     }
 
-    private bool TryFindSentinel(ReadOnlySpan<char> text, int from, out int at, out int length, out int id)
-    {
-        while (from < text.Length)
-        {
-            int found = text[from..].IndexOf(SentinelPrefix, StringComparison.Ordinal);
-            if (found < 0) break;
-            at = from + found;
-            // Look for the '>' only as far as the longest sentinel reaches: scanning to the end of the text from every
-            // "<extra_id_" would make text full of them quadratic.
-            int close = text.Slice(at, Math.Min(LongestSentinelLength, text.Length - at)).IndexOf('>');
-            if (close > 0 && _sentinels.TryGetValue(text.Slice(at, close + 1), out id))
-            {
-                length = close + 1;
-                return true;
-            }
-            from = at + 1;
-        }
-        at = length = id = 0;
-        return false;
-    }
-
-    /// <summary>Appends the raw SentencePiece ids (and spans) of text[start..end).</summary>
-    private void AppendRawSegment(ReadOnlySpan<char> text, int start, int end, bool trackOffsets, Workspace ws)
+    /// <summary>Appends the raw ids (and spans) of text[start..end).</summary>
+    private void AppendRawSegment(ReadOnlySpan<char> text, int start, int end, bool fast, bool trackOffsets, Workspace ws)
     {
         if (start == end) return;
         var segment = text[start..end];
-        EncodeRawSegment(segment, trackOffsets, ws);
+        EncodeRawSegment(segment, fast, trackOffsets, ws);
         var tokens = ws.Tokens.Span;
         ws.Ids.EnsureCapacity(ws.Ids.Count + tokens.Length + 1);
         foreach (var token in tokens) ws.Ids.Add(token.Id);
@@ -393,14 +538,26 @@ public sealed class T5Tokenizer
         }
     }
 
-    /// <summary>Normalizes and segments <paramref name="text"/> into ws.Tokens (raw SentencePiece).</summary>
-    private void EncodeRawSegment(ReadOnlySpan<char> text, bool trackOffsets, Workspace ws)
+    /// <summary>Normalizes and segments <paramref name="text"/> into ws.Tokens (raw SentencePiece, or ByT5's bytes).</summary>
+    private void EncodeRawSegment(ReadOnlySpan<char> text, bool fast, bool trackOffsets, Workspace ws)
     {
         // Lone surrogates become U+FFFD here, as Encoding.UTF8 replaces them.
         byte[] utf8 = ws.Utf8.EnsureCapacity(text.Length < 4096 ? Encoding.UTF8.GetMaxByteCount(text.Length) : Encoding.UTF8.GetByteCount(text));
         int byteCount = Encoding.UTF8.GetBytes(text, utf8);
-        _normalizer.Normalize(utf8.AsSpan(0, byteCount), ref ws.Normalized, ref ws.NormToOrig, trackOffsets);
-        _model.Encode(ws.Normalized.Span, ref ws.Lattice, ref ws.Tokens);
+        if (_normalizer is not null)
+        {
+            _normalizer.Normalize(utf8.AsSpan(0, byteCount), ref ws.Normalized, ref ws.NormToOrig, trackOffsets, fast);
+            _model.Encode(ws.Normalized.Span, ref ws.Lattice, ref ws.Tokens, splitAtSpaces: fast);
+            return;
+        }
+        // ByT5: the bytes are the tokens; byte i of the text is byte i of the "normalized" text.
+        _model.Encode(utf8.AsSpan(0, byteCount), ref ws.Lattice, ref ws.Tokens, splitAtSpaces: false);
+        if (trackOffsets)
+        {
+            var map = ws.NormToOrig.EnsureCapacity(byteCount + 1);
+            for (int i = 0; i <= byteCount; i++) map[i] = i;
+            ws.NormToOrig.SetCount(byteCount + 1);
+        }
     }
 
     /// <summary>For each UTF-8 byte offset of <paramref name="text"/>, the UTF-16 index of its character.</summary>
@@ -441,10 +598,24 @@ public sealed class T5Tokenizer
     /// <param name="skipSpecialTokens">Drop &lt;pad&gt;, &lt;/s&gt;, &lt;unk&gt; and sentinels. When false they appear
     /// as their text, followed by a space ("Hello&lt;unk&gt; world&lt;/s&gt;").</param>
     /// <remarks>Spaces before . , ! ? n't 's 'm 've 're are removed (clean_up_tokenization_spaces), and the
-    /// result is trimmed.</remarks>
+    /// result is trimmed. ByT5 (as its ByT5Tokenizer): not trimmed, special tokens written with no space around them,
+    /// and bytes that do not make a whole UTF-8 character dropped, so a character cut off at the end of a streamed
+    /// prefix is left out until its last byte arrives.</remarks>
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = true)
     {
         var output = new StringBuilder();
+        if (_model is ByteLevelModel bytes)
+        {
+            // ByT5Tokenizer: no stripping; special tokens are their spelling with no space around; invalid UTF-8 is dropped.
+            int[] known = new int[ids.Length];
+            int count = 0;
+            foreach (int id in ids)
+            {
+                if ((uint)id < (uint)VocabSize) known[count++] = id;
+            }
+            bytes.Decode(known.AsSpan(0, count), output, skipSpecialTokens);
+            return CleanUpTokenizationSpaces(output.ToString());
+        }
         int chunkStart = 0, chunkLength = 0;
         int[] chunk = new int[ids.Length]; // non-special ids, stretch after stretch
         for (int i = 0; i < ids.Length; i++)
@@ -484,7 +655,7 @@ public sealed class T5Tokenizer
     }
 
     /// <summary>The normalized text the model segments, e.g. "  Ｈello  world" → "▁Hello▁world".</summary>
-    internal string Normalize(string text) => _normalizer.Normalize(text);
+    internal string Normalize(string text) => _normalizer?.Normalize(text) ?? text;
 
     /// <summary>Python's str.strip(): trims the characters str.isspace() accepts.</summary>
     private static string PythonStrip(string s)

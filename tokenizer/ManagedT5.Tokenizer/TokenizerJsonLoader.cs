@@ -23,7 +23,7 @@ internal static class TokenizerJsonLoader
             throw new InvalidDataException("not a tokenizer.json: there is no \"model\" object");
         string? type = GetString(model, "type");
         if (type != "Unigram")
-            throw new InvalidDataException($"model type is \"{type}\"; only \"Unigram\" (SentencePiece) tokenizers are supported");
+            throw new NotSupportedException($"it is a tokenizer.json with model type \"{type}\"; only \"Unigram\" (SentencePiece) tokenizers, as T5's, are supported");
 
         // Special added tokens (<pad>, </s>, <unk>, <extra_id_N>) become control pieces.
         var special = new HashSet<int>();

@@ -10,9 +10,10 @@ namespace ManagedT5.Tokenizer;
 /// sum highest. Mirrors sentencepiece's <c>unigram::Model::Encode</c> and <c>SentencePieceProcessor::Decode</c>
 /// exactly, including float rounding, so ids match Google's implementation bit for bit.
 /// </summary>
-internal sealed class UnigramModel
+internal sealed class UnigramModel : ITokenModel
 {
     private const float UnknownPenalty = 10.0f;  // sentencepiece's kUnkPenalty
+    private const float FltMin = 1.17549435e-38f; // C's FLT_MIN: sentencepiece's starting max_score_
     private static ReadOnlySpan<byte> SpaceSymbol => "\u2581"u8;
 
     /// <summary>
@@ -43,9 +44,9 @@ internal sealed class UnigramModel
     public UnigramModel(ModelProto proto)
     {
         if (proto.TrainerSpec.ModelType != 1)
-            throw new InvalidDataException($"model type {proto.TrainerSpec.ModelType} is not unigram (1); only unigram models are supported");
+            throw new NotSupportedException($"it is a {ModelTypeName(proto.TrainerSpec.ModelType)} SentencePiece model; only unigram models (model_type 1, as T5's) are supported");
         if (proto.TrainerSpec.TreatWhitespaceAsSuffix)
-            throw new InvalidDataException("treat_whitespace_as_suffix models are not supported");
+            throw new NotSupportedException("it is a treat_whitespace_as_suffix SentencePiece model ('▁' ends words instead of starting them); only models with '▁' at the start of words, as T5's, are supported");
         if (proto.Pieces.Count == 0) throw new InvalidDataException("the model has no pieces");
 
         int n = proto.Pieces.Count;
@@ -57,7 +58,9 @@ internal sealed class UnigramModel
         Array.Fill(_byteToId, -1);
         UnkId = -1;
 
-        float minScore = float.MaxValue, maxScore = float.MinValue;
+        // As sentencepiece: max_score_ starts at FLT_MIN (a tiny positive number), so with only negative normal scores a
+        // user-defined piece scores length * FLT_MIN - 0.1, about -0.1.
+        float minScore = float.MaxValue, maxScore = FltMin;
         long vocabularyBytes = 0;
         var trieEntries = new List<(byte[] Key, int PieceId, float Score)>(n);
         for (int id = 0; id < n; id++)
@@ -119,6 +122,15 @@ internal sealed class UnigramModel
             : null;
     }
 
+    /// <summary>sentencepiece's ModelType names.</summary>
+    private static string ModelTypeName(int type) => type switch
+    {
+        2 => "BPE",
+        3 => "word",
+        4 => "char",
+        _ => $"model_type {type}",
+    };
+
     public int VocabSize => _pieces.Length;
     public int UnkId { get; }
     public bool ByteFallback { get; }
@@ -139,8 +151,9 @@ internal sealed class UnigramModel
     /// Segments <paramref name="normalized"/> (UTF-8, spaces already '▁') into <paramref name="tokens"/>.
     /// Runs of unknown characters become one &lt;unk&gt; token (or byte pieces with byte_fallback).
     /// </summary>
-    public void Encode(ReadOnlySpan<byte> normalized, ref ArrayBuilder<BestPath> lattice, ref ArrayBuilder<RawToken> tokens)
+    public void Encode(ReadOnlySpan<byte> normalized, ref ArrayBuilder<BestPath> lattice, ref ArrayBuilder<RawToken> tokens, bool splitAtSpaces = false)
     {
+        splitAtSpaces |= _segmentAtSpaces;
         tokens.Clear();
         tokens.EnsureCapacity(normalized.Length / 4 + 16); // about 4 bytes a token in English text
         float scoreSoFar = 0;
@@ -150,7 +163,7 @@ internal sealed class UnigramModel
             // No piece has '▁' after its first byte, so every best path breaks before each '▁':
             // searching word by word gives the same result as one search over the whole text.
             int end = normalized.Length;
-            if (_segmentAtSpaces)
+            if (splitAtSpaces)
             {
                 int next = normalized[(start + 1)..].IndexOf(SpaceSymbol);
                 if (next >= 0) end = start + 1 + next;
