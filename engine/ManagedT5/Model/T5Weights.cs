@@ -112,16 +112,11 @@ internal sealed class T5Weights : IDisposable
             }
 
             if (_missing.Count > 0)
-            {
-                bool noDecoder = m.Decoder is not null && !checkpoint.Names.Any(n => n.StartsWith("decoder.", StringComparison.Ordinal));
                 throw new ModelLoadException(
                     $"The checkpoint is missing {_missing.Count} tensor(s) that this config needs " +
                     $"({(config.IsGatedAct ? "gated" : "non-gated")} FFN, {(config.TieWordEmbeddings ? "tied" : "untied")} embeddings): " +
-                    string.Join(", ", _missing) + ". Check that config.json belongs to these weights." +
-                    (noDecoder ? " The checkpoint has no decoder tensors at all: if it is an encoder-only (T5EncoderModel) " +
-                        "checkpoint, config.json's \"architectures\" should say [\"T5EncoderModel\"]." : ""),
+                    string.Join(", ", _missing) + ". Check that config.json belongs to these weights." + EncoderOnlyHint(),
                     checkpoint.Files.FirstOrDefault()?.Path);
-            }
             w.UnexpectedTensors = checkpoint.Names.Where(n => !_used.Contains(n)).Order(StringComparer.Ordinal).ToList();
         }
 
@@ -144,8 +139,15 @@ internal sealed class T5Weights : IDisposable
             string blocks = found == 0 ? "no" : indices.Max() == found - 1 ? $"{found}" : $"{found} (numbered up to {indices.Max()}, with gaps)";
             throw new ModelLoadException(
                 $"config.json says {key} is {expected} but the checkpoint has {blocks} {stack} block(s) ({prefix}N.*). " +
-                "Check that config.json belongs to these weights.", checkpoint.Files.FirstOrDefault()?.Path);
+                "Check that config.json belongs to these weights." + EncoderOnlyHint(), checkpoint.Files.FirstOrDefault()?.Path);
         }
+
+        /// <summary>Weights without a single decoder tensor under a config with a decoder are most likely a T5EncoderModel
+        /// checkpoint whose config.json does not say so.</summary>
+        private string EncoderOnlyHint() =>
+            config.IsEncoderOnly || checkpoint.Names.Any(n => n.StartsWith("decoder.", StringComparison.Ordinal)) ? ""
+                : " The checkpoint has no decoder tensors at all: if it is an encoder-only (T5EncoderModel) checkpoint, " +
+                  "config.json's \"architectures\" should say [\"T5EncoderModel\"].";
 
         private BlockWeights Block(T5BlockModule b) => new(
             Prepare(b.SelfAttentionNorm)!, Attention(b.SelfAttention)!,
