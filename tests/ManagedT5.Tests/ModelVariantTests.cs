@@ -51,6 +51,35 @@ public sealed class ModelVariantTests : IDisposable
         Assert.Contains("\"architectures\" should say [\"T5EncoderModel\"]", e.Message);
     }
 
+    /// <summary>The encoder-only fixture with the T5 tokenizer beside it, as the CLI loads a folder.</summary>
+    private string EncoderOnlyFolderWithTokenizer()
+    {
+        string src = Fixtures.Model(ForwardParityTests.EncoderOnlyModel);
+        foreach (string f in new[] { "config.json", "model.safetensors" }) File.Copy(Path.Combine(src, f), Path.Combine(_dir, f));
+        File.Copy(Path.Combine(Fixtures.Root, "tokenizer", "spiece.model"), Path.Combine(_dir, "spiece.model"));
+        return _dir;
+    }
+
+    [Fact]
+    public void TraceOfAnEncoderOnlyModelHoldsTheEncoderAndGenerateSaysWhyNot()
+    {
+        string dir = EncoderOnlyFolderWithTokenizer(), path = Path.Combine(_dir, "trace.safetensors");
+        var (code, _, error) = CliTests.Run("trace", "--model", dir, "--out", path, "Hello world");
+        Assert.True(code == 0, error);
+        using (var file = SafeTensorsFile.Open(path))
+        {
+            foreach (string name in new[] { "input_ids", "encoder.embed_tokens", "encoder.block.0.layer.0.SelfAttention.position_bias",
+                         "encoder.block.2.layer.0.SelfAttention.scores", "encoder.final_layer_norm" })
+                Assert.True(file.Contains(name), $"trace lacks {name}");
+            Assert.DoesNotContain(file.Tensors, t => t.Name.StartsWith("decoder") || t.Name == "lm_head");
+        }
+
+        (code, _, error) = CliTests.Run("generate", "--model", dir, "Hello world");
+        Assert.NotEqual(0, code);
+        Assert.Contains("encoder-only", error);
+        Assert.Single(error.Trim().Split('\n'));
+    }
+
     /// <summary>tiny-flan-t5's weights with block 0's relative_attention_bias copied into every layer of both stacks
     /// (scaled by <paramref name="scaleLater"/> in the layers after block 0), as a umT5 checkpoint stores them.</summary>
     private string PerLayerBiasCheckpoint(float scaleLater = 1f)
