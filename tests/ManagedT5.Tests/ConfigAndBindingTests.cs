@@ -39,7 +39,6 @@ public sealed class ConfigTests
     [InlineData("[\"T5EncoderModel\"]", true)]
     [InlineData("[\"T5ForConditionalGeneration\"]", false)]
     [InlineData("[\"T5EncoderModel\", \"T5ForConditionalGeneration\"]", false)]
-    [InlineData("[]", false)]
     [InlineData("null", false)]
     public void ArchitecturesSayWhetherTheCheckpointIsEncoderOnly(string architectures, bool encoderOnly)
     {
