@@ -294,32 +294,13 @@ internal static class BenchCommand
             return v;
         }
         float[] Ones(int n) => Enumerable.Repeat(1f, n).ToArray();
-        int d = c.DModel, inner = c.InnerDim, ff = c.DFf;
+        // Every parameter the module tree lists for that architecture: norms are ones, bias tables and the embedding
+        // unit normals, other matrices normals scaled by 1/sqrt(in_features).
+        var modules = new T5Modules(c with { IsGatedAct = true, TieWordEmbeddings = false, IsEncoderOnly = false });
         var w = new SafeTensorsWriter();
-        w.Add("shared.weight", Randn(c.VocabSize, d, false), c.VocabSize, d);
-        w.Add("lm_head.weight", Randn(c.VocabSize, d, true), c.VocabSize, d);
-        foreach (var (stack, layers) in new[] { ("encoder", c.NumLayers), ("decoder", c.NumDecoderLayers) })
-        {
-            string[] attention = stack == "encoder" ? ["0.SelfAttention"] : ["0.SelfAttention", "1.EncDecAttention"];
-            for (int i = 0; i < layers; i++)
-            {
-                string p = $"{stack}.block.{i}.layer.";
-                for (int j = 0; j < attention.Length; j++)
-                {
-                    foreach (string m in new[] { "q", "k", "v" }) w.Add($"{p}{attention[j]}.{m}.weight", Randn(inner, d, true), inner, d);
-                    w.Add($"{p}{attention[j]}.o.weight", Randn(d, inner, true), d, inner);
-                    w.Add($"{p}{j}.layer_norm.weight", Ones(d), d);
-                }
-                string f = $"{p}{attention.Length}.";
-                w.Add(f + "DenseReluDense.wi_0.weight", Randn(ff, d, true), ff, d);
-                w.Add(f + "DenseReluDense.wi_1.weight", Randn(ff, d, true), ff, d);
-                w.Add(f + "DenseReluDense.wo.weight", Randn(d, ff, true), d, ff);
-                w.Add(f + "layer_norm.weight", Ones(d), d);
-            }
-            w.Add($"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                Randn(c.RelativeAttentionNumBuckets, c.NumHeads, false), c.RelativeAttentionNumBuckets, c.NumHeads);
-            w.Add($"{stack}.final_layer_norm.weight", Ones(d), d);
-        }
+        foreach (T5Parameter p in modules.Parameters)
+            w.Add(p.Name, p.Role == T5ParameterRole.Norm ? Ones(p.Shape[0])
+                : Randn(p.Shape[0], p.Shape[1], scaled: p.Role == T5ParameterRole.Matrix && p != modules.Shared), p.Shape);
         w.Save(Path.Combine(dir, "model.safetensors"));
         // The same architecture, made gated and untied like the peer's random model.
         string json = File.ReadAllText(configPath);

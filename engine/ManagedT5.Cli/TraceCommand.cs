@@ -13,18 +13,36 @@ internal static class TraceCommand
 {
     /// <summary>Downloads every observed tensor; self-attention scores (q . k + bias, before the softmax, no
     /// 1/sqrt(d_kv)) are rebuilt on the host from q, k and the bias, since the fused kernel never materialises them.</summary>
-    private sealed class TraceRecorder(IBackend backend, T5Config config) : ITensorObserver
+    private sealed class TraceRecorder : ITensorObserver
     {
         public readonly List<(string Name, float[] Data, int[] Shape)> Tensors = [];
         private readonly Dictionary<string, (float[] Data, int[] Shape)> _byName = new();
-        public string Stack = "encoder";
+        private readonly IBackend _backend;
+        private readonly T5Config _config;
+        // Each self-attention's k, by its name in the module tree: the attention, the position bias it adds (its own,
+        // or the one the nearest block before it made) and whether it is causal.
+        private readonly Dictionary<string, (T5AttentionModule Attention, string Bias, bool Causal)> _selfAttentionByKey = new();
+
+        public TraceRecorder(IBackend backend, T5Config config, T5Modules modules)
+        {
+            (_backend, _config) = (backend, config);
+            foreach (T5StackModule stack in modules.Stacks)
+            {
+                string bias = "";
+                foreach (T5BlockModule block in stack.Blocks)
+                {
+                    if (block.SelfAttention.RelativeAttentionBias is not null) bias = block.SelfAttention.PositionBias;
+                    _selfAttentionByKey[block.SelfAttention.K.Module] = (block.SelfAttention, bias, stack.IsDecoder);
+                }
+            }
+        }
 
         public void Observe(string name, IBuffer buffer, int[] shape)
         {
             var data = new float[shape.Aggregate(1, (a, d) => a * d)];
-            backend.Download(buffer, data);
+            _backend.Download(buffer, data);
             Add(name, data, shape);
-            if (name.EndsWith(".SelfAttention.k")) AddScores(name[..^2]);
+            if (_selfAttentionByKey.TryGetValue(name, out var self)) AddScores(self.Attention, self.Bias, self.Causal);
         }
 
         private void Add(string name, float[] data, int[] shape)
@@ -33,13 +51,12 @@ internal static class TraceCommand
             _byName[name] = (data, shape);
         }
 
-        private void AddScores(string prefix)
+        private void AddScores(T5AttentionModule attention, string biasName, bool causal)
         {
-            var (q, qShape) = _byName[prefix + ".q"];
-            var (k, _) = _byName[prefix + ".k"];
-            var (bias, _) = _byName[$"{Stack}.block.0.layer.0.SelfAttention.position_bias"];
-            int batch = qShape[0], n = qShape[1], heads = config.NumHeads, dk = config.DKv, inner = config.InnerDim;
-            bool causal = Stack == "decoder";
+            var (q, qShape) = _byName[attention.Q.Module];
+            var (k, _) = _byName[attention.K.Module];
+            var (bias, _) = _byName[biasName];
+            int batch = qShape[0], n = qShape[1], heads = _config.NumHeads, dk = _config.DKv, inner = _config.InnerDim;
             var scores = new float[batch * heads * n * n];
             for (int b = 0; b < batch; b++)
                 for (int h = 0; h < heads; h++)
@@ -51,7 +68,7 @@ internal static class TraceCommand
                             s += bias[(h * n + i) * n + j];
                             scores[((b * heads + h) * n + i) * n + j] = causal && j > i ? float.NegativeInfinity : s;
                         }
-            Add(prefix + ".scores", scores, [batch, heads, n, n]);
+            Add(attention.Scores, scores, [batch, heads, n, n]);
         }
     }
 
@@ -75,27 +92,31 @@ internal static class TraceCommand
             CliCommon.Doing = "tracing the prompt";
             T5Model m = t5.Model;
             int[] ids = t5.Encode([r.GetValue(prompt)!])[0];
-            GenerationOutput generated = t5.GenerateIds([ids], new GenerationOptions { MaxNewTokens = r.GetValue(maxNewTokens) });
-            int[] decoderIds = generated.Sequences[0];
+            // An encoder-only checkpoint (T5EncoderModel) is traced through its encoder alone.
+            int[] decoderIds = m.HasDecoder
+                ? t5.GenerateIds([ids], new GenerationOptions { MaxNewTokens = r.GetValue(maxNewTokens) }).Sequences[0] : [];
 
-            var recorder = new TraceRecorder(m.Backend, m.Config);
+            var recorder = new TraceRecorder(m.Backend, m.Config, m.Modules);
             using EncoderOutput encoded = m.Encode(ids, Enumerable.Repeat(1, ids.Length).ToArray(), 1, recorder);
-            recorder.Stack = "decoder";
-            using DecoderState state = m.StartDecoder(encoded, decoderIds.Length, maxTokensPerCall: decoderIds.Length);
-            m.Decode(state, decoderIds, decoderIds.Length, recorder);
+            if (m.HasDecoder)
+            {
+                using DecoderState state = m.StartDecoder(encoded, decoderIds.Length, maxTokensPerCall: decoderIds.Length);
+                m.Decode(state, decoderIds, decoderIds.Length, recorder);
+            }
 
             var writer = new SafeTensorsWriter();
             writer.Add("input_ids", DType.I64, ids.SelectMany(i => BitConverter.GetBytes((long)i)).ToArray(), 1, ids.Length);
-            writer.Add("decoder_input_ids", DType.I64, decoderIds.SelectMany(i => BitConverter.GetBytes((long)i)).ToArray(), 1, decoderIds.Length);
+            if (m.HasDecoder)
+                writer.Add("decoder_input_ids", DType.I64, decoderIds.SelectMany(i => BitConverter.GetBytes((long)i)).ToArray(), 1, decoderIds.Length);
             foreach (var (name, data, shape) in recorder.Tensors) writer.Add(name, data, shape);
             string path = r.GetValue(output)!;
             writer.Save(path, new Dictionary<string, string>
             {
                 ["prompt"] = r.GetValue(prompt)!,
-                ["generated"] = t5.Tokenizer.Decode(decoderIds),
+                ["generated"] = m.HasDecoder ? t5.Tokenizer.Decode(decoderIds) : "(encoder-only model: no decoder)",
                 ["note"] = "names follow HF modules; *.attention is the attention output before the o projection; *.scores are q.k + bias before the softmax",
             });
-            Console.WriteLine($"wrote {recorder.Tensors.Count + 2} tensors to {Path.GetFullPath(path)}");
+            Console.WriteLine($"wrote {recorder.Tensors.Count + (m.HasDecoder ? 2 : 1)} tensors to {Path.GetFullPath(path)}");
             return 0;
         });
         return command;

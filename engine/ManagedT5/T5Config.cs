@@ -46,6 +46,14 @@ public sealed record T5Config
     public string ModelType { get; init; } = "t5";
     /// <summary>torch_dtype as written, if any (informational).</summary>
     public string? TorchDType { get; init; }
+    /// <summary>architectures as written ("T5ForConditionalGeneration", "T5EncoderModel"); empty when absent.</summary>
+    public IReadOnlyList<string> Architectures { get; init; } = [];
+    /// <summary>An encoder-only checkpoint (T5EncoderModel: shared.weight and encoder.* only). Set when architectures
+    /// names T5EncoderModel and nothing else; such a model encodes but cannot decode.</summary>
+    public bool IsEncoderOnly { get; init; }
+    /// <summary>Every self-attention layer owns a relative_attention_bias (umT5) instead of block 0 alone (T5, Flan-T5).
+    /// No config.json key says so: set it when building the config of such a checkpoint.</summary>
+    public bool RelativeAttentionBiasPerLayer { get; init; }
 
     /// <summary>Most floats one buffer can hold (a .NET array's limit); every size derived from the config must fit.</summary>
     public const int MaxBufferElements = 0x7FFFFFC7; // Array.MaxLength
@@ -103,6 +111,7 @@ public sealed record T5Config
         string? denseActFn = OptionalString(root, "dense_act_fn", source);
         ActivationKind activation = denseActFn is null ? derivedAct : ParseActivation(denseActFn, "dense_act_fn", source);
         bool gated = OptionalBool(root, "is_gated_act", source) ?? derivedGated;
+        string[] architectures = OptionalStrings(root, "architectures", source) ?? [];
 
         var config = new T5Config
         {
@@ -125,6 +134,8 @@ public sealed record T5Config
             DecoderStartTokenId = Optional(root, "decoder_start_token_id", source, min: 0) ?? 0,
             ModelType = modelType,
             TorchDType = OptionalString(root, "torch_dtype", source),
+            Architectures = architectures,
+            IsEncoderOnly = architectures.Length > 0 && architectures.All(a => a == "T5EncoderModel"),
         };
         if (config.RelativeAttentionMaxDistance <= config.RelativeAttentionNumBuckets / 4)
             throw new ModelLoadException(
@@ -211,6 +222,14 @@ public sealed record T5Config
             JsonValueKind.False => false,
             _ => throw new ModelLoadException($"'{source}': '{key}' must be true or false, found {e.GetRawText()}.", source),
         };
+    }
+
+    private static string[]? OptionalStrings(JsonElement root, string key, string source)
+    {
+        if (!root.TryGetProperty(key, out JsonElement e) || e.ValueKind == JsonValueKind.Null) return null;
+        if (e.ValueKind != JsonValueKind.Array || e.EnumerateArray().Any(a => a.ValueKind != JsonValueKind.String))
+            throw new ModelLoadException($"'{source}': '{key}' must be a list of strings, found {e.GetRawText()}.", source);
+        return e.EnumerateArray().Select(a => a.GetString()!).ToArray();
     }
 
     private static string? OptionalString(JsonElement root, string key, string source)

@@ -35,6 +35,17 @@ public sealed class ConfigTests
         Assert.Equal((ActivationKind.GeluNew, true), (sharded.DenseActivation, sharded.IsGatedAct)); // from feed_forward_proj alone
     }
 
+    [Theory]
+    [InlineData("[\"T5EncoderModel\"]", true)]
+    [InlineData("[\"T5ForConditionalGeneration\"]", false)]
+    [InlineData("[\"T5EncoderModel\", \"T5ForConditionalGeneration\"]", false)]
+    [InlineData("null", false)]
+    public void ArchitecturesSayWhetherTheCheckpointIsEncoderOnly(string architectures, bool encoderOnly)
+    {
+        T5Config c = T5Config.Parse("{" + Minimal + $", \"architectures\": {architectures}}}");
+        Assert.Equal(encoderOnly, c.IsEncoderOnly);
+    }
+
     private const string Minimal = "\"d_model\": 8, \"d_kv\": 2, \"d_ff\": 16, \"num_layers\": 2, \"num_heads\": 4, \"vocab_size\": 100";
 
     [Fact]
@@ -78,6 +89,7 @@ public sealed class ConfigTests
     [InlineData("""{"d_model": 8, "d_kv": 2, "d_ff": 16, "num_layers": 2, "num_heads": 4, "vocab_size": 100, "layer_norm_epsilon": -1}""", "layer_norm_epsilon")]
     [InlineData("""{"d_model": 8, "d_kv": 2, "d_ff": 16, "num_layers": 2, "num_heads": 4, "vocab_size": 100, "model_type": "bart"}""", "model_type")]
     [InlineData("""{"d_model": 8, "d_kv": 2, "d_ff": 16, "num_layers": 2, "num_heads": 4, "vocab_size": 100, "eos_token_id": 100}""", "eos_token_id")]
+    [InlineData("""{"d_model": 8, "d_kv": 2, "d_ff": 16, "num_layers": 2, "num_heads": 4, "vocab_size": 100, "architectures": "T5EncoderModel"}""", "architectures")]
     public void InvalidValuesNameTheKey(string json, string key)
     {
         var e = Assert.Throws<ModelLoadException>(() => T5Config.Parse(json));

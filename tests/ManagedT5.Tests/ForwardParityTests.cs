@@ -1,5 +1,6 @@
 // Forward-pass parity with HuggingFace transformers on the three fixture models, on every backend:
-// encoder/decoder hidden states, logits, position biases, the long prompt; and KV-cache decoding vs teacher forcing.
+// encoder/decoder hidden states, logits, position biases, the long prompt; KV-cache decoding vs teacher forcing; and
+// the encoder-only checkpoint (T5EncoderModel). Tensor names come from the model's module tree (T5Modules).
 using ManagedT5.Kernels;
 using ManagedT5.Loading;
 using ManagedT5.Model;
@@ -22,6 +23,8 @@ internal sealed class Recorder(IBackend backend) : ITensorObserver
 public sealed class ForwardParityTests(ITestOutputHelper output)
 {
     private const double Tolerance = 1e-4;   // max abs diff / max abs of the reference, per tensor
+    /// <summary>A T5EncoderModel checkpoint (no decoder weights) whose reference holds HF's encoder output.</summary>
+    internal const string EncoderOnlyModel = "tiny-sentence-t5";
 
     private sealed record Reference(SafeTensorsFile File)
     {
@@ -78,15 +81,14 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
         // Encoder: embeddings, each block's output, final norm (HF's encoder_hidden_states layout).
         float[] encoderStates = reference.F("batch.encoder_hidden_states");
         int stateSize = batch * seq * c.DModel;
-        var encoderNames = new List<string> { "encoder.embed_tokens" };
-        for (int i = 0; i < c.NumLayers - 1; i++) encoderNames.Add($"encoder.block.{i}");
-        encoderNames.Add("encoder.final_layer_norm");
+        IReadOnlyList<string> encoderNames = model.Modules.Encoder.HiddenStates;
+        Assert.Equal(c.NumLayers + 1, encoderNames.Count);
         for (int i = 0; i < encoderNames.Count; i++)
             Check($"{modelName} encoder_hidden_states[{i}]", recorder.Tensors[encoderNames[i]], encoderStates.AsSpan(i * stateSize, stateSize));
         var last = new float[stateSize];
         backend.Download(encoded.Hidden, last);
         Check($"{modelName} encoder_last_hidden_state", last, reference.F("batch.encoder_last_hidden_state"));
-        Check($"{modelName} encoder_position_bias", recorder.Tensors["encoder.block.0.layer.0.SelfAttention.position_bias"],
+        Check($"{modelName} encoder_position_bias", recorder.Tensors[model.Modules.Encoder.Blocks[0].SelfAttention.PositionBias],
             reference.F("batch.encoder_position_bias"));
 
         // Decoder, teacher-forced over decoder_input_ids.
@@ -98,12 +100,11 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
 
         float[] decoderStates = reference.F("batch.decoder_hidden_states");
         int decSize = batch * steps * c.DModel;
-        var decoderNames = new List<string> { "decoder.embed_tokens" };
-        for (int i = 0; i < c.NumDecoderLayers - 1; i++) decoderNames.Add($"decoder.block.{i}");
-        decoderNames.Add("decoder.final_layer_norm");
+        IReadOnlyList<string> decoderNames = model.Modules.Decoder!.HiddenStates;
+        Assert.Equal(c.NumDecoderLayers + 1, decoderNames.Count);
         for (int i = 0; i < decoderNames.Count; i++)
             Check($"{modelName} decoder_hidden_states[{i}]", recorder.Tensors[decoderNames[i]], decoderStates.AsSpan(i * decSize, decSize));
-        Check($"{modelName} decoder_position_bias", recorder.Tensors["decoder.block.0.layer.0.SelfAttention.position_bias"],
+        Check($"{modelName} decoder_position_bias", recorder.Tensors[model.Modules.Decoder.Blocks[0].SelfAttention.PositionBias],
             reference.F("batch.decoder_position_bias"));
         var logits = new float[batch * steps * c.VocabSize];
         backend.Download(state.Logits, logits);
@@ -123,8 +124,26 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
         var hidden = new float[ids.Length * model.Config.DModel];
         backend.Download(encoded.Hidden, hidden);
         Check($"{modelName} long.encoder_last_hidden_state", hidden, reference.F("long.encoder_last_hidden_state"));
-        Check($"{modelName} long.encoder_position_bias", recorder.Tensors["encoder.block.0.layer.0.SelfAttention.position_bias"],
+        Check($"{modelName} long.encoder_position_bias", recorder.Tensors[model.Modules.Encoder.Blocks[0].SelfAttention.PositionBias],
             reference.F("long.encoder_position_bias"));
+    }
+
+    [Theory]
+    [MemberData(nameof(Backends.Names), MemberType = typeof(Backends))]
+    public void EncoderOnlyCheckpointMatchesHuggingFace(string backendName)
+    {
+        // tiny-sentence-t5: a T5EncoderModel checkpoint (shared.weight and encoder.* only; its config still says
+        // num_decoder_layers 2). HF's last_hidden_state is after the encoder's final layer norm.
+        using var f = Open(EncoderOnlyModel, backendName);
+        var (backend, model, reference) = (f.Backend, f.Model, f.Reference);
+        Assert.False(model.HasDecoder);
+        Assert.Empty(model.UnexpectedTensors);
+        int[] ids = reference.I("batch.input_ids"), mask = reference.I("batch.attention_mask");
+        int batch = reference.Shape("batch.input_ids")[0];
+        using EncoderOutput encoded = model.Encode(ids, mask, batch);
+        var hidden = new float[ids.Length * model.Config.DModel];
+        backend.Download(encoded.Hidden, hidden);
+        Check($"{EncoderOnlyModel} last_hidden_state", hidden, reference.F("batch.last_hidden_state"));
     }
 
     [Theory]

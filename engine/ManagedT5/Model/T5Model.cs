@@ -1,5 +1,6 @@
 // T5ForConditionalGeneration's forward pass, read like modeling_t5.py: T5Stack encoder and decoder of T5Blocks,
-// each a pre-norm residual sublayer x = x + Sublayer(T5LayerNorm(x)). All arithmetic goes through IBackend.
+// each a pre-norm residual sublayer x = x + Sublayer(T5LayerNorm(x)). All arithmetic goes through IBackend; the module
+// names (and which layers own a relative_attention_bias) come from T5Modules.
 using ManagedT5.Kernels;
 using ManagedT5.Loading;
 
@@ -30,16 +31,14 @@ public sealed class T5Model : IDisposable
     public IReadOnlyList<string> UnexpectedTensors => Weights.UnexpectedTensors;
     /// <summary>Bytes of weights as the backend keeps them.</summary>
     public long WeightBytes => Weights.ByteLength;
-
-    // HF module paths, made once ("encoder.block.3", "encoder.block.3.layer.").
-    private readonly string[] EncoderBlockNames, EncoderLayerPrefixes, DecoderBlockNames, DecoderLayerPrefixes;
+    /// <summary>The module tree with HF's names: the checkpoint names the weights were bound by, and the names an
+    /// <see cref="ITensorObserver"/> sees.</summary>
+    public T5Modules Modules => Weights.Modules;
+    /// <summary>False for an encoder-only checkpoint (T5EncoderModel): it can <see cref="Encode"/> but not decode.</summary>
+    public bool HasDecoder => Modules.Decoder is not null;
 
     private T5Model(T5Config config, IBackend backend, bool ownsBackend, Checkpoint? checkpoint, T5Weights weights)
     {
-        EncoderBlockNames = Enumerable.Range(0, config.NumLayers).Select(i => $"encoder.block.{i}").ToArray();
-        EncoderLayerPrefixes = EncoderBlockNames.Select(n => n + ".layer.").ToArray();
-        DecoderBlockNames = Enumerable.Range(0, config.NumDecoderLayers).Select(i => $"decoder.block.{i}").ToArray();
-        DecoderLayerPrefixes = DecoderBlockNames.Select(n => n + ".layer.").ToArray();
         Config = config;
         Backend = backend;
         _ownsBackend = ownsBackend;
@@ -90,34 +89,33 @@ public sealed class T5Model : IDisposable
         IBuffer mask = Backend.Allocate(rows);
         using var work = new Workspace(Backend, c, rows, checked(seq * seq), withLogits: false);
 
+        T5StackModule encoder = Modules.Encoder;
         UploadMask(attentionMask, mask);
         Backend.Embedding(Weights.Shared, inputIds, hidden);                       // x: [batch, seq, d_model]
-        Observe(observer, "encoder.embed_tokens", "", hidden, batch, seq, c.DModel);
-
-        // Only block 0 owns relative_attention_bias; every block reuses the bias it makes (bidirectional buckets).
-        Backend.PositionBias(Weights.EncoderRelativeBias, work.Bias, seq, seq, 0, bidirectional: true,
-            c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance);       // bias: [heads, seq, seq]
-        Observe(observer, "encoder.block.0.layer.0.SelfAttention.position_bias", "", work.Bias, c.NumHeads, seq, seq);
+        Observe(observer, encoder.EmbedTokens.Module, hidden, batch, seq, c.DModel);
 
         var shape = new AttentionShape(batch, c.NumHeads, c.DKv, seq, seq, seq);
         for (int i = 0; i < Weights.Encoder.Length; i++)
         {
-            EncoderBlockWeights block = Weights.Encoder[i];
-            string p = EncoderLayerPrefixes[i];
+            BlockWeights block = Weights.Encoder[i];
+            T5BlockModule m = encoder.Blocks[i];
+            // Block 0 (every block in umT5) owns relative_attention_bias; the blocks after it reuse the bias it makes.
+            if (block.SelfAttention.RelativeAttentionBias is { } table)
+                PositionBias(table, m.SelfAttention, work.Bias, seq, seq, past: 0, bidirectional: true, observer); // bias: [heads, seq, seq]
             // layer.0: x = x + o(Attention(q, k, v)) over LayerNorm(x)
             Backend.RmsNorm(hidden, block.SelfAttentionNorm, work.Normed, rows, c.LayerNormEpsilon);
-            Observe(observer, p, "0.layer_norm", work.Normed, batch, seq, c.DModel);
-            SelfAttention(block.SelfAttention, work, rows, shape, work.Key, work.Value, work.Bias, mask, observer, p, "0.SelfAttention");
+            Observe(observer, m.SelfAttentionNorm.Module, work.Normed, batch, seq, c.DModel);
+            SelfAttention(block.SelfAttention, m.SelfAttention, work, rows, shape, work.Key, work.Value, work.Bias, mask, observer);
             Backend.Linear(work.Attention, block.SelfAttention.O, hidden, rows, accumulate: true);
             // layer.1: x = x + FFN(LayerNorm(x))
             Backend.RmsNorm(hidden, block.FeedForwardNorm, work.Normed, rows, c.LayerNormEpsilon);
-            Observe(observer, p, "1.layer_norm", work.Normed, batch, seq, c.DModel);
-            FeedForward(block.FeedForward, work, hidden, rows, observer, p, "1.DenseReluDense");
-            if (i < Weights.Encoder.Length - 1) Observe(observer, EncoderBlockNames[i], "", hidden, batch, seq, c.DModel);
+            Observe(observer, m.FeedForwardNorm.Module, work.Normed, batch, seq, c.DModel);
+            FeedForward(block.FeedForward, m.FeedForward, work, hidden, rows, observer);
+            if (i < Weights.Encoder.Length - 1) Observe(observer, m.Path, hidden, batch, seq, c.DModel);
         }
 
         Backend.RmsNorm(hidden, Weights.EncoderFinalNorm, hidden, rows, c.LayerNormEpsilon);
-        Observe(observer, "encoder.final_layer_norm", "", hidden, batch, seq, c.DModel);
+        Observe(observer, encoder.FinalLayerNorm.Module, hidden, batch, seq, c.DModel);
         return new EncoderOutput(batch, seq, c.DModel, hidden, mask);
     }
 
@@ -130,6 +128,7 @@ public sealed class T5Model : IDisposable
     /// </summary>
     public DecoderState StartDecoder(EncoderOutput encoder, int capacity, int expand = 1, int maxTokensPerCall = 1)
     {
+        RequireDecoder();
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(expand, 1);
         T5Config c = Config;
@@ -161,7 +160,7 @@ public sealed class T5Model : IDisposable
         var state = new DecoderState(Backend, c, batch, capacity, seq, mask, tokensPerCall);
         for (int l = 0; l < c.NumDecoderLayers; l++)
         {
-            AttentionWeights cross = Weights.Decoder[l].CrossAttention;
+            AttentionWeights cross = Weights.Decoder[l].CrossAttention!;
             Backend.Linears(hidden, [cross.K, cross.V], [state.CrossKeys[l], state.CrossValues[l]], batch * seq); // k, v: [batch, enc_seq, inner]
         }
         expanded?.Dispose();
@@ -175,7 +174,9 @@ public sealed class T5Model : IDisposable
     /// </summary>
     public void Decode(DecoderState state, ReadOnlySpan<int> tokens, int length, ITensorObserver? observer = null)
     {
+        RequireDecoder();
         T5Config c = Config;
+        T5StackModule decoder = Modules.Decoder!;
         int batch = state.Batch, past = state.Position;
         if (length < 1 || tokens.Length != (long)batch * length)
             throw new ArgumentException($"Expected {batch} x {length} decoder tokens, got {tokens.Length}.", nameof(tokens));
@@ -189,74 +190,83 @@ public sealed class T5Model : IDisposable
         int rows = batch * length, keys = past + length;
 
         Backend.Embedding(Weights.Shared, tokens, work.Hidden);                       // x: [batch, length, d_model]
-        Observe(observer, "decoder.embed_tokens", "", work.Hidden, batch, length, c.DModel);
-        // Unidirectional buckets; a cached step's query sits at absolute position `past`.
-        Backend.PositionBias(Weights.DecoderRelativeBias, work.Bias, length, keys, past, bidirectional: false,
-            c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance);           // bias: [heads, length, past + length]
-        Observe(observer, "decoder.block.0.layer.0.SelfAttention.position_bias", "", work.Bias, c.NumHeads, length, keys);
+        Observe(observer, decoder.EmbedTokens.Module, work.Hidden, batch, length, c.DModel);
 
         var selfShape = new AttentionShape(batch, c.NumHeads, c.DKv, length, keys, state.Capacity, Causal: true, QueryOffset: past);
         var crossShape = new AttentionShape(batch, c.NumHeads, c.DKv, length, state.EncoderLength, state.EncoderLength);
         for (int l = 0; l < Weights.Decoder.Length; l++)
         {
-            DecoderBlockWeights block = Weights.Decoder[l];
-            string p = DecoderLayerPrefixes[l];
+            BlockWeights block = Weights.Decoder[l];
+            T5BlockModule m = decoder.Blocks[l];
+            // Block 0 (every block in umT5) makes the bias: unidirectional buckets, a cached step's query at position `past`.
+            if (block.SelfAttention.RelativeAttentionBias is { } table)
+                PositionBias(table, m.SelfAttention, work.Bias, length, keys, past, bidirectional: false, observer); // bias: [heads, length, past + length]
             // layer.0: causal self-attention; new keys/values are appended to the cache first.
             Backend.RmsNorm(work.Hidden, block.SelfAttentionNorm, work.Normed, rows, c.LayerNormEpsilon);
-            Observe(observer, p, "0.layer_norm", work.Normed, batch, length, c.DModel);
+            Observe(observer, m.SelfAttentionNorm.Module, work.Normed, batch, length, c.DModel);
             Backend.Linears(work.Normed, [block.SelfAttention.Q, block.SelfAttention.K, block.SelfAttention.V],
                 [work.Query, work.Key, work.Value], rows);
             Backend.AppendToCache(work.Key, state.SelfKeys[l], batch, length, state.Capacity, past, c.InnerDim);
             Backend.AppendToCache(work.Value, state.SelfValues[l], batch, length, state.Capacity, past, c.InnerDim);
-            Observe(observer, p, "0.SelfAttention.q", work.Query, batch, length, c.InnerDim);
-            Observe(observer, p, "0.SelfAttention.k", work.Key, batch, length, c.InnerDim);
-            Observe(observer, p, "0.SelfAttention.v", work.Value, batch, length, c.InnerDim);
+            Observe(observer, m.SelfAttention.Q.Module, work.Query, batch, length, c.InnerDim);
+            Observe(observer, m.SelfAttention.K.Module, work.Key, batch, length, c.InnerDim);
+            Observe(observer, m.SelfAttention.V.Module, work.Value, batch, length, c.InnerDim);
             Backend.Attention(work.Query, state.SelfKeys[l], state.SelfValues[l], work.Attention, selfShape, work.Bias, null);
-            Observe(observer, p, "0.SelfAttention.attention", work.Attention, batch, length, c.InnerDim);
+            Observe(observer, m.SelfAttention.Attention, work.Attention, batch, length, c.InnerDim);
             Backend.Linear(work.Attention, block.SelfAttention.O, work.Hidden, rows, accumulate: true);
 
             // layer.1: cross-attention over the encoder output (no position bias, only the padding mask).
-            Backend.RmsNorm(work.Hidden, block.CrossAttentionNorm, work.Normed, rows, c.LayerNormEpsilon);
-            Observe(observer, p, "1.layer_norm", work.Normed, batch, length, c.DModel);
-            Backend.Linear(work.Normed, block.CrossAttention.Q, work.Query, rows);
-            Observe(observer, p, "1.EncDecAttention.q", work.Query, batch, length, c.InnerDim);
+            AttentionWeights cross = block.CrossAttention!;
+            Backend.RmsNorm(work.Hidden, block.CrossAttentionNorm!, work.Normed, rows, c.LayerNormEpsilon);
+            Observe(observer, m.CrossAttentionNorm!.Module, work.Normed, batch, length, c.DModel);
+            Backend.Linear(work.Normed, cross.Q, work.Query, rows);
+            Observe(observer, m.CrossAttention!.Q.Module, work.Query, batch, length, c.InnerDim);
             Backend.Attention(work.Query, state.CrossKeys[l], state.CrossValues[l], work.Attention, crossShape, null, state.EncoderMask);
-            Observe(observer, p, "1.EncDecAttention.attention", work.Attention, batch, length, c.InnerDim);
-            Backend.Linear(work.Attention, block.CrossAttention.O, work.Hidden, rows, accumulate: true);
+            Observe(observer, m.CrossAttention.Attention, work.Attention, batch, length, c.InnerDim);
+            Backend.Linear(work.Attention, cross.O, work.Hidden, rows, accumulate: true);
 
             // layer.2: feed-forward.
             Backend.RmsNorm(work.Hidden, block.FeedForwardNorm, work.Normed, rows, c.LayerNormEpsilon);
-            Observe(observer, p, "2.layer_norm", work.Normed, batch, length, c.DModel);
-            FeedForward(block.FeedForward, work, work.Hidden, rows, observer, p, "2.DenseReluDense");
-            if (l < Weights.Decoder.Length - 1) Observe(observer, DecoderBlockNames[l], "", work.Hidden, batch, length, c.DModel);
+            Observe(observer, m.FeedForwardNorm.Module, work.Normed, batch, length, c.DModel);
+            FeedForward(block.FeedForward, m.FeedForward, work, work.Hidden, rows, observer);
+            if (l < Weights.Decoder.Length - 1) Observe(observer, m.Path, work.Hidden, batch, length, c.DModel);
         }
 
-        Backend.RmsNorm(work.Hidden, Weights.DecoderFinalNorm, work.Normed, rows, c.LayerNormEpsilon);
-        Observe(observer, "decoder.final_layer_norm", "", work.Normed, batch, length, c.DModel);
+        Backend.RmsNorm(work.Hidden, Weights.DecoderFinalNorm!, work.Normed, rows, c.LayerNormEpsilon);
+        Observe(observer, decoder.FinalLayerNorm.Module, work.Normed, batch, length, c.DModel);
         // Tied embeddings (original T5): logits = shared(x * d_model^-0.5). Untied (Flan-T5): lm_head(x).
         if (c.TieWordEmbeddings) Backend.Scale(work.Normed, 1f / MathF.Sqrt(c.DModel), rows * c.DModel);
-        Backend.Linear(work.Normed, Weights.LmHead, work.Logits, rows);                // logits: [batch, length, vocab]
-        Observe(observer, "lm_head", "", work.Logits, batch, length, c.VocabSize);
+        Backend.Linear(work.Normed, Weights.LmHead!, work.Logits, rows);               // logits: [batch, length, vocab]
+        Observe(observer, Modules.LmHead!.Module, work.Logits, batch, length, c.VocabSize);
         state.Position = keys;
     }
 
     // ---------------------------------------------------------------- sublayers
 
+    /// <summary>T5Attention.compute_bias: the relative_attention_bias table [num_buckets, num_heads] looked up by each
+    /// (query, key) pair's RelativePositionBucket, into bias [heads, queries, keys].</summary>
+    private void PositionBias(IWeight table, T5AttentionModule m, IBuffer bias, int queries, int keys, int past, bool bidirectional,
+        ITensorObserver? observer)
+    {
+        Backend.PositionBias(table, bias, queries, keys, past, bidirectional, Config.RelativeAttentionNumBuckets, Config.RelativeAttentionMaxDistance);
+        Observe(observer, m.PositionBias, bias, Config.NumHeads, queries, keys);
+    }
+
     /// <summary>T5Attention over the normed input (self-attention): q, k, v projections, then attention.</summary>
-    private void SelfAttention(AttentionWeights w, Workspace work, int rows, AttentionShape shape, IBuffer keys, IBuffer values,
-        IBuffer bias, IBuffer mask, ITensorObserver? observer, string prefix, string name)
+    private void SelfAttention(AttentionWeights w, T5AttentionModule m, Workspace work, int rows, AttentionShape shape, IBuffer keys,
+        IBuffer values, IBuffer bias, IBuffer mask, ITensorObserver? observer)
     {
         Backend.Linears(work.Normed, [w.Q, w.K, w.V], [work.Query, keys, values], rows); // q, k, v: [batch, seq, heads * d_kv]
-        Observe(observer, prefix, name, ".q", work.Query, shape.Batch, shape.QueryLength, shape.InnerDim);
-        Observe(observer, prefix, name, ".k", keys, shape.Batch, shape.QueryLength, shape.InnerDim);
-        Observe(observer, prefix, name, ".v", values, shape.Batch, shape.QueryLength, shape.InnerDim);
+        Observe(observer, m.Q.Module, work.Query, shape.Batch, shape.QueryLength, shape.InnerDim);
+        Observe(observer, m.K.Module, keys, shape.Batch, shape.QueryLength, shape.InnerDim);
+        Observe(observer, m.V.Module, values, shape.Batch, shape.QueryLength, shape.InnerDim);
         // scores = q k^T + bias (T5: no 1/sqrt(d_kv)); softmax over keys in fp32; weighted sum of v
         Backend.Attention(work.Query, keys, values, work.Attention, shape, bias, mask);
-        Observe(observer, prefix, name, ".attention", work.Attention, shape.Batch, shape.QueryLength, shape.InnerDim);
+        Observe(observer, m.Attention, work.Attention, shape.Batch, shape.QueryLength, shape.InnerDim);
     }
 
     /// <summary>T5DenseGatedActDense: wo(act(wi_0 x) * wi_1 x), or T5DenseActDense: wo(act(wi x)); added to the residual.</summary>
-    private void FeedForward(FeedForwardWeights w, Workspace work, IBuffer residual, int rows, ITensorObserver? observer, string prefix, string name)
+    private void FeedForward(FeedForwardWeights w, T5FeedForwardModule m, Workspace work, IBuffer residual, int rows, ITensorObserver? observer)
     {
         T5Config c = Config;
         if (c.IsGatedAct)
@@ -269,7 +279,7 @@ public sealed class T5Model : IDisposable
             Backend.Linear(work.Normed, w.Wi!, work.Gate, rows);
             Backend.Activate(work.Gate, null, c.DenseActivation, rows * c.DFf);
         }
-        Observe(observer, prefix, name, ".act", work.Gate, rows, c.DFf);
+        Observe(observer, m.Act, work.Gate, rows, c.DFf);
         Backend.Linear(work.Gate, w.Wo, residual, rows, accumulate: true);
     }
 
@@ -321,15 +331,19 @@ public sealed class T5Model : IDisposable
         return rows;
     }
 
-    // Names are joined and shapes boxed into arrays only when someone observes: the token loop allocates nothing.
-    private static void Observe(ITensorObserver? observer, string prefix, string suffix, IBuffer buffer, params ReadOnlySpan<int> shape)
+    // Names are made once (T5Modules) and shapes boxed into arrays only when someone observes: the token loop allocates nothing.
+    private static void Observe(ITensorObserver? observer, string name, IBuffer buffer, params ReadOnlySpan<int> shape)
     {
-        if (observer is not null) observer.Observe(prefix + suffix, buffer, shape.ToArray());
+        if (observer is not null) observer.Observe(name, buffer, shape.ToArray());
     }
 
-    private static void Observe(ITensorObserver? observer, string prefix, string name, string suffix, IBuffer buffer, params ReadOnlySpan<int> shape)
+    /// <summary>Decoding needs the decoder stack, which an encoder-only checkpoint does not have.</summary>
+    private void RequireDecoder()
     {
-        if (observer is not null) observer.Observe(prefix + name + suffix, buffer, shape.ToArray());
+        if (!HasDecoder)
+            throw new NotSupportedException(
+                "This model was loaded from an encoder-only checkpoint (config.json architectures: T5EncoderModel; no decoder.* " +
+                "or lm_head weights): it can Encode but not decode or generate. Load a T5ForConditionalGeneration checkpoint to generate.");
     }
 
     /// <inheritdoc />

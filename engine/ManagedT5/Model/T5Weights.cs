@@ -1,44 +1,42 @@
-// Binds checkpoint tensors to the T5 modules by their HF names, checking every shape against the config.
-// Names: shared.weight, {encoder,decoder}.block.{i}.layer.{j}.{SelfAttention,EncDecAttention}.{q,k,v,o}.weight, ...
+// Binds checkpoint tensors to the T5 modules by the names and shapes T5Modules gives (HF's names, the config's shapes),
+// checking every shape, listing every missing tensor at once and reporting the ones no module uses.
 using System.Runtime.InteropServices;
 using ManagedT5.Kernels;
 using ManagedT5.Loading;
 
 namespace ManagedT5.Model;
 
-/// <summary>T5Attention's projections. q, k, v: [inner_dim, d_model]; o: [d_model, inner_dim].</summary>
-internal sealed record AttentionWeights(IWeight Q, IWeight K, IWeight V, IWeight O);
+/// <summary>T5Attention's projections. q, k, v: [inner_dim, d_model]; o: [d_model, inner_dim]; relative_attention_bias
+/// [num_buckets, num_heads] in the layers that compute the position bias (block 0, or every layer in umT5).</summary>
+internal sealed record AttentionWeights(IWeight Q, IWeight K, IWeight V, IWeight O, IWeight? RelativeAttentionBias);
 
 /// <summary>T5DenseGatedActDense (wi_0, wi_1, wo) or T5DenseActDense (wi, wo). wi*: [d_ff, d_model]; wo: [d_model, d_ff].</summary>
 internal sealed record FeedForwardWeights(IWeight? Wi, IWeight? Wi0, IWeight? Wi1, IWeight Wo);
 
-/// <summary>T5Block of the encoder: layer.0 self-attention, layer.1 feed-forward (each with its layer_norm).</summary>
-internal sealed record EncoderBlockWeights(IWeight SelfAttentionNorm, AttentionWeights SelfAttention,
-    IWeight FeedForwardNorm, FeedForwardWeights FeedForward);
+/// <summary>T5Block: layer.0 self-attention, in the decoder layer.1 cross-attention, then the feed-forward layer, each
+/// with its layer_norm [d_model].</summary>
+internal sealed record BlockWeights(IWeight SelfAttentionNorm, AttentionWeights SelfAttention,
+    IWeight? CrossAttentionNorm, AttentionWeights? CrossAttention, IWeight FeedForwardNorm, FeedForwardWeights FeedForward);
 
-/// <summary>T5Block of the decoder: layer.0 causal self-attention, layer.1 cross-attention, layer.2 feed-forward.</summary>
-internal sealed record DecoderBlockWeights(IWeight SelfAttentionNorm, AttentionWeights SelfAttention,
-    IWeight CrossAttentionNorm, AttentionWeights CrossAttention, IWeight FeedForwardNorm, FeedForwardWeights FeedForward);
-
-/// <summary>Every weight of a T5ForConditionalGeneration, prepared on one backend.</summary>
+/// <summary>Every weight of a T5ForConditionalGeneration (or a T5EncoderModel), prepared on one backend, bound by the
+/// names in <see cref="T5Modules"/>.</summary>
 internal sealed class T5Weights : IDisposable
 {
     private readonly List<IWeight> _all = [];
 
+    /// <summary>The module tree the weights were bound by (its names are also the forward pass's observer names).</summary>
+    public T5Modules Modules { get; private set; } = null!;
     /// <summary>shared.weight [vocab_size, d_model]: the token embedding (and the output head when tied).</summary>
     public IWeight Shared { get; private set; } = null!;
-    /// <summary>lm_head.weight [vocab_size, d_model], or the shared embedding when tied.</summary>
-    public IWeight LmHead { get; private set; } = null!;
-    /// <summary>encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight [num_buckets, num_heads].</summary>
-    public IWeight EncoderRelativeBias { get; private set; } = null!;
-    /// <summary>decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight [num_buckets, num_heads].</summary>
-    public IWeight DecoderRelativeBias { get; private set; } = null!;
-    public EncoderBlockWeights[] Encoder { get; private set; } = [];
-    public DecoderBlockWeights[] Decoder { get; private set; } = [];
+    /// <summary>lm_head.weight [vocab_size, d_model], or the shared embedding when tied; null for an encoder-only model.</summary>
+    public IWeight? LmHead { get; private set; }
+    public BlockWeights[] Encoder { get; private set; } = [];
+    /// <summary>The decoder's blocks; empty for an encoder-only model.</summary>
+    public BlockWeights[] Decoder { get; private set; } = [];
     /// <summary>encoder.final_layer_norm.weight [d_model].</summary>
     public IWeight EncoderFinalNorm { get; private set; } = null!;
-    /// <summary>decoder.final_layer_norm.weight [d_model].</summary>
-    public IWeight DecoderFinalNorm { get; private set; } = null!;
+    /// <summary>decoder.final_layer_norm.weight [d_model]; null for an encoder-only model.</summary>
+    public IWeight? DecoderFinalNorm { get; private set; }
 
     /// <summary>Checkpoint tensors that no module uses (reported, not fatal).</summary>
     public IReadOnlyList<string> UnexpectedTensors { get; private set; } = [];
@@ -86,56 +84,38 @@ internal sealed class T5Weights : IDisposable
         public void Bind(T5Weights w)
         {
             _target = w;
-            int d = config.DModel, inner = config.InnerDim, ff = config.DFf, vocab = config.VocabSize;
-
-            // HF drops the tied copies encoder/decoder.embed_tokens.weight; accept either spelling.
-            string sharedName = checkpoint.Contains("shared.weight") || !checkpoint.Contains("encoder.embed_tokens.weight")
-                ? "shared.weight" : "encoder.embed_tokens.weight";
-            w.Shared = Matrix(sharedName, vocab, d)!;
-            foreach (string copy in new[] { "encoder.embed_tokens.weight", "decoder.embed_tokens.weight" })
-                if (copy != sharedName && checkpoint.Contains(copy))
-                {
-                    CheckShape(copy, [vocab, d]);
-                    _used.Add(copy);
-                }
-            w.LmHead = config.TieWordEmbeddings ? w.Shared : Matrix("lm_head.weight", vocab, d)!;
-            if (config.TieWordEmbeddings && checkpoint.Contains("lm_head.weight"))
-                _used.Add("lm_head.weight"); // some tied checkpoints store a copy; the tied embedding is what HF uses
-
-            w.EncoderRelativeBias = Vector("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                config.RelativeAttentionNumBuckets, config.NumHeads)!;
-            w.DecoderRelativeBias = Vector("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                config.RelativeAttentionNumBuckets, config.NumHeads)!;
-
             // Per-layer arrays are sized by the config: first make sure the checkpoint has exactly that many blocks
             // (num_layers 1e9 must not allocate a billion entries before the first missing tensor is noticed).
             CheckBlockCount("encoder", "num_layers", config.NumLayers);
-            CheckBlockCount("decoder", "num_decoder_layers", config.NumDecoderLayers);
-            w.Encoder = new EncoderBlockWeights[config.NumLayers];
-            for (int i = 0; i < config.NumLayers; i++)
+            if (!config.IsEncoderOnly) CheckBlockCount("decoder", "num_decoder_layers", config.NumDecoderLayers);
+            T5Modules m = w.Modules = new T5Modules(config);
+
+            // HF drops the tied copies encoder/decoder.embed_tokens.weight; accept either spelling.
+            T5Parameter shared = checkpoint.Contains(m.Shared.Name) || !checkpoint.Contains(m.Encoder.EmbedTokens.Name)
+                ? m.Shared : m.Encoder.EmbedTokens;
+            w.Shared = Prepare(shared)!;
+            // Stored copies (embed_tokens, lm_head when tied: the tied embedding is what HF uses) are checked and skipped.
+            foreach (T5Parameter copy in m.OptionalCopies)
+                if (copy.Name != shared.Name && checkpoint.Contains(copy.Name))
+                {
+                    CheckShape(copy.Name, copy.Shape);
+                    _used.Add(copy.Name);
+                }
+
+            w.Encoder = m.Encoder.Blocks.Select(Block).ToArray();
+            w.EncoderFinalNorm = Prepare(m.Encoder.FinalLayerNorm)!;
+            if (m.Decoder is not null)
             {
-                string p = $"encoder.block.{i}.layer.";
-                w.Encoder[i] = new EncoderBlockWeights(
-                    Norm(p + "0.layer_norm.weight", d), Attention(p + "0.SelfAttention.", d, inner),
-                    Norm(p + "1.layer_norm.weight", d), FeedForward(p + "1.DenseReluDense.", d, ff));
+                w.Decoder = m.Decoder.Blocks.Select(Block).ToArray();
+                w.DecoderFinalNorm = Prepare(m.Decoder.FinalLayerNorm);
+                w.LmHead = m.TiedLmHead ? w.Shared : Prepare(m.LmHead!);
             }
-            w.Decoder = new DecoderBlockWeights[config.NumDecoderLayers];
-            for (int i = 0; i < config.NumDecoderLayers; i++)
-            {
-                string p = $"decoder.block.{i}.layer.";
-                w.Decoder[i] = new DecoderBlockWeights(
-                    Norm(p + "0.layer_norm.weight", d), Attention(p + "0.SelfAttention.", d, inner),
-                    Norm(p + "1.layer_norm.weight", d), Attention(p + "1.EncDecAttention.", d, inner),
-                    Norm(p + "2.layer_norm.weight", d), FeedForward(p + "2.DenseReluDense.", d, ff));
-            }
-            w.EncoderFinalNorm = Norm("encoder.final_layer_norm.weight", d);
-            w.DecoderFinalNorm = Norm("decoder.final_layer_norm.weight", d);
 
             if (_missing.Count > 0)
                 throw new ModelLoadException(
                     $"The checkpoint is missing {_missing.Count} tensor(s) that this config needs " +
                     $"({(config.IsGatedAct ? "gated" : "non-gated")} FFN, {(config.TieWordEmbeddings ? "tied" : "untied")} embeddings): " +
-                    string.Join(", ", _missing) + ". Check that config.json belongs to these weights.",
+                    string.Join(", ", _missing) + ". Check that config.json belongs to these weights." + EncoderOnlyHint(),
                     checkpoint.Files.FirstOrDefault()?.Path);
             w.UnexpectedTensors = checkpoint.Names.Where(n => !_used.Contains(n)).Order(StringComparer.Ordinal).ToList();
         }
@@ -159,20 +139,29 @@ internal sealed class T5Weights : IDisposable
             string blocks = found == 0 ? "no" : indices.Max() == found - 1 ? $"{found}" : $"{found} (numbered up to {indices.Max()}, with gaps)";
             throw new ModelLoadException(
                 $"config.json says {key} is {expected} but the checkpoint has {blocks} {stack} block(s) ({prefix}N.*). " +
-                "Check that config.json belongs to these weights.", checkpoint.Files.FirstOrDefault()?.Path);
+                "Check that config.json belongs to these weights." + EncoderOnlyHint(), checkpoint.Files.FirstOrDefault()?.Path);
         }
 
-        private AttentionWeights Attention(string prefix, int d, int inner) => new(
-            Matrix(prefix + "q.weight", inner, d)!, Matrix(prefix + "k.weight", inner, d)!,
-            Matrix(prefix + "v.weight", inner, d)!, Matrix(prefix + "o.weight", d, inner)!);
+        /// <summary>Weights without a single decoder tensor under a config with a decoder are most likely a T5EncoderModel
+        /// checkpoint whose config.json does not say so.</summary>
+        private string EncoderOnlyHint() =>
+            config.IsEncoderOnly || checkpoint.Names.Any(n => n.StartsWith("decoder.", StringComparison.Ordinal)) ? ""
+                : " The checkpoint has no decoder tensors at all: if it is an encoder-only (T5EncoderModel) checkpoint, " +
+                  "config.json's \"architectures\" should say [\"T5EncoderModel\"].";
 
-        private FeedForwardWeights FeedForward(string prefix, int d, int ff) => config.IsGatedAct
-            ? new(null, Matrix(prefix + "wi_0.weight", ff, d), Matrix(prefix + "wi_1.weight", ff, d), Matrix(prefix + "wo.weight", d, ff)!)
-            : new(Matrix(prefix + "wi.weight", ff, d), null, null, Matrix(prefix + "wo.weight", d, ff)!);
+        private BlockWeights Block(T5BlockModule b) => new(
+            Prepare(b.SelfAttentionNorm)!, Attention(b.SelfAttention)!,
+            Prepare(b.CrossAttentionNorm), Attention(b.CrossAttention),
+            Prepare(b.FeedForwardNorm)!, new FeedForwardWeights(
+                Prepare(b.FeedForward.Wi), Prepare(b.FeedForward.Wi0), Prepare(b.FeedForward.Wi1), Prepare(b.FeedForward.Wo)!));
 
-        private IWeight Norm(string name, int d) => Prepare(name, [d], WeightFormat.F32)!;
-        private IWeight? Vector(string name, int rows, int cols) => Prepare(name, [rows, cols], WeightFormat.F32);
-        private IWeight? Matrix(string name, int rows, int cols) => Prepare(name, [rows, cols], linearFormat);
+        private AttentionWeights? Attention(T5AttentionModule? a) => a is null ? null :
+            new(Prepare(a.Q)!, Prepare(a.K)!, Prepare(a.V)!, Prepare(a.O)!, Prepare(a.RelativeAttentionBias));
+
+        /// <summary>Prepares a parameter of the tree (null stays null): matrices in the chosen format, the rest fp32.
+        /// A missing tensor is recorded and gives null, so that one error lists every missing tensor.</summary>
+        private IWeight? Prepare(T5Parameter? p) => p is null ? null
+            : Prepare(p.Name, p.Shape, p.Role == T5ParameterRole.Matrix ? linearFormat : WeightFormat.F32);
 
         private IWeight? Prepare(string name, int[] shape, WeightFormat? format)
         {
