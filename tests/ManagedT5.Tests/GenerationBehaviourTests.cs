@@ -1,7 +1,6 @@
 // Generation beyond the reference cases: text in/out through the tokenizer, sampling, option validation,
 // concurrency on one model, cancellation, streaming.
 using ManagedT5.Generation;
-using ManagedT5.Kernels.Cpu;
 
 namespace ManagedT5.Tests;
 
