@@ -149,6 +149,7 @@ public sealed class GenerationOptionInfo
     {
         null => "null",
         JsonElement j => j.GetRawText() is var raw && raw.Length > 40 ? raw[..37] + "..." : raw,
+        float or double => Convert.ToString(value, CultureInfo.InvariantCulture)!,
         _ => $"'{value}' ({value.GetType().Name})",
     };
 
