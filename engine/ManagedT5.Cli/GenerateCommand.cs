@@ -2,16 +2,16 @@
 // shows HF's defaults, and text / JSON / streamed (plain or JSON lines) output.
 using System.CommandLine;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using ManagedT5.Generation;
 using ManagedT5.Kernels;
 
 namespace ManagedT5.Cli;
 
-internal static class GenerateCommand
+internal static partial class GenerateCommand
 {
     public static Command Create()
     {
-        var hf = new GenerationOptions();   // HF's defaults, as the record holds them
         Option<string> model = CliCommon.ModelOption();
         Option<string> device = CliCommon.DeviceOption();
         var dtype = new Option<string?>("--dtype") { HelpName = "type", Description = "Keep weights as f32, bf16, f16 or int8 (default: as stored)" };
@@ -24,25 +24,8 @@ internal static class GenerateCommand
         };
         var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of text: \"1,2,3;4,5\" (rows separated by ';')" };
         Option<string?> inputFile = TokenizeCommands.InputFileOption("Prompts");
-        var maxNewTokens = new Option<int?>("--max-new-tokens") { Description = "Most tokens to generate, start token not counted; wins over --max-length [HF default: unset]" };
-        var maxLength = new Option<int?>("--max-length") { Description = $"Most tokens in the output, decoder start token included [HF default: {hf.MaxLength}]" };
-        var minLength = new Option<int?>("--min-length") { Description = $"EOS is blocked while the output (start token included) is shorter [HF default: {hf.MinLength}]" };
-        var minNewTokens = new Option<int?>("--min-new-tokens") { Description = $"EOS is blocked until this many tokens are generated [HF default: {hf.MinNewTokens}]" };
-        var numBeams = new Option<int?>("--num-beams") { Description = $"Beam search width; 1 = greedy or sampling [HF default: {hf.NumBeams}]" };
-        var lengthPenalty = new Option<float?>("--length-penalty") { Description = $"Beam scores are sum_logprobs / length ** this; > 0 favours longer outputs [HF default: {hf.LengthPenalty:0.0}]" };
-        var earlyStopping = new Option<string?>("--early-stopping") { Description = "Beam search stops: true (num_beams finished), false (heuristic) or never [HF default: false]" };
-        var numReturn = new Option<int?>("--num-return-sequences") { Description = $"Outputs per prompt (at most --num-beams in beam search) [HF default: {hf.NumReturnSequences}]" };
-        var doSample = new Option<bool?>("--do-sample") { Description = $"Sample instead of taking the most likely token (true/false) [HF default: {hf.DoSample.ToString().ToLowerInvariant()}]" };
-        var temperature = new Option<float?>("--temperature") { Description = $"Sampling: logits are divided by this (> 0); lower is more deterministic [HF default: {hf.Temperature:0.0}]" };
-        var topK = new Option<int?>("--top-k") { Description = $"Sampling: keep the k most likely tokens; 0 = off [HF default: {hf.TopK}]" };
-        var topP = new Option<float?>("--top-p") { Description = $"Sampling: keep the fewest tokens whose probabilities sum to p, in (0, 1] [HF default: {hf.TopP:0.0}]" };
-        var repetition = new Option<float?>("--repetition-penalty") { Description = $"Tokens already in the output are penalised by this factor; 1 = off [HF default: {hf.RepetitionPenalty:0.0}]" };
-        var noRepeat = new Option<int?>("--no-repeat-ngram-size") { Description = $"No n-gram of this size appears twice; 0 = off [HF default: {hf.NoRepeatNgramSize}]" };
-        var seed = new Option<ulong?>("--seed") { Description = "Sampling seed; the same seed gives the same output [default: random]" };
-        var eos = new Option<int?>("--eos-token-id") { Description = "End-of-sequence token [HF default: the model's, 1 for T5]" };
-        var pad = new Option<int?>("--pad-token-id") { Description = "Padding token [HF default: the model's, 0 for T5]" };
-        var start = new Option<int?>("--decoder-start-token-id") { Description = "First decoder token [HF default: the model's, 0 for T5]" };
-        var maxInput = new Option<int?>("--max-input-tokens") { Description = $"Refuse prompts longer than this many tokens (a ManagedT5 guard, not HF's) [default: {hf.MaxInputTokens}]" };
+        // One flag per option of the table (--num-beams for num_beams), its help the table's meaning and default.
+        (GenerationOptionInfo Info, Option Flag)[] decoding = GenerationOptionTable.All.Select(o => (o, Flag(o))).ToArray();
         var prompts = new Argument<string[]>("prompt")
         {
             Arity = ArgumentArity.ZeroOrMore,
@@ -52,14 +35,9 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate text for prompts. Unset decoding flags take the model's " +
                                               "generation_config.json, else HF's default (shown)")
         {
-            model, device, dtype, threads, json, stream, inputFile, inputIds, maxNewTokens, maxLength, minLength, minNewTokens, numBeams,
-            lengthPenalty, earlyStopping, numReturn, doSample, temperature, topK, topP, repetition, noRepeat, seed, eos, pad,
-            start, maxInput, prompts,
+            model, device, dtype, threads, json, stream, inputFile, inputIds, prompts,
         };
-        foreach (Option o in command.Options)       // short value names keep the descriptions readable: --num-beams <n>
-            if (o.ValueType == typeof(int?) || o.ValueType == typeof(ulong?)) o.HelpName = "n";
-            else if (o.ValueType == typeof(float?)) o.HelpName = "x";
-        earlyStopping.HelpName = "when";
+        foreach (var (_, flag) in decoding) command.Options.Add(flag);
         inputIds.HelpName = "ids";
         Option<string> compat = TokenizeCommands.TokenizerCompatOption();
         command.Options.Add(compat);
@@ -72,7 +50,7 @@ internal static class GenerateCommand
                 throw new ArgumentException("--input-ids: give either prompts (arguments or --input-file) or --input-ids, not both.");
             int[][]? parsedIds = ids is null ? null : ParseIds(ids);
             WeightFormat? format = ParseDType(r.GetValue(dtype));
-            EarlyStopping? early = ParseEarlyStopping(r.GetValue(earlyStopping));
+            var given = decoding.Select(d => (d.Info, Value: FlagValue(r, d.Info, d.Flag))).Where(d => d.Value is not null).ToArray();
 
             string dir = CliCommon.ResolveModel(r, r.GetValue(model)!);
             CliCommon.Doing = $"loading the model from {dir}";
@@ -83,29 +61,8 @@ internal static class GenerateCommand
                 WeightFormat = format,
                 TokenizerCompat = TokenizeCommands.ParseCompat(r.GetValue(compat)),
             });
-            GenerationOptions d = generator.DefaultOptions;
-            GenerationOptions o = d with
-            {
-                MaxNewTokens = r.GetValue(maxNewTokens) ?? d.MaxNewTokens,
-                MaxLength = r.GetValue(maxLength) ?? d.MaxLength,
-                MinLength = r.GetValue(minLength) ?? d.MinLength,
-                MinNewTokens = r.GetValue(minNewTokens) ?? d.MinNewTokens,
-                NumBeams = r.GetValue(numBeams) ?? d.NumBeams,
-                LengthPenalty = r.GetValue(lengthPenalty) ?? d.LengthPenalty,
-                EarlyStopping = early ?? d.EarlyStopping,
-                NumReturnSequences = r.GetValue(numReturn) ?? d.NumReturnSequences,
-                DoSample = r.GetValue(doSample) ?? d.DoSample,
-                Temperature = r.GetValue(temperature) ?? d.Temperature,
-                TopK = r.GetValue(topK) ?? d.TopK,
-                TopP = r.GetValue(topP) ?? d.TopP,
-                RepetitionPenalty = r.GetValue(repetition) ?? d.RepetitionPenalty,
-                NoRepeatNgramSize = r.GetValue(noRepeat) ?? d.NoRepeatNgramSize,
-                Seed = r.GetValue(seed) ?? d.Seed,
-                EosTokenId = r.GetValue(eos) ?? d.EosTokenId,
-                PadTokenId = r.GetValue(pad) ?? d.PadTokenId,
-                DecoderStartTokenId = r.GetValue(start) ?? d.DecoderStartTokenId,
-                MaxInputTokens = r.GetValue(maxInput) ?? d.MaxInputTokens,
-            };
+            GenerationOptions o = generator.DefaultOptions;
+            foreach (var (info, value) in given) o = info.Set(o, value);
 
             CliCommon.Doing = "tokenizing the prompts";
             int[][] input = parsedIds ?? generator.Encode(texts);
@@ -206,12 +163,42 @@ internal static class GenerateCommand
         _ => throw new ArgumentException($"--dtype: '{value}' is not one of f32, bf16, f16, int8."),
     };
 
-    private static EarlyStopping? ParseEarlyStopping(string? value) => value?.ToLowerInvariant() switch
+    /// <summary>The flag of a table option: --num-beams for num_beams, typed by the option's kind, its help the
+    /// table's meaning (option names in it as flags) and default.</summary>
+    private static Option Flag(GenerationOptionInfo info)
     {
-        null => null,
-        "true" => EarlyStopping.True,
-        "false" => EarlyStopping.False,
-        "never" => EarlyStopping.Never,
-        _ => throw new ArgumentException($"--early-stopping: '{value}' is not true, false or never."),
+        string name = "--" + info.Name.Replace('_', '-');
+        Option flag = info.Kind switch
+        {
+            GenerationOptionKind.Integer or GenerationOptionKind.OptionalInteger => new Option<int?>(name) { HelpName = "n" },
+            GenerationOptionKind.Number => new Option<float?>(name) { HelpName = "x" },
+            GenerationOptionKind.Boolean => new Option<bool?>(name),
+            GenerationOptionKind.EarlyStopping => new Option<string?>(name) { HelpName = "when" },
+            _ => new Option<ulong?>(name) { HelpName = "n" },
+        };
+        string meaning = OptionName().Replace(info.Description,
+            m => GenerationOptionTable.Find(m.Value) is null ? m.Value : "--" + m.Value.Replace('_', '-'));
+        flag.Description = $"{meaning} [{(info.IsHf ? "HF default" : "default")}: {info.DefaultText}]";
+        return flag;
+    }
+
+    /// <summary>A flag's value as the table takes it, or null when the flag is absent.</summary>
+    private static object? FlagValue(ParseResult r, GenerationOptionInfo info, Option flag) => flag switch
+    {
+        Option<int?> o => r.GetValue(o),
+        Option<float?> o => r.GetValue(o),
+        Option<bool?> o => r.GetValue(o),
+        Option<ulong?> o => r.GetValue(o),
+        Option<string?> o => r.GetValue(o) is not { } text ? null : text.ToLowerInvariant() switch
+        {
+            "true" => EarlyStopping.True,
+            "false" => EarlyStopping.False,
+            "never" => EarlyStopping.Never,
+            _ => throw new ArgumentException($"{flag.Name}: '{text}' is not true, false or never."),
+        },
+        _ => throw new InvalidOperationException($"{info.Name}: no flag type for {info.Kind}"),
     };
+
+    [GeneratedRegex("[a-z]+(_[a-z]+)+")]
+    private static partial Regex OptionName();
 }

@@ -1,6 +1,5 @@
 // Microsoft.Extensions.AI's IChatClient over a loaded T5TextGenerator: messages become one prompt, ChatOptions become
 // GenerationOptions, and the text comes back as one assistant message or as streamed updates.
-using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
@@ -180,9 +179,12 @@ public sealed class T5ChatClient : IChatClient
     }
 
     /// <summary>The HF generation options that <see cref="ChatOptions.AdditionalProperties"/> may carry, by their names in
-    /// generation_config.json. Any other key is refused.</summary>
-    public static IReadOnlyList<string> AdditionalPropertyNames { get; } =
-        ["num_beams", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "min_new_tokens", "do_sample", "early_stopping"];
+    /// generation_config.json: every HF option of <see cref="GenerationOptionTable"/> but those a <see cref="ChatOptions"/>
+    /// property sets (max_new_tokens, temperature, top_k, top_p, seed) and num_return_sequences (a response is one
+    /// message). Any other key is refused.</summary>
+    public static IReadOnlyList<string> AdditionalPropertyNames { get; } = GenerationOptionTable.All
+        .Where(o => o.IsHf && o.Name is not ("max_new_tokens" or "temperature" or "top_k" or "top_p" or "seed" or "num_return_sequences"))
+        .Select(o => o.Name).ToArray();
 
     /// <summary>
     /// <see cref="ChatOptions"/> as <see cref="GenerationOptions"/>, starting from the model's generation_config.json
@@ -193,9 +195,11 @@ public sealed class T5ChatClient : IChatClient
     /// <item>Temperature &gt; 0 → sampling at that temperature; Temperature 0 → greedy, whatever else is set.</item>
     /// <item>TopP → top_p, TopK → top_k; either turns sampling on (unless Temperature is 0).</item>
     /// <item>Seed → seed (it matters only when sampling).</item>
-    /// <item>AdditionalProperties with HF names (<see cref="AdditionalPropertyNames"/>): num_beams, repetition_penalty,
-    /// no_repeat_ngram_size, length_penalty, min_new_tokens (integers or numbers), do_sample (bool), early_stopping
-    /// (bool or "never"); a value of the wrong type is an <see cref="ArgumentException"/> naming the key.</item>
+    /// <item>AdditionalProperties with HF names (<see cref="AdditionalPropertyNames"/>: num_beams, length_penalty,
+    /// early_stopping, do_sample, repetition_penalty, no_repeat_ngram_size, max_length, min_length, min_new_tokens and the
+    /// token ids), typed as <see cref="GenerationOptionInfo.TryConvert"/> takes them: integers, numbers, bools,
+    /// early_stopping true, false or "never", or <see cref="JsonElement"/>s of those. A value of the wrong type is an
+    /// <see cref="ArgumentException"/> naming the key.</item>
     /// <item>Instructions and StopSequences: by the request (the prompt; the text is cut at a stop sequence).</item>
     /// <item>ModelId: equal to this client's <see cref="ModelId"/>, or null.</item>
     /// <item>ToolMode None or Auto with no tools, ResponseFormat Text, FrequencyPenalty and PresencePenalty 0, Reasoning
@@ -241,20 +245,15 @@ public sealed class T5ChatClient : IChatClient
 
         if (options.AdditionalProperties is { } extra)
             foreach ((string key, object? value) in extra)
-                switch (key)
-                {
-                    case "num_beams": o = o with { NumBeams = Int(key, value) }; break;
-                    case "repetition_penalty": o = o with { RepetitionPenalty = Float(key, value) }; break;
-                    case "no_repeat_ngram_size": o = o with { NoRepeatNgramSize = Int(key, value) }; break;
-                    case "length_penalty": o = o with { LengthPenalty = Float(key, value) }; break;
-                    case "min_new_tokens": o = o with { MinNewTokens = Int(key, value) }; break;
-                    case "do_sample": sample = Bool(key, value); break;
-                    case "early_stopping": o = o with { EarlyStopping = Stopping(key, value) }; break;
-                    default:
-                        throw Unsupported($"AdditionalProperties[\"{key}\"]",
-                            $"T5ChatClient knows {string.Join(", ", AdditionalPropertyNames)} (HF generation options); remove the key " +
-                            "or set the option through RawRepresentationFactory (a GenerationOptions).");
-                }
+            {
+                if (!AdditionalPropertyNames.Contains(key) || GenerationOptionTable.Find(key) is not { } option)
+                    throw Unsupported($"AdditionalProperties[\"{key}\"]",
+                        $"T5ChatClient knows {string.Join(", ", AdditionalPropertyNames)} (HF generation options); remove the key " +
+                        "or set the option through RawRepresentationFactory (a GenerationOptions).");
+                if (!option.TryConvert(value, out object? converted)) throw WrongType(key, value, option.Expected);
+                o = option.Set(o, converted);
+                if (option.Name == "do_sample") sample = o.DoSample;
+            }
         return o with { DoSample = sample };
     }
 
@@ -287,37 +286,6 @@ public sealed class T5ChatClient : IChatClient
     }
 
     private static NotSupportedException Unsupported(string option, string why) => new($"ChatOptions.{option}: {why}");
-
-    private static int Int(string key, object? value) => value switch
-    {
-        int i => i,
-        long l and >= int.MinValue and <= int.MaxValue => (int)l,
-        short or byte or sbyte or ushort => Convert.ToInt32(value, CultureInfo.InvariantCulture),
-        JsonElement { ValueKind: JsonValueKind.Number } j when j.TryGetInt32(out int i) => i,
-        _ => throw WrongType(key, value, "an integer"),
-    };
-
-    private static float Float(string key, object? value) => value switch
-    {
-        float f => f,
-        double d => (float)d,
-        int or long or short or byte or decimal => Convert.ToSingle(value, CultureInfo.InvariantCulture),
-        JsonElement { ValueKind: JsonValueKind.Number } j => (float)j.GetDouble(),
-        _ => throw WrongType(key, value, "a number"),
-    };
-
-    private static bool Bool(string key, object? value, string expected = "true or false") => value switch
-    {
-        bool b => b,
-        JsonElement { ValueKind: JsonValueKind.True } => true,
-        JsonElement { ValueKind: JsonValueKind.False } => false,
-        _ => throw WrongType(key, value, expected),
-    };
-
-    private static EarlyStopping Stopping(string key, object? value) =>
-        value is "never" || value is JsonElement { ValueKind: JsonValueKind.String } j && j.GetString() == "never"
-            ? EarlyStopping.Never
-            : Bool(key, value, "true, false or \"never\"") ? EarlyStopping.True : EarlyStopping.False;
 
     private static ArgumentException WrongType(string key, object? value, string expected) =>
         new($"{key}: AdditionalProperties[\"{key}\"] is {(value is null ? "null" : $"'{value}' ({value.GetType().Name})")}; give {expected}.", key);

@@ -230,6 +230,21 @@ public sealed class ChatClientTests(TinyModel model) : IClassFixture<TinyModel>
         Assert.Equal(defaults with { NumBeams = 2, RepetitionPenalty = 1.3f, DoSample = true, EarlyStopping = EarlyStopping.Never }, o);
     }
 
+    [Fact]
+    public void AdditionalProperties_TakeEveryHfOptionOfTheTableThatNoChatOptionsPropertySets()
+    {
+        // The keys come from GenerationOptionTable, so an option added there is accepted here without a second list.
+        string[] covered = ["max_new_tokens", "temperature", "top_k", "top_p", "seed", "num_return_sequences"];
+        Assert.Equal(GenerationOptionTable.All.Where(o => o.IsHf && !covered.Contains(o.Name)).Select(o => o.Name), T5ChatClient.AdditionalPropertyNames);
+        GenerationOptions o = _client.CreateGenerationOptions(new ChatOptions
+        {
+            AdditionalProperties = new() { ["min_length"] = 3, ["max_length"] = 9L, ["eos_token_id"] = 1, ["decoder_start_token_id"] = (short)0 },
+        });
+        Assert.Equal(Generator.DefaultOptions with { MinLength = 3, MaxLength = 9, EosTokenId = 1, DecoderStartTokenId = 0 }, o);
+        foreach (string key in covered)
+            Assert.Throws<NotSupportedException>(() => _client.CreateGenerationOptions(new ChatOptions { AdditionalProperties = new() { [key] = 1 } }));
+    }
+
     [Theory]
     [InlineData("num_beams", "4")]
     [InlineData("num_beams", 2.5)]

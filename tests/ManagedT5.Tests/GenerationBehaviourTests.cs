@@ -1,7 +1,6 @@
 // Generation beyond the reference cases: text in/out through the tokenizer, sampling, option validation,
 // concurrency on one model, cancellation, streaming.
 using ManagedT5.Generation;
-using ManagedT5.Kernels.Cpu;
 
 namespace ManagedT5.Tests;
 
@@ -45,6 +44,70 @@ public sealed class GenerationBehaviourTests : IClassFixture<GenerationBehaviour
         var greedy = _t5.Generate(_reference.Texts, new GenerationOptions { MaxNewTokens = 20 });
         var sampled = _t5.Generate(_reference.Texts, new GenerationOptions { MaxNewTokens = 20, DoSample = true, TopK = 1, Seed = 7 });
         Assert.Equal(greedy.Select(r => r.TokenIds), sampled.Select(r => r.TokenIds));
+    }
+
+    [Fact]
+    public void GreedyWithProcessorsThatStopActingMatchesProcessingEveryStepOnTheHost()
+    {
+        // min_new_tokens acts for the first 6 steps only; greedy search then takes the argmax on the device, while top-k 1
+        // sampling reads and processes the logits on the host at every step. Both must choose the same tokens.
+        var o = new GenerationOptions { MaxNewTokens = 20, MinNewTokens = 6, NoRepeatNgramSize = 0 };
+        var greedy = _t5.Generate(_reference.Texts, o);
+        var sampled = _t5.Generate(_reference.Texts, o with { DoSample = true, TopK = 1, Seed = 7 });
+        Assert.Equal(sampled.Select(r => r.TokenIds), greedy.Select(r => r.TokenIds));
+        Assert.All(greedy, r => Assert.True(Array.IndexOf(r.TokenIds, 1) is -1 or > 6, "EOS came before min_new_tokens"));
+    }
+
+    [Fact]
+    public void ProcessorsAreBuiltFromTheOptionsAndSayWhenTheyNeedHostLogits()
+    {
+        const int eos = 1, vocab = 100;
+        Assert.True(LogitsPipeline.Build(new GenerationOptions(), eos, vocab).IsEmpty);
+        Assert.True(LogitsPipeline.Build(new GenerationOptions { Temperature = 0.5f, TopK = 5, TopP = 0.5f }, eos, vocab).IsEmpty);  // warpers: sampling only
+
+        LogitsPipeline minimum = LogitsPipeline.Build(new GenerationOptions { MinLength = 4, MinNewTokens = 5 }, eos, vocab);
+        Assert.Equal([true, true, true, true, true, false, false], Enumerable.Range(1, 7).Select(minimum.NeedsHostLogits));
+        LogitsPipeline ngram = LogitsPipeline.Build(new GenerationOptions { NoRepeatNgramSize = 3 }, eos, vocab);
+        Assert.Equal([false, false, true, true], Enumerable.Range(1, 4).Select(ngram.NeedsHostLogits));
+        Assert.True(LogitsPipeline.Build(new GenerationOptions { RepetitionPenalty = 1.2f }, eos, vocab).NeedsHostLogits(1));
+        Assert.True(LogitsPipeline.Build(new GenerationOptions { DoSample = true, TopK = 5 }, eos, vocab).NeedsHostLogits(1));
+
+        // In HF's order: repetition penalty, no-repeat n-gram, min length; then the warpers.
+        LogitsPipeline all = LogitsPipeline.Build(new GenerationOptions
+            { RepetitionPenalty = 2f, NoRepeatNgramSize = 2, MinLength = 5, DoSample = true, Temperature = 0.5f, TopK = 0 }, eos, vocab);
+        float[] scores = Enumerable.Range(0, vocab).Select(i => (float)i).ToArray();
+        all.Process(scores, [0, 7, 8, 7]);
+        Assert.Equal(float.NegativeInfinity, scores[eos]);           // min_length
+        Assert.Equal(float.NegativeInfinity, scores[8]);             // "7 8" seen: 8 after 7 is banned
+        Assert.Equal(7f / 2 / 0.5f, scores[7]);                      // penalised once, then divided by the temperature
+        Assert.Equal(9f / 0.5f, scores[9]);
+        Assert.Equal(vocab - 2, scores.Count(float.IsFinite));
+        scores = Enumerable.Range(0, vocab).Select(i => (float)i).ToArray();
+        LogitsPipeline.Build(new GenerationOptions { DoSample = true, TopK = 3 }, eos, vocab).Process(scores, [0]);
+        Assert.Equal([97, 98, 99], Enumerable.Range(0, vocab).Where(i => float.IsFinite(scores[i])));
+    }
+
+    [Fact]
+    public void TheOptionTableHasOneRowPerOptionWhoseGetterAndSetterMatch()
+    {
+        // Every caller (generation_config.json, the CLI, the chat client, the parity tests) reads options through the
+        // table: an option missing from it, or a row that sets another property, would be silently ignored somewhere.
+        var properties = typeof(GenerationOptions).GetProperties().Where(p => p.CanWrite && p.Name != "EqualityContract").ToArray();
+        Assert.Equal(properties.Length, GenerationOptionTable.All.Count);
+        foreach (var property in properties)
+        {
+            string name = string.Concat(property.Name.Select((ch, i) => char.IsUpper(ch) && i > 0 ? "_" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString()));
+            GenerationOptionInfo? row = GenerationOptionTable.Find(name);
+            Assert.True(row is not null, $"{property.Name} has no row named {name}");
+            Type type = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
+            object value = type == typeof(int) ? 3 : type == typeof(float) ? 0.5f : type == typeof(bool) ? true
+                : type == typeof(ulong) ? 7UL : EarlyStopping.Never;           // none of them a default
+            var expected = new GenerationOptions();
+            property.SetValue(expected, value);
+            Assert.NotEqual(new GenerationOptions(), expected);
+            Assert.Equal(expected, row!.Set(new GenerationOptions(), value));
+            Assert.Equal(value, row.Get(expected));
+        }
     }
 
     [Fact]
@@ -152,14 +215,16 @@ public sealed class GenerationBehaviourTests : IClassFixture<GenerationBehaviour
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void TokenLoopAllocatesNothing(bool withProcessors)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void TokenLoopAllocatesNothing(bool withProcessors, bool sampling)
     {
         // Bytes allocated by the generating thread (the CPU backend's workers allocate nothing after start-up), read as each
         // token is produced: nothing may be allocated between tokens.
         int[] prompt = _reference.InputIds[1];
         var o = new GenerationOptions { MaxNewTokens = 24, RepetitionPenalty = withProcessors ? 1.3f : 1f, NoRepeatNgramSize = withProcessors ? 3 : 0 };
+        if (sampling) o = o with { DoSample = true, Seed = 3, Temperature = 0.7f, TopK = 20, TopP = 0.9f, MinNewTokens = 24 };
         var marks = new long[25];
         int n = 0;
         Generator.Generate(_t5.Model, [prompt], o, default, (_, _) => { });   // warm up every path

@@ -30,26 +30,14 @@ public sealed class GenerationParityTests(ITestOutputHelper output)
     public void GenerateMatchesHuggingFaceOnSlowBackends(string modelName, string caseName, string backendName) =>
         GenerateMatchesHuggingFace(modelName, caseName, backendName);
 
-    /// <summary>HF generate() settings from reference.json as our options.</summary>
+    /// <summary>HF generate() settings from reference.json as our options, through the option table every caller uses.</summary>
     internal static GenerationOptions OptionsFrom(JsonElement s)
     {
         var o = new GenerationOptions();
         foreach (JsonProperty p in s.EnumerateObject())
-            o = p.Name switch
-            {
-                "num_beams" => o with { NumBeams = p.Value.GetInt32() },
-                "do_sample" => o with { DoSample = p.Value.GetBoolean() },
-                "max_new_tokens" => o with { MaxNewTokens = p.Value.GetInt32() },
-                "max_length" => o with { MaxLength = p.Value.GetInt32() },
-                "min_length" => o with { MinLength = p.Value.GetInt32() },
-                "length_penalty" => o with { LengthPenalty = p.Value.GetSingle() },
-                "early_stopping" => o with { EarlyStopping = p.Value.ValueKind == JsonValueKind.True ? EarlyStopping.True
-                    : p.Value.ValueKind == JsonValueKind.False ? EarlyStopping.False : EarlyStopping.Never },
-                "num_return_sequences" => o with { NumReturnSequences = p.Value.GetInt32() },
-                "repetition_penalty" => o with { RepetitionPenalty = p.Value.GetSingle() },
-                "no_repeat_ngram_size" => o with { NoRepeatNgramSize = p.Value.GetInt32() },
-                _ => throw new InvalidOperationException($"setting {p.Name} not mapped"),
-            };
+            o = GenerationOptionTable.Find(p.Name) is { } option && option.TryConvert(p.Value, out object? value)
+                ? option.Set(o, value)
+                : throw new InvalidOperationException($"setting {p.Name} = {p.Value.GetRawText()} not mapped");
         return o;
     }
 

@@ -141,58 +141,21 @@ public sealed record GenerationOptions
         return o;
     }
 
+    /// <summary>Every HF option of <see cref="GenerationOptionTable"/> present (and not null) in the object.</summary>
     private static GenerationOptions Read(JsonElement r, string path)
     {
         if (r.ValueKind != JsonValueKind.Object)
             throw new ModelLoadException($"'{path}' is not a JSON object (found {r.ValueKind}); a generation_config.json holds {{\"key\": value, ...}}.", path);
-        ModelLoadException Bad(string key, JsonElement e, string expected) =>
-            new($"'{path}': {key} must be {expected}, found {Shorten(e.GetRawText())}. Fix generation_config.json or delete the key.", path);
-        JsonElement? Get(string key) =>
-            r.TryGetProperty(key, out JsonElement e) && e.ValueKind != JsonValueKind.Null ? e : null;
-        int? I(string key) => Get(key) is not { } e ? null
-            : e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int v) ? v
-            : throw Bad(key, e, $"an integer in [{int.MinValue}, {int.MaxValue}]");
-        float? F(string key) => Get(key) is not { } e ? null
-            : e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out double v) && float.IsFinite((float)v) ? (float)v
-            : throw Bad(key, e, "a finite number");
-        bool? B(string key) => Get(key) is not { } e ? null
-            : e.ValueKind is JsonValueKind.True or JsonValueKind.False ? e.GetBoolean()
-            : throw Bad(key, e, "true or false");
-        // eos_token_id may be a list in HF; this engine stops on one id, so a list must hold exactly one.
-        int? Eos()
-        {
-            if (Get("eos_token_id") is not { } e || e.ValueKind != JsonValueKind.Array) return I("eos_token_id");
-            if (e.GetArrayLength() == 1 && e[0].ValueKind == JsonValueKind.Number && e[0].TryGetInt32(out int v)) return v;
-            throw Bad("eos_token_id", e, "one token id (ManagedT5 stops on a single EOS id)");
-        }
-        EarlyStopping? es = Get("early_stopping") is not { } s ? null : s.ValueKind switch
-        {
-            JsonValueKind.True => EarlyStopping.True,
-            JsonValueKind.False => EarlyStopping.False,
-            JsonValueKind.String when s.GetString() == "never" => EarlyStopping.Never,
-            _ => throw Bad("early_stopping", s, "true, false or \"never\""),
-        };
         var o = new GenerationOptions();
-        return o with
+        foreach (GenerationOptionInfo option in GenerationOptionTable.All)
         {
-            MaxNewTokens = I("max_new_tokens") ?? o.MaxNewTokens,
-            MaxLength = I("max_length") ?? o.MaxLength,
-            MinLength = I("min_length") ?? o.MinLength,
-            MinNewTokens = I("min_new_tokens") ?? o.MinNewTokens,
-            NumBeams = I("num_beams") ?? o.NumBeams,
-            LengthPenalty = F("length_penalty") ?? o.LengthPenalty,
-            EarlyStopping = es ?? o.EarlyStopping,
-            NumReturnSequences = I("num_return_sequences") ?? o.NumReturnSequences,
-            DoSample = B("do_sample") ?? o.DoSample,
-            Temperature = F("temperature") ?? o.Temperature,
-            TopK = I("top_k") ?? o.TopK,
-            TopP = F("top_p") ?? o.TopP,
-            RepetitionPenalty = F("repetition_penalty") ?? o.RepetitionPenalty,
-            NoRepeatNgramSize = I("no_repeat_ngram_size") ?? o.NoRepeatNgramSize,
-            EosTokenId = Eos() ?? o.EosTokenId,
-            PadTokenId = I("pad_token_id") ?? o.PadTokenId,
-            DecoderStartTokenId = I("decoder_start_token_id") ?? o.DecoderStartTokenId,
-        };
+            if (!option.IsHf || !r.TryGetProperty(option.Name, out JsonElement e) || e.ValueKind == JsonValueKind.Null) continue;
+            if (!option.TryConvert(e, out object? value))
+                throw new ModelLoadException(
+                    $"'{path}': {option.Name} must be {option.Expected}, found {Shorten(e.GetRawText())}. Fix generation_config.json or delete the key.", path);
+            o = option.Set(o, value);
+        }
+        return o;
     }
 
     /// <summary>A raw JSON value for a message: at most 40 characters.</summary>

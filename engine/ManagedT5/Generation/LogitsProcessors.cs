@@ -1,28 +1,16 @@
-// HF's logits processors and sampling warpers, one row at a time, in HF's order. They act on raw logits for greedy
-// search and sampling and on log-softmax scores for beam search. None of them allocates.
+// The row arithmetic of generation: HF's logits processors and sampling warpers as functions of one row of scores
+// (LogitsPipeline wraps them as the processors of one generate() call), and the row operations the strategies use:
+// log-softmax, argmax, sampling, beam search's top-k, the finite check. None of them allocates.
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
-using ManagedT5.Kernels.Cpu;
 
 namespace ManagedT5.Generation;
 
-/// <summary>The processors of HF's generate(), applied to one row of scores given that row's tokens so far
-/// (decoder start token included, as HF's input_ids are).</summary>
+/// <summary>HF's processors and warpers and the strategies' row operations, each on one row of scores given that row's
+/// tokens so far where it needs them (decoder start token included, as HF's input_ids are).</summary>
 public static class LogitsProcessors
 {
-    /// <summary>Applies, in HF's order: repetition penalty, no-repeat n-gram, min length, min new tokens.
-    /// <paramref name="stamp"/> is a per-vocabulary scratch (zeroed once) and <paramref name="stampValue"/> a
-    /// value unique to this call, so each seen token is penalised once without allocating.</summary>
-    public static void Process(Span<float> scores, ReadOnlySpan<int> tokens, GenerationOptions o, int eos,
-        Span<int> stamp, int stampValue)
-    {
-        if (o.RepetitionPenalty != 1f) RepetitionPenalty(scores, tokens, o.RepetitionPenalty, stamp, stampValue);
-        if (o.NoRepeatNgramSize > 0) NoRepeatNgram(scores, tokens, o.NoRepeatNgramSize);
-        if (tokens.Length < o.MinLength) scores[eos] = float.NegativeInfinity;            // min_length counts the start token
-        if (tokens.Length - 1 < o.MinNewTokens) scores[eos] = float.NegativeInfinity;     // min_new_tokens does not
-    }
-
     /// <summary>RepetitionPenaltyLogitsProcessor: every token already present is divided by the penalty when its
     /// score is positive and multiplied when negative — once, however often it occurs.</summary>
     public static void RepetitionPenalty(Span<float> scores, ReadOnlySpan<int> tokens, float penalty, Span<int> stamp, int stampValue)
@@ -88,9 +76,27 @@ public static class LogitsProcessors
         }
     }
 
-    /// <summary>In-place log-softmax of a row (SIMD: <see cref="ScoreKernels.LogSoftmax(Span{float}, float)"/>; its scalar
-    /// twin is ReferenceKernels.LogSoftmax).</summary>
-    public static void LogSoftmax(Span<float> scores) => ScoreKernels.LogSoftmax(scores);
+    /// <summary>In-place log-softmax of a row: scores - max - log(sum exp(scores - max)), the sum taken in fp32 over
+    /// blocks of 1,024 and in double across them (a 4 KB stack block keeps the exps in L1 and allocates nothing). A row
+    /// of only -inf is left as it is.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void LogSoftmax(Span<float> scores)
+    {
+        if (scores.IsEmpty) return;
+        float max = TensorPrimitives.Max(scores);
+        if (float.IsNegativeInfinity(max) || float.IsNaN(max)) return;
+        const int block = 1024;
+        Span<float> exps = stackalloc float[block];
+        double sum = 0;
+        for (int i = 0; i < scores.Length; i += block)
+        {
+            Span<float> e = exps[..Math.Min(block, scores.Length - i)];
+            TensorPrimitives.Subtract(scores.Slice(i, e.Length), max, e);
+            TensorPrimitives.Exp(e, e);
+            sum += TensorPrimitives.Sum(e);
+        }
+        TensorPrimitives.Add(scores, -max - (float)Math.Log(sum), scores);
+    }
 
     /// <summary>Draws an index from softmax(scores) with a uniform number in [0, 1).</summary>
     public static int Sample(ReadOnlySpan<float> scores, double uniform)
