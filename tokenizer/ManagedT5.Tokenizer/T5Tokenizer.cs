@@ -117,6 +117,24 @@ public sealed class T5Tokenizer
     // Loading
     // ------------------------------------------------------------------------------------------------
 
+    /// <summary>A tokenizer file's bytes through the shared bounded reader; any problem is one
+    /// <see cref="TokenizerException"/> that names the file (<paramref name="what"/>) and ends with <paramref name="advice"/>.</summary>
+    private static byte[] ReadFile(string path, long maxBytes, string what, string advice)
+    {
+        byte[] data;
+        string? problem;
+        try
+        {
+            data = InputFile.ReadAllBytes(path, maxBytes, out problem);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new TokenizerException($"{what} '{path}' could not be read: {e.Message}", path, e);
+        }
+        if (problem is not null) throw new TokenizerException($"{what} {problem} {advice}", path);
+        return data;
+    }
+
     /// <summary>Loads a SentencePiece model (spiece.model) or a HuggingFace tokenizer.json, told apart by content.</summary>
     /// <remarks>Symbolic links are followed (a HuggingFace cache snapshot links into its blobs folder); anything but a
     /// regular file of at most 256 MB (a FIFO, a device, a folder) is refused before it is opened.</remarks>
@@ -125,18 +143,7 @@ public sealed class T5Tokenizer
     public static T5Tokenizer FromFile(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        byte[] data;
-        string? problem;
-        try
-        {
-            data = InputFile.ReadAllBytes(path, InputFile.MaxTokenizerBytes, out problem);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new TokenizerException($"Tokenizer file '{path}' could not be read: {e.Message}", path, e);
-        }
-        if (problem is not null)
-            throw new TokenizerException($"Tokenizer file {problem} Pass the path of a spiece.model or tokenizer.json.", path);
+        byte[] data = ReadFile(path, InputFile.MaxTokenizerBytes, "Tokenizer file", "Pass the path of a spiece.model or tokenizer.json.");
 
         bool isJson = LooksLikeJson(data) || path.EndsWith(".json", StringComparison.OrdinalIgnoreCase);
         string kind = isJson ? "tokenizer.json" : "SentencePiece model";
@@ -204,18 +211,7 @@ public sealed class T5Tokenizer
     private static (string? TokenizerClass, int? ExtraIds) ReadTokenizerConfig(string path)
     {
         if (!File.Exists(path) && !IsLink(path)) return (null, null);
-        string? problem;
-        byte[] data;
-        try
-        {
-            data = InputFile.ReadAllBytes(path, InputFile.MaxJsonBytes, out problem);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new TokenizerException($"Tokenizer config '{path}' could not be read: {e.Message}", path, e);
-        }
-        if (problem is not null)
-            throw new TokenizerException($"Tokenizer config {problem} Fix or delete it, or download it again.", path);
+        byte[] data = ReadFile(path, InputFile.MaxJsonBytes, "Tokenizer config", "Fix or delete it, or download it again.");
         try
         {
             using var doc = System.Text.Json.JsonDocument.Parse(data);
