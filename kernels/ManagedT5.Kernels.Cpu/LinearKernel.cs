@@ -6,51 +6,6 @@ using System.Runtime.Intrinsics;
 
 namespace ManagedT5.Kernels.Cpu;
 
-/// <summary>
-/// The kernel choices of <see cref="LinearKernel"/>, per backend. The defaults are the measured best on the development
-/// machine; tests and the decode benchmark (bench --quick-decode) set others on their own backend to compare paths.
-/// </summary>
-internal sealed record LinearOptions
-{
-    /// <summary>The defaults.</summary>
-    public static readonly LinearOptions Default = new();
-
-    /// <summary>Up to this many F32 rows the GEMV streams the weight once for all rows; above, the GEMM packs it. For
-    /// narrow formats (BF16/F16/int8, <see cref="NarrowGemvMaxRows"/>) the GEMV's eight-row kernel stays ahead of the
-    /// GEMM (which widens every panel) up to eight rows; for F32 at eight rows the two traded places from run to run
-    /// (bench --quick-decode), so the simpler split stays.</summary>
-    public int GemvMaxRows { get; init; } = 4;
-
-    /// <summary>See <see cref="GemvMaxRows"/>.</summary>
-    public int NarrowGemvMaxRows { get; init; } = 8;
-
-    /// <summary>The row limit of the GEMV for F32 weights on AVX-512 where the aligned-chunk kernels take them (see
-    /// LinearKernel.UsesAlignedChunks; they read two weight rows against eight x rows): at eight rows ~1.5x faster than
-    /// the GEMM, which packs the whole weight for them (bench --quick-decode, "at +8 B" lines).</summary>
-    public int ChunkedF32GemvMaxRows { get; init; } = 8;
-
-    /// <summary>Whether 3-8 rows take the multi-row GEMV kernels (else one dot per row).</summary>
-    public bool MultiRowGemv { get; init; } = true;
-
-    /// <summary>Whether F32 weights that start mid cache line take the aligned-chunk GEMV.</summary>
-    public bool AlignedChunks { get; init; } = true;
-
-    /// <summary>Whether int8 weights take the VNNI kernels where the CPU has them (Int8Gemm: the GEMM for many rows,
-    /// its GEMV form for a few; both quantize the activations per row), else widening to fp32.</summary>
-    public bool Int8Vnni { get; init; } = true;
-
-    /// <summary>Whether F32 weights take <see cref="GemmInPlace"/> for many rows on AVX-512 (else the packed GEMM): 1.1-1.3x
-    /// the packed GEMM's GFLOP/s at encoder shapes, weights 8 bytes past a cache line as from a file (quick-gemm).</summary>
-    public bool InPlaceF32Gemm { get; init; } = true;
-
-    /// <summary>Whether a thread that finishes its share of a GEMV's output rows or a GEMM's output columns takes over
-    /// half of what another has left (<see cref="WorkerPool.RunRanges"/>), else waits for it.</summary>
-    public bool Stealing { get; init; } = true;
-
-    /// <summary>Whether <paramref name="rows"/> rows against a weight in <paramref name="format"/> take the GEMV.</summary>
-    public bool UsesGemv(WeightFormat format, int rows) => rows <= (format == WeightFormat.F32 ? GemvMaxRows : NarrowGemvMaxRows);
-}
-
 /// <summary>Dispatch of <see cref="IBackend.Linear"/>.</summary>
 internal static unsafe class LinearKernel
 {
@@ -60,8 +15,22 @@ internal static unsafe class LinearKernel
     /// <summary>Most weights <see cref="RunShared"/> runs as one op (q, k, v).</summary>
     public const int MaxShared = 3;
 
+    /// <summary>Up to this many F32 rows the GEMV streams the weight once for all rows; above, the GEMM packs it. For
+    /// narrow formats (BF16/F16/int8, <see cref="NarrowGemvMaxRows"/>) the GEMV's eight-row kernel stays ahead of the
+    /// GEMM (which widens every panel) up to eight rows; for F32 at eight rows the two traded places from run to run
+    /// (bench --quick-decode), so the simpler split stays.</summary>
+    public const int GemvMaxRows = 4;
+
+    /// <summary>See <see cref="GemvMaxRows"/>.</summary>
+    public const int NarrowGemvMaxRows = 8;
+
+    /// <summary>The row limit of the GEMV for F32 weights on AVX-512 where the aligned-chunk kernels take them (see
+    /// UsesAlignedChunks; they read two weight rows against eight x rows): at eight rows ~1.5x faster than the GEMM,
+    /// which packs the whole weight for them (bench --quick-decode, "at +8 B" lines).</summary>
+    public const int ChunkedF32GemvMaxRows = 8;
+
     /// <summary>y (rows, out) (+)= x (rows, in) W^T.</summary>
-    public static void Run(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, CpuWeight weight, float* y, int rows,
+    public static void Run(WorkerPool pool, SimdLevel level, KernelChoices options, float* x, CpuWeight weight, float* y, int rows,
         bool accumulate)
     {
         var view = WeightView.Of(weight);
@@ -76,7 +45,7 @@ internal static unsafe class LinearKernel
     /// choice would treat differently (alignment), or that would want x shifted differently for aligned loads, run one
     /// after another.
     /// </summary>
-    public static void RunShared(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, ReadOnlySpan<WeightView> w,
+    public static void RunShared(WorkerPool pool, SimdLevel level, KernelChoices options, float* x, ReadOnlySpan<WeightView> w,
         ReadOnlySpan<nint> y, int rows, bool accumulate)
     {
         if (w.Length > MaxShared) throw new ArgumentException($"At most {MaxShared} weights share one call, not {w.Length}.", nameof(w));
@@ -165,11 +134,11 @@ internal static unsafe class LinearKernel
     /// <summary>Whether F32 weights take <see cref="Gemv.RunF32Chunks"/> (AVX-512): for one or two rows when the weight
     /// starts mid cache line, and for three or more rows wherever it starts, since the multi-row chunk kernels (two
     /// weight rows against eight x rows) beat both the plain multi-row GEMV and the GEMM.</summary>
-    private static bool UsesAlignedChunks(SimdLevel level, LinearOptions options, in WeightView w, int rows) =>
+    private static bool UsesAlignedChunks(SimdLevel level, KernelChoices options, in WeightView w, int rows) =>
         w.Format == WeightFormat.F32 && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated && options.AlignedChunks
         && ((nint)w.Data & 3) == 0 && (rows <= 2 ? ((nint)w.Data & 63) != 0 : options.MultiRowGemv);
 
-    private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, bool chunked, float* x,
+    private static void RunGemv(WorkerPool pool, SimdLevel level, KernelChoices options, bool chunked, float* x,
         ReadOnlySpan<WeightView> w, ReadOnlySpan<nint> y, int rows, bool accumulate)
     {
         int cols = w[0].Cols, elementSize = CpuWeight.BytesPerElement(w[0].Format);
@@ -218,7 +187,7 @@ internal static unsafe class LinearKernel
     }
 
     private static void RunGemv<TFormat>(WorkerPool pool, SimdLevel level, float* laid, ReadOnlySpan<WeightView> w,
-        ReadOnlySpan<nint> y, int rows, bool accumulate, LinearOptions options, int grain, bool parallel) where TFormat : IWeightFormat
+        ReadOnlySpan<nint> y, int rows, bool accumulate, KernelChoices options, int grain, bool parallel) where TFormat : IWeightFormat
     {
         GemvJob<TFormat>* jobs = stackalloc GemvJob<TFormat>[w.Length];
         for (int i = 0; i < w.Length; i++)
