@@ -17,16 +17,16 @@ internal static unsafe class LinearKernel
 
     /// <summary>Up to this many F32 rows the GEMV streams the weight once for all rows; above, the GEMM packs it. For
     /// narrow formats (BF16/F16/int8, <see cref="NarrowGemvMaxRows"/>) the GEMV's eight-row kernel stays ahead of the
-    /// GEMM (which widens every panel) up to eight rows; for F32 at eight rows the two traded places from run to run
-    /// (bench --quick-decode), so the simpler split stays.</summary>
+    /// GEMM (which widens every panel) up to eight rows; for F32 at eight rows the two traded places from run to run,
+    /// so the simpler split stays (see docs/BENCHMARKS.md, "Measurements behind kernel choices").</summary>
     public const int GemvMaxRows = 4;
 
     /// <summary>See <see cref="GemvMaxRows"/>.</summary>
     public const int NarrowGemvMaxRows = 8;
 
     /// <summary>The row limit of the GEMV for F32 weights on AVX-512 where the aligned-chunk kernels take them (see
-    /// UsesAlignedChunks; they read two weight rows against eight x rows): at eight rows ~1.5x faster than the GEMM,
-    /// which packs the whole weight for them (bench --quick-decode, "at +8 B" lines).</summary>
+    /// UsesAlignedChunks; they read two weight rows against eight x rows): up to eight rows they beat the GEMM, which
+    /// packs the whole weight for them (see docs/BENCHMARKS.md, "Measurements behind kernel choices").</summary>
     public const int ChunkedF32GemvMaxRows = 8;
 
     /// <summary>y (rows, out) (+)= x (rows, in) W^T.</summary>
@@ -61,8 +61,8 @@ internal static unsafe class LinearKernel
         }
         WeightView first = w[0];
         bool gemv = chunked ? rows <= options.ChunkedF32GemvMaxRows : options.UsesGemv(first.Format, rows);
-        // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm; the GEMM
-        // ~0.5x the fp32 GEMM's time). Non-finite activations would quantize to garbage, so they take the
+        // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm, faster than the
+        // fp32 GEMM: see docs/BENCHMARKS.md). Non-finite activations would quantize to garbage, so they take the
         // widening kernels and propagate as the reference does.
         if (first.Format == WeightFormat.Int8 && options.Int8Vnni && Int8Gemm.IsSupported(level)
             && AllFinite(x, (long)rows * first.Cols))
@@ -202,9 +202,9 @@ internal static unsafe class LinearKernel
     /// <summary>
     /// Whether a GEMV of <paramref name="bytes"/> of weights goes to the pool (below <see cref="ParallelMinBytes"/> it
     /// runs on the calling thread). On the pool each thread streams one contiguous run of weight rows (splitting finer
-    /// restarts the memory streams: eight claimed items per step measured ~10% slower than two), and a thread that
-    /// finishes first steals the back half of what is left (<see cref="WorkerPool.RunRanges"/>), since on a 2-core VM
-    /// the two cores' shares of bandwidth differ from call to call and a worker wakes ~0.5 µs after the caller.
+    /// restarts the memory streams and measured slower), and a thread that finishes first steals the back half of what
+    /// is left (<see cref="WorkerPool.RunRanges"/>), since the cores' shares of bandwidth differ from call to call and a
+    /// worker wakes after the caller (see docs/BENCHMARKS.md, "Measurements behind kernel choices").
     /// </summary>
     internal static bool GemvParallel(long bytes) => bytes >= ParallelMinBytes;
 
