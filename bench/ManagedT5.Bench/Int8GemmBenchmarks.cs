@@ -15,7 +15,7 @@ public unsafe class Int8GemmBenchmarks : IWorkload
     private CpuWeight _f32 = null!, _int8 = null!;
     private float[] _x = null!, _y = null!;
     private int _rows;
-    private static readonly LinearOptions Widening = new() { Int8Vnni = false };   // Linear would otherwise pick Int8Gemm
+    private static readonly KernelChoices Widening = new() { Int8Vnni = false };   // Linear would otherwise pick Int8Gemm
 
     [Params("128x512x1024", "128x1024x512", "128x512x384")] public string Shape { get; set; } = "128x512x1024";
 
@@ -46,7 +46,7 @@ public unsafe class Int8GemmBenchmarks : IWorkload
     [Benchmark(Baseline = true)]
     public void F32Gemm()
     {
-        fixed (float* x = _x, y = _y) LinearKernel.Run(_pool, SimdLevels.Best, LinearOptions.Default, x, _f32, y, _rows, accumulate: false);
+        fixed (float* x = _x, y = _y) LinearKernel.Run(_pool, SimdLevels.Best, KernelChoices.Production, x, _f32, y, _rows, accumulate: false);
     }
 
     [Benchmark]

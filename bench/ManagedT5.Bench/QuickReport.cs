@@ -88,7 +88,7 @@ public static class QuickReport
             var line = new List<string>();
             foreach (int rows in new[] { 1, 2, 3, 4, 5, 6, 8, 12, 16 })
                 line.Add($"{rows}:{Best(() => cpu.Linear(x, w, y, rows), 20) * 1e6 / rows:F1}");
-            Console.WriteLine($"us per row, 1024x512 {format,-4} (GEMV up to {(format == WeightFormat.F32 ? cpu.LinearOptions.GemvMaxRows : cpu.LinearOptions.NarrowGemvMaxRows)} rows): {string.Join("  ", line)}");
+            Console.WriteLine($"us per row, 1024x512 {format,-4} (GEMV up to {(format == WeightFormat.F32 ? LinearKernel.GemvMaxRows : LinearKernel.NarrowGemvMaxRows)} rows): {string.Join("  ", line)}");
         }
 
         foreach ((int rows, int inDim, int outDim) in new[] { (128, 512, 1024), (128, 1024, 512), (128, 512, 384), (512, 768, 2048) })
@@ -103,9 +103,8 @@ public static class QuickReport
                 if (format == WeightFormat.F32)
                 {
                     // The packed GEMM the in-place one replaced for F32 (AVX-512), for comparison.
-                    cpu.LinearOptions = new LinearOptions { InPlaceF32Gemm = false };
-                    seconds = Best(() => cpu.Linear(x, w, y, rows), 10);
-                    cpu.LinearOptions = LinearOptions.Default;
+                    var packed = new KernelChoices { InPlaceF32Gemm = false };
+                    seconds = Best(() => cpu.Linear(x, w, y, rows, accumulate: false, packed), 10);
                     gflops = 2.0 * rows * inDim * outDim / seconds / 1e9;
                     Console.WriteLine($"GEMM {rows}x{inDim}x{outDim} F32 packed: {seconds * 1e3,7:F3} ms = {gflops,6:F1} GFLOP/s ({gflops / peak:P0} of FMA peak)");
                 }
@@ -116,14 +115,14 @@ public static class QuickReport
     /// and 8 rows, per format: ms per step and GB/s of weights. Rows > 1 is beam search or batched decoding, timed
     /// three ways with fp32 activations: separate dots per row (1x1), the multi-row GEMV kernel (1x4/1x8), the packed
     /// GEMM; int8 also on VNNI (quantized activations); F32 also with weights 8 bytes past a cache line (1, 4 and 8 rows), read plainly
-    /// or in aligned chunks. Each case sets its <see cref="LinearOptions"/> on the one backend.</summary>
+    /// or in aligned chunks. Each case passes its <see cref="KernelChoices"/> to the one backend.</summary>
     public static void DecodeRows(int threads, int trials = 7)
     {
         threads = threads <= 0 ? Environment.ProcessorCount : threads;
         using var cpu = new CpuBackend(threads);
         Console.WriteLine($"threads {threads}, SIMD {SimdLevels.Best}, best of {trials} interleaved trials");
         int[] rowCounts = [1, 2, 4, 8];
-        var cases = new List<(string Key, LinearOptions Options, List<IWeight> Weights, int Rows, IBuffer X, IBuffer Y)>();
+        var cases = new List<(string Key, KernelChoices Options, List<IWeight> Weights, int Rows, IBuffer X, IBuffer Y)>();
         var stores = new List<WeightStore>();
         foreach (T5Shape shape in new[] { T5Shape.Small, T5Shape.Base })
             foreach (WeightFormat format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Int8 })
@@ -139,24 +138,24 @@ public static class QuickReport
                     {
                         foreach (bool align in new[] { false, true })
                             cases.Add(($"{shape.Name} {format,-4} rows {rows} at +8 B{(align ? " chunks" : "")}",
-                                new LinearOptions { AlignedChunks = align, GemvMaxRows = 8 }, shifted, rows, x, y));
+                                new KernelChoices { AlignedChunks = align, GemvMaxRows = 8 }, shifted, rows, x, y));
                         if (rows == 1)
                             cases.Add(($"{shape.Name} {format,-4} rows 1 at +8 B no steal",
-                                new LinearOptions { Stealing = false }, shifted, rows, x, y));
+                                new KernelChoices { Stealing = false }, shifted, rows, x, y));
                         if (rows > 1)
                             cases.Add(($"{shape.Name} {format,-4} rows {rows} at +8 B gemm",
-                                new LinearOptions { GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1 }, shifted, rows, x, y));
+                                new KernelChoices { GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1 }, shifted, rows, x, y));
                     }
                 }
                 foreach (int rows in rowCounts)
                 {
                     // The widening kernels three ways (one dot per row, the multi-row GEMV, the GEMM); int8 also on VNNI.
-                    var modes = new List<(string Name, LinearOptions Options)>();
-                    if (rows > 1) modes.Add(("1x1", new LinearOptions { MultiRowGemv = false, NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
-                    modes.Add((rows > 1 ? "1x4" : "", new LinearOptions { NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
-                    if (rows > 1) modes.Add(("gemm", new LinearOptions { NarrowGemvMaxRows = 1, GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, Int8Vnni = false }));
-                    if (format == WeightFormat.Int8) modes.Add(("vnni", new LinearOptions()));
-                    if (rows == 1) modes.Add((format == WeightFormat.Int8 ? "vnni no steal" : "no steal", new LinearOptions { Stealing = false }));
+                    var modes = new List<(string Name, KernelChoices Options)>();
+                    if (rows > 1) modes.Add(("1x1", new KernelChoices { MultiRowGemv = false, NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
+                    modes.Add((rows > 1 ? "1x4" : "", new KernelChoices { NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
+                    if (rows > 1) modes.Add(("gemm", new KernelChoices { NarrowGemvMaxRows = 1, GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, Int8Vnni = false }));
+                    if (format == WeightFormat.Int8) modes.Add(("vnni", new KernelChoices()));
+                    if (rows == 1) modes.Add((format == WeightFormat.Int8 ? "vnni no steal" : "no steal", new KernelChoices { Stealing = false }));
                     foreach (var (name, options) in modes)
                         cases.Add(($"{shape.Name} {format,-4} rows {rows} {name}".TrimEnd(), options, weights, rows, x, y));
                 }
@@ -165,11 +164,9 @@ public static class QuickReport
         for (int trial = 0; trial < trials; trial++)
             foreach (var c in cases)
             {
-                cpu.LinearOptions = c.Options;
                 best[c.Key] = Math.Min(best.GetValueOrDefault(c.Key, double.MaxValue),
-                    Best(() => { foreach (IWeight w in c.Weights) cpu.Linear(c.X, w, c.Y, c.Rows); }, 3));
+                    Best(() => { foreach (IWeight w in c.Weights) cpu.Linear(c.X, w, c.Y, c.Rows, accumulate: false, c.Options); }, 3));
             }
-        cpu.LinearOptions = LinearOptions.Default;
         foreach (var c in cases)
         {
             long bytes = c.Weights.Sum(w => w.ByteLength);

@@ -27,10 +27,6 @@ public sealed unsafe class CpuBackend : BackendBase
     /// <summary>The widest vector path the kernels take.</summary>
     public SimdLevel Simd { get; }
 
-    /// <summary>Which Linear kernels this backend picks (tests and benchmarks set others to compare paths; set it
-    /// between calls, not while one runs).</summary>
-    internal LinearOptions LinearOptions { get; set; } = LinearOptions.Default;
-
     /// <summary>Most threads a backend may use: 4 per processor. More only adds contention; a huge count would
     /// try to start that many OS threads.</summary>
     public static int MaxThreads => 4 * Environment.ProcessorCount;
@@ -79,23 +75,46 @@ public sealed unsafe class CpuBackend : BackendBase
     }
 
     /// <inheritdoc />
-    protected override void LinearCore(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate)
+    protected override void LinearCore(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate) =>
+        LinearWith(input, weight, output, rows, accumulate, KernelChoices.Production);
+
+    /// <summary><see cref="BackendBase.Linear(IBuffer, IWeight, IBuffer, int, bool)"/> down the paths
+    /// <paramref name="choices"/> allow (A/B benchmarks and kernel tests; production never calls it), checked by the
+    /// same rule.</summary>
+    internal void Linear(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate, KernelChoices choices)
+    {
+        CheckLinear(input, weight, output, rows, nameof(output));
+        LinearWith(input, weight, output, rows, accumulate, choices);
+    }
+
+    /// <summary><see cref="BackendBase.Linears"/> down the paths <paramref name="choices"/> allow (A/B benchmarks and
+    /// kernel tests; production never calls it), checked by the same rule.</summary>
+    internal void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows, KernelChoices choices)
+    {
+        CheckLinears(input, weights, outputs, rows);
+        LinearsWith(input, weights, outputs, rows, choices);
+    }
+
+    private void LinearWith(IBuffer input, IWeight weight, IBuffer output, int rows, bool accumulate, KernelChoices choices)
     {
         CpuWeight w = WeightOf(weight);
         float[] x = BufferOf(input).Data, y = BufferOf(output).Data;
         if (rows == 0) return;
         fixed (float* xp = x)
         fixed (float* yp = y)
-            LinearKernel.Run(_pool, Simd, LinearOptions, xp, w, yp, rows, accumulate);
+            LinearKernel.Run(_pool, Simd, choices, xp, w, yp, rows, accumulate);
     }
 
     /// <summary>Up to three weights of one format run as one op (the input padded, laid out, quantized or packed once;
     /// one pool job over all their outputs); more, or weights whose kernels differ, run one by one.</summary>
-    protected override void LinearsCore(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
+    protected override void LinearsCore(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows) =>
+        LinearsWith(input, weights, outputs, rows, KernelChoices.Production);
+
+    private void LinearsWith(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows, KernelChoices choices)
     {
         if (weights.Length is 0 or > LinearKernel.MaxShared || rows == 0)
         {
-            for (int i = 0; i < weights.Length; i++) LinearCore(input, weights[i], outputs[i], rows, accumulate: false);
+            for (int i = 0; i < weights.Length; i++) LinearWith(input, weights[i], outputs[i], rows, accumulate: false, choices);
             return;
         }
         float[] x = BufferOf(input).Data;
@@ -112,7 +131,7 @@ public sealed unsafe class CpuBackend : BackendBase
             ys[0] = (nint)yp0;
             if (w1 is not null) { views[1] = WeightView.Of(w1); ys[1] = (nint)yp1; }
             if (w2 is not null) { views[2] = WeightView.Of(w2); ys[2] = (nint)yp2; }
-            LinearKernel.RunShared(_pool, Simd, LinearOptions, xp, views, ys, rows, accumulate: false);
+            LinearKernel.RunShared(_pool, Simd, choices, xp, views, ys, rows, accumulate: false);
         }
     }
 

@@ -1,6 +1,7 @@
 // Host-memory activations for the CPU backends: a plain float array, recycled through a pool when disposed.
 // Fresh large arrays come from the OS as untouched pages, and the first write to each page faults: an encoder call
-// that allocated its work buffers anew spent ~10% of its time there. Recycled arrays are already mapped.
+// that allocated its work buffers anew spent a measurable share of its time there (see docs/BENCHMARKS.md,
+// "Measurements behind kernel choices"). Recycled arrays are already mapped.
 using System.Collections.Concurrent;
 
 namespace ManagedT5.Kernels.Cpu;

@@ -56,7 +56,7 @@ internal static unsafe class Gemm
     }
 
     /// <summary>One 8-row strip of <see cref="PackA"/> (<paramref name="rows"/> of them real, the rest zero): 8 x 8 blocks
-    /// transposed in registers (the scalar scatter it replaces took 3-4% of a 128-row GEMM's time; perf).</summary>
+    /// transposed in registers, replacing a scalar scatter that showed up in perf (see docs/BENCHMARKS.md).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackStrip8(float* a, int rows, int inDim, float* strip)
     {

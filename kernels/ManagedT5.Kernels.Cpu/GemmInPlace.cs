@@ -1,6 +1,7 @@
 // GEMM for F32 weights read in place (AVX-512): C (rows, out) (+)= A (rows, in) W^T computed as its transpose,
 // C^T = W A^T. The packed GEMM (Gemm.cs) transposes every weight slab into panels before multiplying, and for F32 that
-// packing, a read of the whole weight from memory with 16 rows in flight, measured ~16% of a 128-row GEMM (perf).
+// packing, a read of the whole weight from memory with 16 rows in flight, is a large share of a 128-row GEMM (see
+// docs/BENCHMARKS.md, "Measurements behind kernel choices").
 // Here the roles swap: A, small and reused by every weight row, is packed once per call into panels of 32 rows
 // (A^T, K rows of 32 floats per panel, by Gemm.PackB itself); the weight is never packed: a tile of 8 weight rows is
 // read where it lies, one float per row per k step broadcast against two vectors of the A panel (16 FMAs per 2 vector
@@ -114,7 +115,7 @@ internal static unsafe class GemmInPlace
             c70 = Vector512.FusedMultiplyAdd(b, a0, c70); c71 = Vector512.FusedMultiplyAdd(b, a1, c71);
         }
         // Out through memory: transposing here needs more registers than the loop leaves, and the JIT then spills
-        // accumulators inside the loop (measured at half speed).
+        // accumulators inside the loop (a first version that did ran at half speed; docs/BENCHMARKS.md).
         c00.Store(acc); c01.Store(acc + 16); c10.Store(acc + 32); c11.Store(acc + 48);
         c20.Store(acc + 64); c21.Store(acc + 80); c30.Store(acc + 96); c31.Store(acc + 112);
         c40.Store(acc + 128); c41.Store(acc + 144); c50.Store(acc + 160); c51.Store(acc + 176);

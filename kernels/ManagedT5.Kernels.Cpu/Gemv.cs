@@ -1,13 +1,14 @@
 // GEMV: y (rows, out) (+)= x (rows, in) W^T for a handful of rows (batch-1 and small-batch decode). It is
 // bandwidth-bound: the weight is streamed once, front to back (one row at a time keeps the access sequential,
-// which the hardware prefetchers reward; kernels reading two or four weight rows in lockstep measured up to 2x slower
-// without software prefetch; the one that is kept, two rows against eight x rows, prefetches both),
+// which the hardware prefetchers reward; kernels reading two or four weight rows in lockstep were slower without
+// software prefetch; the one that is kept, two rows against eight x rows, prefetches both),
 // each chunk widened in registers (BF16/F16/int8 lanes) and dotted with every input row while it is in L1. With
 // three to eight input rows (beam search, batched decode) each widened chunk meets four or eight x rows at once, so a
-// weight load feeds that many FMAs instead of one (about 1.3x faster at four rows than four separate dots); those
+// weight load feeds that many FMAs instead of one (faster at four rows than four separate dots); those
 // kernels keep two accumulator sets (the FMA chains overlap), reduce four accumulators at once (VectorMath.Sum4) and
 // prefetch the weight stream ahead (1 KB; a row or a pair of rows for the F32 chunk kernels), which brought four rows
-// to about the one-row time per step.
+// to about the one-row time per step. The figures behind these choices: docs/BENCHMARKS.md, "Measurements behind
+// kernel choices".
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -78,7 +79,7 @@ internal static unsafe class Gemv
     /// The AVX-512 F32 GEMV on aligned chunks, for weights that start mid cache line (in place from a safetensors
     /// file, whose tensors are 8-byte aligned at best) and for every F32 weight at 3-8 rows: each row is read as whole
     /// aligned 64-byte chunks, the first and last masked to the row, so no weight load splits a cache line (split
-    /// loads measured ~15% slower end to end). One or two x rows are dotted one at a time, 3-4 four at a time, 5-8 as
+    /// loads are slower end to end; see docs/BENCHMARKS.md). One or two x rows are dotted one at a time, 3-4 four at a time, 5-8 as
     /// eight rows against two weight rows. x rows sit at
     /// padded + r * stride + <see cref="Pad"/> with at least <see cref="Pad"/> zeros on each side, so the shifted x
     /// loads stay in the buffer. Weights must be 4-byte aligned.

@@ -6,51 +6,6 @@ using System.Runtime.Intrinsics;
 
 namespace ManagedT5.Kernels.Cpu;
 
-/// <summary>
-/// The kernel choices of <see cref="LinearKernel"/>, per backend. The defaults are the measured best on the development
-/// machine; tests and the decode benchmark (bench --quick-decode) set others on their own backend to compare paths.
-/// </summary>
-internal sealed record LinearOptions
-{
-    /// <summary>The defaults.</summary>
-    public static readonly LinearOptions Default = new();
-
-    /// <summary>Up to this many F32 rows the GEMV streams the weight once for all rows; above, the GEMM packs it. For
-    /// narrow formats (BF16/F16/int8, <see cref="NarrowGemvMaxRows"/>) the GEMV's eight-row kernel stays ahead of the
-    /// GEMM (which widens every panel) up to eight rows; for F32 at eight rows the two traded places from run to run
-    /// (bench --quick-decode), so the simpler split stays.</summary>
-    public int GemvMaxRows { get; init; } = 4;
-
-    /// <summary>See <see cref="GemvMaxRows"/>.</summary>
-    public int NarrowGemvMaxRows { get; init; } = 8;
-
-    /// <summary>The row limit of the GEMV for F32 weights on AVX-512 where the aligned-chunk kernels take them (see
-    /// LinearKernel.UsesAlignedChunks; they read two weight rows against eight x rows): at eight rows ~1.5x faster than
-    /// the GEMM, which packs the whole weight for them (bench --quick-decode, "at +8 B" lines).</summary>
-    public int ChunkedF32GemvMaxRows { get; init; } = 8;
-
-    /// <summary>Whether 3-8 rows take the multi-row GEMV kernels (else one dot per row).</summary>
-    public bool MultiRowGemv { get; init; } = true;
-
-    /// <summary>Whether F32 weights that start mid cache line take the aligned-chunk GEMV.</summary>
-    public bool AlignedChunks { get; init; } = true;
-
-    /// <summary>Whether int8 weights take the VNNI kernels where the CPU has them (Int8Gemm: the GEMM for many rows,
-    /// its GEMV form for a few; both quantize the activations per row), else widening to fp32.</summary>
-    public bool Int8Vnni { get; init; } = true;
-
-    /// <summary>Whether F32 weights take <see cref="GemmInPlace"/> for many rows on AVX-512 (else the packed GEMM): 1.1-1.3x
-    /// the packed GEMM's GFLOP/s at encoder shapes, weights 8 bytes past a cache line as from a file (quick-gemm).</summary>
-    public bool InPlaceF32Gemm { get; init; } = true;
-
-    /// <summary>Whether a thread that finishes its share of a GEMV's output rows or a GEMM's output columns takes over
-    /// half of what another has left (<see cref="WorkerPool.RunRanges"/>), else waits for it.</summary>
-    public bool Stealing { get; init; } = true;
-
-    /// <summary>Whether <paramref name="rows"/> rows against a weight in <paramref name="format"/> take the GEMV.</summary>
-    public bool UsesGemv(WeightFormat format, int rows) => rows <= (format == WeightFormat.F32 ? GemvMaxRows : NarrowGemvMaxRows);
-}
-
 /// <summary>Dispatch of <see cref="IBackend.Linear"/>.</summary>
 internal static unsafe class LinearKernel
 {
@@ -60,8 +15,22 @@ internal static unsafe class LinearKernel
     /// <summary>Most weights <see cref="RunShared"/> runs as one op (q, k, v).</summary>
     public const int MaxShared = 3;
 
+    /// <summary>Up to this many F32 rows the GEMV streams the weight once for all rows; above, the GEMM packs it. For
+    /// narrow formats (BF16/F16/int8, <see cref="NarrowGemvMaxRows"/>) the GEMV's eight-row kernel stays ahead of the
+    /// GEMM (which widens every panel) up to eight rows; for F32 at eight rows the two traded places from run to run,
+    /// so the simpler split stays (see docs/BENCHMARKS.md, "Measurements behind kernel choices").</summary>
+    public const int GemvMaxRows = 4;
+
+    /// <summary>See <see cref="GemvMaxRows"/>.</summary>
+    public const int NarrowGemvMaxRows = 8;
+
+    /// <summary>The row limit of the GEMV for F32 weights on AVX-512 where the aligned-chunk kernels take them (see
+    /// UsesAlignedChunks; they read two weight rows against eight x rows): up to eight rows they beat the GEMM, which
+    /// packs the whole weight for them (see docs/BENCHMARKS.md, "Measurements behind kernel choices").</summary>
+    public const int ChunkedF32GemvMaxRows = 8;
+
     /// <summary>y (rows, out) (+)= x (rows, in) W^T.</summary>
-    public static void Run(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, CpuWeight weight, float* y, int rows,
+    public static void Run(WorkerPool pool, SimdLevel level, KernelChoices options, float* x, CpuWeight weight, float* y, int rows,
         bool accumulate)
     {
         var view = WeightView.Of(weight);
@@ -76,7 +45,7 @@ internal static unsafe class LinearKernel
     /// choice would treat differently (alignment), or that would want x shifted differently for aligned loads, run one
     /// after another.
     /// </summary>
-    public static void RunShared(WorkerPool pool, SimdLevel level, LinearOptions options, float* x, ReadOnlySpan<WeightView> w,
+    public static void RunShared(WorkerPool pool, SimdLevel level, KernelChoices options, float* x, ReadOnlySpan<WeightView> w,
         ReadOnlySpan<nint> y, int rows, bool accumulate)
     {
         if (w.Length > MaxShared) throw new ArgumentException($"At most {MaxShared} weights share one call, not {w.Length}.", nameof(w));
@@ -92,8 +61,8 @@ internal static unsafe class LinearKernel
         }
         WeightView first = w[0];
         bool gemv = chunked ? rows <= options.ChunkedF32GemvMaxRows : options.UsesGemv(first.Format, rows);
-        // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm; the GEMM
-        // ~0.5x the fp32 GEMM's time). Non-finite activations would quantize to garbage, so they take the
+        // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm, faster than the
+        // fp32 GEMM: see docs/BENCHMARKS.md). Non-finite activations would quantize to garbage, so they take the
         // widening kernels and propagate as the reference does.
         if (first.Format == WeightFormat.Int8 && options.Int8Vnni && Int8Gemm.IsSupported(level)
             && AllFinite(x, (long)rows * first.Cols))
@@ -165,11 +134,11 @@ internal static unsafe class LinearKernel
     /// <summary>Whether F32 weights take <see cref="Gemv.RunF32Chunks"/> (AVX-512): for one or two rows when the weight
     /// starts mid cache line, and for three or more rows wherever it starts, since the multi-row chunk kernels (two
     /// weight rows against eight x rows) beat both the plain multi-row GEMV and the GEMM.</summary>
-    private static bool UsesAlignedChunks(SimdLevel level, LinearOptions options, in WeightView w, int rows) =>
+    private static bool UsesAlignedChunks(SimdLevel level, KernelChoices options, in WeightView w, int rows) =>
         w.Format == WeightFormat.F32 && level == SimdLevel.Vector512 && Vector512.IsHardwareAccelerated && options.AlignedChunks
         && ((nint)w.Data & 3) == 0 && (rows <= 2 ? ((nint)w.Data & 63) != 0 : options.MultiRowGemv);
 
-    private static void RunGemv(WorkerPool pool, SimdLevel level, LinearOptions options, bool chunked, float* x,
+    private static void RunGemv(WorkerPool pool, SimdLevel level, KernelChoices options, bool chunked, float* x,
         ReadOnlySpan<WeightView> w, ReadOnlySpan<nint> y, int rows, bool accumulate)
     {
         int cols = w[0].Cols, elementSize = CpuWeight.BytesPerElement(w[0].Format);
@@ -218,7 +187,7 @@ internal static unsafe class LinearKernel
     }
 
     private static void RunGemv<TFormat>(WorkerPool pool, SimdLevel level, float* laid, ReadOnlySpan<WeightView> w,
-        ReadOnlySpan<nint> y, int rows, bool accumulate, LinearOptions options, int grain, bool parallel) where TFormat : IWeightFormat
+        ReadOnlySpan<nint> y, int rows, bool accumulate, KernelChoices options, int grain, bool parallel) where TFormat : IWeightFormat
     {
         GemvJob<TFormat>* jobs = stackalloc GemvJob<TFormat>[w.Length];
         for (int i = 0; i < w.Length; i++)
@@ -233,9 +202,9 @@ internal static unsafe class LinearKernel
     /// <summary>
     /// Whether a GEMV of <paramref name="bytes"/> of weights goes to the pool (below <see cref="ParallelMinBytes"/> it
     /// runs on the calling thread). On the pool each thread streams one contiguous run of weight rows (splitting finer
-    /// restarts the memory streams: eight claimed items per step measured ~10% slower than two), and a thread that
-    /// finishes first steals the back half of what is left (<see cref="WorkerPool.RunRanges"/>), since on a 2-core VM
-    /// the two cores' shares of bandwidth differ from call to call and a worker wakes ~0.5 µs after the caller.
+    /// restarts the memory streams and measured slower), and a thread that finishes first steals the back half of what
+    /// is left (<see cref="WorkerPool.RunRanges"/>), since the cores' shares of bandwidth differ from call to call and a
+    /// worker wakes after the caller (see docs/BENCHMARKS.md, "Measurements behind kernel choices").
     /// </summary>
     internal static bool GemvParallel(long bytes) => bytes >= ParallelMinBytes;
 

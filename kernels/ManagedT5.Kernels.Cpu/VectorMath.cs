@@ -1,6 +1,6 @@
 // exp for the kernels' vector paths (softmax, gelu_new, silu, gelu). .NET's Vector512.Exp(float) computes in double
-// and measured ~85 ns per vector here; this is the classic Cephes expf in fp32 (range reduction by ln 2, a degree-6
-// polynomial, the power of two built in the exponent bits), about 2 ulp, a few ns per vector.
+// and was many times slower (docs/BENCHMARKS.md); this is the classic Cephes expf in fp32 (range reduction by ln 2, a degree-6
+// polynomial, the power of two built in the exponent bits), about 2 ulp.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;

@@ -256,6 +256,13 @@ public abstract class BackendBase : IBackend
     /// <inheritdoc />
     public void Linears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
     {
+        CheckLinears(input, weights, outputs, rows);
+        LinearsCore(input, weights, outputs, rows);
+    }
+
+    /// <summary>Linears' check, for a backend's own overloads of it (chosen kernels, say).</summary>
+    protected static void CheckLinears(IBuffer input, ReadOnlySpan<IWeight> weights, ReadOnlySpan<IBuffer> outputs, int rows)
+    {
         if (weights.Length != outputs.Length)
             throw new ArgumentException($"{weights.Length} weights but {outputs.Length} outputs; give one output per weight.", nameof(outputs));
         for (int i = 0; i < weights.Length; i++)
@@ -269,7 +276,6 @@ public abstract class BackendBase : IBackend
                 if (ReferenceEquals(outputs[i], outputs[j]))
                     throw new ArgumentException($"Outputs {j} and {i} are the same buffer; give each weight its own output.", nameof(outputs));
         }
-        LinearsCore(input, weights, outputs, rows);
     }
 
     /// <inheritdoc />

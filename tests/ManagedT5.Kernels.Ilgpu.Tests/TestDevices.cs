@@ -39,7 +39,9 @@ public static class TestDevices
 }
 
 /// <summary>A test written once and run on every device kind: one test case per device, taking the
-/// <see cref="IlgpuDeviceKind"/> as its only argument; absent devices give skipped cases with the reason.</summary>
+/// <see cref="IlgpuDeviceKind"/> as its only argument; absent devices give skipped cases with the reason, and a case
+/// that throws Xunit.SkipException at run time (an op the device lacks: <see cref="Twin.Require(BackendOp)"/>) is
+/// reported skipped with that exception's message, as [SkippableFact] does.</summary>
 [XunitTestCaseDiscoverer("ManagedT5.Kernels.Ilgpu.Tests.DeviceTheoryDiscoverer", "ManagedT5.Kernels.Ilgpu.Tests")]
 [AttributeUsage(AttributeTargets.Method)]
 public sealed class DeviceTheoryAttribute : FactAttribute;
@@ -58,7 +60,7 @@ public sealed class DeviceTheoryDiscoverer(IMessageSink diagnosticMessageSink) :
             object[] arguments = [kind];
             string? skip = TestDevices.SkipReason(kind);
             yield return skip is null
-                ? new XunitTestCase(diagnosticMessageSink, display, displayOptions, testMethod, arguments)
+                ? new SkippableFactTestCase([typeof(Xunit.SkipException).FullName!], diagnosticMessageSink, display, displayOptions, testMethod, arguments)
                 : new XunitSkippedDataRowTestCase(diagnosticMessageSink, display, displayOptions, testMethod, skip, arguments);
         }
     }

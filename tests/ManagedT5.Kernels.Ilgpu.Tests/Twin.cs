@@ -1,5 +1,6 @@
 // The parity harness: the same inputs on the scalar reference backend and on an ILGPU device, the same op run on
-// both, and one normalised error measure: max |device - reference| / max |reference| <= 1e-5.
+// both, and one normalised error measure: max |device - reference| / max |reference| <= 1e-5. An op the device lacks
+// (IBackend.Supports) is reported as skipped, "<backend> does not support <op>", not failed, as ggml's test-backend-ops.
 using System.Runtime.InteropServices;
 using ManagedT5.Kernels.Reference;
 
@@ -16,7 +17,7 @@ public readonly record struct Pair<T>(T Reference, T Device)
 }
 
 /// <summary>A reference backend and a device backend fed the same data. Dispose frees what it created.</summary>
-public sealed class Twin(IlgpuBackend device) : IDisposable
+public sealed class Twin(IBackend device) : IDisposable
 {
     /// <summary>The tolerance every parity check uses: max abs diff / max abs of the reference.</summary>
     public const double Tolerance = 1e-5;
@@ -27,14 +28,25 @@ public sealed class Twin(IlgpuBackend device) : IDisposable
     public ReferenceBackend Reference { get; } = new();
 
     /// <summary>The backend under test.</summary>
-    public IlgpuBackend Device { get; } = device;
+    public IBackend Device { get; } = device;
 
-    /// <summary>Runs <paramref name="op"/> on the reference, then on the device.</summary>
-    public void Run(Action<IBackend, Side> op)
+    /// <summary>Runs <paramref name="call"/> (a call of <paramref name="op"/>) on the reference, then on the device;
+    /// skips the test when the device lacks <paramref name="op"/>.</summary>
+    public void Run(BackendOp op, Action<IBackend, Side> call)
     {
-        op(Reference, Side.Reference);
-        op(Device, Side.Device);
+        Require(op);
+        call(Reference, Side.Reference);
+        call(Device, Side.Device);
     }
+
+    /// <summary>Skips the test (Xunit.SkipException, reported as skipped by [SkippableFact] and [DeviceTheory]) when
+    /// the device lacks <paramref name="op"/>.</summary>
+    public void Require(BackendOp op) => Require(Device, op);
+
+    /// <summary>Skips the test when <paramref name="backend"/> lacks <paramref name="op"/>, with the reason
+    /// "&lt;backend&gt; does not support &lt;op&gt;".</summary>
+    public static void Require(IBackend backend, BackendOp op) =>
+        Skip.IfNot(backend.Supports(op), $"{backend.Name} does not support {op}");
 
     /// <summary>A buffer holding <paramref name="data"/> on both sides (zeros when null).</summary>
     public Pair<IBuffer> Buffer(float[] data)

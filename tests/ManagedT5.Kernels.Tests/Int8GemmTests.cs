@@ -172,7 +172,7 @@ public sealed unsafe class Int8GemmTests : IDisposable
             // The widening fp32 GEMM is exact to ~1e-6 here, so the int8 path's error is the quantization's.
             TestData.AssertClose(exact, fp32, "fp32 GEMM vs exact");
             double rmsRatio = Math.Sqrt(squaredError / squaredPredicted);
-            double normalized = TestData.RelativeError(fp32, int8);
+            double normalized = Errors.RelativeError(fp32, int8);
             _output.WriteLine($"{rows}x{inDim}x{outDim} outliers={outliers}: max |int8 - fp32| / max |fp32| = {normalized:E2}, " +
                 $"rms error / predicted rms = {rmsRatio:F3}");
             Assert.True(rmsRatio <= 1.2, $"{rows}x{inDim}x{outDim}: rms error {rmsRatio:F3} x the rounding model's");

@@ -55,13 +55,12 @@ public sealed class LinearTests : IDisposable
     public void OddShapesMatchReference(WeightFormat format, SimdLevel level)
     {
         using var cpu = new CpuBackend(2, level);
-        foreach (LinearOptions options in OptionsFor(format))
+        foreach (KernelChoices choices in ChoicesFor(format))
         {
-            cpu.LinearOptions = options;
             int seed = 1;
             foreach ((int rows, int inDim, int outDim) in OddShapes())
                 foreach (bool accumulate in new[] { false, true })
-                    Check(cpu, format, rows, inDim, outDim, accumulate, seed++);
+                    Check(cpu, choices, format, rows, inDim, outDim, accumulate, seed++);
         }
     }
 
@@ -69,11 +68,11 @@ public sealed class LinearTests : IDisposable
     /// machines without AVX-VNNI take. F32 runs twice too: on AVX-512 the defaults send 3-8 rows to the aligned-chunk
     /// GEMV and 24+ rows to the in-place GEMM, so the plain multi-row GEMV and the packed GEMM (which the other
     /// formats and the other widths take) are run with those switched off.</summary>
-    private static LinearOptions[] OptionsFor(WeightFormat format) => format switch
+    private static KernelChoices[] ChoicesFor(WeightFormat format) => format switch
     {
-        WeightFormat.Int8 => [LinearOptions.Default, new LinearOptions { Int8Vnni = false }],
-        WeightFormat.F32 => [LinearOptions.Default, new LinearOptions { AlignedChunks = false, InPlaceF32Gemm = false }],
-        _ => [LinearOptions.Default],
+        WeightFormat.Int8 => [KernelChoices.Production, new KernelChoices { Int8Vnni = false }],
+        WeightFormat.F32 => [KernelChoices.Production, new KernelChoices { AlignedChunks = false, InPlaceF32Gemm = false }],
+        _ => [KernelChoices.Production],
     };
 
     [Theory]
@@ -81,12 +80,11 @@ public sealed class LinearTests : IDisposable
     public void FlanT5ShapesMatchReference(WeightFormat format, SimdLevel level)
     {
         using var cpu = new CpuBackend(2, level);
-        foreach (LinearOptions options in OptionsFor(format))
+        foreach (KernelChoices choices in ChoicesFor(format))
         {
-            cpu.LinearOptions = options;
             int seed = 1000;
             foreach ((int rows, int inDim, int outDim) in FlanT5Shapes())
-                Check(cpu, format, rows, inDim, outDim, accumulate: seed % 2 == 0, seed++);
+                Check(cpu, choices, format, rows, inDim, outDim, accumulate: seed % 2 == 0, seed++);
         }
     }
 
@@ -102,7 +100,7 @@ public sealed class LinearTests : IDisposable
         foreach (int misalign in new[] { 4, 8, 36, 60 })
             foreach (int rows in new[] { 1, 2, 3, 4, 5, 8, 50 })
                 foreach ((int inDim, int outDim) in new[] { (1, 1), (3, 5), (15, 4), (16, 3), (17, 33), (64, 65), (100, 7), (257, 129), (512, 384) })
-                    Check(cpu, WeightFormat.F32, rows, inDim, outDim, accumulate: seed % 2 == 0, seed++, misalign);
+                    Check(cpu, KernelChoices.Production, WeightFormat.F32, rows, inDim, outDim, accumulate: seed % 2 == 0, seed++, misalign);
     }
 
     public static TheoryData<SimdLevel> Levels() => TestData.Levels();
@@ -124,9 +122,8 @@ public sealed class LinearTests : IDisposable
             (48, [33, 40], [8, 36]),                // different offsets in the cache line
         ];
         int seed = 5000;
-        foreach (LinearOptions options in OptionsFor(format))
+        foreach (KernelChoices choices in ChoicesFor(format))
         {
-            cpu.LinearOptions = options;
             foreach ((int inDim, int[] outs, int[] misalign) in groups)
                 foreach (int rows in new[] { 1, 3, 8, 9, 40, 128 })
                 {
@@ -134,11 +131,11 @@ public sealed class LinearTests : IDisposable
                     float[] x = TestData.Random(rows * inDim, seed++);
                     using IBuffer input = TestData.Buffer(cpu, x, extra: 3);
                     IBuffer[] together = outs.Select(o => cpu.Allocate(rows * o + 3)).ToArray();
-                    cpu.Linears(input, weights, together, rows);
+                    cpu.Linears(input, weights, together, rows, choices);
                     for (int i = 0; i < weights.Length; i++)
                     {
                         using IBuffer alone = cpu.Allocate(rows * outs[i]);
-                        cpu.Linear(input, weights[i], alone, rows);
+                        cpu.Linear(input, weights[i], alone, rows, accumulate: false, choices);
                         Assert.Equal(TestData.Read(cpu, alone, rows * outs[i]), TestData.Read(cpu, together[i], rows * outs[i]));
                     }
                     foreach (IBuffer b in together) b.Dispose();
@@ -163,7 +160,7 @@ public sealed class LinearTests : IDisposable
         Assert.Throws<ArgumentException>(() => reference.Linears(x, [a], [y0, y1], 1));
     }
 
-    private unsafe void Check(CpuBackend cpu, WeightFormat format, int rows, int inDim, int outDim, bool accumulate, int seed, int misalign = 0)
+    private unsafe void Check(CpuBackend cpu, KernelChoices choices, WeightFormat format, int rows, int inDim, int outDim, bool accumulate, int seed, int misalign = 0)
     {
         HostTensor tensor = _store.Random("w", format, outDim, inDim, seed, scale: 0.1f, misalign);
         using IWeight weight = cpu.CreateWeight(tensor, format);
@@ -182,7 +179,7 @@ public sealed class LinearTests : IDisposable
 
         // int8 weights with VNNI quantize the activations per row (Int8Gemm, GEMM and GEMV forms): their twin is
         // Int8Gemm.RunScalar, not the widening reference (Int8GemmTests bounds the distance between the two).
-        if (format == WeightFormat.Int8 && cpu.LinearOptions.Int8Vnni && Int8Gemm.IsSupported(cpu.Simd))
+        if (format == WeightFormat.Int8 && choices.Int8Vnni && Int8Gemm.IsSupported(cpu.Simd))
         {
             expected = (float[])residual.Clone();
             var w = (CpuWeight)weight;
@@ -192,8 +189,8 @@ public sealed class LinearTests : IDisposable
 
         // Buffers larger than needed, as the engine allocates them: the kernel must use only the rows asked for.
         using IBuffer cx = TestData.Buffer(cpu, x, extra: 5), cy = TestData.Buffer(cpu, residual, extra: 5);
-        cpu.Linear(cx, weight, cy, rows, accumulate);
-        TestData.AssertClose(expected, TestData.Read(cpu, cy, rows * outDim), $"Linear {key} at {cpu.Simd}, {cpu.LinearOptions}");
+        cpu.Linear(cx, weight, cy, rows, accumulate, choices);
+        TestData.AssertClose(expected, TestData.Read(cpu, cy, rows * outDim), $"Linear {key} at {cpu.Simd}, {choices}");
     }
 
     public void Dispose() => _store.Dispose();

@@ -1,5 +1,5 @@
 // Shared helpers for the kernel parity tests: deterministic random data, host tensors in every stored dtype, the
-// theory data for SIMD levels and weight formats, and the one error measure every comparison uses.
+// theory data for SIMD levels and weight formats, and the assertion over the one error measure (tests/Shared/Errors.cs).
 using System.Runtime.InteropServices;
 using ManagedT5.Kernels.Cpu;
 
@@ -37,25 +37,10 @@ internal static class TestData
         return values;
     }
 
-    /// <summary>max |actual - expected| / max |expected| (absolute when expected is all zero).</summary>
-    public static double RelativeError(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        double maxDiff = 0, maxAbs = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            if (float.IsNaN(expected[i]) != float.IsNaN(actual[i])) return double.PositiveInfinity;
-            if (float.IsNaN(expected[i])) continue;
-            maxDiff = Math.Max(maxDiff, Math.Abs((double)actual[i] - expected[i]));
-            maxAbs = Math.Max(maxAbs, Math.Abs((double)expected[i]));
-        }
-        return maxAbs == 0 ? maxDiff : maxDiff / maxAbs;
-    }
-
-    /// <summary>Asserts <see cref="RelativeError"/> &lt;= <paramref name="tolerance"/>, naming the case on failure.</summary>
+    /// <summary>Asserts <see cref="Errors.RelativeError"/> &lt;= <paramref name="tolerance"/>, naming the case on failure.</summary>
     public static void AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what, double tolerance = Fp32Tolerance)
     {
-        double error = RelativeError(expected, actual);
+        double error = Errors.RelativeError(expected, actual);
         Assert.True(error <= tolerance, $"{what}: relative error {error:E3} > {tolerance:E1}");
     }
 

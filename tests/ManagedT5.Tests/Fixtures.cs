@@ -1,4 +1,5 @@
-// Where the reference fixtures live (tests/fixtures in the repository) and small comparison helpers.
+// Where the reference fixtures live (tests/fixtures in the repository) and the backends parity tests run on. The error
+// measure is Errors.RelativeError (tests/Shared/Errors.cs).
 using ManagedT5.Kernels;
 using ManagedT5.Kernels.Reference;
 
@@ -23,21 +24,6 @@ internal static class Fixtures
             if (Directory.Exists(Path.Combine(candidate, "models"))) return candidate;
         }
         throw new DirectoryNotFoundException("tests/fixtures not found above " + AppContext.BaseDirectory);
-    }
-
-    /// <summary>max |actual - expected| / max |expected|: the one normalised error measure.</summary>
-    public static double RelativeError(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        double maxDiff = 0, maxRef = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            double diff = Math.Abs((double)actual[i] - expected[i]);
-            if (double.IsNaN(diff)) return double.PositiveInfinity;
-            maxDiff = Math.Max(maxDiff, diff);
-            maxRef = Math.Max(maxRef, Math.Abs(expected[i]));
-        }
-        return maxRef == 0 ? maxDiff : maxDiff / maxRef;
     }
 }
 

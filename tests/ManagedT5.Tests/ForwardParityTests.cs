@@ -51,7 +51,7 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
 
     private void Check(string what, ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
     {
-        double error = Fixtures.RelativeError(actual, expected);
+        double error = Errors.RelativeError(expected, actual);
         output.WriteLine($"{what,-48} rel err {error:E2}");
         Assert.True(error <= Tolerance, $"{what}: relative error {error:E3} exceeds {Tolerance:E0}");
     }
@@ -174,7 +174,7 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
             backend.Download(stepwise.Logits, row);
             for (int b = 0; b < batch; b++)
             {
-                double e = Fixtures.RelativeError(row.AsSpan(b * vocab, vocab), all.AsSpan((b * steps + t) * vocab, vocab));
+                double e = Errors.RelativeError(all.AsSpan((b * steps + t) * vocab, vocab), row.AsSpan(b * vocab, vocab));
                 worst = Math.Max(worst, e);
             }
         }

@@ -148,8 +148,8 @@ public sealed class ModelVariantTests : IDisposable
         using var perLayer = T5Model.FromCheckpoint(config, Checkpoint.Open(dir), new CpuBackend(), ownsBackend: true);
         var (sharedEncoded, sharedLogits, _) = Run(shared);
         var (encoded, logits, _) = Run(perLayer);
-        Assert.True(Fixtures.RelativeError(encoded, sharedEncoded) > 1e-3, "the later layers' own tables were not used in the encoder");
-        Assert.True(Fixtures.RelativeError(logits, sharedLogits) > 1e-3, "the later layers' own tables were not used");
+        Assert.True(Errors.RelativeError(sharedEncoded, encoded) > 1e-3, "the later layers' own tables were not used in the encoder");
+        Assert.True(Errors.RelativeError(sharedLogits, logits) > 1e-3, "the later layers' own tables were not used");
     }
 
     [Fact]

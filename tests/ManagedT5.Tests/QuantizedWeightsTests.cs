@@ -34,7 +34,7 @@ public sealed class QuantizedWeightsTests(ITestOutputHelper output)
         var logits = new float[batch * steps * vocab];
         backend.Download(state.Logits, logits);
 
-        double error = Fixtures.RelativeError(logits, expected);
+        double error = Errors.RelativeError(expected, logits);
         int agree = 0, positions = batch * steps;
         for (int p = 0; p < positions; p++)
             if (LogitsProcessors.ArgMax(logits.AsSpan(p * vocab, vocab)) == LogitsProcessors.ArgMax(expected.AsSpan(p * vocab, vocab))) agree++;
