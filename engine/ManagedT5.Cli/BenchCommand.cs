@@ -78,7 +78,11 @@ internal static class BenchCommand
                 {
                     ["engine"] = $"managedt5-{backend.Name}-{r.GetValue(dtype)}",
                     ["threads"] = threadCount,
+                    // The machine, so a figure is never read on the wrong one: its model and what the kernels used there.
+                    ["cpu_model"] = CpuFeatures.Model,
+                    ["cpu_isa"] = string.Join(" ", CpuFeatures.InstructionSets),
                 };
+                if (backend is CpuBackend cpu) result["kernels"] = CpuFeatures.KernelsAt(cpu.Simd);
                 Run(model, result, repeats);
                 result["load_first_ms"] = Math.Round(firstLoadMs, 1);
                 result["load_warm_ms"] = Math.Round(warmLoadMs, 1);

@@ -22,7 +22,15 @@
 //
 // .NET 10 exposes VPDPBUSD at 128 and 256 bits only (AvxVnni). There is no Avx512Vnni class, Avx10v1 has no dot
 // product, and AvxVnniInt8.V512 (AVX10.2's signed x signed VPDPBSSD, which would need no zero point) is not reported
-// by AVX-512 Zen parts. So there is one vector width; where AVX-VNNI is missing, Run falls back to the scalar twin.
+// by AVX-512 Zen parts. So there is one vector width.
+//
+// Without AVX-VNNI (Zen 2/3/4, Skylake-X to Ice Lake, every AVX2-only CPU) the same kernels run on AVX2 with
+// VPMADDUBSW + VPMADDWD (Int8Isa.Avx2, the Int8Avx2Dot step): VPMADDUBSW adds two u8 x s8 products into a saturating
+// int16, and with the zero point (u up to 255) two products can reach 2 * 255 * 127 = 64770 > 32767. So that path does
+// not use the zero point: the activations are stored as signed q, and each step multiplies |q| (u8) by w * sign(q)
+// (VPSIGNB; s8), whose products are q * w exactly and whose pairs stay within 2 * 127 * 127 = 32258. VPMADDWD by ones
+// then widens the pairs to int32. The integer sums are the same exact sum q * w as VPDPBUSD's minus the correction,
+// so both paths equal the scalar twin bit for bit; the weight row sums are simply not needed there.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -44,27 +52,53 @@ internal static unsafe class Int8Gemm
     /// <summary>The activations' zero point: u8 = q + 128.</summary>
     private const int ZeroPoint = 128;
 
-    /// <summary>Whether <see cref="Run"/> takes the VNNI path at <paramref name="level"/> on this machine (otherwise it
-    /// runs the much slower scalar twin, and the widening fp32 GEMM is the better choice).</summary>
-    public static bool IsSupported(SimdLevel level) => level >= SimdLevel.Vector256 && AvxVnni.IsSupported;
+    /// <summary>Whether <c>Run</c> takes an integer vector path at <paramref name="level"/> on this machine
+    /// (otherwise it runs the much slower scalar twin, and the widening fp32 GEMM is the better choice).</summary>
+    public static bool IsSupported(SimdLevel level) => Isa(level) != Int8Isa.Scalar;
+
+    /// <summary>The integer path <c>Run</c> takes at <paramref name="level"/> on this machine: AVX-VNNI where
+    /// present, else AVX2 (VPMADDUBSW), else the scalar twin.</summary>
+    public static Int8Isa Isa(SimdLevel level) =>
+        level < SimdLevel.Vector256 ? Int8Isa.Scalar
+        : AvxVnni.IsSupported ? Int8Isa.AvxVnni
+        : Avx2.IsSupported ? Int8Isa.Avx2
+        : Int8Isa.Scalar;
+
+    /// <summary>Whether this machine can run <paramref name="isa"/> (the scalar twin runs anywhere).</summary>
+    public static bool IsSupported(Int8Isa isa) => isa switch
+    {
+        Int8Isa.AvxVnni => AvxVnni.IsSupported,
+        Int8Isa.Avx2 => Avx2.IsSupported,
+        _ => true,
+    };
 
     /// <summary>y (rows, out) (+)= x (rows, in) W^T for an int8 weight, the activations quantized per row (see the
     /// file header for the arithmetic). Same contract as <c>LinearKernel.RunGemm</c>: every y element is computed by
     /// one thread, so the result does not depend on the thread count. x must be finite.</summary>
     public static void Run(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate,
+        bool steal = true) => Run(pool, Isa(level), x, w, y, rows, accumulate, steal);
+
+    /// <summary><c>Run</c> on the given integer path (tests force each one; it must be supported here).</summary>
+    public static void Run(WorkerPool pool, Int8Isa isa, float* x, in WeightView w, float* y, int rows, bool accumulate,
         bool steal = true)
     {
         nint output = (nint)y;
-        RunShared(pool, level, x, new ReadOnlySpan<WeightView>(in w), new ReadOnlySpan<nint>(in output), rows, accumulate, steal);
+        RunShared(pool, isa, x, new ReadOnlySpan<WeightView>(in w), new ReadOnlySpan<nint>(in output), rows, accumulate, steal);
     }
 
-    /// <summary><see cref="Run"/> for several weights of one in_features (y[i] for weights[i]): x is quantized once and
+    /// <summary><c>Run</c> for several weights of one in_features (y[i] for weights[i]): x is quantized once and
     /// one pool job covers every weight.</summary>
     public static void RunShared(WorkerPool pool, SimdLevel level, float* x, ReadOnlySpan<WeightView> weights, ReadOnlySpan<nint> y, int rows,
+        bool accumulate, bool steal = true) => RunShared(pool, Isa(level), x, weights, y, rows, accumulate, steal);
+
+    /// <summary><see cref="RunShared(WorkerPool, SimdLevel, float*, ReadOnlySpan{WeightView}, ReadOnlySpan{nint}, int, bool, bool)"/>
+    /// on the given integer path.</summary>
+    public static void RunShared(WorkerPool pool, Int8Isa isa, float* x, ReadOnlySpan<WeightView> weights, ReadOnlySpan<nint> y, int rows,
         bool accumulate, bool steal = true)
     {
-        if (HandledWithoutVnni(level, x, weights, y, rows, accumulate)) return;
+        if (HandledWithoutVectors(isa, x, weights, y, rows, accumulate)) return;
         WeightView w = weights[0];
+        byte zeroPoint = (byte)(isa == Int8Isa.AvxVnni ? ZeroPoint : 0);
 
         // Scratch: the row scales (padded to whole tiles and 64 bytes, pads 0), then the quantized rows.
         int stride = (w.Cols + 3) & ~3;
@@ -77,12 +111,20 @@ internal static unsafe class Int8Gemm
         var quantize = new QuantizeJob
         {
             Input = x, Output = quantized, Scales = rowScales, InDim = w.Cols, Stride = stride, Rows = rows, PerItem = rowsPerItem,
+            ZeroPoint = zeroPoint,
         };
         pool.Run(ref quantize, (rows + rowsPerItem - 1) / rowsPerItem);
 
-        MultiplyJob* jobs = stackalloc MultiplyJob[weights.Length];
+        if (isa == Int8Isa.AvxVnni) Multiply<Int8VnniDot>(pool, weights, quantized, rowScales, y, stride, rows, accumulate, steal);
+        else Multiply<Int8Avx2Dot>(pool, weights, quantized, rowScales, y, stride, rows, accumulate, steal);
+    }
+
+    private static void Multiply<TDot>(WorkerPool pool, ReadOnlySpan<WeightView> weights, byte* quantized, float* rowScales,
+        ReadOnlySpan<nint> y, int stride, int rows, bool accumulate, bool steal) where TDot : struct, IInt8Dot
+    {
+        MultiplyJob<TDot>* jobs = stackalloc MultiplyJob<TDot>[weights.Length];
         for (int i = 0; i < weights.Length; i++)
-            jobs[i] = new MultiplyJob
+            jobs[i] = new MultiplyJob<TDot>
             {
                 Weight = weights[i], Quantized = quantized, RowScales = rowScales, Output = (float*)y[i], Stride = stride, Rows = rows,
                 Accumulate = accumulate,
@@ -91,33 +133,57 @@ internal static unsafe class Int8Gemm
     }
 
     /// <summary>
-    /// The decode form of <see cref="Run"/> for a few rows: the same quantized activations and epilogue, but no packing.
+    /// The decode form of <c>Run</c> for a few rows: the same quantized activations and epilogue, but no packing.
     /// Each weight row is streamed once, front to back (four rows side by side), and dotted with every quantized x row
     /// by VPDPBUSD, 32 bytes at a time. The integer sums are exact, so the result equals <see cref="RunScalar"/> bit for
     /// bit.
     /// </summary>
     public static void RunGemv(WorkerPool pool, SimdLevel level, float* x, in WeightView w, float* y, int rows, bool accumulate,
+        bool steal = true) => RunGemv(pool, Isa(level), x, w, y, rows, accumulate, steal);
+
+    /// <summary><see cref="RunGemv(WorkerPool, SimdLevel, float*, in WeightView, float*, int, bool, bool)"/> on the
+    /// given integer path (tests force each one; it must be supported here).</summary>
+    public static void RunGemv(WorkerPool pool, Int8Isa isa, float* x, in WeightView w, float* y, int rows, bool accumulate,
         bool steal = true)
     {
         nint output = (nint)y;
-        RunGemvShared(pool, level, x, new ReadOnlySpan<WeightView>(in w), new ReadOnlySpan<nint>(in output), rows, accumulate, steal);
+        RunGemvShared(pool, isa, x, new ReadOnlySpan<WeightView>(in w), new ReadOnlySpan<nint>(in output), rows, accumulate, steal);
     }
 
-    /// <summary><see cref="RunGemv"/> for several weights of one in_features (y[i] for weights[i]): x is quantized once
+    /// <summary><c>RunGemv</c> for several weights of one in_features (y[i] for weights[i]): x is quantized once
     /// and one pool job streams every weight.</summary>
     public static void RunGemvShared(WorkerPool pool, SimdLevel level, float* x, ReadOnlySpan<WeightView> weights, ReadOnlySpan<nint> y,
+        int rows, bool accumulate, bool steal = true) => RunGemvShared(pool, Isa(level), x, weights, y, rows, accumulate, steal);
+
+    /// <summary><see cref="RunGemvShared(WorkerPool, SimdLevel, float*, ReadOnlySpan{WeightView}, ReadOnlySpan{nint}, int, bool, bool)"/>
+    /// on the given integer path.</summary>
+    public static void RunGemvShared(WorkerPool pool, Int8Isa isa, float* x, ReadOnlySpan<WeightView> weights, ReadOnlySpan<nint> y,
         int rows, bool accumulate, bool steal = true)
     {
-        if (HandledWithoutVnni(level, x, weights, y, rows, accumulate)) return;
+        if (HandledWithoutVectors(isa, x, weights, y, rows, accumulate)) return;
         int cols = weights[0].Cols;
         int stride = (cols + 63) & ~63, scaleFloats = (rows + 15) & ~15;
         float* rowScales = Scratch.Get(ScratchSlot.PreparedInput, scaleFloats + (long)rows * stride / 4);
         byte* quantized = (byte*)(rowScales + scaleFloats);
-        QuantizeRows(x, cols, stride, quantized, rowScales, 0, rows);
+        if (isa == Int8Isa.AvxVnni)
+        {
+            QuantizeRows(x, cols, stride, quantized, rowScales, 0, rows, ZeroPoint);
+            RunGemvJobs<Int8VnniDot>(pool, weights, quantized, rowScales, y, stride, rows, accumulate, steal);
+        }
+        else
+        {
+            QuantizeRows(x, cols, stride, quantized, rowScales, 0, rows, 0);
+            RunGemvJobs<Int8Avx2Dot>(pool, weights, quantized, rowScales, y, stride, rows, accumulate, steal);
+        }
+    }
 
-        GemvJob* jobs = stackalloc GemvJob[weights.Length];
+    private static void RunGemvJobs<TDot>(WorkerPool pool, ReadOnlySpan<WeightView> weights, byte* quantized, float* rowScales,
+        ReadOnlySpan<nint> y, int stride, int rows, bool accumulate, bool steal) where TDot : struct, IInt8Dot
+    {
+        int cols = weights[0].Cols;
+        GemvJob<TDot>* jobs = stackalloc GemvJob<TDot>[weights.Length];
         for (int i = 0; i < weights.Length; i++)
-            jobs[i] = new GemvJob
+            jobs[i] = new GemvJob<TDot>
             {
                 Weight = weights[i], Quantized = quantized, RowScales = rowScales, Output = (float*)y[i], Stride = stride, Rows = rows,
                 Accumulate = accumulate,
@@ -125,20 +191,20 @@ internal static unsafe class Int8Gemm
         LinearKernel.RunJobs(pool, jobs, weights, LinearKernel.GemvGrain(cols), steal, LinearKernel.GemvParallel(LinearKernel.Bytes(weights)));
     }
 
-    /// <summary>Output rows [first, end) of <see cref="RunGemv"/>, four at a time: the four weight rows are streamed
+    /// <summary>Output rows [first, end) of <c>RunGemv</c>, four at a time: the four weight rows are streamed
     /// together against each quantized x row (one x load feeds four VPDPBUSD), two accumulators per weight row for
     /// even and odd 32-byte chunks, and one horizontal reduction gives the four sums at once. The zero point comes back
     /// out with the rows' precomputed sums (<see cref="CpuWeight.RowSums"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Gemv(in WeightView w, byte* quantized, float* rowScales, float* y, int stride, int rows, int first, int end,
-        bool accumulate)
+    private static void Gemv<TDot>(in WeightView w, byte* quantized, float* rowScales, float* y, int stride, int rows, int first, int end,
+        bool accumulate) where TDot : struct, IInt8Dot
     {
         int inDim = w.Cols, outDim = w.Rows, whole = inDim & ~31;
         int o = first;
         for (; o + 4 <= end; o += 4)
         {
             sbyte* w0 = (sbyte*)w.Data + (long)o * inDim, w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim;
-            Vector128<int> correction = Vector128.Load(w.RowSums + o) * ZeroPoint;
+            Vector128<int> correction = TDot.ZeroPoint == 0 ? default : Vector128.Load(w.RowSums + o) * TDot.ZeroPoint;
             Vector128<float> scales = Vector128.Load(w.Scales + o);
             for (int r = 0; r < rows; r++)
             {
@@ -157,26 +223,28 @@ internal static unsafe class Int8Gemm
                         Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128); Sse.Prefetch0(ahead + 192);
                     }
                     Vector256<byte> x0 = Vector256.Load(u + k), x1 = Vector256.Load(u + k + 32);
-                    a0 = AvxVnni.MultiplyWideningAndAdd(a0, x0, Vector256.Load(w0 + k));
-                    a1 = AvxVnni.MultiplyWideningAndAdd(a1, x0, Vector256.Load(w1 + k));
-                    a2 = AvxVnni.MultiplyWideningAndAdd(a2, x0, Vector256.Load(w2 + k));
-                    a3 = AvxVnni.MultiplyWideningAndAdd(a3, x0, Vector256.Load(w3 + k));
-                    b0 = AvxVnni.MultiplyWideningAndAdd(b0, x1, Vector256.Load(w0 + k + 32));
-                    b1 = AvxVnni.MultiplyWideningAndAdd(b1, x1, Vector256.Load(w1 + k + 32));
-                    b2 = AvxVnni.MultiplyWideningAndAdd(b2, x1, Vector256.Load(w2 + k + 32));
-                    b3 = AvxVnni.MultiplyWideningAndAdd(b3, x1, Vector256.Load(w3 + k + 32));
+                    Vector256<byte> p0 = TDot.Prepare(x0), p1 = TDot.Prepare(x1);
+                    a0 = TDot.Add(a0, p0, x0, Vector256.Load(w0 + k));
+                    a1 = TDot.Add(a1, p0, x0, Vector256.Load(w1 + k));
+                    a2 = TDot.Add(a2, p0, x0, Vector256.Load(w2 + k));
+                    a3 = TDot.Add(a3, p0, x0, Vector256.Load(w3 + k));
+                    b0 = TDot.Add(b0, p1, x1, Vector256.Load(w0 + k + 32));
+                    b1 = TDot.Add(b1, p1, x1, Vector256.Load(w1 + k + 32));
+                    b2 = TDot.Add(b2, p1, x1, Vector256.Load(w2 + k + 32));
+                    b3 = TDot.Add(b3, p1, x1, Vector256.Load(w3 + k + 32));
                 }
                 if (k < whole)
                 {
-                    Vector256<byte> x0 = Vector256.Load(u + k);
-                    a0 = AvxVnni.MultiplyWideningAndAdd(a0, x0, Vector256.Load(w0 + k));
-                    a1 = AvxVnni.MultiplyWideningAndAdd(a1, x0, Vector256.Load(w1 + k));
-                    a2 = AvxVnni.MultiplyWideningAndAdd(a2, x0, Vector256.Load(w2 + k));
-                    a3 = AvxVnni.MultiplyWideningAndAdd(a3, x0, Vector256.Load(w3 + k));
+                    Vector256<byte> x0 = Vector256.Load(u + k), p0 = TDot.Prepare(x0);
+                    a0 = TDot.Add(a0, p0, x0, Vector256.Load(w0 + k));
+                    a1 = TDot.Add(a1, p0, x0, Vector256.Load(w1 + k));
+                    a2 = TDot.Add(a2, p0, x0, Vector256.Load(w2 + k));
+                    a3 = TDot.Add(a3, p0, x0, Vector256.Load(w3 + k));
                 }
                 Vector128<int> acc = SumEach(a0 + b0, a1 + b1, a2 + b2, a3 + b3);
                 if (whole < inDim)
-                    acc += Vector128.Create(Tail(u, w0, whole, inDim), Tail(u, w1, whole, inDim), Tail(u, w2, whole, inDim), Tail(u, w3, whole, inDim));
+                    acc += Vector128.Create(Tail<TDot>(u, w0, whole, inDim), Tail<TDot>(u, w1, whole, inDim),
+                        Tail<TDot>(u, w2, whole, inDim), Tail<TDot>(u, w3, whole, inDim));
                 Vector128<float> value = Vector128.ConvertToSingle(acc - correction) * Vector128.Create(rowScales[r]) * scales;
                 float* output = y + (long)r * outDim + o;
                 if (accumulate) value = Vector128.Load(output) + value;
@@ -190,8 +258,12 @@ internal static unsafe class Int8Gemm
             {
                 byte* u = quantized + (long)r * stride;
                 Vector256<int> a0 = default;
-                for (int k = 0; k < whole; k += 32) a0 = AvxVnni.MultiplyWideningAndAdd(a0, Vector256.Load(u + k), Vector256.Load(weights + k));
-                int acc = Vector256.Sum(a0) + Tail(u, weights, whole, inDim) - ZeroPoint * w.RowSums[o];
+                for (int k = 0; k < whole; k += 32)
+                {
+                    Vector256<byte> x0 = Vector256.Load(u + k);
+                    a0 = TDot.Add(a0, TDot.Prepare(x0), x0, Vector256.Load(weights + k));
+                }
+                int acc = Vector256.Sum(a0) + Tail<TDot>(u, weights, whole, inDim) - TDot.ZeroPoint * w.RowSums[o];
                 float value = (float)acc * rowScales[r] * w.Scales[o];
                 float* output = y + (long)r * outDim + o;
                 *output = accumulate ? *output + value : value;
@@ -208,16 +280,20 @@ internal static unsafe class Int8Gemm
         return quads.GetLower() + quads.GetUpper();
     }
 
-    /// <summary>sum of u[k] * w[k] for k in [from, to): the bytes past the last whole 32-byte chunk.</summary>
+    /// <summary>sum of u[k] * w[k] for k in [from, to): the bytes past the last whole 32-byte chunk (u read as
+    /// unsigned with a zero point, as signed q without).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int Tail(byte* u, sbyte* w, int from, int to)
+    private static int Tail<TDot>(byte* u, sbyte* w, int from, int to) where TDot : struct, IInt8Dot
     {
         int sum = 0;
-        for (int k = from; k < to; k++) sum += u[k] * w[k];
+        if (TDot.ZeroPoint == 0)
+            for (int k = from; k < to; k++) sum += (sbyte)u[k] * w[k];
+        else
+            for (int k = from; k < to; k++) sum += u[k] * w[k];
         return sum;
     }
 
-    /// <summary>The scalar twin of <see cref="Run"/>, on the calling thread: the same quantization and the same
+    /// <summary>The scalar twin of <c>Run</c>, on the calling thread: the same quantization and the same
     /// epilogue, with the integer dot product written directly as sum q * w (no zero point), so comparing the two also
     /// checks the vector path's zero-point correction. Its output equals Run's bit for bit.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -247,9 +323,9 @@ internal static unsafe class Int8Gemm
         }
     }
 
-    /// <summary>Checks the weights, then does the calls that need no vector path: nothing to compute, or no AVX-VNNI
-    /// here (the scalar twin runs instead). True when the call is done.</summary>
-    private static bool HandledWithoutVnni(SimdLevel level, float* x, ReadOnlySpan<WeightView> weights, ReadOnlySpan<nint> y, int rows,
+    /// <summary>Checks the weights, then does the calls that need no vector path: nothing to compute, or the scalar
+    /// path asked for (the twin runs). True when the call is done.</summary>
+    private static bool HandledWithoutVectors(Int8Isa isa, float* x, ReadOnlySpan<WeightView> weights, ReadOnlySpan<nint> y, int rows,
         bool accumulate)
     {
         if (weights.Length == 0 || weights.Length != y.Length)
@@ -261,7 +337,9 @@ internal static unsafe class Int8Gemm
                 throw new ArgumentException($"Weights sharing an input must share in_features: {w.Cols} vs {weights[0].Cols}.", nameof(weights));
         }
         if (rows == 0) return true;
-        if (IsSupported(level)) return false;
+        if (!IsSupported(isa))
+            throw new PlatformNotSupportedException($"This CPU cannot run the {isa} int8 kernels.");
+        if (isa != Int8Isa.Scalar) return false;
         for (int i = 0; i < weights.Length; i++)
             if (weights[i].Rows > 0) RunScalar(x, weights[i], (float*)y[i], rows, accumulate);
         return true;
@@ -286,18 +364,19 @@ internal static unsafe class Int8Gemm
     private static int Quantize(float x, float inverse) => (int)MathF.Round(x * inverse);
 
     /// <summary>
-    /// Quantizes rows [first, end) of x: output[r * stride + k] = q + 128 for k &lt; in_features, 128 (q = 0) in the
-    /// padding up to stride; scales[r] = sx. 32 elements at a time: multiply, convert with round half to even (the
-    /// default MXCSR mode, as MathF.Round), two saturating packs to signed bytes (exact, |q| &lt;= 127), undo the
-    /// packs' lane interleave, add 128.
+    /// Quantizes rows [first, end) of x: output[r * stride + k] = q + zeroPoint for k &lt; in_features, zeroPoint
+    /// (q = 0) in the padding up to stride; scales[r] = sx. zeroPoint is 128 for VPDPBUSD (unsigned bytes) and 0 for
+    /// the AVX2 path (signed q). 32 elements at a time: multiply, convert with round half to even (the default MXCSR
+    /// mode, as MathF.Round), two saturating packs to signed bytes (exact, |q| &lt;= 127), undo the packs' lane
+    /// interleave, add the zero point (an XOR with 128 or 0).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void QuantizeRows(float* x, int inDim, int stride, byte* output, float* scales, int first, int end)
+    private static void QuantizeRows(float* x, int inDim, int stride, byte* output, float* scales, int first, int end, byte zeroPoint)
     {
         // After two in-lane packs of a, b, c, d (8 int32 each), the int32 lanes hold the groups of 4 k in the order
         // 0 2 4 6 1 3 5 7; this permutation puts them back in order.
         var order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
-        var zeroPoint = Vector256.Create((byte)ZeroPoint);
+        var zeroPointLanes = Vector256.Create(zeroPoint);
         for (int r = first; r < end; r++)
         {
             float* row = x + (long)r * inDim;
@@ -313,10 +392,10 @@ internal static unsafe class Int8Gemm
                 Vector256<int> c = Avx.ConvertToVector256Int32(Vector256.Load(row + k + 16) * multiplier);
                 Vector256<int> d = Avx.ConvertToVector256Int32(Vector256.Load(row + k + 24) * multiplier);
                 Vector256<sbyte> q = Avx2.PackSignedSaturate(Avx2.PackSignedSaturate(a, b), Avx2.PackSignedSaturate(c, d));
-                (Avx2.PermuteVar8x32(q.AsInt32(), order).AsByte() ^ zeroPoint).Store(destination + k);
+                (Avx2.PermuteVar8x32(q.AsInt32(), order).AsByte() ^ zeroPointLanes).Store(destination + k);
             }
-            for (; k < inDim; k++) destination[k] = (byte)(Quantize(row[k], inverse) + ZeroPoint);
-            for (; k < stride; k++) destination[k] = ZeroPoint;
+            for (; k < inDim; k++) destination[k] = (byte)(Quantize(row[k], inverse) + zeroPoint);
+            for (; k < stride; k++) destination[k] = zeroPoint;
         }
     }
 
@@ -338,8 +417,8 @@ internal static unsafe class Int8Gemm
     /// 128 * sum_k w and their scales, then run the micro-kernel over all rows of A, MR at a time.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Multiply(in WeightView w, byte* quantized, int stride, float* rowScales, float* c, int rows,
-        int first, int end, bool accumulate)
+    private static void Multiply<TDot>(in WeightView w, byte* quantized, int stride, float* rowScales, float* c, int rows,
+        int first, int end, bool accumulate) where TDot : struct, IInt8Dot
     {
         int outDim = w.Rows;
         int k4 = stride / 4;
@@ -353,7 +432,7 @@ internal static unsafe class Int8Gemm
         for (int column = first; column < end; column += NR)
         {
             int columns = Math.Min(NR, end - column);
-            PackPanel(w, column, columns, panel, correction, columnScales);
+            PackPanel(w, column, columns, panel, correction, columnScales, TDot.ZeroPoint);
             for (int r0 = 0; r0 < rows; r0 += MR)
             {
                 int rowsHere = Math.Min(MR, rows - r0);
@@ -361,15 +440,15 @@ internal static unsafe class Int8Gemm
                 float* cTile = c + (long)r0 * outDim + column;
                 if (rowsHere == MR && columns == NR)
                 {
-                    MicroKernel<SixRows>(a, stride, MR, panel, k4, correction, rowScales + r0, columnScales, cTile, outDim, accumulate);
+                    MicroKernel<SixRows, TDot>(a, stride, MR, panel, k4, correction, rowScales + r0, columnScales, cTile, outDim, accumulate);
                     continue;
                 }
                 // Edge tile: compute the whole tile aside, keep the part that exists (the same float ops). The last
                 // 1 to 3 rows take the half-height kernel.
                 if (rowsHere <= 3)
-                    MicroKernel<ThreeRows>(a, stride, rowsHere, panel, k4, correction, rowScales + r0, columnScales, tile, NR, false);
+                    MicroKernel<ThreeRows, TDot>(a, stride, rowsHere, panel, k4, correction, rowScales + r0, columnScales, tile, NR, false);
                 else
-                    MicroKernel<SixRows>(a, stride, rowsHere, panel, k4, correction, rowScales + r0, columnScales, tile, NR, false);
+                    MicroKernel<SixRows, TDot>(a, stride, rowsHere, panel, k4, correction, rowScales + r0, columnScales, tile, NR, false);
                 for (int r = 0; r < rowsHere; r++)
                     for (int j = 0; j < columns; j++)
                     {
@@ -384,10 +463,10 @@ internal static unsafe class Int8Gemm
     /// <summary>
     /// Packs W rows [first, first + columns) as one panel: panel[(g * NR + j) * 4 + t] = W[first + j, 4g + t] (zero
     /// past in_features and for j &gt;= columns); correction[j] = 128 * sum_k W[first + j, k]; scales[j] = sw (0 for
-    /// missing columns). Full groups of 8 columns go through 8 x 8 transposes of 4-byte groups, 32 k at a time.
+    /// missing columns; zeroPoint is 0 on the AVX2 path, which needs no correction). Full groups of 8 columns go through 8 x 8 transposes of 4-byte groups, 32 k at a time.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackPanel(in WeightView w, int first, int columns, sbyte* panel, int* correction, float* scales)
+    private static void PackPanel(in WeightView w, int first, int columns, sbyte* panel, int* correction, float* scales, int zeroPoint)
     {
         int inDim = w.Cols;
         int k4 = (inDim + 3) / 4;
@@ -424,7 +503,7 @@ internal static unsafe class Int8Gemm
 
         for (int j = 0; j < NR; j++)
         {
-            correction[j] = j < columns ? ZeroPoint * w.RowSums[first + j] : 0;
+            correction[j] = j < columns ? zeroPoint * w.RowSums[first + j] : 0;
             scales[j] = j < columns ? w.Scales[first + j] : 0;
         }
     }
@@ -467,8 +546,8 @@ internal static unsafe class Int8Gemm
     /// <paramref name="stride"/> bytes apart; past <paramref name="rows"/> the last row is read again (an edge tile).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void MicroKernel<THeight>(byte* a, int stride, int rows, sbyte* b, int k4, int* correction, float* rowScales,
-        float* columnScales, float* c, int ldc, bool add) where THeight : struct, ITileHeight
+    private static void MicroKernel<THeight, TDot>(byte* a, int stride, int rows, sbyte* b, int k4, int* correction, float* rowScales,
+        float* columnScales, float* c, int ldc, bool add) where THeight : struct, ITileHeight where TDot : struct, IInt8Dot
     {
         bool six = THeight.Rows == 6; // a JIT-time constant: each instantiation keeps one of the loops below
         byte* a0 = a, a1 = a + Math.Min(1, rows - 1) * stride, a2 = a + Math.Min(2, rows - 1) * stride;
@@ -481,18 +560,18 @@ internal static unsafe class Int8Gemm
             for (nint k = 0; k < end; k += 4, b += 4 * NR)
             {
                 Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
-                Vector256<byte> ak = Vector256.Create(*(uint*)(a0 + k)).AsByte();
-                c00 = AvxVnni.MultiplyWideningAndAdd(c00, ak, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, ak, b1);
-                ak = Vector256.Create(*(uint*)(a1 + k)).AsByte();
-                c10 = AvxVnni.MultiplyWideningAndAdd(c10, ak, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, ak, b1);
-                ak = Vector256.Create(*(uint*)(a2 + k)).AsByte();
-                c20 = AvxVnni.MultiplyWideningAndAdd(c20, ak, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, ak, b1);
-                ak = Vector256.Create(*(uint*)(a3 + k)).AsByte();
-                c30 = AvxVnni.MultiplyWideningAndAdd(c30, ak, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, ak, b1);
-                ak = Vector256.Create(*(uint*)(a4 + k)).AsByte();
-                c40 = AvxVnni.MultiplyWideningAndAdd(c40, ak, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, ak, b1);
-                ak = Vector256.Create(*(uint*)(a5 + k)).AsByte();
-                c50 = AvxVnni.MultiplyWideningAndAdd(c50, ak, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, ak, b1);
+                Vector256<byte> ak = Vector256.Create(*(uint*)(a0 + k)).AsByte(); Vector256<byte> pk = TDot.Prepare(ak);
+                c00 = TDot.Add(c00, pk, ak, b0); c01 = TDot.Add(c01, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a1 + k)).AsByte(); pk = TDot.Prepare(ak);
+                c10 = TDot.Add(c10, pk, ak, b0); c11 = TDot.Add(c11, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a2 + k)).AsByte(); pk = TDot.Prepare(ak);
+                c20 = TDot.Add(c20, pk, ak, b0); c21 = TDot.Add(c21, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a3 + k)).AsByte(); pk = TDot.Prepare(ak);
+                c30 = TDot.Add(c30, pk, ak, b0); c31 = TDot.Add(c31, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a4 + k)).AsByte(); pk = TDot.Prepare(ak);
+                c40 = TDot.Add(c40, pk, ak, b0); c41 = TDot.Add(c41, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a5 + k)).AsByte(); pk = TDot.Prepare(ak);
+                c50 = TDot.Add(c50, pk, ak, b0); c51 = TDot.Add(c51, pk, ak, b1);
             }
         }
         else
@@ -503,28 +582,28 @@ internal static unsafe class Int8Gemm
             for (; k + 8 <= end; k += 8, b += 8 * NR)
             {
                 Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32), b2 = Vector256.Load(b + 64), b3 = Vector256.Load(b + 96);
-                Vector256<byte> ak = Vector256.Create(*(uint*)(a0 + k)).AsByte();
-                c00 = AvxVnni.MultiplyWideningAndAdd(c00, ak, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, ak, b1);
-                ak = Vector256.Create(*(uint*)(a1 + k)).AsByte();
-                c10 = AvxVnni.MultiplyWideningAndAdd(c10, ak, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, ak, b1);
-                ak = Vector256.Create(*(uint*)(a2 + k)).AsByte();
-                c20 = AvxVnni.MultiplyWideningAndAdd(c20, ak, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, ak, b1);
-                ak = Vector256.Create(*(uint*)(a0 + k + 4)).AsByte();
-                c30 = AvxVnni.MultiplyWideningAndAdd(c30, ak, b2); c31 = AvxVnni.MultiplyWideningAndAdd(c31, ak, b3);
-                ak = Vector256.Create(*(uint*)(a1 + k + 4)).AsByte();
-                c40 = AvxVnni.MultiplyWideningAndAdd(c40, ak, b2); c41 = AvxVnni.MultiplyWideningAndAdd(c41, ak, b3);
-                ak = Vector256.Create(*(uint*)(a2 + k + 4)).AsByte();
-                c50 = AvxVnni.MultiplyWideningAndAdd(c50, ak, b2); c51 = AvxVnni.MultiplyWideningAndAdd(c51, ak, b3);
+                Vector256<byte> ak = Vector256.Create(*(uint*)(a0 + k)).AsByte(); Vector256<byte> pk = TDot.Prepare(ak);
+                c00 = TDot.Add(c00, pk, ak, b0); c01 = TDot.Add(c01, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a1 + k)).AsByte(); pk = TDot.Prepare(ak);
+                c10 = TDot.Add(c10, pk, ak, b0); c11 = TDot.Add(c11, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a2 + k)).AsByte(); pk = TDot.Prepare(ak);
+                c20 = TDot.Add(c20, pk, ak, b0); c21 = TDot.Add(c21, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a0 + k + 4)).AsByte(); pk = TDot.Prepare(ak);
+                c30 = TDot.Add(c30, pk, ak, b2); c31 = TDot.Add(c31, pk, ak, b3);
+                ak = Vector256.Create(*(uint*)(a1 + k + 4)).AsByte(); pk = TDot.Prepare(ak);
+                c40 = TDot.Add(c40, pk, ak, b2); c41 = TDot.Add(c41, pk, ak, b3);
+                ak = Vector256.Create(*(uint*)(a2 + k + 4)).AsByte(); pk = TDot.Prepare(ak);
+                c50 = TDot.Add(c50, pk, ak, b2); c51 = TDot.Add(c51, pk, ak, b3);
             }
             if (k < end)
             {
                 Vector256<sbyte> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 32);
-                Vector256<byte> ak = Vector256.Create(*(uint*)(a0 + k)).AsByte();
-                c00 = AvxVnni.MultiplyWideningAndAdd(c00, ak, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, ak, b1);
-                ak = Vector256.Create(*(uint*)(a1 + k)).AsByte();
-                c10 = AvxVnni.MultiplyWideningAndAdd(c10, ak, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, ak, b1);
-                ak = Vector256.Create(*(uint*)(a2 + k)).AsByte();
-                c20 = AvxVnni.MultiplyWideningAndAdd(c20, ak, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, ak, b1);
+                Vector256<byte> ak = Vector256.Create(*(uint*)(a0 + k)).AsByte(); Vector256<byte> pk = TDot.Prepare(ak);
+                c00 = TDot.Add(c00, pk, ak, b0); c01 = TDot.Add(c01, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a1 + k)).AsByte(); pk = TDot.Prepare(ak);
+                c10 = TDot.Add(c10, pk, ak, b0); c11 = TDot.Add(c11, pk, ak, b1);
+                ak = Vector256.Create(*(uint*)(a2 + k)).AsByte(); pk = TDot.Prepare(ak);
+                c20 = TDot.Add(c20, pk, ak, b0); c21 = TDot.Add(c21, pk, ak, b1);
             }
             c00 += c30; c01 += c31; c10 += c40; c11 += c41; c20 += c50; c21 += c51;
         }
@@ -553,8 +632,8 @@ internal static unsafe class Int8Gemm
         v1.Store(c + 8);
     }
 
-    /// <summary>Output rows [first, end) of <see cref="RunGemv"/>.</summary>
-    private struct GemvJob : IRangeJob
+    /// <summary>Output rows [first, end) of <see cref="RunGemv(WorkerPool, Int8Isa, float*, in WeightView, float*, int, bool, bool)"/>.</summary>
+    private struct GemvJob<TDot> : IRangeJob where TDot : struct, IInt8Dot
     {
         public WeightView Weight;
         public byte* Quantized;
@@ -562,7 +641,7 @@ internal static unsafe class Int8Gemm
         public int Stride, Rows;
         public bool Accumulate;
 
-        public void Execute(int first, int end) => Gemv(Weight, Quantized, RowScales, Output, Stride, Rows, first, end, Accumulate);
+        public void Execute(int first, int end) => Gemv<TDot>(Weight, Quantized, RowScales, Output, Stride, Rows, first, end, Accumulate);
     }
 
     private struct QuantizeJob : IParallelJob
@@ -570,16 +649,17 @@ internal static unsafe class Int8Gemm
         public float* Input, Scales;
         public byte* Output;
         public int InDim, Stride, Rows, PerItem;
+        public byte ZeroPoint;
 
         public void Execute(int index)
         {
             int first = index * PerItem;
-            QuantizeRows(Input, InDim, Stride, Output, Scales, first, Math.Min(first + PerItem, Rows));
+            QuantizeRows(Input, InDim, Stride, Output, Scales, first, Math.Min(first + PerItem, Rows), ZeroPoint);
         }
     }
 
     /// <summary>Output columns [first, end) (whole panels) of every row.</summary>
-    private struct MultiplyJob : IRangeJob
+    private struct MultiplyJob<TDot> : IRangeJob where TDot : struct, IInt8Dot
     {
         public WeightView Weight;
         public byte* Quantized;
@@ -587,7 +667,7 @@ internal static unsafe class Int8Gemm
         public int Stride, Rows;
         public bool Accumulate;
 
-        public void Execute(int first, int end) => Multiply(Weight, Quantized, Stride, RowScales, Output, Rows, first, end, Accumulate);
+        public void Execute(int first, int end) => Multiply<TDot>(Weight, Quantized, Stride, RowScales, Output, Rows, first, end, Accumulate);
     }
 }
 
@@ -608,4 +688,57 @@ internal readonly struct SixRows : ITileHeight
 internal readonly struct ThreeRows : ITileHeight
 {
     public static int Rows => 3;
+}
+
+/// <summary>The integer paths of <see cref="Int8Gemm"/>.</summary>
+internal enum Int8Isa
+{
+    /// <summary>The scalar twin (<see cref="Int8Gemm.RunScalar"/>).</summary>
+    Scalar,
+    /// <summary>AVX2 without VNNI: VPMADDUBSW + VPMADDWD on |q| and w * sign(q).</summary>
+    Avx2,
+    /// <summary>AVX-VNNI: VPDPBUSD on q + 128 and w.</summary>
+    AvxVnni,
+}
+
+/// <summary>One step of an <see cref="Int8Gemm"/> dot product: 32 activation bytes against 32 weight bytes into eight
+/// int32 lanes, each lane the sum of four adjacent products. A type, so each path compiles separately.</summary>
+internal interface IInt8Dot
+{
+    /// <summary>The activations' zero point on this path: the bytes hold q + ZeroPoint.</summary>
+    static abstract byte ZeroPoint { get; }
+
+    /// <summary>What <see cref="Add"/> needs of the activation bytes, computed once per load and shared by every
+    /// weight row they meet.</summary>
+    static abstract Vector256<byte> Prepare(Vector256<byte> x);
+
+    /// <summary>acc + the four-product sums of x (prepared as <paramref name="prepared"/>) and w.</summary>
+    static abstract Vector256<int> Add(Vector256<int> acc, Vector256<byte> prepared, Vector256<byte> x, Vector256<sbyte> w);
+}
+
+/// <summary>VPDPBUSD on u = q + 128 (the weight row sums take the 128 back out).</summary>
+internal readonly struct Int8VnniDot : IInt8Dot
+{
+    public static byte ZeroPoint => 128;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> Prepare(Vector256<byte> x) => x;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Add(Vector256<int> acc, Vector256<byte> prepared, Vector256<byte> x, Vector256<sbyte> w) =>
+        AvxVnni.MultiplyWideningAndAdd(acc, x, w);
+}
+
+/// <summary>AVX2 on signed q: VPMADDUBSW(|q|, w * sign(q)) gives pairs q0 w0 + q1 w1 exactly (at most 2 * 127 * 127 =
+/// 32258, inside int16), and VPMADDWD by ones adds the pairs into int32.</summary>
+internal readonly struct Int8Avx2Dot : IInt8Dot
+{
+    public static byte ZeroPoint => 0;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> Prepare(Vector256<byte> x) => Avx2.Abs(x.AsSByte());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Add(Vector256<int> acc, Vector256<byte> prepared, Vector256<byte> x, Vector256<sbyte> w) =>
+        acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(prepared, Avx2.Sign(w, x.AsSByte())), Vector256<short>.One);
 }

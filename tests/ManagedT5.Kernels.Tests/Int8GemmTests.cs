@@ -1,8 +1,9 @@
-// Int8Gemm (VNNI int8 x uint8 -> int32 GEMM with per-row activation quantization) against its scalar twin and
-// against fp32 math with the same int8 weights.
-// - Twin parity: the vector path and RunScalar do the same quantization and the same epilogue, and the integer dot
+// Int8Gemm (int8 x uint8 -> int32 GEMM with per-row activation quantization, on AVX-VNNI or on AVX2's VPMADDUBSW)
+// against its scalar twin and against fp32 math with the same int8 weights.
+// - Twin parity: each vector path and RunScalar do the same quantization and the same epilogue, and the integer dot
 //   product is exact, so the outputs must be equal bit for bit, on odd shapes (edge strips and panels, k tails, k not
-//   a multiple of 4), with and without accumulate, on 1 and 2 threads.
+//   a multiple of 4), with and without accumulate, on 1 and 2 threads. Each path is forced by name (Int8Isa), so the
+//   AVX2 kernels run on VNNI machines too; a path this CPU lacks is skipped with the reason.
 // - Accuracy: the only approximation is quantizing x per row, |x - q * sx| <= sx / 2 = max|x_r| / 254 per element, so
 //   |y_int8 - y_exact| <= max|x_r| / 254 * sum_k |W[o, k]| for every output, plus fp32 rounding (< 1e-6 of
 //   sum_k |x_k W[o, k]|). That worst case is asserted per element against a double-precision product with the
@@ -38,16 +39,68 @@ public sealed unsafe class Int8GemmTests : IDisposable
         yield return (7, 512, 32128);
     }
 
-    [Fact]
-    public void VectorPathEqualsScalarTwinExactly() =>
-        AssertEqualsTwinOnOneAndTwoThreads("GEMM", Shapes(), seed: 1,
-            (pool, weight, x, residual, rows, accumulate) => Run(pool, SimdLevels.Best, weight, x, residual, rows, accumulate));
+    [Int8IsaFact(Int8Isa.AvxVnni)]
+    public void VnniGemmEqualsScalarTwinExactly() => GemmEqualsTwin(Int8Isa.AvxVnni);
+
+    [Int8IsaFact(Int8Isa.Avx2)]
+    public void Avx2GemmEqualsScalarTwinExactly() => GemmEqualsTwin(Int8Isa.Avx2);
+
+    private void GemmEqualsTwin(Int8Isa isa) =>
+        AssertEqualsTwinOnOneAndTwoThreads($"{isa} GEMM", Shapes(), seed: 1,
+            (pool, weight, x, residual, rows, accumulate) => Run(pool, isa, weight, x, residual, rows, accumulate));
 
     /// <summary>The decode (GEMV) form: 1-8 rows, every tail length of a 32-byte chunk, real decode shapes.</summary>
+    [Int8IsaFact(Int8Isa.AvxVnni)]
+    public void VnniGemvEqualsScalarTwinExactly() => GemvEqualsTwin(Int8Isa.AvxVnni);
+
+    [Int8IsaFact(Int8Isa.Avx2)]
+    public void Avx2GemvEqualsScalarTwinExactly() => GemvEqualsTwin(Int8Isa.Avx2);
+
+    private void GemvEqualsTwin(Int8Isa isa) =>
+        AssertEqualsTwinOnOneAndTwoThreads($"{isa} GEMV", GemvShapes(), seed: 500,
+            (pool, weight, x, residual, rows, accumulate) => RunGemv(pool, isa, weight, x, residual, rows, accumulate));
+
+    /// <summary>The products at their largest: every |q| = 127 against weights of +-127 with the same signs, so each
+    /// adjacent pair sums to 2 * 127 * 127 = 32258 (VPMADDUBSW's int16 holds it; with the zero point's u = q + 128 it
+    /// would be up to 64770 and saturate at 32767), and the most negative sums (opposite signs).</summary>
+    [Int8IsaFact(Int8Isa.Avx2)]
+    public void Avx2LargestProductsStayExact() => LargestProductsStayExact(Int8Isa.Avx2);
+
+    [Int8IsaFact(Int8Isa.AvxVnni)]
+    public void VnniLargestProductsStayExact() => LargestProductsStayExact(Int8Isa.AvxVnni);
+
+    private void LargestProductsStayExact(Int8Isa isa)
+    {
+        using var pool = new WorkerPool(2);
+        const int rows = 8, inDim = 100, outDim = 19;
+        HostTensor source = _store.Random("w", WeightFormat.Int8, outDim, inDim, 3, scale: 0.1f);
+        var wp = (float*)source.Data;
+        float[] x = new float[rows * inDim];
+        for (int r = 0; r < rows; r++)
+            for (int k = 0; k < inDim; k++) x[r * inDim + k] = ((k * 7 + r) % 3 == 0 ? -1f : 1f) * (r + 1);
+        for (int o = 0; o < outDim; o++)
+            for (int k = 0; k < inDim; k++)
+                wp[o * inDim + k] = (o % 2 == 0) == ((k * 7) % 3 == 0) ? -2f : 2f;  // even rows match row 0's signs
+        using CpuWeight weight = CpuWeight.Create(source, WeightFormat.Int8);
+        float[] residual = new float[rows * outDim];
+        float[] expected = RunScalar(weight, x, residual, rows, accumulate: false);
+        Assert.Equal(2f * inDim, expected[0], 0.01f);   // row 0 x weight row 0: every product at +127 * 127
+        AssertIdentical(expected, Run(pool, isa, weight, x, residual, rows, accumulate: false), $"{isa} GEMM");
+        AssertIdentical(expected, RunGemv(pool, isa, weight, x, residual, rows, accumulate: false), $"{isa} GEMV");
+    }
+
     [Fact]
-    public void GemvFormEqualsScalarTwinExactly() =>
-        AssertEqualsTwinOnOneAndTwoThreads("GEMV", GemvShapes(), seed: 500,
-            (pool, weight, x, residual, rows, accumulate) => RunGemv(pool, SimdLevels.Best, weight, x, residual, rows, accumulate));
+    public void EachLevelTakesTheBestIntegerPathThisCpuHas()
+    {
+        Assert.Equal(Int8Isa.Scalar, Int8Gemm.Isa(SimdLevel.Scalar));
+        Assert.Equal(Int8Isa.Scalar, Int8Gemm.Isa(SimdLevel.Vector128));
+        Int8Isa best = Int8Gemm.Isa(SimdLevels.Best);
+        Int8Isa expected = SimdLevels.Best < SimdLevel.Vector256 ? Int8Isa.Scalar
+            : Int8Gemm.IsSupported(Int8Isa.AvxVnni) ? Int8Isa.AvxVnni
+            : Int8Gemm.IsSupported(Int8Isa.Avx2) ? Int8Isa.Avx2 : Int8Isa.Scalar;
+        Assert.Equal(expected, best);
+        _output.WriteLine($"best int8 path here: {best}");
+    }
 
     private static IEnumerable<(int Rows, int In, int Out)> GemvShapes()
     {
@@ -193,9 +246,14 @@ public sealed unsafe class Int8GemmTests : IDisposable
         Array.Fill(x, -0.25f, 2 * inDim, inDim);                    // row 2: constant
         for (int k = 0; k < inDim; k++) x[3 * inDim + k] = k % 2 == 0 ? 0.5f : -0.5f; // row 3: halves (ties round to even)
         float[] residual = TestData.Random(rows * outDim, 11);
-        float[] actual = Run(pool, SimdLevels.Best, weight, x, residual, rows, accumulate: false);
-        AssertIdentical(RunScalar(weight, x, residual, rows, accumulate: false), actual, "degenerate rows");
-        for (int o = 0; o < outDim; o++) Assert.Equal(0f, actual[o]);
+        float[] expected = RunScalar(weight, x, residual, rows, accumulate: false);
+        foreach (Int8Isa isa in new[] { Int8Isa.AvxVnni, Int8Isa.Avx2 })
+        {
+            if (!Int8Gemm.IsSupported(isa)) continue;
+            AssertIdentical(expected, Run(pool, isa, weight, x, residual, rows, accumulate: false), $"{isa} degenerate rows");
+            AssertIdentical(expected, RunGemv(pool, isa, weight, x, residual, rows, accumulate: false), $"{isa} GEMV degenerate rows");
+        }
+        for (int o = 0; o < outDim; o++) Assert.Equal(0f, expected[o]);
     }
 
     private CpuWeight Int8Weight(int outDim, int inDim, int seed)
@@ -219,8 +277,11 @@ public sealed unsafe class Int8GemmTests : IDisposable
     private static float[] Run(WorkerPool pool, SimdLevel level, CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate) =>
         Invoke(weight, x, residual, (float* xp, in WeightView view, float* yp) => Int8Gemm.Run(pool, level, xp, view, yp, rows, accumulate));
 
-    private static float[] RunGemv(WorkerPool pool, SimdLevel level, CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate) =>
-        Invoke(weight, x, residual, (float* xp, in WeightView view, float* yp) => Int8Gemm.RunGemv(pool, level, xp, view, yp, rows, accumulate));
+    private static float[] Run(WorkerPool pool, Int8Isa isa, CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate) =>
+        Invoke(weight, x, residual, (float* xp, in WeightView view, float* yp) => Int8Gemm.Run(pool, isa, xp, view, yp, rows, accumulate));
+
+    private static float[] RunGemv(WorkerPool pool, Int8Isa isa, CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate) =>
+        Invoke(weight, x, residual, (float* xp, in WeightView view, float* yp) => Int8Gemm.RunGemv(pool, isa, xp, view, yp, rows, accumulate));
 
     private static float[] RunScalar(CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate) =>
         Invoke(weight, x, residual, (float* xp, in WeightView view, float* yp) => Int8Gemm.RunScalar(xp, view, yp, rows, accumulate));
@@ -247,4 +308,14 @@ public sealed unsafe class Int8GemmTests : IDisposable
     }
 
     public void Dispose() => _store.Dispose();
+}
+
+/// <summary>A fact that runs only where the CPU has the given <see cref="Int8Isa"/>, and is reported skipped, with the
+/// reason, elsewhere.</summary>
+internal sealed class Int8IsaFactAttribute : FactAttribute
+{
+    public Int8IsaFactAttribute(Int8Isa isa)
+    {
+        if (!Int8Gemm.IsSupported(isa)) Skip = $"This CPU lacks {isa}; the {isa} int8 kernels run on CPUs that have it.";
+    }
 }

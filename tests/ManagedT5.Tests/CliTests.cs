@@ -108,6 +108,10 @@ public sealed class CliTests
             foreach (string field in new[] { "encode_128_ms", "greedy_ms_per_token", "beam4_ms_per_token", "batch8_tokens_per_s", "greedy_steady_ms_per_token",
                          "load_first_ms", "load_warm_ms", "checkpoint_mb", "resident_after_load_mb", "resident_after_run_mb" })
                 Assert.True(json.RootElement.GetProperty(field).GetDouble() > 0, field);
+            // The machine the figures belong to: the CPU's model, its instruction sets, the kernels taken.
+            foreach (string field in new[] { "cpu_model", "cpu_isa", "kernels" })
+                Assert.False(string.IsNullOrWhiteSpace(json.RootElement.GetProperty(field).GetString()), field);
+            Assert.Contains("int8 ", json.RootElement.GetProperty("kernels").GetString());
         }
         (code, _, error) = Run("bench", "--config", config, "--random-weights", "--json", "--no-roofline", "--steady", "-1");
         Assert.NotEqual(0, code);
