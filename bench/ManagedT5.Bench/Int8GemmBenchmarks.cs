@@ -15,7 +15,7 @@ public unsafe class Int8GemmBenchmarks : IWorkload
     private CpuWeight _f32 = null!, _int8 = null!;
     private float[] _x = null!, _y = null!;
     private int _rows;
-    private static readonly KernelChoices Widening = new() { Int8Vnni = false };   // Linear would otherwise pick Int8Gemm
+    private static readonly KernelChoices Widening = new() { Int8Integer = false };   // Linear would otherwise pick Int8Gemm
 
     [Params("128x512x1024", "128x1024x512", "128x512x384")] public string Shape { get; set; } = "128x512x1024";
 

@@ -151,9 +151,9 @@ public static class QuickReport
                 {
                     // The widening kernels three ways (one dot per row, the multi-row GEMV, the GEMM); int8 also on VNNI.
                     var modes = new List<(string Name, KernelChoices Options)>();
-                    if (rows > 1) modes.Add(("1x1", new KernelChoices { MultiRowGemv = false, NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
-                    modes.Add((rows > 1 ? "1x4" : "", new KernelChoices { NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Vnni = false }));
-                    if (rows > 1) modes.Add(("gemm", new KernelChoices { NarrowGemvMaxRows = 1, GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, Int8Vnni = false }));
+                    if (rows > 1) modes.Add(("1x1", new KernelChoices { MultiRowGemv = false, NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Integer = false }));
+                    modes.Add((rows > 1 ? "1x4" : "", new KernelChoices { NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Integer = false }));
+                    if (rows > 1) modes.Add(("gemm", new KernelChoices { NarrowGemvMaxRows = 1, GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, Int8Integer = false }));
                     if (format == WeightFormat.Int8) modes.Add(("vnni", new KernelChoices()));
                     if (rows == 1) modes.Add((format == WeightFormat.Int8 ? "vnni no steal" : "no steal", new KernelChoices { Stealing = false }));
                     foreach (var (name, options) in modes)

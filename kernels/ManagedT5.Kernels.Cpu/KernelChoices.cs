@@ -26,9 +26,10 @@ internal sealed record KernelChoices
     /// <summary>Whether F32 weights that start mid cache line take the aligned-chunk GEMV.</summary>
     public bool AlignedChunks { get; init; } = true;
 
-    /// <summary>Whether int8 weights take the VNNI kernels where the CPU has them (Int8Gemm: the GEMM for many rows,
-    /// its GEMV form for a few; both quantize the activations per row), else widening to fp32.</summary>
-    public bool Int8Vnni { get; init; } = true;
+    /// <summary>Whether int8 weights take the integer kernels where the CPU has them (Int8Gemm: AVX-VNNI, else AVX2
+    /// VPMADDUBSW + VPMADDWD; the GEMM for many rows, the GEMV for few); false widens int8 weights to fp32 in the
+    /// kernels, for A/B.</summary>
+    public bool Int8Integer { get; init; } = true;
 
     /// <summary>Whether F32 weights take <see cref="GemmInPlace"/> for many rows on AVX-512 (else the packed GEMM).</summary>
     public bool InPlaceF32Gemm { get; init; } = true;

@@ -64,7 +64,7 @@ internal static unsafe class LinearKernel
         // int8 weights with VNNI: activations quantized per row and multiplied in integers (Int8Gemm, faster than the
         // fp32 GEMM: see docs/BENCHMARKS.md). Non-finite activations would quantize to garbage, so they take the
         // widening kernels and propagate as the reference does.
-        if (first.Format == WeightFormat.Int8 && options.Int8Vnni && Int8Gemm.IsSupported(level)
+        if (first.Format == WeightFormat.Int8 && options.Int8Integer && Int8Gemm.IsSupported(level)
             && AllFinite(x, (long)rows * first.Cols))
         {
             if (gemv) Int8Gemm.RunGemvShared(pool, level, x, w, y, rows, accumulate, options.Stealing);

@@ -70,7 +70,7 @@ public sealed class LinearTests : IDisposable
     /// formats and the other widths take) are run with those switched off.</summary>
     private static KernelChoices[] ChoicesFor(WeightFormat format) => format switch
     {
-        WeightFormat.Int8 => [KernelChoices.Production, new KernelChoices { Int8Vnni = false }],
+        WeightFormat.Int8 => [KernelChoices.Production, new KernelChoices { Int8Integer = false }],
         WeightFormat.F32 => [KernelChoices.Production, new KernelChoices { AlignedChunks = false, InPlaceF32Gemm = false }],
         _ => [KernelChoices.Production],
     };
@@ -179,7 +179,7 @@ public sealed class LinearTests : IDisposable
 
         // int8 weights with VNNI quantize the activations per row (Int8Gemm, GEMM and GEMV forms): their twin is
         // Int8Gemm.RunScalar, not the widening reference (Int8GemmTests bounds the distance between the two).
-        if (format == WeightFormat.Int8 && choices.Int8Vnni && Int8Gemm.IsSupported(cpu.Simd))
+        if (format == WeightFormat.Int8 && choices.Int8Integer && Int8Gemm.IsSupported(cpu.Simd))
         {
             expected = (float[])residual.Clone();
             var w = (CpuWeight)weight;
