@@ -102,4 +102,116 @@ public sealed class EvalTests : IDisposable
             Assert.Equal(byMean, TargetLikelihood.Best(scores, lengthNormalised: true));
         }
     }
+
+    string Write(string name, string text)
+    {
+        string path = Path.Combine(_dir, name);
+        File.WriteAllText(path, text, new UTF8Encoding(false));
+        return path;
+    }
+
+    static string JsonLine(object o) => JsonSerializer.Serialize(o) + "\n";
+
+    [Fact]
+    public void Eval_reports_loss_accuracy_and_generation_metrics_of_a_JSONL_set()
+    {
+        string model = Fixtures.Model("tiny-flan-t5");
+        var rows = Choices.Select(c => (c.Input, Targets: new[] { c.Target }, c.Options)).ToList();
+        rows.Add(("translate English to French: Good morning", ["Bonjour", "Bon matin"], null!));
+        rows.Add(("What is two plus two?", ["four"], null!));
+        string data = Write("set.jsonl", string.Concat(rows.Select(r => r.Options is null
+            ? JsonLine(new { input = r.Input, target = r.Targets })
+            : JsonLine(new { input = r.Input, target = r.Targets[0], options = r.Options }))));
+        string predictions = Path.Combine(_dir, "predictions.jsonl");
+
+        var (code, output, error) = CliTests.Run("eval", "--model", model, "--data", data, "--json", "--batch-size", "4",
+            "--metrics", "loss,accuracy,exact,bleu", "--max-new-tokens", "6", "--predictions", predictions);
+        Assert.True(code == 0, error);
+        Assert.Equal("", error);                                    // no progress bar when stderr is not a terminal
+        JsonElement json = JsonDocument.Parse(output).RootElement;
+        Assert.Equal(rows.Count, json.GetProperty("n").GetInt32());
+
+        // Loss: every target token of the set, each scored on its own, token-weighted.
+        using T5TextGenerator t5 = T5TextGenerator.Load(model);
+        var alone = rows.Select(r => OptionAlone(t5, r.Input, r.Targets[0])).ToArray();
+        double loss = -alone.Sum(a => a.Sum) / alone.Sum(a => a.Tokens);
+        Assert.True(Math.Abs(json.GetProperty("loss").GetDouble() - loss) <= 1e-5, $"{json.GetProperty("loss")} vs {loss}");
+        Assert.Equal(Math.Exp(json.GetProperty("loss").GetDouble()), json.GetProperty("perplexity").GetDouble(), 1e-9);
+        Assert.Equal(alone.Sum(a => a.Tokens), json.GetProperty("loss_tokens").GetInt32());
+
+        // Accuracy: the option each example's options score best when scored alone, against its target.
+        double hitsBySum = 0, hitsByMean = 0;
+        foreach (var (input, options, target) in Choices)
+        {
+            var scores = options.Select(o => OptionAlone(t5, input, o)).ToArray();
+            if (options[Array.IndexOf(scores, scores.MaxBy(s => s.Sum))] == target) hitsBySum++;
+            if (options[Array.IndexOf(scores, scores.MaxBy(s => s.Sum / s.Tokens))] == target) hitsByMean++;
+        }
+        JsonElement accuracy = json.GetProperty("accuracy");
+        Assert.Equal(Choices.Length, accuracy.GetProperty("n").GetInt32());
+        Assert.Equal(hitsBySum / Choices.Length, accuracy.GetProperty("score").GetDouble());
+        Assert.Equal(hitsByMean / Choices.Length, accuracy.GetProperty("length_normalised").GetDouble());
+
+        // Predictions: one line per example, the generated text, the example's own loss; no temporary file left.
+        string[] lines = File.ReadAllLines(predictions);
+        Assert.Equal(rows.Count, lines.Length);
+        Assert.Equal(["predictions.jsonl", "set.jsonl"], Directory.GetFiles(_dir).Select(Path.GetFileName).Order());
+        var generated = t5.Generate(rows.Select(r => r.Input).ToList(), t5.DefaultOptions with { MaxNewTokens = 6 }).Select(g => g.Text).ToList();
+        for (int i = 0; i < rows.Count; i++)
+        {
+            JsonElement line = JsonDocument.Parse(lines[i]).RootElement;
+            Assert.Equal(rows[i].Input, line.GetProperty("input").GetString());
+            Assert.Equal(generated[i], line.GetProperty("prediction").GetString());
+            Assert.True(Math.Abs(line.GetProperty("loss").GetDouble() + alone[i].Sum / alone[i].Tokens) <= 1e-5, lines[i]);
+            if (rows[i].Options is null) Assert.Equal(rows[i].Targets, line.GetProperty("target").EnumerateArray().Select(x => x.GetString()));
+            else Assert.Equal(rows[i].Targets[0], line.GetProperty("target").GetString());
+        }
+        var refs = rows.Select(r => (IReadOnlyList<string>)r.Targets).ToList();
+        Assert.Equal(new Bleu().CorpusScore(generated, refs).Score, json.GetProperty("bleu").GetProperty("score").GetDouble());
+        Assert.Equal(generated.Zip(refs).Average(p => ExactMatch.Strict(p.First, p.Second)), json.GetProperty("exact").GetProperty("strict").GetDouble());
+        Assert.True(json.GetProperty("examples_per_second").GetDouble() > 0);
+    }
+
+    [Fact]
+    public void Eval_reads_CSV_with_a_header_and_named_columns()
+    {
+        string data = Write("set.csv", "id,question,answer\n1,\"translate English to German: Thank you, friend\",Danke\n2,Is the sky blue?,\"yes, \"\"it is\"\"\"\n");
+        var (code, output, error) = CliTests.Run("eval", "--model", Fixtures.Model("tiny-flan-t5"), "--data", data, "--json",
+            "--metrics", "perplexity", "--input-field", "question", "--target-field", "answer");
+        Assert.True(code == 0, error);
+        JsonElement json = JsonDocument.Parse(output).RootElement;
+        using T5TextGenerator t5 = T5TextGenerator.Load(Fixtures.Model("tiny-flan-t5"));
+        var alone = new[] { OptionAlone(t5, "translate English to German: Thank you, friend", "Danke"), OptionAlone(t5, "Is the sky blue?", "yes, \"it is\"") };
+        Assert.Equal(2, json.GetProperty("n").GetInt32());
+        Assert.True(Math.Abs(json.GetProperty("loss").GetDouble() + alone.Sum(a => a.Sum) / alone.Sum(a => a.Tokens)) <= 1e-5);
+        Assert.False(json.TryGetProperty("bleu", out _));
+    }
+
+    [Theory]
+    [InlineData("bad.jsonl", "{\"input\": \"a\", \"target\": \"b\"}\n{\"input\": \"a\", \"target\": \n", "", "line 2 of", "not valid JSON")]
+    [InlineData("bad.jsonl", "{\"input\": \"a\", \"target\": \"b\"}\n\n{\"input\": \"a\", \"answer\": \"b\"}\n", "", "line 3 of", "no field 'target'")]
+    [InlineData("bad.jsonl", "{\"input\": \"a\", \"target\": 5}\n", "", "line 1 of", "field 'target' is a JSON number")]
+    [InlineData("bad.jsonl", "{\"input\": \"a\", \"target\": \"b\", \"options\": [\"c\", \"d\"]}\n", "", "line 1 of", "not one of the 'options'")]
+    [InlineData("bad.jsonl", "{\"input\": \"a\", \"target\": \"b\"}\n", "blue", "--metrics", "unknown metric 'blue'")]
+    [InlineData("bad.jsonl", "{\"input\": \"a\", \"target\": \"b\"}\n", "accuracy", "--metrics", "has none")]
+    [InlineData("bad.jsonl", "", "", "bad.jsonl", "empty")]
+    [InlineData("bad.jsonl", "\n  \n", "", "bad.jsonl", "no examples")]
+    [InlineData("bad.csv", "question,target\nx,y\n", "", "line 1 of", "no column 'input'")]
+    [InlineData("bad.csv", "input,target\nx,y\n\"a,b\n", "", "line 3 of", "never closes")]
+    [InlineData("bad.tsv", "input\ttarget\nx\ty\tz\n", "", "line 2 of", "has 3 field(s)")]
+    public void Bad_data_is_one_line_naming_the_file_line_and_field(string name, string content, string metrics, string where, string what)
+    {
+        string data = Write(name, content);
+        string predictions = Path.Combine(_dir, "out.jsonl");
+        var args = new List<string> { "eval", "--model", Fixtures.Model("tiny-flan-t5"), "--data", data, "--predictions", predictions };
+        if (metrics != "") args.AddRange(["--metrics", metrics]);
+        var (code, output, error) = CliTests.Run([.. args]);
+        Assert.Equal(2, code);
+        Assert.Equal("", output);
+        string line = Assert.Single(error.Trim().Split('\n'));
+        Assert.Contains(where, line);
+        Assert.Contains(what, line);
+        if (where.StartsWith("line")) Assert.Contains(name, line);
+        Assert.False(File.Exists(predictions));
+    }
 }
