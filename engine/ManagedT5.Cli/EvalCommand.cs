@@ -34,7 +34,7 @@ internal static class EvalCommand
         var inputField = new Option<string>("--input-field") { Description = "Field (column) holding the input", HelpName = "name", DefaultValueFactory = _ => "input" };
         var targetField = new Option<string>("--target-field")
         {
-            Description = "Field (column) holding the target; in JSONL a string or a list of references", HelpName = "name", DefaultValueFactory = _ => "target",
+            Description = "Field (column) holding the target; in JSONL a string or a list of references (loss scores the first)", HelpName = "name", DefaultValueFactory = _ => "target",
         };
         var optionsField = new Option<string>("--options-field")
         {

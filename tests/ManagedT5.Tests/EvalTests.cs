@@ -49,13 +49,15 @@ public sealed class EvalTests : IDisposable
         Assert.Equal(targets.Sum(t => t.Length), scores.Sum(s => s.Tokens));
     }
 
-    // A tiny hand-made multiple-choice set: options of different lengths, so sum and mean can disagree.
+    // A tiny hand-made multiple-choice set: options of different lengths, so sum and mean disagree (on tiny-flan-t5 they
+    // pick different options in three examples and score different accuracies).
     internal static readonly (string Input, string[] Options, string Target)[] Choices =
     [
         ("Is the sky blue? Answer yes or no.", ["yes", "no"], "yes"),
         ("translate English to German: Thank you", ["Danke", "Vielen Dank", "Bitte schön, gern geschehen"], "Danke"),
         ("Which is a fruit: apple, car, or house?", ["apple", "car", "house"], "apple"),
         ("summarize: The weather was cold and rainy all week.", ["Cold week.", "A week of cold, rainy weather.", "Sunny"], "Cold week."),
+        ("Complete: The quick brown fox", ["jumps", "jumps over the lazy dog"], "jumps"),
     ];
 
     /// <summary>One option's log-likelihood computed on its own: its own encoder pass, the decoder fed one token per
@@ -151,6 +153,7 @@ public sealed class EvalTests : IDisposable
         Assert.Equal(Choices.Length, accuracy.GetProperty("n").GetInt32());
         Assert.Equal(hitsBySum / Choices.Length, accuracy.GetProperty("score").GetDouble());
         Assert.Equal(hitsByMean / Choices.Length, accuracy.GetProperty("length_normalised").GetDouble());
+        Assert.NotEqual(hitsBySum, hitsByMean);                     // the set tells the two rules apart
 
         // Predictions: one line per example, the generated text, the example's own loss; no temporary file left.
         string[] lines = File.ReadAllLines(predictions);
