@@ -2,13 +2,12 @@
 // shows HF's defaults, and text / JSON / streamed (plain or JSON lines) output.
 using System.CommandLine;
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using ManagedT5.Generation;
 using ManagedT5.Kernels;
 
 namespace ManagedT5.Cli;
 
-internal static partial class GenerateCommand
+internal static class GenerateCommand
 {
     public static Command Create()
     {
@@ -25,7 +24,7 @@ internal static partial class GenerateCommand
         var inputIds = new Option<string?>("--input-ids") { Description = "Token ids instead of text: \"1,2,3;4,5\" (rows separated by ';')" };
         Option<string?> inputFile = TokenizeCommands.InputFileOption("Prompts");
         // One flag per option of the table (--num-beams for num_beams), its help the table's meaning and default.
-        (GenerationOptionInfo Info, Option Flag)[] decoding = GenerationOptionTable.All.Select(o => (o, Flag(o))).ToArray();
+        (GenerationOptionInfo Info, Option Flag)[] decoding = DecodingFlags.Create();
         var prompts = new Argument<string[]>("prompt")
         {
             Arity = ArgumentArity.ZeroOrMore,
@@ -50,7 +49,7 @@ internal static partial class GenerateCommand
                 throw new ArgumentException("--input-ids: give either prompts (arguments or --input-file) or --input-ids, not both.");
             int[][]? parsedIds = ids is null ? null : ParseIds(ids);
             WeightFormat? format = ParseDType(r.GetValue(dtype));
-            var given = decoding.Select(d => (d.Info, Value: FlagValue(r, d.Info, d.Flag))).Where(d => d.Value is not null).ToArray();
+            var given = DecodingFlags.Given(r, decoding);
 
             string dir = CliCommon.ResolveModel(r, r.GetValue(model)!);
             CliCommon.Doing = $"loading the model from {dir}";
@@ -162,43 +161,4 @@ internal static partial class GenerateCommand
         "int8" or "i8" => WeightFormat.Int8,
         _ => throw new ArgumentException($"--dtype: '{value}' is not one of f32, bf16, f16, int8."),
     };
-
-    /// <summary>The flag of a table option: --num-beams for num_beams, typed by the option's kind, its help the
-    /// table's meaning (option names in it as flags) and default.</summary>
-    private static Option Flag(GenerationOptionInfo info)
-    {
-        string name = "--" + info.Name.Replace('_', '-');
-        Option flag = info.Kind switch
-        {
-            GenerationOptionKind.Integer or GenerationOptionKind.OptionalInteger => new Option<int?>(name) { HelpName = "n" },
-            GenerationOptionKind.Number => new Option<float?>(name) { HelpName = "x" },
-            GenerationOptionKind.Boolean => new Option<bool?>(name),
-            GenerationOptionKind.EarlyStopping => new Option<string?>(name) { HelpName = "when" },
-            _ => new Option<ulong?>(name) { HelpName = "n" },
-        };
-        string meaning = OptionName().Replace(info.Description,
-            m => GenerationOptionTable.Find(m.Value) is null ? m.Value : "--" + m.Value.Replace('_', '-'));
-        flag.Description = $"{meaning} [{(info.IsHf ? "HF default" : "default")}: {info.DefaultText}]";
-        return flag;
-    }
-
-    /// <summary>A flag's value as the table takes it, or null when the flag is absent.</summary>
-    private static object? FlagValue(ParseResult r, GenerationOptionInfo info, Option flag) => flag switch
-    {
-        Option<int?> o => r.GetValue(o),
-        Option<float?> o => r.GetValue(o),
-        Option<bool?> o => r.GetValue(o),
-        Option<ulong?> o => r.GetValue(o),
-        Option<string?> o => r.GetValue(o) is not { } text ? null : text.ToLowerInvariant() switch
-        {
-            "true" => EarlyStopping.True,
-            "false" => EarlyStopping.False,
-            "never" => EarlyStopping.Never,
-            _ => throw new ArgumentException($"{flag.Name}: '{text}' is not true, false or never."),
-        },
-        _ => throw new InvalidOperationException($"{info.Name}: no flag type for {info.Kind}"),
-    };
-
-    [GeneratedRegex("[a-z]+(_[a-z]+)+")]
-    private static partial Regex OptionName();
 }

@@ -15,6 +15,7 @@ Command root = new(CliCommon.ToolName, "managedt5: Flan-T5 / T5 inference in pur
     BenchCommand.Create(),
     TraceCommand.Create(),
     ScoreCommand.Create(),
+    EvalCommand.Create(),
 };
 root.Options.Add(new HelpOption());
 root.Options.Add(new VersionOption());

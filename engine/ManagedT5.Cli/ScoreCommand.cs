@@ -157,7 +157,7 @@ internal static class ScoreCommand
     static bool IsPythonSpace(char c) => c is (>= '\t' and <= '\r') or (>= '\u001C' and <= ' ') or '\u0085' or '\u00A0' or '\u1680'
         or (>= '\u2000' and <= '\u200A') or '\u2028' or '\u2029' or '\u202F' or '\u205F' or '\u3000';
 
-    static Dictionary<string, object> BleuResult(BleuScore s) => new()
+    internal static Dictionary<string, object> BleuResult(BleuScore s) => new()
     {
         ["score"] = s.Score,
         ["counts"] = s.Counts.Select(c => (long)c).ToArray(),
@@ -170,15 +170,15 @@ internal static class ScoreCommand
         ["formatted"] = s.ToString(),
     };
 
-    static Dictionary<string, object> ChrfResult(ChrfScore s) => new() { ["score"] = s.Score, ["signature"] = s.Signature, ["formatted"] = s.ToString() };
+    internal static Dictionary<string, object> ChrfResult(ChrfScore s) => new() { ["score"] = s.Score, ["signature"] = s.Signature, ["formatted"] = s.ToString() };
 
-    static Dictionary<string, object> TerResult(TerScore s) => new()
+    internal static Dictionary<string, object> TerResult(TerScore s) => new()
     {
         ["score"] = s.Score, ["num_edits"] = s.NumEdits, ["ref_length"] = s.RefLength, ["signature"] = s.Signature, ["formatted"] = s.ToString(),
     };
 
     // rouge_score's 0-1 scale: the mean over segments of each segment's best-reference precision, recall and F.
-    static Dictionary<string, object> RougeResult(Rouge rouge, string type, List<string> hyps, IReadOnlyList<IReadOnlyList<string>> refs)
+    internal static Dictionary<string, object> RougeResult(Rouge rouge, string type, List<string> hyps, IReadOnlyList<IReadOnlyList<string>> refs)
     {
         double p = 0, rc = 0, f = 0;
         for (int i = 0; i < hyps.Count; i++)
@@ -192,7 +192,7 @@ internal static class ScoreCommand
     }
 
     // The fraction of segments that equal a reference, strictly (whitespace-stripped) and SQuAD-normalised.
-    static Dictionary<string, object> ExactResult(List<string> hyps, IReadOnlyList<IReadOnlyList<string>> refs)
+    internal static Dictionary<string, object> ExactResult(List<string> hyps, IReadOnlyList<IReadOnlyList<string>> refs)
     {
         double strict = 0, squad = 0;
         for (int i = 0; i < hyps.Count; i++)
@@ -203,7 +203,7 @@ internal static class ScoreCommand
         return new() { ["strict"] = strict / hyps.Count, ["squad"] = squad / hyps.Count };
     }
 
-    static string TextLine(string name, object value)
+    internal static string TextLine(string name, object value)
     {
         var d = (Dictionary<string, object>)value;
         if (d.TryGetValue("formatted", out object? formatted))
