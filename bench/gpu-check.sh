@@ -6,7 +6,7 @@
 #   4. the engine's benchmark on CUDA with random weights: flan-t5-small f32, flan-t5-base f32 and bf16
 #   5. the PyTorch peer on CUDA for the same configs (the baseline the engine's numbers are compared to)
 #
-# Prepare (on the build machine, once per run): bash bench/gpu-check.sh --prepare copies the PyTorch peer into .device/
+# Prepare (on the build machine, once per run): PEER_SRC=<shared bench folder> bash bench/gpu-check.sh --prepare copies the PyTorch peer into .device/
 # (git-ignored; the device run carries it). The fixtures the suites read are tracked in tests/fixtures and travel
 # with the working tree.
 #
@@ -17,7 +17,9 @@
 #     need the SDK; with none the .NET steps are skipped and the JSON says why.
 #   - No network: NuGet restore uses $NUGET_PACKAGES, else .nuget/packages if carried, else ~/.nuget/packages.
 #   - SKIP_BUILD=1 uses Release outputs already under bin/ instead of building.
-#   - The peer runs when python3 imports torch with CUDA and .device/torch_peer.py (or shared/bench/torch_peer.py) exists.
+#   - The peer runs when python3 imports torch with CUDA and .device/torch_peer.py exists: before the device run,
+#     `PEER_SRC=<folder holding torch_peer.py> bench/gpu-check.sh --prepare` copies it there (as bench/run-all.sh takes
+#     its peers from PEER_SRC).
 #   - The whole run stays within BUDGET seconds (default 540); each step gets at most its own limit (TEST_TIMEOUT 240,
 #     BENCH_TIMEOUT 90, PEER_TIMEOUT 90, BUILD_TIMEOUT 240) and never more than what is left of the budget.
 # Output: stdout = one JSON line {gpu, dotnet, torch, steps: [{name, status, seconds, detail}], parity, bench, peer,
@@ -29,10 +31,9 @@ cd "$ROOT" || exit 1
 
 if [ "${1:-}" = "--prepare" ]; then
     mkdir -p .device
-    for source in shared/bench/torch_peer.py ../shared/bench/torch_peer.py /work/shared/bench/torch_peer.py; do
-        if [ -f "$source" ]; then cp "$source" .device/torch_peer.py; echo "copied $source to .device/torch_peer.py"; exit 0; fi
-    done
-    echo "torch_peer.py not found (looked in shared/bench, ../shared/bench, /work/shared/bench)" >&2
+    src=${PEER_SRC:?set PEER_SRC to the folder holding torch_peer.py (the shared bench folder, as for bench/run-all.sh)}
+    if [ -f "$src/torch_peer.py" ]; then cp "$src/torch_peer.py" .device/torch_peer.py; echo "copied $src/torch_peer.py to .device/"; exit 0; fi
+    echo "torch_peer.py not found in PEER_SRC=$src" >&2
     exit 1
 fi
 
@@ -174,11 +175,11 @@ fi
 
 # --- 5. PyTorch peer on CUDA ----------------------------------------------------------------------------------------
 PEER=""
-for candidate in .device/torch_peer.py shared/bench/torch_peer.py; do
+for candidate in .device/torch_peer.py; do
     if [ -f "$candidate" ]; then PEER="$candidate"; break; fi
 done
 if [ -z "$PEER" ]; then
-    skip "PyTorch peer" "no .device/torch_peer.py (run bench/gpu-check.sh --prepare before the device run)"
+    skip "PyTorch peer" "no .device/torch_peer.py (run PEER_SRC=<shared bench folder> bench/gpu-check.sh --prepare before the device run)"
 elif [ -z "$TORCH" ]; then
     skip "PyTorch peer" "python3 cannot import torch with CUDA"
 else
