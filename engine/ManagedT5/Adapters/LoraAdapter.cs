@@ -135,9 +135,14 @@ public sealed class LoraAdapter
     /// <summary>The adapted Linears in checkpoint order (encoder, then decoder; by block, sublayer, then q, k, v, o, wi,
     /// wi_0, wi_1, wo).</summary>
     public IReadOnlyList<LoraModule> Modules { get; }
+    /// <summary>The folder it was loaded from (null for one made in memory); errors about it name this.</summary>
+    public string? Source { get; }
 
-    /// <summary>Makes an adapter from parts (A/B shapes are checked against r).</summary>
-    public LoraAdapter(LoraConfig config, IEnumerable<LoraModule> modules)
+    private readonly Dictionary<string, LoraModule> _byModule;
+
+    /// <summary>Makes an adapter from parts (A/B shapes are checked against r). <paramref name="source"/> names it in
+    /// messages (the folder it came from).</summary>
+    public LoraAdapter(LoraConfig config, IEnumerable<LoraModule> modules, string? source = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(modules);
@@ -154,6 +159,8 @@ public sealed class LoraAdapter
         if (list.Select(m => m.Module).Distinct(StringComparer.Ordinal).Count() != list.Count)
             throw new ArgumentException("modules: a module is listed twice.", nameof(modules));
         Modules = list.OrderBy(m => m.Module, ModuleOrder.Instance).ToList();
+        _byModule = Modules.ToDictionary(m => m.Module, StringComparer.Ordinal);
+        Source = source;
     }
 
     // ------------------------------------------------------------------ reading
@@ -182,7 +189,7 @@ public sealed class LoraAdapter
                       "save_pretrained(dir, safe_serialization=True) to get {WeightsFileName}."
                     : $"'{directory}' has no {WeightsFileName}. An adapter folder holds {ConfigFileName} and {WeightsFileName}.",
                 weightsPath);
-        return new LoraAdapter(config, ReadModules(weightsPath, config));
+        return new LoraAdapter(config, ReadModules(weightsPath, config), directory);
     }
 
     /// <summary>Reads and checks an adapter_config.json alone (as <see cref="Load"/> does), e.g. to show it.</summary>
@@ -482,7 +489,7 @@ public sealed class LoraAdapter
     }
 
     /// <summary>The module <paramref name="module"/>'s entry, or null when this adapter does not adapt it.</summary>
-    public LoraModule? Find(string module) => Modules.FirstOrDefault(m => m.Module == module);
+    public LoraModule? Find(string module) => _byModule.GetValueOrDefault(module);
 
     // ------------------------------------------------------------------ T5's Linears
 
