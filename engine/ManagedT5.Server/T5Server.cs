@@ -80,6 +80,9 @@ public sealed class T5Server : IAsyncDisposable
     /// <summary>Requests waiting for a place in the batch.</summary>
     public int QueueDepth => _batcher.QueueDepth;
 
+    /// <summary>Rows decoding in the running batch.</summary>
+    public int RunningRows => _batcher.RunningRows;
+
     /// <summary>Starts listening; returns once requests are accepted.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
