@@ -121,11 +121,16 @@ internal sealed class ChoiceRun : IAsyncDisposable
         return held;
     }
 
+    /// <summary>Ends generation (the row leaves the batch at its next step); <see cref="ReadAsync"/> then ends with
+    /// OperationCanceledException.</summary>
+    public void Cancel() => _stop.Cancel();
+
+    /// <summary>Cancels and releases the stream; call it only once no <see cref="ReadAsync"/> is running.</summary>
     public async ValueTask DisposeAsync()
     {
         _stop.Cancel();
         try { await _tokens.DisposeAsync().ConfigureAwait(false); }
-        catch (OperationCanceledException) { }
+        catch (Exception) { /* the request is over either way; what the cancelled stream ends with is of no use */ }
         _stop.Dispose();
     }
 }

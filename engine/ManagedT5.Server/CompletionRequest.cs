@@ -99,6 +99,7 @@ internal sealed record CompletionRequest(
                     break;
                 case var name when Ignored.Contains(name): break;
                 case var name when HfFields.Contains(name):
+                    if (name == "max_length") maxTokensGiven = true;   // an explicit length is checked against the limit, not capped
                     try { o = GenerationOptionTable.Find(name)!.Set(o, v); }
                     catch (ArgumentException e) { throw ApiError.BadRequest(e.Message, name); }
                     break;

@@ -67,7 +67,9 @@ public sealed class T5Server : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Listen(address, _options.Port);
-            k.Limits.MaxRequestBodySize = _options.MaxBodySize;
+            // The handler reads at most MaxBodySize and answers 413 itself; Kestrel's own cap, above it, only stops a body
+            // sent to a route that never reads one.
+            k.Limits.MaxRequestBodySize = _options.MaxBodySize + (1 << 20);
             k.AddServerHeader = false;
         });
         _app = builder.Build();
@@ -389,6 +391,21 @@ public sealed class T5Server : IAsyncDisposable
             events.Writer.TryWrite((index, null, run.FinishReason));
         }).ToList();
         Task all = Task.WhenAll(readers).ContinueWith(t => events.Writer.TryComplete(t.Exception?.InnerException), TaskScheduler.Default);
+        try
+        {
+            await WriteStreamAsync(response, r, runs, chat, id, model, created, promptTokens, events.Reader, ct);
+        }
+        finally
+        {
+            // However the stream ended (a timeout, the client gone), the readers stop before the runs are disposed.
+            foreach (ChoiceRun run in runs) run.Cancel();
+            try { await all; } catch (Exception) { /* reported through the channel */ }
+        }
+    }
+
+    private static async Task WriteStreamAsync(HttpResponse response, CompletionRequest r, List<ChoiceRun> runs, bool chat, string id,
+        string model, long created, int promptTokens, ChannelReader<(int Index, string? Text, string? Finish)> events, CancellationToken ct)
+    {
 
         void Chunk(Utf8JsonWriter w, int index, Action<Utf8JsonWriter> choice, bool usage = false)
         {
@@ -417,7 +434,7 @@ public sealed class T5Server : IAsyncDisposable
                     c.WriteStartObject("delta"); c.WriteString("role", "assistant"); c.WriteString("content", ""); c.WriteEndObject();
                     c.WriteNull("finish_reason");
                 }), ct);
-        await foreach (var (index, text, finish) in events.Reader.ReadAllAsync(ct))
+        await foreach (var (index, text, finish) in events.ReadAllAsync(ct))
             await WriteEventAsync(response, w => Chunk(w, index, c =>
             {
                 if (chat)
@@ -429,7 +446,6 @@ public sealed class T5Server : IAsyncDisposable
                 else c.WriteString("text", text ?? "");
                 c.WriteString("finish_reason", finish);
             }), ct);
-        await all;
         if (r.IncludeUsage) await WriteEventAsync(response, w => Chunk(w, -1, _ => { }, usage: true), ct);
         await response.Body.WriteAsync("data: [DONE]\n\n"u8.ToArray(), ct);
         await response.Body.FlushAsync(ct);
