@@ -159,7 +159,7 @@ internal static class GenerateCommand
         return ids;
     }
 
-    private static WeightFormat? ParseDType(string? value) => value?.ToLowerInvariant() switch
+    internal static WeightFormat? ParseDType(string? value) => value?.ToLowerInvariant() switch
     {
         null => null,
         "f32" or "fp32" or "float32" => WeightFormat.F32,

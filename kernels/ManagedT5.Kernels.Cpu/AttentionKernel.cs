@@ -109,9 +109,8 @@ internal static unsafe class AttentionKernel
             }
             else
             {
-                int j4 = 0;
-                for (; j4 <= visible - 4; j4 += 4) Dot4(q, keys + (long)j4 * inner, inner, d, level, scores + j4);
-                for (; j4 < visible; j4++) scores[j4] = Dot(q, keys + (long)j4 * inner, d, level);
+                OneQuery(q, keys, values, o, inner, d, visible, biasRow, mask, scores, level);
+                continue;
             }
             float max = AddBiasMaskAndMax(scores, biasRow, mask, visible, level);
             if (float.IsNegativeInfinity(max)) // every key masked: zeros, like the reference
@@ -126,6 +125,48 @@ internal static unsafe class AttentionKernel
             float inverse = 1f / sum;
             for (int c = 0; c < d; c++) o[c] *= inverse;
         }
+    }
+
+    /// <summary>
+    /// One query of one head over <paramref name="visible"/> keys, dot products straight from the cache rows (a decode
+    /// step): scores = q . k_j + biasRow[j] (masked keys -inf), fp32 softmax, o = sum_j p_j v_j. keys, values: rows
+    /// <paramref name="inner"/> floats apart, already offset to the head; biasRow and mask may be null. Both
+    /// <see cref="Run"/> (a few queries) and <see cref="RunPerRow"/> (continuous batching) compute a query with it, so a
+    /// row of a batch gets the very floats a batch-1 call gives.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void OneQuery(float* q, float* keys, float* values, float* o, int inner, int d, int visible, float* biasRow,
+        float* mask, float* scores, SimdLevel level)
+    {
+        int j4 = 0;
+        for (; j4 <= visible - 4; j4 += 4) Dot4(q, keys + (long)j4 * inner, inner, d, level, scores + j4);
+        for (; j4 < visible; j4++) scores[j4] = Dot(q, keys + (long)j4 * inner, d, level);
+        float max = AddBiasMaskAndMax(scores, biasRow, mask, visible, level);
+        if (float.IsNegativeInfinity(max)) // every key masked: zeros, like the reference
+        {
+            new Span<float>(o, d).Clear();
+            return;
+        }
+        float sum = ExpAndSum(scores, visible, max, level);
+
+        // output = (sum_j e_j v_j) / sum
+        WeightedSum(o, scores, values, inner, d, visible, level);
+        float inverse = 1f / sum;
+        for (int c = 0; c < d; c++) o[c] *= inverse;
+    }
+
+    /// <summary>
+    /// <see cref="IBackend.AttentionPerRow"/> for row <paramref name="r"/>, head <paramref name="h"/>: query row r
+    /// ([rows, inner]) against keys/values [n, inner] (n = that row's key length), bias [heads, biasLength] read
+    /// right-aligned (bias[h, biasLength - n + j]), mask [n] or null.
+    /// </summary>
+    public static void RunPerRow(float* query, float* keys, float* values, float* output, int inner, int d, int n, float* bias,
+        int biasLength, float* mask, int r, int h, SimdLevel level)
+    {
+        float* scores = Scratch.Get(ScratchSlot.Scores, Math.Max(n, 1) + 16L);
+        float* biasRow = bias == null ? null : bias + (long)h * biasLength + (biasLength - n);
+        OneQuery(query + (long)r * inner + h * d, keys + h * d, values + h * d, output + (long)r * inner + h * d, inner, d, n,
+            biasRow, mask, scores, level);
     }
 
     /// <summary>The AVX-512 body of <see cref="Run"/> for several queries (keys already transposed into kt): four

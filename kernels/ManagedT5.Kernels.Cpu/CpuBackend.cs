@@ -3,6 +3,8 @@
 // are CpuBuffer. BackendBase has checked every op's arguments before a *Core method runs. The kernels live one per
 // file beside this one; ReferenceBackend is the twin they are tested against.
 // Hot loops are marked AggressiveOptimization: the first tokens should not run tier-0 code.
+using System.Runtime.InteropServices;
+
 namespace ManagedT5.Kernels.Cpu;
 
 /// <summary>
@@ -227,6 +229,71 @@ public sealed unsafe class CpuBackend : BackendBase
     }
 
     /// <inheritdoc />
+    /// <remarks>Each row's buffers are pinned for the call (GCHandles: no managed allocation) and the (row, head) pairs
+    /// are split across the pool; each pair is computed by <see cref="AttentionKernel.OneQuery"/>, as a batch-1 decode
+    /// step's Attention computes it.</remarks>
+    protected override void AttentionPerRowCore(IBuffer query, ReadOnlySpan<IBuffer> keys, ReadOnlySpan<IBuffer> values, IBuffer output,
+        int heads, int headDim, ReadOnlySpan<int> keyLengths, IBuffer? bias, int biasLength, ReadOnlySpan<IBuffer?> keyMasks)
+    {
+        float[] q = BufferOf(query).Data, o = BufferOf(output).Data;
+        float[]? b = bias is null ? null : BufferOf(bias).Data;
+        const int Pass = 128;                            // rows pinned at a time: 3 x 128 handles and pointers on the stack
+        fixed (float* qp = q) fixed (float* op = o) fixed (float* bp = b)
+            for (int first = 0; first < keyLengths.Length; first += Pass)
+            {
+                int rows = Math.Min(Pass, keyLengths.Length - first);
+                long offset = (long)first * heads * headDim;
+                AttentionPerRowPass(qp + offset, op + offset, bp, biasLength, keys.Slice(first, rows), values.Slice(first, rows),
+                    keyMasks.IsEmpty ? keyMasks : keyMasks.Slice(first, rows), keyLengths.Slice(first, rows), heads, headDim);
+            }
+    }
+
+    private void AttentionPerRowPass(float* q, float* o, float* bias, int biasLength, ReadOnlySpan<IBuffer> keys, ReadOnlySpan<IBuffer> values,
+        ReadOnlySpan<IBuffer?> keyMasks, ReadOnlySpan<int> keyLengths, int heads, int headDim)
+    {
+        int rows = keyLengths.Length;
+        float** k = stackalloc float*[rows], v = stackalloc float*[rows], m = stackalloc float*[rows];
+        Span<GCHandle> pins = stackalloc GCHandle[3 * rows];
+        int pinned = 0;
+        try
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                k[r] = Pin(BufferOf(keys[r]).Data, pins, ref pinned);
+                v[r] = Pin(BufferOf(values[r]).Data, pins, ref pinned);
+                m[r] = keyMasks.IsEmpty || keyMasks[r] is not { } mask ? null : Pin(BufferOf(mask).Data, pins, ref pinned);
+            }
+            fixed (int* lengths = keyLengths)
+            {
+                int longest = 0;
+                for (int r = 0; r < rows; r++) longest = Math.Max(longest, keyLengths[r]);
+                var job = new AttentionPerRowJob { Query = q, Output = o, Bias = bias, BiasLength = biasLength, Keys = k, Values = v, Masks = m,
+                    Lengths = lengths, Heads = heads, HeadDim = headDim, Level = Simd };
+                int units = rows * heads;
+                _pool.RunRanges(ref job, units, AttentionKernel.Grain(units, _pool.Threads, 1, longest));
+            }
+        }
+        finally
+        {
+            for (int i = 0; i < pinned; i++) pins[i].Free();
+        }
+    }
+
+    private static float* Pin(float[] data, Span<GCHandle> pins, ref int pinned)
+    {
+        pins[pinned] = GCHandle.Alloc(data, GCHandleType.Pinned);
+        return (float*)pins[pinned++].AddrOfPinnedObject();
+    }
+
+    /// <inheritdoc />
+    protected override void AppendToCachePerRowCore(IBuffer source, ReadOnlySpan<IBuffer> caches, ReadOnlySpan<int> positions, int rowLength)
+    {
+        float[] s = BufferOf(source).Data;
+        for (int r = 0; r < positions.Length; r++)
+            Array.Copy(s, (long)r * rowLength, BufferOf(caches[r]).Data, (long)positions[r] * rowLength, rowLength);
+    }
+
+    /// <inheritdoc />
     protected override void GatherRowsCore(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride)
     {
         float[] s = BufferOf(source).Data, d = BufferOf(destination).Data;
@@ -303,6 +370,26 @@ public sealed unsafe class CpuBackend : BackendBase
         {
             int first = index * PerItem;
             ElementWiseKernels.Add(Source + first, Destination + first, Math.Min(PerItem, Length - first), Level);
+        }
+    }
+
+    /// <summary>Units [first, end) of (row, head) of <see cref="IBackend.AttentionPerRow"/>, heads fastest.</summary>
+    private struct AttentionPerRowJob : IRangeJob
+    {
+        public float* Query, Output, Bias;
+        public float** Keys, Values, Masks;
+        public int* Lengths;
+        public int BiasLength, Heads, HeadDim;
+        public SimdLevel Level;
+
+        public void Execute(int first, int end)
+        {
+            for (int index = first; index < end; index++)
+            {
+                int r = index / Heads, h = index % Heads;
+                AttentionKernel.RunPerRow(Query, Keys[r], Values[r], Output, Heads * HeadDim, HeadDim, Lengths[r], Bias, BiasLength,
+                    Masks[r], r, h, Level);
+            }
         }
     }
 

@@ -23,6 +23,13 @@ public sealed class IlgpuBackend : BackendBase
     /// <summary><see cref="LinearKernel.Auto"/> uses the GEMV up to this many rows and the tiled kernel above.</summary>
     public const int GemvMaxRows = 4;
 
+    /// <inheritdoc />
+    /// <remarks>The per-row ops of continuous batching (<see cref="BackendOp.AttentionPerRow"/>,
+    /// <see cref="BackendOp.AppendToCachePerRow"/>) have no ILGPU kernel yet: the engine then decodes the rows of a
+    /// continuous batch one at a time.</remarks>
+    public override bool Supports(BackendOp op) =>
+        op is not (BackendOp.AttentionPerRow or BackendOp.AppendToCachePerRow) && base.Supports(op);
+
     private readonly Context _context;
     private readonly Accelerator _accelerator;
     private readonly AcceleratorStream _stream;

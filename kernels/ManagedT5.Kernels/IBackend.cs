@@ -158,6 +158,23 @@ public interface IBackend : IDisposable
 
     /// <summary>result[r] = index of the largest of input[r, 0..cols) (first index on ties).</summary>
     void ArgMax(IBuffer input, int rows, int cols, Span<int> result);
+
+    /// <summary>
+    /// One query per row against that row's own keys (continuous batching: rows of different requests, each with its
+    /// own KV cache and length). query, output: [rows, heads * headDim]; keys[r], values[r]: [capacity_r, heads *
+    /// headDim] of which the first keyLengths[r] rows are attended (a decoder step's query at position keyLengths[r] - 1
+    /// sees every key up to it: causal by construction). T5's scoring as in <see cref="Attention"/> (no 1/sqrt(d_kv)).
+    /// bias is [heads, biasLength] aligned to the right: row r's key j gets bias[h, biasLength - keyLengths[r] + j]
+    /// (one decoder position bias computed for the longest row serves every shorter one, since it depends only on
+    /// j - position). keyMasks[r] is [keyLengths[r]] (0 = padding) or null. Each row's result equals a batch-1
+    /// <see cref="Attention"/> call over the same keys, bias and mask.
+    /// </summary>
+    void AttentionPerRow(IBuffer query, ReadOnlySpan<IBuffer> keys, ReadOnlySpan<IBuffer> values, IBuffer output, int heads,
+        int headDim, ReadOnlySpan<int> keyLengths, IBuffer? bias, int biasLength, ReadOnlySpan<IBuffer?> keyMasks);
+
+    /// <summary>caches[r][positions[r], :] = source[r, :] for each row r: one decoder step's keys or values appended to
+    /// the rows' own KV caches ([capacity_r, rowLength] each), every row at its own position.</summary>
+    void AppendToCachePerRow(IBuffer source, ReadOnlySpan<IBuffer> caches, ReadOnlySpan<int> positions, int rowLength);
 }
 
 /// <summary>The ops of <see cref="IBackend"/>, for <see cref="IBackend.Supports"/> and for messages. An op added later
@@ -188,6 +205,10 @@ public enum BackendOp
     GatherRows,
     /// <summary><see cref="IBackend.ArgMax"/>.</summary>
     ArgMax,
+    /// <summary><see cref="IBackend.AttentionPerRow"/> (continuous batching; a backend without it decodes rows one at a time).</summary>
+    AttentionPerRow,
+    /// <summary><see cref="IBackend.AppendToCachePerRow"/> (continuous batching, with <see cref="AttentionPerRow"/>).</summary>
+    AppendToCachePerRow,
 }
 
 /// <summary>
@@ -393,7 +414,66 @@ public abstract class BackendBase : IBackend
     }
 
     /// <inheritdoc />
+    /// <remarks>Every row's key count is checked against its cache, its mask and the bias; rows, keys, values and masks
+    /// are counted alike; the output is none of the inputs.</remarks>
+    public void AttentionPerRow(IBuffer query, ReadOnlySpan<IBuffer> keys, ReadOnlySpan<IBuffer> values, IBuffer output, int heads,
+        int headDim, ReadOnlySpan<int> keyLengths, IBuffer? bias, int biasLength, ReadOnlySpan<IBuffer?> keyMasks)
+    {
+        if (heads < 1 || headDim < 1 || (long)heads * headDim > int.MaxValue)
+            throw new ArgumentException($"AttentionPerRow: {heads} heads of {headDim} do not make a row (each must be at least 1).", nameof(heads));
+        int rows = keyLengths.Length, inner = heads * headDim;
+        if (keys.Length != rows || values.Length != rows || (!keyMasks.IsEmpty && keyMasks.Length != rows))
+            throw new ArgumentException($"AttentionPerRow: {rows} key lengths but {keys.Length} key, {values.Length} value and {keyMasks.Length} mask buffers; give one of each per row (masks may be empty).", nameof(keys));
+        Require(query, (long)rows * inner, nameof(query));
+        Require(output, (long)rows * inner, nameof(output));
+        if (bias is not null) Require(bias, (long)heads * biasLength, nameof(bias));
+        for (int r = 0; r < rows; r++)
+        {
+            int n = keyLengths[r];
+            if (n < 0 || (bias is not null && n > biasLength))
+                throw new ArgumentOutOfRangeException(nameof(keyLengths), n, $"Row {r}'s key length must be in [0, {(bias is null ? int.MaxValue : biasLength)}] (the bias length).");
+            Require(keys[r], (long)n * inner, nameof(keys));
+            Require(values[r], (long)n * inner, nameof(values));
+            if (!keyMasks.IsEmpty && keyMasks[r] is { } mask) Require(mask, n, nameof(keyMasks));
+            if (ReferenceEquals(output, keys[r]) || ReferenceEquals(output, values[r]))
+                throw new ArgumentException("AttentionPerRow's output must be its own buffer, not a key or value cache.", nameof(output));
+        }
+        if (ReferenceEquals(output, query))
+            throw new ArgumentException("AttentionPerRow's output must be its own buffer, not the query.", nameof(output));
+        AttentionPerRowCore(query, keys, values, output, heads, headDim, keyLengths, bias, biasLength, keyMasks);
+    }
+
+    /// <inheritdoc />
+    public void AppendToCachePerRow(IBuffer source, ReadOnlySpan<IBuffer> caches, ReadOnlySpan<int> positions, int rowLength)
+    {
+        RequireCount(rowLength, nameof(rowLength));
+        if (caches.Length != positions.Length)
+            throw new ArgumentException($"AppendToCachePerRow: {positions.Length} positions but {caches.Length} caches; give one cache per row.", nameof(caches));
+        Require(source, (long)positions.Length * rowLength, nameof(source));
+        for (int r = 0; r < positions.Length; r++)
+        {
+            if (positions[r] < 0 || ((long)positions[r] + 1) * rowLength > caches[r].Length)
+                throw new ArgumentOutOfRangeException(nameof(positions), positions[r],
+                    $"Row {r}'s position is outside its cache ({caches[r].Length} floats, rows of {rowLength}).");
+            if (ReferenceEquals(source, caches[r]))
+                throw new ArgumentException("AppendToCachePerRow needs a source distinct from every cache.", nameof(caches));
+        }
+        AppendToCachePerRowCore(source, caches, positions, rowLength);
+    }
+
+    /// <inheritdoc />
     public abstract void Dispose();
+
+    /// <summary><see cref="AttentionPerRow"/>, every row's lengths checked against its buffers. This default throws
+    /// <see cref="NotSupportedException"/>: a backend that has the op overrides it (and <see cref="Supports"/> with it).</summary>
+    protected virtual void AttentionPerRowCore(IBuffer query, ReadOnlySpan<IBuffer> keys, ReadOnlySpan<IBuffer> values, IBuffer output,
+        int heads, int headDim, ReadOnlySpan<int> keyLengths, IBuffer? bias, int biasLength, ReadOnlySpan<IBuffer?> keyMasks) =>
+        throw NotSupported(BackendOp.AttentionPerRow);
+
+    /// <summary><see cref="AppendToCachePerRow"/>, positions within the caches. This default throws
+    /// <see cref="NotSupportedException"/>, as <see cref="AttentionPerRowCore"/>.</summary>
+    protected virtual void AppendToCachePerRowCore(IBuffer source, ReadOnlySpan<IBuffer> caches, ReadOnlySpan<int> positions, int rowLength) =>
+        throw NotSupported(BackendOp.AppendToCachePerRow);
 
     /// <summary><see cref="Allocate"/>, length checked.</summary>
     protected abstract IBuffer AllocateCore(int length);

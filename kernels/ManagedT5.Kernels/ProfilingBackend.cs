@@ -78,6 +78,8 @@ public sealed class ProfilingBackend : IBackend
         "ArgMax" => $"{k.A} rows x {k.B}",
         "GatherRows" => $"{k.A} rows x {k.B}",
         "AppendToCache" => $"batch {k.A} x {k.B} rows x {k.C}",
+        "AttentionPerRow" => $"{k.A} rows x {k.B} heads, up to {k.D} keys",
+        "AppendToCachePerRow" => $"{k.A} rows x {k.B}",
         _ => $"{k.A} elements",
     };
 
@@ -218,6 +220,25 @@ public sealed class ProfilingBackend : IBackend
         long t = Stopwatch.GetTimestamp();
         _inner.ArgMax(input, rows, cols, result);
         Add(new Key("ArgMax", rows, cols, 0, 0, default), t);
+    }
+
+    /// <inheritdoc />
+    public void AttentionPerRow(IBuffer query, ReadOnlySpan<IBuffer> keys, ReadOnlySpan<IBuffer> values, IBuffer output, int heads,
+        int headDim, ReadOnlySpan<int> keyLengths, IBuffer? bias, int biasLength, ReadOnlySpan<IBuffer?> keyMasks)
+    {
+        long t = Stopwatch.GetTimestamp();
+        _inner.AttentionPerRow(query, keys, values, output, heads, headDim, keyLengths, bias, biasLength, keyMasks);
+        int longest = 0;
+        foreach (int n in keyLengths) longest = Math.Max(longest, n);
+        Add(new Key("AttentionPerRow", keyLengths.Length, heads, 1, (longest + 15) / 16 * 16, default), t);
+    }
+
+    /// <inheritdoc />
+    public void AppendToCachePerRow(IBuffer source, ReadOnlySpan<IBuffer> caches, ReadOnlySpan<int> positions, int rowLength)
+    {
+        long t = Stopwatch.GetTimestamp();
+        _inner.AppendToCachePerRow(source, caches, positions, rowLength);
+        Add(new Key("AppendToCachePerRow", positions.Length, rowLength, 0, 0, default), t);
     }
 
     /// <inheritdoc />

@@ -42,7 +42,7 @@ internal abstract class DecodingStrategy(GenerationOptions options)
 
     /// <summary>The error for logits that are NaN or infinite: generating on would give empty or arbitrary text (or
     /// scores no JSON can hold) without a word.</summary>
-    protected static InvalidOperationException NonFiniteLogits(int step, int row) => new(
+    internal static InvalidOperationException NonFiniteLogits(int step, int row) => new(
         $"The model produced NaN or infinite logits at generation step {step} (row {row}); its weights are likely corrupt " +
         "(NaN/Inf values) or overflow the precision they are kept in (fp16 activations above 65504). Check the checkpoint, " +
         "or keep the weights in F32 (WeightFormat.F32, --dtype f32).");

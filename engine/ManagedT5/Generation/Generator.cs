@@ -57,7 +57,7 @@ public static class Generator
     /// allocated is an <see cref="ArgumentException"/> naming the option to change, instead of an overflow or an
     /// out-of-memory end halfway.
     /// </summary>
-    private static void CheckSizes(T5Config c, GenerationOptions o, DecodingStrategy strategy, LogitsPipeline processors,
+    internal static void CheckSizes(T5Config c, GenerationOptions o, DecodingStrategy strategy, LogitsPipeline processors,
         int prompts, int seq)
     {
         int expand = strategy.RowsPerPrompt;

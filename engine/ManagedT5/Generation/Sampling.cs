@@ -17,8 +17,12 @@ internal sealed class Sampling(GenerationOptions options) : TokenSearch(options)
     protected override void Prepare(DecodingRun run, int rows)
     {
         _logits = new float[rows * run.Vocab];
-        _random = Options.Seed is ulong s ? new Random(unchecked((int)(s ^ (s >> 32)))) : new Random();
+        _random = NewRandom(Options.Seed);
     }
+
+    /// <summary>The generator a sampled row draws from: seeded by <paramref name="seed"/> (the same draws for the same
+    /// seed, alone or in a continuous batch), else randomly.</summary>
+    internal static Random NewRandom(ulong? seed) => seed is ulong s ? new Random(unchecked((int)(s ^ (s >> 32)))) : new Random();
 
     protected override void Choose(DecodingRun run, DecoderState state, int[][] sequences, int length, int[] next)
     {

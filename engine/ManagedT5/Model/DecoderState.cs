@@ -123,3 +123,57 @@ internal sealed class Workspace : IDisposable
         foreach (IBuffer b in new[] { Hidden, Normed, Query, Key, Value, Attention, Gate, Up, Bias, Logits }) b.Dispose();
     }
 }
+
+/// <summary>
+/// The shared half of a continuous batch's decoder step (<see cref="T5Model.DecodeRows"/>): activations for up to
+/// <see cref="MaxRows"/> rows, each row a separate <see cref="DecoderState"/> (batch 1) with its own KV cache, position
+/// and encoder length, and the per-row argument arrays the step fills, all sized once so a step allocates nothing.
+/// </summary>
+internal sealed class DecoderRows : IDisposable
+{
+    private readonly IBackend _backend;
+    private readonly T5Config _config;
+    public readonly int MaxRows;
+    public Workspace Work;                       // [MaxRows, ...]; Bias: [heads, KeyCapacity]
+    public int KeyCapacity { get; private set; } // the longest self-attention a row may reach (its state's capacity)
+    public readonly IBuffer[] SelfKeys, SelfValues, CrossKeys, CrossValues;   // per row: that row's layer-l buffers
+    public readonly IBuffer?[] EncoderMasks;                                   // per row: [enc_seq_r]
+    public readonly int[] Positions, KeyLengths, EncoderLengths;               // per row
+
+    /// <summary>Whether the backend has the per-row ops; without them each row is decoded alone with its own state.</summary>
+    public bool Batched { get; }
+
+    public DecoderRows(IBackend backend, T5Config config, int maxRows)
+    {
+        _backend = backend;
+        _config = config;
+        MaxRows = maxRows;
+        Batched = backend.Supports(BackendOp.AttentionPerRow) && backend.Supports(BackendOp.AppendToCachePerRow);
+        KeyCapacity = 1;
+        Work = new Workspace(backend, config, Batched ? maxRows : 1, KeyCapacity, withLogits: Batched);
+        SelfKeys = new IBuffer[maxRows];
+        SelfValues = new IBuffer[maxRows];
+        CrossKeys = new IBuffer[maxRows];
+        CrossValues = new IBuffer[maxRows];
+        EncoderMasks = new IBuffer?[maxRows];
+        Positions = new int[maxRows];
+        KeyLengths = new int[maxRows];
+        EncoderLengths = new int[maxRows];
+    }
+
+    /// <summary>Grows the position bias for a row whose cache holds <paramref name="capacity"/> positions (when a row
+    /// joins, never during a step).</summary>
+    public void EnsureKeyCapacity(int capacity)
+    {
+        if (!Batched || capacity <= KeyCapacity) return;
+        Work.Dispose();
+        KeyCapacity = Math.Max(capacity, Math.Min(2 * KeyCapacity, int.MaxValue / Math.Max(_config.NumHeads, 1)));
+        Work = new Workspace(_backend, _config, MaxRows, KeyCapacity, withLogits: true);
+    }
+
+    /// <summary>Where row <paramref name="r"/>'s logits of the last step are: (buffer, offset of its vocab_size floats).</summary>
+    public (IBuffer Buffer, int Offset) LogitsOf(int r, DecoderState state) =>
+        Batched ? (Work.Logits, r * _config.VocabSize) : (state.Logits, 0);
+
+    public void Dispose() => Work.Dispose();
+}

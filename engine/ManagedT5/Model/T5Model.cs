@@ -276,6 +276,87 @@ public sealed class T5Model : IDisposable
         state.Position = keys;
     }
 
+    /// <summary>
+    /// One decoder step for several independent sessions at once (continuous batching): row r feeds
+    /// tokens[r] to states[r] (batch 1, each at its own position, over its own encoder output). The linears and the
+    /// feed-forward run once over every row; self- and cross-attention run per row against the row's own caches
+    /// (<see cref="IBackend.AttentionPerRow"/>), the self-attention bias computed once for the longest row and read
+    /// right-aligned by the shorter ones. Logits land in rows.Work.Logits [states, vocab] (see
+    /// <see cref="DecoderRows.LogitsOf"/>). A backend without the per-row ops decodes each row alone instead.
+    /// </summary>
+    internal void DecodeRows(DecoderRows rows, ReadOnlySpan<DecoderState> states, ReadOnlySpan<int> tokens)
+    {
+        RequireDecoder();
+        int count = states.Length;
+        if (count < 1 || count > rows.MaxRows || tokens.Length != count)
+            throw new ArgumentException($"Expected 1 to {rows.MaxRows} rows with one token each, got {count} rows and {tokens.Length} tokens.", nameof(tokens));
+        for (int r = 0; r < count; r++)
+            if (states[r].Batch != 1 || states[r].Position >= states[r].Capacity || states[r].Capacity > rows.KeyCapacity && rows.Batched)
+                throw new ArgumentException($"Row {r}'s state is not a batch-1 state with room for one more position within the rows' key capacity.", nameof(states));
+        if (!rows.Batched)
+        {
+            for (int r = 0; r < count; r++) Decode(states[r], tokens.Slice(r, 1), 1);
+            return;
+        }
+        ValidateIds(tokens, "decoder token");
+        T5Config c = Config;
+        Workspace work = rows.Work;
+        int longest = 0;
+        for (int r = 0; r < count; r++)
+        {
+            rows.Positions[r] = states[r].Position;
+            rows.KeyLengths[r] = states[r].Position + 1;                            // a step's query sees every key up to it
+            rows.EncoderLengths[r] = states[r].EncoderLength;
+            rows.EncoderMasks[r] = states[r].EncoderMask;
+            longest = Math.Max(longest, rows.KeyLengths[r]);
+        }
+        ReadOnlySpan<int> positions = rows.Positions.AsSpan(0, count), keyLengths = rows.KeyLengths.AsSpan(0, count);
+        ReadOnlySpan<IBuffer> selfKeys = rows.SelfKeys.AsSpan(0, count), selfValues = rows.SelfValues.AsSpan(0, count);
+        ReadOnlySpan<IBuffer> crossKeys = rows.CrossKeys.AsSpan(0, count), crossValues = rows.CrossValues.AsSpan(0, count);
+
+        Backend.Embedding(Weights.Shared, tokens, work.Hidden);                          // x: [count, d_model]
+        for (int l = 0; l < Weights.Decoder.Length; l++)
+        {
+            BlockWeights block = Weights.Decoder[l];
+            for (int r = 0; r < count; r++)
+            {
+                rows.SelfKeys[r] = states[r].SelfKeys[l];                                // [capacity_r, inner]
+                rows.SelfValues[r] = states[r].SelfValues[l];
+                rows.CrossKeys[r] = states[r].CrossKeys[l];                              // [enc_seq_r, inner]
+                rows.CrossValues[r] = states[r].CrossValues[l];
+            }
+            // The bias of a query at position longest - 1 over keys 0..longest-1: bias[h, j] = table[bucket(j - (longest - 1)), h].
+            // A row at position p reads its last p + 1 columns: bucket(j' - p) for its keys j' = j - (longest - 1 - p).
+            if (block.SelfAttention.RelativeAttentionBias is { } table)
+                Backend.PositionBias(table, work.Bias, 1, longest, longest - 1, bidirectional: false, c.RelativeAttentionNumBuckets,
+                    c.RelativeAttentionMaxDistance);                                     // bias: [heads, longest]
+            // layer.0: causal self-attention; each row's new key/value appended to its own cache first.
+            Backend.RmsNorm(work.Hidden, block.SelfAttentionNorm, work.Normed, count, c.LayerNormEpsilon);
+            Backend.Linears(work.Normed, [block.SelfAttention.Q, block.SelfAttention.K, block.SelfAttention.V],
+                [work.Query, work.Key, work.Value], count);
+            Backend.AppendToCachePerRow(work.Key, selfKeys, positions, c.InnerDim);
+            Backend.AppendToCachePerRow(work.Value, selfValues, positions, c.InnerDim);
+            Backend.AttentionPerRow(work.Query, selfKeys, selfValues, work.Attention, c.NumHeads, c.DKv, keyLengths, work.Bias, longest, default);
+            Backend.Linear(work.Attention, block.SelfAttention.O, work.Hidden, count, accumulate: true);
+
+            // layer.1: cross-attention, each row over its own encoder output and padding mask.
+            AttentionWeights cross = block.CrossAttention!;
+            Backend.RmsNorm(work.Hidden, block.CrossAttentionNorm!, work.Normed, count, c.LayerNormEpsilon);
+            Backend.Linear(work.Normed, cross.Q, work.Query, count);
+            Backend.AttentionPerRow(work.Query, crossKeys, crossValues, work.Attention, c.NumHeads, c.DKv,
+                rows.EncoderLengths.AsSpan(0, count), null, 0, rows.EncoderMasks.AsSpan(0, count));
+            Backend.Linear(work.Attention, cross.O, work.Hidden, count, accumulate: true);
+
+            // layer.2: feed-forward.
+            Backend.RmsNorm(work.Hidden, block.FeedForwardNorm, work.Normed, count, c.LayerNormEpsilon);
+            FeedForward(block.FeedForward, Modules.Decoder!.Blocks[l].FeedForward, work, work.Hidden, count, null);
+        }
+        Backend.RmsNorm(work.Hidden, Weights.DecoderFinalNorm!, work.Normed, count, c.LayerNormEpsilon);
+        if (c.TieWordEmbeddings) Backend.Scale(work.Normed, 1f / MathF.Sqrt(c.DModel), count * c.DModel);
+        Backend.Linear(work.Normed, Weights.LmHead!, work.Logits, count);                // logits: [count, vocab]
+        for (int r = 0; r < count; r++) states[r].Position++;
+    }
+
     // ---------------------------------------------------------------- sublayers
 
     /// <summary>T5Attention.compute_bias: the relative_attention_bias table [num_buckets, num_heads] looked up by each

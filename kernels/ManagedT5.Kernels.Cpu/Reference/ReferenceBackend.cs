@@ -79,6 +79,39 @@ public sealed class ReferenceBackend : BackendBase
     }
 
     /// <inheritdoc />
+    /// <remarks>Literally one batch-1 <see cref="ReferenceKernels.Attention"/> per row, over that row's keys, the last
+    /// keyLengths[r] columns of the bias and its mask: the definition the CPU kernel is tested against.</remarks>
+    protected override void AttentionPerRowCore(IBuffer query, ReadOnlySpan<IBuffer> keys, ReadOnlySpan<IBuffer> values, IBuffer output,
+        int heads, int headDim, ReadOnlySpan<int> keyLengths, IBuffer? bias, int biasLength, ReadOnlySpan<IBuffer?> keyMasks)
+    {
+        int inner = heads * headDim;
+        float[] q = CpuBuffer.Of(query).Data, o = CpuBuffer.Of(output).Data;
+        for (int r = 0; r < keyLengths.Length; r++)
+        {
+            int n = keyLengths[r];
+            float[]? rowBias = null;                                  // [heads, 1, n]
+            if (bias is not null)
+            {
+                float[] b = CpuBuffer.Of(bias).Data;
+                rowBias = new float[heads * n];
+                for (int h = 0; h < heads; h++) Array.Copy(b, h * biasLength + biasLength - n, rowBias, h * n, n);
+            }
+            float[]? mask = keyMasks.IsEmpty || keyMasks[r] is null ? null : CpuBuffer.Of(keyMasks[r]!).Data;
+            var shape = new AttentionShape(1, heads, headDim, 1, n, n);
+            ReferenceKernels.Attention(q.AsSpan(r * inner, inner), CpuBuffer.Of(keys[r]).Data, CpuBuffer.Of(values[r]).Data,
+                o.AsSpan(r * inner, inner), shape, rowBias, mask is null ? default : mask.AsSpan(0, n));
+        }
+    }
+
+    /// <inheritdoc />
+    protected override void AppendToCachePerRowCore(IBuffer source, ReadOnlySpan<IBuffer> caches, ReadOnlySpan<int> positions, int rowLength)
+    {
+        float[] s = CpuBuffer.Of(source).Data;
+        for (int r = 0; r < positions.Length; r++)
+            Array.Copy(s, r * rowLength, CpuBuffer.Of(caches[r]).Data, positions[r] * rowLength, rowLength);
+    }
+
+    /// <inheritdoc />
     protected override void GatherRowsCore(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride)
     {
         float[] s = CpuBuffer.Of(source).Data, d = CpuBuffer.Of(destination).Data;
