@@ -124,6 +124,26 @@ public sealed class ContinuousBatchingTests : IClassFixture<ContinuousBatchingTe
     }
 
     [Fact]
+    public async Task ABackendWithoutThePerRowOpsDecodesRowsOneAtATime()
+    {
+        // ILGPU reports AttentionPerRow "not supported": the batcher still serves concurrent requests, each row decoded
+        // alone within the shared step, with the tokens of lone runs on that backend.
+        using T5Model ilgpu = T5Model.Load(Fixtures.Model("tiny-flan-t5"), Backends.Factories["ilgpu-cpu"](), ownsBackend: true);
+        Assert.False(ilgpu.Backend.Supports(Kernels.BackendOp.AttentionPerRow));
+        int[][] prompts = Prompts(4, 5);
+        GenerationOptions[] options = [.. Enumerable.Range(0, 4).Select(i => Greedy(i) with { MaxNewTokens = 6 })];
+        int[][] expected = [.. prompts.Select((p, i) =>
+        {
+            int[] sequence = Generator.Generate(ilgpu, [p], options[i]).Sequences[0];
+            int eos = Array.IndexOf(sequence, ilgpu.Config.EosTokenId, 1);
+            return sequence[1..(eos < 0 ? sequence.Length : eos + 1)];
+        })];
+        await using var batcher = new ContinuousBatcher(ilgpu);
+        int[][] actual = await Task.WhenAll(prompts.Select((p, i) => Collect(batcher.GenerateAsync(p, options[i])))).WaitAsync(Limit);
+        for (int i = 0; i < 4; i++) Assert.Equal(expected[i], actual[i]);
+    }
+
+    [Fact]
     public async Task BeamSearchRunsAloneThroughTheQueue()
     {
         var o = new GenerationOptions { NumBeams = 3, MaxNewTokens = 12 };
