@@ -159,14 +159,20 @@ public sealed class ContinuousBatchingTests : IClassFixture<ContinuousBatchingTe
     [Fact]
     public async Task AFullQueueIsRefusedAndDisposeEndsEveryRequest()
     {
-        var endless = new GenerationOptions { MaxNewTokens = 500, MinNewTokens = 500 };
+        var endless = new GenerationOptions { MaxNewTokens = 20000, MinNewTokens = 20000 };   // runs until disposed
         var batcher = new ContinuousBatcher(_model, new ContinuousBatchingOptions { MaxBatch = 1, MaxQueue = 2 });
         IAsyncEnumerable<int> running = batcher.GenerateAsync(_reference.InputIds[0], endless);
         while (batcher.RunningRows < 1) await Task.Delay(1);
         IAsyncEnumerable<int> waiting1 = batcher.GenerateAsync(_reference.InputIds[1], endless);
-        IAsyncEnumerable<int> waiting2 = batcher.GenerateAsync(_reference.InputIds[1], endless);
+        using var leave = new CancellationTokenSource();
+        IAsyncEnumerable<int> leaving = batcher.GenerateAsync(_reference.InputIds[1], endless, leave.Token);
         Assert.Equal(2, batcher.QueueDepth);
         Assert.Throws<QueueFullException>(() => batcher.GenerateAsync(_reference.InputIds[1], endless));
+        // A waiting request whose caller cancels leaves the queue at once (not when a row frees): its place is free again.
+        leave.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Collect(leaving).WaitAsync(Limit));
+        Assert.Equal(1, batcher.QueueDepth);
+        IAsyncEnumerable<int> waiting2 = batcher.GenerateAsync(_reference.InputIds[1], endless);
         var bad = Assert.ThrowsAny<ArgumentException>(() => batcher.GenerateAsync(_reference.InputIds[1], endless with { TopP = 2f }));
         Assert.Equal("top_p", bad.ParamName);
 
