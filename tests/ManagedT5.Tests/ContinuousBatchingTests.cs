@@ -96,20 +96,22 @@ public sealed class ContinuousBatchingTests : IClassFixture<ContinuousBatchingTe
         GenerationOptions Long(int i) => Greedy(i) with { MaxNewTokens = 40, MinNewTokens = 40 };
         await using var batcher = new ContinuousBatcher(_model);
         using var cancel = new CancellationTokenSource();
-        // Four long requests run; after their first tokens six more join, three of them cancelled a few tokens later.
+        // Four long requests run; after their first tokens six more join, three of them (endless: they cannot finish
+        // first, however slowly the test's own thread is scheduled) cancelled a few steps later.
+        var Endless = new GenerationOptions { MaxNewTokens = 20000, MinNewTokens = 20000 };
         var first = Enumerable.Range(0, 4).Select(i => Collect(batcher.GenerateAsync(prompts[i], Long(i)))).ToList();
         while (batcher.Steps < 3) await Task.Delay(1);
         var doomed = new List<Task<int>>();
         var later = new List<Task<int[]>>();
         for (int i = 4; i < 10; i++)
         {
-            if (i % 2 == 0) doomed.Add(CountUntilCancelled(batcher.GenerateAsync(prompts[i], Long(i), cancel.Token)));
+            if (i % 2 == 0) doomed.Add(CountUntilCancelled(batcher.GenerateAsync(prompts[i], Endless, cancel.Token)));
             else later.Add(Collect(batcher.GenerateAsync(prompts[i], Greedy(i))));
         }
         long cancelAt = batcher.Steps + 5;
         while (batcher.Steps < cancelAt) await Task.Delay(1);
         cancel.Cancel();
-        foreach (Task<int> d in doomed) Assert.InRange(await d.WaitAsync(Limit), 0, 39);
+        foreach (Task<int> d in doomed) Assert.InRange(await d.WaitAsync(Limit), 0, 19999);
         int[][] a = await Task.WhenAll(first).WaitAsync(Limit), b = await Task.WhenAll(later).WaitAsync(Limit);
         for (int i = 0; i < 4; i++) Assert.Equal(Alone(prompts[i], Long(i)), a[i]);
         for (int i = 5, j = 0; i < 10; i += 2, j++) Assert.Equal(Alone(prompts[i], Greedy(i)), b[j]);
