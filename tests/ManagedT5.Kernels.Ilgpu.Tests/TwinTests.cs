@@ -77,6 +77,11 @@ public sealed class TwinTests
         public void GatherRows(IBuffer source, IBuffer destination, ReadOnlySpan<int> sourceRows, int rowLength, int rowStride = 0) =>
             Has(BackendOp.GatherRows).GatherRows(source, destination, sourceRows, rowLength, rowStride);
         public void ArgMax(IBuffer input, int rows, int cols, Span<int> result) => Has(BackendOp.ArgMax).ArgMax(input, rows, cols, result);
+        public void AttentionPerRow(IBuffer query, ReadOnlySpan<IBuffer> keys, ReadOnlySpan<IBuffer> values, IBuffer output, int heads,
+            int headDim, ReadOnlySpan<int> keyLengths, IBuffer? bias, int biasLength, ReadOnlySpan<IBuffer?> keyMasks) =>
+            Has(BackendOp.AttentionPerRow).AttentionPerRow(query, keys, values, output, heads, headDim, keyLengths, bias, biasLength, keyMasks);
+        public void AppendToCachePerRow(IBuffer source, ReadOnlySpan<IBuffer> caches, ReadOnlySpan<int> positions, int rowLength) =>
+            Has(BackendOp.AppendToCachePerRow).AppendToCachePerRow(source, caches, positions, rowLength);
         public void Dispose() => inner.Dispose();
     }
 }

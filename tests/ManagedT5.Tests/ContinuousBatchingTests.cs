@@ -96,20 +96,22 @@ public sealed class ContinuousBatchingTests : IClassFixture<ContinuousBatchingTe
         GenerationOptions Long(int i) => Greedy(i) with { MaxNewTokens = 40, MinNewTokens = 40 };
         await using var batcher = new ContinuousBatcher(_model);
         using var cancel = new CancellationTokenSource();
-        // Four long requests run; after their first tokens six more join, three of them cancelled a few tokens later.
+        // Four long requests run; after their first tokens six more join, three of them (endless: they cannot finish
+        // first, however slowly the test's own thread is scheduled) cancelled a few steps later.
+        var Endless = new GenerationOptions { MaxNewTokens = 20000, MinNewTokens = 20000 };
         var first = Enumerable.Range(0, 4).Select(i => Collect(batcher.GenerateAsync(prompts[i], Long(i)))).ToList();
         while (batcher.Steps < 3) await Task.Delay(1);
         var doomed = new List<Task<int>>();
         var later = new List<Task<int[]>>();
         for (int i = 4; i < 10; i++)
         {
-            if (i % 2 == 0) doomed.Add(CountUntilCancelled(batcher.GenerateAsync(prompts[i], Long(i), cancel.Token)));
+            if (i % 2 == 0) doomed.Add(CountUntilCancelled(batcher.GenerateAsync(prompts[i], Endless, cancel.Token)));
             else later.Add(Collect(batcher.GenerateAsync(prompts[i], Greedy(i))));
         }
         long cancelAt = batcher.Steps + 5;
         while (batcher.Steps < cancelAt) await Task.Delay(1);
         cancel.Cancel();
-        foreach (Task<int> d in doomed) Assert.InRange(await d.WaitAsync(Limit), 0, 39);
+        foreach (Task<int> d in doomed) Assert.InRange(await d.WaitAsync(Limit), 0, 19999);
         int[][] a = await Task.WhenAll(first).WaitAsync(Limit), b = await Task.WhenAll(later).WaitAsync(Limit);
         for (int i = 0; i < 4; i++) Assert.Equal(Alone(prompts[i], Long(i)), a[i]);
         for (int i = 5, j = 0; i < 10; i += 2, j++) Assert.Equal(Alone(prompts[i], Greedy(i)), b[j]);
@@ -121,6 +123,26 @@ public sealed class ContinuousBatchingTests : IClassFixture<ContinuousBatchingTe
         int n = 0;
         await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => { await foreach (int _ in stream) n++; });
         return n;
+    }
+
+    [Fact]
+    public async Task ABackendWithoutThePerRowOpsDecodesRowsOneAtATime()
+    {
+        // ILGPU reports AttentionPerRow "not supported": the batcher still serves concurrent requests, each row decoded
+        // alone within the shared step, with the tokens of lone runs on that backend.
+        using T5Model ilgpu = T5Model.Load(Fixtures.Model("tiny-flan-t5"), Backends.Factories["ilgpu-cpu"](), ownsBackend: true);
+        Assert.False(ilgpu.Backend.Supports(Kernels.BackendOp.AttentionPerRow));
+        int[][] prompts = Prompts(4, 5);
+        GenerationOptions[] options = [.. Enumerable.Range(0, 4).Select(i => Greedy(i) with { MaxNewTokens = 6 })];
+        int[][] expected = [.. prompts.Select((p, i) =>
+        {
+            int[] sequence = Generator.Generate(ilgpu, [p], options[i]).Sequences[0];
+            int eos = Array.IndexOf(sequence, ilgpu.Config.EosTokenId, 1);
+            return sequence[1..(eos < 0 ? sequence.Length : eos + 1)];
+        })];
+        await using var batcher = new ContinuousBatcher(ilgpu);
+        int[][] actual = await Task.WhenAll(prompts.Select((p, i) => Collect(batcher.GenerateAsync(p, options[i])))).WaitAsync(Limit);
+        for (int i = 0; i < 4; i++) Assert.Equal(expected[i], actual[i]);
     }
 
     [Fact]
@@ -139,14 +161,20 @@ public sealed class ContinuousBatchingTests : IClassFixture<ContinuousBatchingTe
     [Fact]
     public async Task AFullQueueIsRefusedAndDisposeEndsEveryRequest()
     {
-        var endless = new GenerationOptions { MaxNewTokens = 500, MinNewTokens = 500 };
+        var endless = new GenerationOptions { MaxNewTokens = 20000, MinNewTokens = 20000 };   // runs until disposed
         var batcher = new ContinuousBatcher(_model, new ContinuousBatchingOptions { MaxBatch = 1, MaxQueue = 2 });
         IAsyncEnumerable<int> running = batcher.GenerateAsync(_reference.InputIds[0], endless);
         while (batcher.RunningRows < 1) await Task.Delay(1);
         IAsyncEnumerable<int> waiting1 = batcher.GenerateAsync(_reference.InputIds[1], endless);
-        IAsyncEnumerable<int> waiting2 = batcher.GenerateAsync(_reference.InputIds[1], endless);
+        using var leave = new CancellationTokenSource();
+        IAsyncEnumerable<int> leaving = batcher.GenerateAsync(_reference.InputIds[1], endless, leave.Token);
         Assert.Equal(2, batcher.QueueDepth);
         Assert.Throws<QueueFullException>(() => batcher.GenerateAsync(_reference.InputIds[1], endless));
+        // A waiting request whose caller cancels leaves the queue at once (not when a row frees): its place is free again.
+        leave.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Collect(leaving).WaitAsync(Limit));
+        Assert.Equal(1, batcher.QueueDepth);
+        IAsyncEnumerable<int> waiting2 = batcher.GenerateAsync(_reference.InputIds[1], endless);
         var bad = Assert.ThrowsAny<ArgumentException>(() => batcher.GenerateAsync(_reference.InputIds[1], endless with { TopP = 2f }));
         Assert.Equal("top_p", bad.ParamName);
 

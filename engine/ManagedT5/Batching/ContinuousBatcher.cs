@@ -28,6 +28,7 @@ public sealed class ContinuousBatcher : IAsyncDisposable
     private readonly Thread _thread;
     private bool _disposed;                                 // guarded by _gate
     private int _alone;                                     // beam searches running (they hold a row each)
+    private int _sweep;                                     // 1 when a request was cancelled: drop cancelled ones from the queue
 
     // The decoding thread's own state: the running rows, in the order they sit in the step.
     private readonly DecoderRows _rows;
@@ -141,6 +142,7 @@ public sealed class ContinuousBatcher : IAsyncDisposable
         {
             while (!_shutdown.IsCancellationRequested)
             {
+                if (Interlocked.Exchange(ref _sweep, 0) == 1) SweepQueue();
                 Admit();
                 if (_count == 0)
                 {
@@ -179,6 +181,21 @@ public sealed class ContinuousBatcher : IAsyncDisposable
             {
                 r.State?.Dispose();
                 r.Stream.Complete(e);
+            }
+        }
+    }
+
+    /// <summary>Ends the waiting requests whose callers cancelled them, so they stop counting against MaxQueue at once
+    /// (the queue is rotated in place: nothing is allocated).</summary>
+    private void SweepQueue()
+    {
+        lock (_gate)
+        {
+            for (int i = _queue.Count; i > 0; i--)
+            {
+                Request q = _queue.Dequeue();
+                if (q.Cancelled) q.Stream.Complete(new OperationCanceledException(q.Token));
+                else _queue.Enqueue(q);
             }
         }
     }
@@ -393,7 +410,11 @@ public sealed class ContinuousBatcher : IAsyncDisposable
         {
             if (_cancelled || Stream.IsCompleted) return;
             _cancelled = true;
-            try { Owner?._wake.Release(); } catch (ObjectDisposedException) { }
+            if (Owner is { } owner)
+            {
+                Volatile.Write(ref owner._sweep, 1);
+                owner._wake.Release();
+            }
         }
 
         /// <summary>Ends the request with <paramref name="error"/>; its row is freed at the next step.</summary>
