@@ -1,7 +1,8 @@
 // Sentence-embedding throughput: a sentence-t5-base-shaped encoder (d_model 768, 12 layers, 12 heads, d_ff 3072, ReLU;
 // random weights) with mean pooling, a 768 x 768 Dense and Normalize, embedding 32 texts of 128 tokens per call, with
 // f32, bf16 and int8 weights. `--quick-embed [threads] [folder]` prints embeddings/s per weight format (folder: a
-// sentence-transformers folder to time instead, e.g. the one bench/ort-embed/export_embed_onnx.py writes for ORT).
+// sentence-transformers folder to time instead; one that does not exist is written with the random model first, so
+// bench/ort-embed/export_embed_onnx.py can export the same weights for ONNX Runtime).
 using BenchmarkDotNet.Attributes;
 using ManagedT5.Embeddings;
 using ManagedT5.Kernels;
@@ -54,6 +55,7 @@ public static class EmbeddingThroughput
     /// <summary>Prints embeddings/s for f32, bf16 and int8 weights.</summary>
     public static void Quick(int threads, string? folder)
     {
+        if (folder is not null && !Directory.Exists(folder)) WriteRandomSentenceT5(Directory.CreateDirectory(folder).FullName);
         folder ??= Folder;
         string[] texts = Texts(Batch);
         Console.WriteLine($"embeddings: {Batch} texts x {Tokens} tokens per call, model {folder}, {Environment.ProcessorCount} cores, " +
