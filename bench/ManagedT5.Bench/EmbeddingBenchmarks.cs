@@ -1,6 +1,6 @@
 // Sentence-embedding throughput: a sentence-t5-base-shaped encoder (d_model 768, 12 layers, 12 heads, d_ff 3072, ReLU;
 // random weights) with mean pooling, a 768 x 768 Dense and Normalize, embedding 32 texts of 128 tokens per call, with
-// f32, bf16 and int8 weights. `--quick-embed [threads] [folder]` prints embeddings/s per weight format (folder: a
+// f32, bf16 and int8 weights. `--quick-embed [threads] [folder] [f32,bf16,int8]` prints embeddings/s per weight format (folder: a
 // sentence-transformers folder to time instead; one that does not exist is written with the random model first, so
 // bench/ort-embed/export_embed_onnx.py can export the same weights for ONNX Runtime).
 using BenchmarkDotNet.Attributes;
@@ -53,14 +53,14 @@ public static class EmbeddingThroughput
         Enumerable.Range(0, count).Select(i => string.Join(' ', Enumerable.Range(0, 160).Select(j => $"w{(i * 7919 + j * 104729) % 9973}"))).ToArray();
 
     /// <summary>Prints embeddings/s for f32, bf16 and int8 weights.</summary>
-    public static void Quick(int threads, string? folder)
+    public static void Quick(int threads, string? folder, IReadOnlyList<WeightFormat>? formats = null)
     {
         if (folder is not null && !Directory.Exists(folder)) WriteRandomSentenceT5(Directory.CreateDirectory(folder).FullName);
         folder ??= Folder;
         string[] texts = Texts(Batch);
         Console.WriteLine($"embeddings: {Batch} texts x {Tokens} tokens per call, model {folder}, {Environment.ProcessorCount} cores, " +
                           $"threads {(threads == 0 ? "all" : threads)}, {System.Runtime.InteropServices.RuntimeInformation.OSArchitecture}");
-        foreach (WeightFormat format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Int8 })
+        foreach (WeightFormat format in formats ?? [WeightFormat.F32, WeightFormat.BF16, WeightFormat.Int8])
         {
             using T5Embedder embedder = T5Embedder.Load(folder, Options(format, threads));
             EmbeddingBatchResult warm = embedder.Embed(texts);                      // warm-up (JIT, pools)
