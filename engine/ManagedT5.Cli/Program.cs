@@ -16,6 +16,7 @@ Command root = new(CliCommon.ToolName, "managedt5: Flan-T5 / T5 inference in pur
     TraceCommand.Create(),
     ScoreCommand.Create(),
     EvalCommand.Create(),
+    EmbedCommand.Create(),
     ServeCommand.Create(),
 };
 root.Options.Add(new HelpOption());
