@@ -32,8 +32,8 @@ public sealed unsafe class TrainingKernels : IDisposable
 
     /// <summary>
     /// C[m, n] (+)= A·B with B [p, n] row-major and A either [m, p] row-major or, with <paramref name="transposeA"/>,
-    /// stored [p, m] (then A = storedᵀ). Overwrites C unless <paramref name="accumulate"/>. Each C element is one
-    /// sequential f32 sum over p.
+    /// stored [p, m] (then A = storedᵀ). Overwrites C unless <paramref name="accumulate"/>. Each C element is a
+    /// sequential f32 sum over p (in blocks of 256 added into C).
     /// </summary>
     public void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, Span<float> c, bool accumulate)
     {
@@ -368,6 +368,7 @@ public sealed unsafe class TrainingKernels : IDisposable
     private struct MatMulJob : IRangeJob
     {
         public const int RowBlock = 48;
+        public const int DepthBlock = 256;
         public float* A, B, C;
         public int M, P, N, RowStride, DepthStride, RowBlocks, Strips;
         public bool Accumulate;
@@ -380,9 +381,16 @@ public sealed unsafe class TrainingKernels : IDisposable
                 int j0 = strip * 16, i0 = block * RowBlock, i1 = Math.Min(i0 + RowBlock, M);
                 if (j0 + 16 <= N && Vector256.IsHardwareAccelerated)
                 {
-                    int i = i0;
-                    for (; i + 6 <= i1; i += 6) Tile6x16(i, j0);
-                    for (; i < i1; i++) Tile1x16(i, j0);
+                    // Depth in blocks of DepthBlock: the block's [DepthBlock, 16] slice of B stays in L1 across the
+                    // row block's tiles; the first block writes (or adds to) C, the later ones add.
+                    for (int p0 = 0; p0 < P; p0 += DepthBlock)
+                    {
+                        int p1 = Math.Min(p0 + DepthBlock, P);
+                        bool add = Accumulate || p0 > 0;
+                        int i = i0;
+                        for (; i + 6 <= i1; i += 6) Tile6x16(i, j0, p0, p1, add);
+                        for (; i < i1; i++) Tile1x16(i, j0, p0, p1, add);
+                    }
                 }
                 else
                 {
@@ -400,13 +408,13 @@ public sealed unsafe class TrainingKernels : IDisposable
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-        private readonly void Tile6x16(int i, int j)
+        private readonly void Tile6x16(int i, int j, int p0, int p1, bool add)
         {
             Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
             Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-            float* a0 = A + (long)i * RowStride, b = B + j;
+            float* a0 = A + (long)i * RowStride, b = B + (long)p0 * N + j;
             long rs = RowStride, ds = DepthStride;
-            for (int p = 0; p < P; p++, b += N)
+            for (int p = p0; p < p1; p++, b += N)
             {
                 Vector256<float> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 8);
                 float* a = a0 + p * ds;
@@ -424,28 +432,28 @@ public sealed unsafe class TrainingKernels : IDisposable
                 c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
             }
             float* c = C + (long)i * N + j;
-            Store(c, c00, c01); Store(c + N, c10, c11); Store(c + 2L * N, c20, c21);
-            Store(c + 3L * N, c30, c31); Store(c + 4L * N, c40, c41); Store(c + 5L * N, c50, c51);
+            Store(c, c00, c01, add); Store(c + N, c10, c11, add); Store(c + 2L * N, c20, c21, add);
+            Store(c + 3L * N, c30, c31, add); Store(c + 4L * N, c40, c41, add); Store(c + 5L * N, c50, c51, add);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private readonly void Tile1x16(int i, int j)
+        private readonly void Tile1x16(int i, int j, int p0, int p1, bool add)
         {
             Vector256<float> c0 = default, c1 = default;
-            float* a = A + (long)i * RowStride, b = B + j;
-            for (int p = 0; p < P; p++, b += N)
+            float* a = A + (long)i * RowStride, b = B + (long)p0 * N + j;
+            for (int p = p0; p < p1; p++, b += N)
             {
                 Vector256<float> x = Vector256.Create(a[(long)p * DepthStride]);
                 c0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b), c0);
                 c1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 8), c1);
             }
-            Store(C + (long)i * N + j, c0, c1);
+            Store(C + (long)i * N + j, c0, c1, add);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private readonly void Store(float* c, Vector256<float> lo, Vector256<float> hi)
+        private static void Store(float* c, Vector256<float> lo, Vector256<float> hi, bool add)
         {
-            if (Accumulate) { lo += Vector256.Load(c); hi += Vector256.Load(c + 8); }
+            if (add) { lo += Vector256.Load(c); hi += Vector256.Load(c + 8); }
             lo.Store(c); hi.Store(c + 8);
         }
     }
