@@ -710,16 +710,23 @@ public sealed unsafe class TrainingKernels : IDisposable
                     if (Write) row.Clear();
                     continue;
                 }
+                // log-softmax after subtracting the row max: loss = log Σ exp(x − max) − (x[label] − max).
                 float max = TensorPrimitives.Max(row);
-                float sum = 0;
-                for (int j = 0; j < Vocab; j++) sum += MathF.Exp(row[j] - max);
-                float logSum = MathF.Log(sum);
-                Losses[r] = logSum - (row[label] - max);
+                float target = row[label] - max;
                 if (Write)
                 {
-                    float scale = Scale / sum;
-                    for (int j = 0; j < Vocab; j++) row[j] = MathF.Exp(row[j] - max) * scale;
+                    TensorPrimitives.Subtract(row, max, row);
+                    TensorPrimitives.Exp(row, row);                 // the row now holds exp(x − max)
+                    float sum = TensorPrimitives.Sum(row);
+                    Losses[r] = MathF.Log(sum) - target;
+                    TensorPrimitives.Multiply(row, Scale / sum, row);
                     row[label] -= Scale;
+                }
+                else
+                {
+                    float sum = 0;
+                    for (int j = 0; j < Vocab; j++) sum += MathF.Exp(row[j] - max);
+                    Losses[r] = MathF.Log(sum) - target;
                 }
             }
         }
