@@ -40,4 +40,26 @@ public sealed class TrainingModelSpeedTests(ITestOutputHelper output)
         output.WriteLine($"flan-t5-small shape, {(lora ? "LoRA q,v r8" : "full")}, {Environment.ProcessorCount} threads: {seconds:F2} s/step, " +
             $"{8 * 32 / seconds:F0} target tokens/s, {8 * (128 + 32) / seconds:F0} (input + target) tokens/s");
     }
+
+    [Fact, Trait("Category", "Slow")]
+    public void LinearGemmForms()
+    {
+        const int rows = 1024, inF = 512, outF = 1024;   // flan-t5-small's wi_0 at batch 8 × 128
+        using var k = new ManagedT5.Kernels.Cpu.Training.TrainingKernels();
+        var random = new Random(1);
+        float[] R(int n) => [.. Enumerable.Range(0, n).Select(_ => (float)(random.NextDouble() - 0.5))];
+        float[] x = R(rows * inF), w = R(outF * inF), y = R(rows * outF), dx = new float[rows * inF], dw = new float[outF * inF];
+        foreach ((string name, Action op) in new (string, Action)[]
+        {
+            ("x·Wᵀ", () => k.LinearForward(x, w, y, rows, inF, outF)),
+            ("dY·W", () => k.LinearBackwardInput(y, w, dx, rows, inF, outF)),
+            ("dYᵀ·X", () => k.LinearBackwardWeight(y, x, dw, rows, inF, outF)),
+        })
+        {
+            op();
+            var clock = Stopwatch.StartNew();
+            for (int i = 0; i < 5; i++) op();
+            output.WriteLine($"{name}: {2.0 * rows * inF * outF * 5 / clock.Elapsed.TotalSeconds / 1e9:F1} GFLOP/s on {k.Threads} threads");
+        }
+    }
 }

@@ -16,7 +16,7 @@ namespace ManagedT5.Kernels.Cpu.Training;
 public sealed unsafe class TrainingKernels : IDisposable
 {
     private readonly WorkerPool _pool;
-    private float[] _transposed = [];
+    private float[] _transposed = [], _transposedA = [];
 
     /// <summary>Kernels running on <paramref name="threads"/> threads (the caller included); 0 = processor count.</summary>
     public TrainingKernels(int threads = 0)
@@ -39,6 +39,16 @@ public sealed unsafe class TrainingKernels : IDisposable
     {
         Check(a, (long)m * p, nameof(a)); Check(b, (long)p * n, nameof(b)); Check(c, (long)m * n, nameof(c));
         if (m == 0 || n == 0) return;
+        if (transposeA && m > 1 && p > 1)
+        {
+            // Stored [p, m]: walking it down a column touches one cache line per step, at a stride that is often a
+            // multiple of 4 KiB (the same L1 set). Transposing it first costs m·p moves against m·p·n FMAs.
+            int size = checked(m * p);
+            if (_transposedA.Length < size) _transposedA = GC.AllocateUninitializedArray<float>(size);
+            Transpose(a, p, m, _transposedA);
+            a = _transposedA.AsSpan(0, size);
+            transposeA = false;
+        }
         fixed (float* pa = a, pb = b, pc = c)
         {
             var job = new MatMulJob
