@@ -41,6 +41,8 @@ public sealed class TrainingModelBadInputTests
         Assert.Equal("input_ids", Assert.Throws<ArgumentException>(() => model.ForwardBackward(foreign)).ParamName);
         Assert.Equal("labels", Assert.Throws<ArgumentException>(() => TrainingBatch.FromIds([[5, 1]], [[5, 1], [6, 1]], 0)).ParamName);
         Assert.Equal("labels", Assert.Throws<ArgumentException>(() => TrainingBatch.FromIds([[5, 1]], [[-3, 1]], 0)).ParamName);
+        Assert.Equal("attention_mask", Assert.Throws<ArgumentException>(() => TrainingBatch.FromPadded(1, 2, 2, [5, 1], [0, 0], [5, 1], 0)).ParamName);
+        Assert.Equal("inputs", Assert.Throws<ArgumentException>(() => TrainingBatch.FromIds([[5, 1], []], [[5, 1], [6, 1]], 0)).ParamName);
         Assert.Throws<ArgumentException>(() => model.Logits(TrainingBatch.FromIds([[5, 1]], [[5, 1]], 0), new float[10]));
     }
 
