@@ -17,6 +17,7 @@ Command root = new(CliCommon.ToolName, "managedt5: Flan-T5 / T5 inference in pur
     ScoreCommand.Create(),
     EvalCommand.Create(),
     ServeCommand.Create(),
+    EmbedCommand.Create(),
 };
 root.Options.Add(new HelpOption());
 root.Options.Add(new VersionOption());
