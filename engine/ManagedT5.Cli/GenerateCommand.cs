@@ -15,6 +15,12 @@ internal static class GenerateCommand
         Option<string> device = CliCommon.DeviceOption();
         var dtype = new Option<string?>("--dtype") { HelpName = "type", Description = "Keep weights as f32, bf16, f16 or int8 (default: as stored)" };
         Option<int> threads = CliCommon.ThreadsOption(0);
+        var adapter = new Option<string?>("--adapter")
+        {
+            HelpName = "dir",
+            Description = "A LoRA adapter folder in HF PEFT's format (adapter_config.json, adapter_model.safetensors), merged into " +
+                          "the weights at load (before --dtype converts them)",
+        };
         var json = new Option<bool>("--json") { Description = "Print {input_ids, sequences, sequences_scores, texts} as JSON; with --stream, JSON lines" };
         var stream = new Option<bool>("--stream")
         {
@@ -34,7 +40,7 @@ internal static class GenerateCommand
         var command = new Command("generate", "Generate text for prompts. Unset decoding flags take the model's " +
                                               "generation_config.json, else HF's default (shown)")
         {
-            model, device, dtype, threads, json, stream, inputFile, inputIds, prompts,
+            model, device, dtype, threads, adapter, json, stream, inputFile, inputIds, prompts,
         };
         foreach (var (_, flag) in decoding) command.Options.Add(flag);
         inputIds.HelpName = "ids";
@@ -58,6 +64,7 @@ internal static class GenerateCommand
                 Device = r.GetValue(device)!,
                 Threads = r.GetValue(threads),
                 WeightFormat = format,
+                Adapter = r.GetValue(adapter),
                 TokenizerCompat = TokenizeCommands.ParseCompat(r.GetValue(compat)),
             });
             GenerationOptions o = generator.DefaultOptions;

@@ -1,7 +1,10 @@
-// managedt5 inspect: the config summary, parameter count, and dtypes with their bytes.
+// managedt5 inspect: the config summary, parameter count, and dtypes with their bytes; with --adapter, a LoRA adapter's
+// config and modules (and, with --model, whether it fits that model).
 using System.CommandLine;
+using ManagedT5.Adapters;
 using ManagedT5.Kernels;
 using ManagedT5.Loading;
+using ManagedT5.Model;
 
 namespace ManagedT5.Cli;
 
@@ -10,9 +13,39 @@ internal static class InspectCommand
     public static Command Create()
     {
         Option<string> model = CliCommon.ModelOption();
-        var command = new Command("inspect", "Print a checkpoint's config, parameter count and dtypes") { model };
+        var adapterOption = new Option<string?>("--adapter")
+        {
+            HelpName = "dir",
+            Description = "Show a LoRA adapter folder (HF PEFT's format) instead: its config and modules; with --model, also " +
+                          "check that it fits that model",
+        };
+        var command = new Command("inspect", "Print a checkpoint's config, parameter count and dtypes") { model, adapterOption };
         command.SetAction(r =>
         {
+            if (r.GetValue(adapterOption) is { } adapterDir)
+            {
+                CliCommon.Doing = $"reading the adapter {adapterDir}";
+                LoraAdapter adapter = LoraAdapter.Load(adapterDir);
+                LoraConfig a = adapter.Config;
+                Console.WriteLine($"adapter      {adapterDir}");
+                Console.WriteLine($"type         LoRA, r {a.R}, lora_alpha {a.LoraAlpha} (scale {a.Scale}{(a.UseRslora ? ", rsLoRA" : "")}), lora_dropout {a.LoraDropout}");
+                Console.WriteLine($"targets      {(a.TargetModulesRegex is { } regex ? $"'{regex}'" : string.Join(", ", a.TargetModules))}" +
+                                  (a.LayersToTransform is { } layers ? $" in layers {string.Join(", ", layers)}" : ""));
+                Console.WriteLine($"base model   {a.BaseModelNameOrPath ?? "(not recorded)"}");
+                long values = adapter.Modules.Sum(m => (long)m.A.Length + m.B.Length);
+                Console.WriteLine($"modules      {adapter.Modules.Count} ({values:N0} parameters)");
+                foreach (LoraModule m in adapter.Modules)
+                    Console.WriteLine($"  {m.Module}  [{m.OutFeatures}, {m.InFeatures}]");
+                if (r.GetResult(model) is { Implicit: false })
+                {
+                    string modelDir = CliCommon.ResolveModel(r, r.GetValue(model)!);
+                    CliCommon.Doing = $"checking the adapter against {modelDir}";
+                    T5Config mc = T5Config.Load(Path.Combine(modelDir, "config.json"));
+                    adapter.CheckFits(new T5Modules(mc), mc, adapterDir);
+                    Console.WriteLine($"fits         {modelDir}");
+                }
+                return 0;
+            }
             string dir = CliCommon.ResolveModel(r, r.GetValue(model)!);
             CliCommon.Doing = $"reading {dir}";
             T5Config c = T5Config.Load(Path.Combine(dir, "config.json"));

@@ -1,7 +1,9 @@
 // The public entry point: load a model (a folder or a hub id) once, then generate text for prompts — one, a batch,
 // async, streamed.
+using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using ManagedT5.Adapters;
 using ManagedT5.Generation;
 using ManagedT5.Hub;
 using ManagedT5.Kernels;
@@ -27,6 +29,11 @@ public sealed record T5LoadOptions
     /// SentencePiece the models were trained with) or <see cref="TokenizerCompat.Fast"/> (tokenizer.json, what
     /// AutoTokenizer returns; for a model fine-tuned through it).</summary>
     public TokenizerCompat TokenizerCompat { get; init; }
+    /// <summary>A LoRA adapter folder in HF PEFT's format (adapter_config.json + adapter_model.safetensors) merged into
+    /// the weights at load: each Linear it targets becomes W + scale·(B·A), computed in f32 before the conversion to
+    /// <see cref="WeightFormat"/>. Null: none. To keep several adapters apart on one base model instead, load without
+    /// one and call <see cref="T5TextGenerator.AddAdapter"/> for each.</summary>
+    public string? Adapter { get; init; }
 }
 
 /// <summary>One generated text.</summary>
@@ -48,11 +55,57 @@ public sealed class T5TextGenerator : IDisposable
     /// <summary>Defaults read from generation_config.json.</summary>
     public GenerationOptions DefaultOptions { get; }
 
-    private T5TextGenerator(T5Model model, T5Tokenizer tokenizer, GenerationOptions defaults)
+    private readonly T5TextGenerator? _parent;                          // set on an adapter's generator: its owner
+    private readonly ConcurrentDictionary<string, T5TextGenerator> _adapters = new(StringComparer.Ordinal);
+    private readonly Lock _adding = new();
+
+    private T5TextGenerator(T5Model model, T5Tokenizer tokenizer, GenerationOptions defaults, T5TextGenerator? parent = null)
     {
         Model = model;
         Tokenizer = tokenizer;
         DefaultOptions = defaults;
+        _parent = parent;
+    }
+
+    /// <summary>
+    /// Adds a LoRA adapter (a PEFT folder) under <paramref name="name"/>, kept apart from the base model: only the Linears
+    /// it targets are copied and merged (W + scale·(B·A), in the base's weight format); every other weight is shared
+    /// (<see cref="T5Model.WithAdapter"/>). Returns the adapter's generator, which <see cref="ForAdapter"/> also gives:
+    /// requests on it use the adapter, requests here the base model, and any of them may run at once. The adapters live
+    /// until this generator is disposed.
+    /// </summary>
+    /// <exception cref="ModelLoadException">A bad adapter folder, or one that does not fit the model (named).</exception>
+    /// <exception cref="ArgumentException">The name is empty or already used.</exception>
+    public T5TextGenerator AddAdapter(string name, string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        if (_parent is not null)
+            throw new InvalidOperationException("Adapters are added to the base model's generator, not to an adapter's.");
+        LoraAdapter adapter = LoraAdapter.Load(directory);
+        lock (_adding)
+        {
+            if (_adapters.ContainsKey(name))
+                throw new ArgumentException($"adapter: an adapter named '{name}' is already added; choose another name.", "adapter");
+            var generator = new T5TextGenerator(Model.WithAdapter(adapter), Tokenizer, DefaultOptions, this);
+            _adapters[name] = generator;
+            return generator;
+        }
+    }
+
+    /// <summary>The names of the adapters added with <see cref="AddAdapter"/>.</summary>
+    public IReadOnlyCollection<string> AdapterNames => (IReadOnlyCollection<string>)_adapters.Keys;
+
+    /// <summary>The generator whose requests use the adapter added as <paramref name="name"/>; null gives this one (the
+    /// base model). Cheap: pick one per request.</summary>
+    /// <exception cref="ArgumentException">No adapter has that name (ParamName "adapter").</exception>
+    public T5TextGenerator ForAdapter(string? name)
+    {
+        if (name is null) return _parent ?? this;
+        T5TextGenerator owner = _parent ?? this;
+        return owner._adapters.TryGetValue(name, out T5TextGenerator? g) ? g
+            : throw new ArgumentException($"adapter: no adapter is named '{name}'" +
+                (owner._adapters.IsEmpty ? "; none was added." : $"; added: {string.Join(", ", owner._adapters.Keys.Order(StringComparer.Ordinal))}."), "adapter");
     }
 
     /// <summary>
@@ -124,7 +177,9 @@ public sealed class T5TextGenerator : IDisposable
         IBackend backend = BackendFactory.Create(options.Device, options.Threads);
         try
         {
-            T5Model model = T5Model.Load(modelDirectory, backend, new T5ModelOptions { WeightFormat = options.WeightFormat }, ownsBackend: true);
+            LoraAdapter? adapter = options.Adapter is null ? null : LoraAdapter.Load(options.Adapter);
+            T5Model model = T5Model.Load(modelDirectory, backend,
+                new T5ModelOptions { WeightFormat = options.WeightFormat, Adapter = adapter }, ownsBackend: true);
             var defaults = GenerationOptions.FromGenerationConfig(Path.Combine(modelDirectory, "generation_config.json"));
             return new T5TextGenerator(model, tokenizer, defaults);
         }
@@ -237,6 +292,13 @@ public sealed class T5TextGenerator : IDisposable
     private GenerationResult[] ToResults(GenerationOutput output) =>
         output.Sequences.Select((s, i) => new GenerationResult(Tokenizer.Decode(s), s, output.SequencesScores?[i])).ToArray();
 
-    /// <inheritdoc />
-    public void Dispose() => Model.Dispose();
+    /// <summary>Releases the weights: the base model's and every added adapter's. On an adapter's generator it does
+    /// nothing (the base model's generator owns it).</summary>
+    public void Dispose()
+    {
+        if (_parent is not null) return;
+        foreach (T5TextGenerator adapter in _adapters.Values) adapter.Model.Dispose();
+        _adapters.Clear();
+        Model.Dispose();
+    }
 }

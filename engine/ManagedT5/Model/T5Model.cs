@@ -1,6 +1,7 @@
 // T5ForConditionalGeneration's forward pass, read like modeling_t5.py: T5Stack encoder and decoder of T5Blocks,
 // each a pre-norm residual sublayer x = x + Sublayer(T5LayerNorm(x)). All arithmetic goes through IBackend; the module
 // names (and which layers own a relative_attention_bias) come from T5Modules.
+using ManagedT5.Adapters;
 using ManagedT5.Kernels;
 using ManagedT5.Loading;
 
@@ -11,6 +12,10 @@ public sealed record T5ModelOptions
 {
     /// <summary>How matrices are kept (null: as stored — F32 checkpoints stay F32, BF16 stay BF16).</summary>
     public WeightFormat? WeightFormat { get; init; }
+    /// <summary>A LoRA adapter (<see cref="LoraAdapter.Load"/>) merged into the weights at load: each Linear it targets
+    /// becomes W + scale·(B·A), computed in f32 before the conversion to <see cref="WeightFormat"/>. Null: none. To
+    /// keep adapters apart and share one base model, load without one and call <see cref="T5Model.WithAdapter"/>.</summary>
+    public LoraAdapter? Adapter { get; init; }
 }
 
 /// <summary>
@@ -21,6 +26,7 @@ public sealed class T5Model : IDisposable
 {
     private readonly Checkpoint? _checkpoint;   // the memory map the CPU weights point into
     private readonly bool _ownsBackend;
+    private readonly WeightFormat? _weightFormat;
     internal readonly T5Weights Weights;
 
     /// <summary>The architecture.</summary>
@@ -29,16 +35,23 @@ public sealed class T5Model : IDisposable
     public IBackend Backend { get; }
     /// <summary>Checkpoint tensors no module uses (reported, not fatal).</summary>
     public IReadOnlyList<string> UnexpectedTensors => Weights.UnexpectedTensors;
-    /// <summary>Bytes of weights as the backend keeps them.</summary>
+    /// <summary>Bytes of weights as the backend keeps them (for an adapter view: the ones it uses, its base's included).</summary>
     public long WeightBytes => Weights.ByteLength;
+    /// <summary>Bytes of the weights this model made and frees when disposed: <see cref="WeightBytes"/> for a loaded
+    /// model; for an adapter view (<see cref="WithAdapter"/>) only its merged copies of the Linears the adapter targets.</summary>
+    public long OwnedWeightBytes => Weights.OwnedByteLength;
+    /// <summary>The LoRA adapter merged into this model's weights (at load, or by <see cref="WithAdapter"/>), or null.</summary>
+    public LoraAdapter? Adapter => Weights.Adapter;
     /// <summary>The module tree with HF's names: the checkpoint names the weights were bound by, and the names an
     /// <see cref="ITensorObserver"/> sees.</summary>
     public T5Modules Modules => Weights.Modules;
     /// <summary>False for an encoder-only checkpoint (T5EncoderModel): it can <see cref="Encode"/> but not decode.</summary>
     public bool HasDecoder => Modules.Decoder is not null;
 
-    private T5Model(T5Config config, IBackend backend, bool ownsBackend, Checkpoint? checkpoint, T5Weights weights)
+    private T5Model(T5Config config, IBackend backend, bool ownsBackend, Checkpoint? checkpoint, T5Weights weights,
+        WeightFormat? weightFormat)
     {
+        _weightFormat = weightFormat;
         Config = config;
         Backend = backend;
         _ownsBackend = ownsBackend;
@@ -68,8 +81,30 @@ public sealed class T5Model : IDisposable
     public static T5Model FromCheckpoint(T5Config config, Checkpoint checkpoint, IBackend backend,
         T5ModelOptions? options = null, bool ownsBackend = false)
     {
-        T5Weights weights = T5Weights.Bind(checkpoint, config, backend, options?.WeightFormat);
-        return new T5Model(config, backend, ownsBackend, checkpoint, weights);
+        T5Weights weights = T5Weights.Bind(checkpoint, config, backend, options?.WeightFormat, options?.Adapter);
+        return new T5Model(config, backend, ownsBackend, checkpoint, weights, options?.WeightFormat);
+    }
+
+    /// <summary>
+    /// This model with a LoRA adapter, kept apart from it: a view whose Linears targeted by <paramref name="adapter"/> are
+    /// merged copies (W + scale·(B·A) in f32 from the checkpoint, then in this model's weight format, exactly as
+    /// <see cref="T5ModelOptions.Adapter"/> merges at load) and whose every other weight is this model's own, not a copy.
+    /// The view adds only the bytes of those Linears (<see cref="OwnedWeightBytes"/>). Any number of views may share
+    /// one base, and requests on the base and on views run concurrently. Dispose a view before its base: disposing it
+    /// frees only its merged Linears; the base must outlive it.
+    /// </summary>
+    /// <exception cref="ModelLoadException">The adapter does not fit this model (the message names each module).</exception>
+    /// <exception cref="InvalidOperationException">This model already has an adapter merged in.</exception>
+    public T5Model WithAdapter(LoraAdapter adapter)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        if (Adapter is not null)
+            throw new InvalidOperationException(
+                $"This model already has the adapter from '{Adapter.Source}' merged in; load the base model without an adapter " +
+                "to keep several adapters apart on it.");
+        Checkpoint checkpoint = _checkpoint ?? throw new InvalidOperationException("This model has no checkpoint to merge from.");
+        T5Weights weights = T5Weights.Bind(checkpoint, Config, Backend, _weightFormat, adapter, shareWith: Weights);
+        return new T5Model(Config, Backend, ownsBackend: false, checkpoint: null, weights, _weightFormat);
     }
 
     // ---------------------------------------------------------------- encoder

@@ -1,6 +1,8 @@
 // Binds checkpoint tensors to the T5 modules by the names and shapes T5Modules gives (HF's names, the config's shapes),
-// checking every shape, listing every missing tensor at once and reporting the ones no module uses.
+// checking every shape, listing every missing tensor at once and reporting the ones no module uses. A LoRA adapter is
+// merged here, in f32 from the checkpoint's values, before a Linear is converted to the requested format.
 using System.Runtime.InteropServices;
+using ManagedT5.Adapters;
 using ManagedT5.Kernels;
 using ManagedT5.Loading;
 
@@ -22,7 +24,10 @@ internal sealed record BlockWeights(IWeight SelfAttentionNorm, AttentionWeights 
 /// names in <see cref="T5Modules"/>.</summary>
 internal sealed class T5Weights : IDisposable
 {
-    private readonly List<IWeight> _all = [];
+    private readonly List<IWeight> _all = [];                        // the weights this object made, and disposes
+    private readonly List<IWeight> _shared = [];                     // another T5Weights' weights it uses (an adapter view)
+    private readonly Dictionary<string, IWeight> _byName = new(StringComparer.Ordinal);   // checkpoint name -> weight
+    private readonly List<nint> _merged = [];                        // f32 merged matrices a weight may point into
 
     /// <summary>The module tree the weights were bound by (its names are also the forward pass's observer names).</summary>
     public T5Modules Modules { get; private set; } = null!;
@@ -41,15 +46,29 @@ internal sealed class T5Weights : IDisposable
     /// <summary>Checkpoint tensors that no module uses (reported, not fatal).</summary>
     public IReadOnlyList<string> UnexpectedTensors { get; private set; } = [];
 
-    /// <summary>Total bytes of the prepared weights, as the backend keeps them (shared counted once).</summary>
-    public long ByteLength => _all.Distinct().Sum(w => w.ByteLength);
+    /// <summary>Total bytes of the prepared weights, as the backend keeps them (shared counted once), including the
+    /// weights an adapter view borrows from its base.</summary>
+    public long ByteLength => _all.Concat(_shared).Distinct().Sum(w => w.ByteLength);
+
+    /// <summary>Bytes of the weights this object made and owns: all of them for a loaded model; for an adapter view
+    /// only the merged copies of the Linears the adapter targets.</summary>
+    public long OwnedByteLength => _all.Distinct().Sum(w => w.ByteLength);
+
+    /// <summary>The adapter merged into these weights, or null.</summary>
+    public LoraAdapter? Adapter { get; private set; }
 
     /// <summary>Binds a checkpoint. <paramref name="linearFormat"/> (null: as stored) applies to matrices that are
-    /// multiplied (projections, FFN, embeddings, head); norms and bias tables are kept in fp32.</summary>
-    public static T5Weights Bind(Checkpoint checkpoint, T5Config config, IBackend backend, WeightFormat? linearFormat)
+    /// multiplied (projections, FFN, embeddings, head); norms and bias tables are kept in fp32. With an
+    /// <paramref name="adapter"/>, each Linear it targets becomes W + scale·(B·A), computed in f32 from the checkpoint's
+    /// values and then converted to the format; the adapter must fit the model (<see cref="LoraAdapter.CheckFits"/>).
+    /// With <paramref name="shareWith"/> (the base model's weights, bound from the same checkpoint), every weight the
+    /// adapter does not target is that object's, not a copy: only the merged Linears are made and owned here.</summary>
+    public static T5Weights Bind(Checkpoint checkpoint, T5Config config, IBackend backend, WeightFormat? linearFormat,
+        LoraAdapter? adapter = null, T5Weights? shareWith = null)
     {
-        var binder = new Binder(checkpoint, config, backend, linearFormat);
-        var weights = new T5Weights();
+        if (adapter is not null) adapter.CheckFits(new T5Modules(config), config, adapter.Source ?? "(an adapter made in memory)");
+        var binder = new Binder(checkpoint, config, backend, linearFormat, adapter, shareWith);
+        var weights = new T5Weights { Adapter = adapter };
         try
         {
             binder.Bind(weights);
@@ -67,13 +86,18 @@ internal sealed class T5Weights : IDisposable
     }
 
     /// <inheritdoc />
-    public void Dispose()
+    public unsafe void Dispose()
     {
         foreach (IWeight w in _all.Distinct()) w.Dispose();
         _all.Clear();
+        _shared.Clear();
+        _byName.Clear();
+        foreach (nint p in _merged) NativeMemory.AlignedFree((void*)p);
+        _merged.Clear();
     }
 
-    private sealed unsafe class Binder(Checkpoint checkpoint, T5Config config, IBackend backend, WeightFormat? linearFormat) : IDisposable
+    private sealed unsafe class Binder(Checkpoint checkpoint, T5Config config, IBackend backend, WeightFormat? linearFormat,
+        LoraAdapter? adapter, T5Weights? shareWith) : IDisposable
     {
         private readonly List<string> _missing = [];
         private byte* _staging;          // file reads of tensors that are converted at load (see Prepare)
@@ -161,9 +185,9 @@ internal sealed class T5Weights : IDisposable
         /// <summary>Prepares a parameter of the tree (null stays null): matrices in the chosen format, the rest fp32.
         /// A missing tensor is recorded and gives null, so that one error lists every missing tensor.</summary>
         private IWeight? Prepare(T5Parameter? p) => p is null ? null
-            : Prepare(p.Name, p.Shape, p.Role == T5ParameterRole.Matrix ? linearFormat : WeightFormat.F32);
+            : Prepare(p.Name, p.Shape, p.Role == T5ParameterRole.Matrix ? linearFormat : WeightFormat.F32, adapter?.Find(p.Module));
 
-        private IWeight? Prepare(string name, int[] shape, WeightFormat? format)
+        private IWeight? Prepare(string name, int[] shape, WeightFormat? format, LoraModule? lora)
         {
             if (!checkpoint.Contains(name))
             {
@@ -176,12 +200,51 @@ internal sealed class T5Weights : IDisposable
             if (info.DType is not (DType.F32 or DType.F16 or DType.BF16))
                 throw new ModelLoadException(
                     $"Tensor '{name}' has dtype {info.DType}; T5 weights must be F32, F16 or BF16.", checkpoint.Files[0].Path);
+            if (lora is not null) return Merged(name, info, format, lora);
+            if (shareWith is not null)
+            {
+                // An adapter view: everything the adapter leaves alone is the base model's weight, not a copy.
+                IWeight shared = shareWith._byName[name];
+                _target._shared.Add(shared);
+                _target._byName[name] = shared;
+                return shared;
+            }
             // A tensor converted to another format is read from the file into a staging buffer, not through the map:
             // the weight is the converted copy, and the source pages then never join this process's resident set.
             bool converted = format is { } target && target != info.DType.AsStoredWeightFormat();
             HostTensor tensor = converted ? checkpoint.ReadTensor(name, Staging(info.End - info.Begin), _stagingBytes) : checkpoint.GetTensor(name);
             IWeight weight = backend.CreateWeight(tensor, format);
             _target._all.Add(weight);
+            _target._byName[name] = weight;
+            return weight;
+        }
+
+        /// <summary>PEFT's merge (LoraLayer.merge): W' = W + scale·(B·A), in f32 from the checkpoint's values (widened from
+        /// F16/BF16), then converted to <paramref name="format"/> (null: the stored dtype's format). W: [out, in].</summary>
+        private IWeight Merged(string name, SafeTensorInfo info, WeightFormat? format, LoraModule lora)
+        {
+            HostTensor stored = checkpoint.ReadTensor(name, Staging(info.End - info.Begin), _stagingBytes);
+            long count = stored.ElementCount;
+            float* merged = (float*)NativeMemory.AlignedAlloc((nuint)(count * sizeof(float)), 64);
+            float[] delta = lora.Delta(adapter!.Config.Scale);                            // scale·(B·A): [out, in]
+            for (long i = 0; i < count; i++) merged[i] = stored.GetSingle(i) + delta[i];
+            WeightFormat target = format ?? info.DType.AsStoredWeightFormat()!.Value;
+            IWeight weight;
+            try
+            {
+                weight = backend.CreateWeight(new HostTensor(name, DType.F32, info.Shape, (nint)merged), target);
+            }
+            catch
+            {
+                NativeMemory.AlignedFree(merged);
+                throw;
+            }
+            // An F32 weight may point into the merged values (the CPU backend keeps F32 sources as they are): they then
+            // live as long as the weights. A converted weight is its own copy.
+            if (target == WeightFormat.F32) _target._merged.Add((nint)merged);
+            else NativeMemory.AlignedFree(merged);
+            _target._all.Add(weight);
+            _target._byName[name] = weight;
             return weight;
         }
 
