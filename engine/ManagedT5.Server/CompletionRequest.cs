@@ -8,7 +8,7 @@ namespace ManagedT5.Server;
 
 /// <summary>A checked completion request: one or more prompt texts, each answered by <see cref="N"/> choices.</summary>
 internal sealed record CompletionRequest(
-    IReadOnlyList<string> Prompts, GenerationOptions Options, int N, IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage)
+    string Model, IReadOnlyList<string> Prompts, GenerationOptions Options, int N, IReadOnlyList<string> Stop, bool Stream, bool IncludeUsage)
 {
     /// <summary>OpenAI fields that change nothing here and are accepted as sent.</summary>
     private static readonly HashSet<string> Ignored = ["user", "metadata", "store", "service_tier", "stream_options", "parallel_tool_calls"];
@@ -20,7 +20,8 @@ internal sealed record CompletionRequest(
         .Select(o => o.Name).ToHashSet();
 
     /// <summary>Parses a request body. <paramref name="chat"/>: "messages" instead of "prompt".</summary>
-    public static CompletionRequest Parse(JsonElement root, bool chat, string modelId, GenerationOptions defaults, int vocabSize,
+    /// <paramref name="models"/>: the names this server generates with (the base model and its adapters); another is 404.
+    public static CompletionRequest Parse(JsonElement root, bool chat, IReadOnlyCollection<string> models, GenerationOptions defaults, int vocabSize,
         T5ServerOptions limits)
     {
         if (root.ValueKind != JsonValueKind.Object)
@@ -110,8 +111,11 @@ internal sealed record CompletionRequest(
         }
 
         if (model is null) throw ApiError.BadRequest("model: missing; give the model name that GET /v1/models lists.", "model");
-        if (model != modelId)
-            throw ApiError.BadRequest($"model: '{model}' is not served here; this server serves '{modelId}'.", "model", "model_not_found");
+        if (!models.Contains(model))
+            throw new ApiError(404, models.Count == 0
+                ? $"model: '{model}' cannot generate here; this server serves an embedding model only (POST /v1/embeddings)."
+                : $"model: The model '{model}' does not exist here; this server generates with {string.Join(", ", models.Select(m => $"'{m}'"))}.",
+                "model", "model_not_found");
         if (prompts is null)
         {
             string field = chat ? "messages" : "prompt";
@@ -137,7 +141,7 @@ internal sealed record CompletionRequest(
             throw ApiError.BadRequest("stream: beam search (num_beams > 1) cannot stream; set stream false.", "stream");
         try { o.Validate(vocabSize); }
         catch (ArgumentException e) { throw ApiError.BadRequest(e.Message, e.ParamName); }
-        return new CompletionRequest(prompts, o, n, stop, stream, includeUsage);
+        return new CompletionRequest(model, prompts, o, n, stop, stream, includeUsage);
     }
 
     private static IReadOnlyList<string> ReadPrompt(JsonElement v)

@@ -1,6 +1,7 @@
 // The HTTP server: Kestrel on one address, the OpenAI-compatible routes (/v1/completions, /v1/chat/completions,
 // /v1/embeddings, /v1/models), /health, /ready, /metrics, the API-key check, and a stop that drains in-flight requests.
-// Every request's generation goes through one ContinuousBatcher over the loaded model.
+// Each served model view (the base model, and each LoRA adapter by its name) has its own ContinuousBatcher: rows of
+// different adapters cannot share one Linear, so they never share a batch. Embeddings run on the T5Embedder directly.
 using System.Diagnostics;
 using System.Net;
 using System.Security.Cryptography;
@@ -8,7 +9,9 @@ using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
 using ManagedT5.Batching;
+using ManagedT5.Embeddings;
 using ManagedT5.Generation;
+using ManagedT5.Tokenizer;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -23,15 +26,20 @@ using Prometheus;
 namespace ManagedT5.Server;
 
 /// <summary>
-/// An OpenAI-compatible server for one loaded <see cref="T5TextGenerator"/>. <see cref="StartAsync"/> listens;
+/// An OpenAI-compatible server for one loaded <see cref="T5TextGenerator"/> (served as <see cref="T5ServerOptions.ModelId"/>,
+/// and each adapter added to it with <see cref="T5TextGenerator.AddAdapter"/> before the server is built, served by the
+/// adapter's name), and/or one <see cref="T5Embedder"/> for /v1/embeddings (served as ModelId). <see cref="StartAsync"/> listens;
 /// <see cref="StopAsync"/> (or SIGTERM / Ctrl+C, which the host turns into the same stop) stops accepting, lets in-flight
-/// requests finish (up to <see cref="T5ServerOptions.ShutdownTimeout"/>) and returns. The generator is not disposed.
+/// requests finish (up to <see cref="T5ServerOptions.ShutdownTimeout"/>) and returns. The models are not disposed.
 /// </summary>
 public sealed class T5Server : IAsyncDisposable
 {
-    private readonly T5TextGenerator _generator;
+    /// <summary>One name clients send as "model": a generator (the base or an adapter's) and its own batcher.</summary>
+    private sealed record ModelView(string Id, T5TextGenerator Generator, ContinuousBatcher Batcher, string? Parent);
+
     private readonly T5ServerOptions _options;
-    private readonly ContinuousBatcher _batcher;
+    private readonly Dictionary<string, ModelView> _views = new(StringComparer.Ordinal);   // base first, then adapters
+    private readonly T5Embedder? _embedder;
     private readonly ServerMetrics _metrics;
     private readonly WebApplication _app;
     private readonly byte[]? _keyHash;
@@ -40,20 +48,47 @@ public sealed class T5Server : IAsyncDisposable
     /// <summary>JSON as clients read it: quotes and non-ASCII text written as they are, not as \u escapes.</summary>
     internal static readonly JsonWriterOptions JsonOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    /// <summary>Builds the server (nothing listens until <see cref="StartAsync"/>).</summary>
+    /// <summary>Builds a generation server (nothing listens until <see cref="StartAsync"/>); /v1/embeddings answers 404.</summary>
     /// <exception cref="ArgumentException">A bad option (ParamName: the CLI option's snake_case name).</exception>
-    public T5Server(T5TextGenerator generator, T5ServerOptions? options = null)
+    public T5Server(T5TextGenerator generator, T5ServerOptions? options = null) : this(generator, null, options)
     {
-        ArgumentNullException.ThrowIfNull(generator);
-        _generator = generator;
+    }
+
+    /// <summary>Builds an embedding server: /v1/embeddings only; completions answer 404 model_not_found.</summary>
+    /// <exception cref="ArgumentException">A bad option (ParamName: the CLI option's snake_case name).</exception>
+    public T5Server(T5Embedder embedder, T5ServerOptions? options = null) : this(null, embedder, options)
+    {
+    }
+
+    /// <summary>Builds a server for a generator, an embedder or both (at least one); both are served under
+    /// <see cref="T5ServerOptions.ModelId"/>, and each adapter of the generator under its own name.</summary>
+    /// <exception cref="ArgumentException">A bad option (ParamName: the CLI option's snake_case name), or an adapter named
+    /// like the model (ParamName "adapter").</exception>
+    public T5Server(T5TextGenerator? generator, T5Embedder? embedder, T5ServerOptions? options = null)
+    {
+        if (generator is null && embedder is null) throw new ArgumentNullException(nameof(generator), "Give a generator, an embedder or both.");
         _options = options ?? new T5ServerOptions();
         _options.Validate();
+        _embedder = embedder;
         IPAddress address = _options.Host == "localhost" ? IPAddress.Loopback
             : IPAddress.TryParse(_options.Host, out IPAddress? ip) ? ip
             : throw new ArgumentException($"host: '{_options.Host}' is not an IP address; give one such as 127.0.0.1, 0.0.0.0 or ::.", "host");
         _keyHash = _options.ApiKey is null ? null : SHA256.HashData(Encoding.UTF8.GetBytes(_options.ApiKey));
-        _batcher = new ContinuousBatcher(generator.Model, new ContinuousBatchingOptions { MaxBatch = _options.MaxBatch, MaxQueue = _options.MaxQueue });
-        _metrics = new ServerMetrics(_batcher, _options.MaxQueue);
+        if (generator is not null)
+        {
+            var batching = new ContinuousBatchingOptions { MaxBatch = _options.MaxBatch, MaxQueue = _options.MaxQueue };
+            string[] adapters = [.. generator.AdapterNames.Order(StringComparer.Ordinal)];
+            if (adapters.Contains(_options.ModelId))
+                throw new ArgumentException($"adapter: the adapter '{_options.ModelId}' has the served model's own name; give the adapter or " +
+                                            "--served-model-name another name.", "adapter");
+            _views[_options.ModelId] = new ModelView(_options.ModelId, generator, new ContinuousBatcher(generator.Model, batching), null);
+            foreach (string name in adapters)
+            {
+                T5TextGenerator view = generator.ForAdapter(name);
+                _views[name] = new ModelView(name, view, new ContinuousBatcher(view.Model, batching), _options.ModelId);
+            }
+        }
+        _metrics = new ServerMetrics(() => QueueDepth, () => RunningRows, _options.MaxQueue);
 
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
@@ -79,11 +114,14 @@ public sealed class T5Server : IAsyncDisposable
     /// <summary>The address the server listens on (known after <see cref="StartAsync"/>; with port 0, the port chosen).</summary>
     public Uri Address { get; private set; } = new("http://127.0.0.1/");
 
-    /// <summary>Requests waiting for a place in the batch.</summary>
-    public int QueueDepth => _batcher.QueueDepth;
+    /// <summary>Requests waiting for a place in a batch (all served models together).</summary>
+    public int QueueDepth => _views.Values.Sum(v => v.Batcher.QueueDepth);
 
-    /// <summary>Rows decoding in the running batch.</summary>
-    public int RunningRows => _batcher.RunningRows;
+    /// <summary>Rows decoding in the running batches (all served models together).</summary>
+    public int RunningRows => _views.Values.Sum(v => v.Batcher.RunningRows);
+
+    /// <summary>The names clients may send as "model" to generate: the served model, then its adapters.</summary>
+    public IReadOnlyCollection<string> GenerationModels => _views.Keys;
 
     /// <summary>Starts listening; returns once requests are accepted.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
@@ -110,7 +148,7 @@ public sealed class T5Server : IAsyncDisposable
     {
         if (_started && !_stopping) await StopAsync().ConfigureAwait(false);
         await _app.DisposeAsync().ConfigureAwait(false);
-        await _batcher.DisposeAsync().ConfigureAwait(false);
+        foreach (ModelView view in _views.Values) await view.Batcher.DisposeAsync().ConfigureAwait(false);
     }
 
     private void Map(WebApplication app)
@@ -136,26 +174,27 @@ public sealed class T5Server : IAsyncDisposable
         });
         app.MapPost("/v1/completions", context => CompletionsAsync(context, chat: false));
         app.MapPost("/v1/chat/completions", context => CompletionsAsync(context, chat: true));
-        app.MapPost("/v1/embeddings", context => Guarded(context, "embeddings", () => EmbeddingsEndpoint.HandleAsync(context, _options.ModelId)));
+        app.MapPost("/v1/embeddings", context => Guarded(context, "embeddings", () => EmbeddingsAsync(context)));
         app.MapGet("/v1/models", context => WriteJsonAsync(context.Response, w =>
         {
             w.WriteStartObject();
             w.WriteString("object", "list");
             w.WriteStartArray("data");
-            WriteModel(w);
+            foreach (string id in ModelIds) WriteModel(w, id);
             w.WriteEndArray();
             w.WriteEndObject();
         }));
         app.MapGet("/v1/models/{**id}", context => Guarded(context, "models", () =>
-            (string?)context.Request.RouteValues["id"] == _options.ModelId
-                ? WriteJsonAsync(context.Response, WriteModel)
-                : throw new ApiError(404, $"The model '{context.Request.RouteValues["id"]}' does not exist here; this server serves '{_options.ModelId}'.",
-                    "model", "model_not_found")));
+            context.Request.RouteValues["id"] is string id && ModelIds.Contains(id)
+                ? WriteJsonAsync(context.Response, w => WriteModel(w, id))
+                : throw new ApiError(404, $"The model '{context.Request.RouteValues["id"]}' does not exist here; this server serves " +
+                                          $"{string.Join(", ", ModelIds.Select(m => $"'{m}'"))}.", "model", "model_not_found")));
         app.MapGet("/health", context => WriteJsonAsync(context.Response, w => { w.WriteStartObject(); w.WriteString("status", "ok"); w.WriteEndObject(); }));
         app.MapGet("/ready", context =>
         {
-            // Ready: started, not draining, and the queue has room (a full queue sends new clients to other replicas).
-            string? why = !_started ? "starting" : _stopping ? "draining" : _batcher.QueueDepth >= _options.MaxQueue ? "queue full" : null;
+            // Ready: started, not draining, and the queue has room (a full queue sends new clients to other replicas); with
+            // adapters, the waiting requests of every model count against the one --max-queue.
+            string? why = !_started ? "starting" : _stopping ? "draining" : QueueDepth >= _options.MaxQueue ? "queue full" : null;
             if (why is not null) context.Response.StatusCode = 503;
             return WriteJsonAsync(context.Response, w => { w.WriteStartObject(); w.WriteString("status", why ?? "ready"); w.WriteEndObject(); });
         });
@@ -166,14 +205,46 @@ public sealed class T5Server : IAsyncDisposable
             : new ApiError(405, $"{context.Request.Method} is not allowed on {context.Request.Path}; use POST.")).WriteAsync(context.Response));
     }
 
-    private void WriteModel(Utf8JsonWriter w)
+    /// <summary>What /v1/models lists: the served model, then each adapter by its name.</summary>
+    private IEnumerable<string> ModelIds => _views.Count > 0 ? _views.Keys : [_options.ModelId];
+
+    /// <summary>One /v1/models entry; an adapter names its base as "parent" (and "root"), as vLLM lists LoRA modules.</summary>
+    private void WriteModel(Utf8JsonWriter w, string id)
     {
         w.WriteStartObject();
-        w.WriteString("id", _options.ModelId);
+        w.WriteString("id", id);
         w.WriteString("object", "model");
         w.WriteNumber("created", 0);
         w.WriteString("owned_by", "managedt5");
+        if (_views.TryGetValue(id, out ModelView? view) && view.Parent is not null)
+        {
+            w.WriteString("root", view.Parent);
+            w.WriteString("parent", view.Parent);
+        }
         w.WriteEndObject();
+    }
+
+    /// <summary>POST /v1/embeddings on the embedder (its own thread-pool work; not through the batchers).</summary>
+    private async Task EmbeddingsAsync(HttpContext context)
+    {
+        using var timeout = new CancellationTokenSource(_options.RequestTimeout);
+        using var request = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, timeout.Token);
+        _metrics.InFlight.Inc();
+        try
+        {
+            using JsonDocument body = await ReadJsonAsync(context.Request, request.Token);
+            try
+            {
+                await EmbeddingsEndpoint.HandleAsync(context.Response, body.RootElement, _embedder, _options, _views.Keys,
+                    tokens => _metrics.PromptTokens.Inc(tokens), request.Token);
+            }
+            catch (OperationCanceledException) when (timeout.IsCancellationRequested && !context.RequestAborted.IsCancellationRequested)
+            {
+                throw new ApiError(408, $"The request took longer than the server's limit of {_options.RequestTimeout.TotalSeconds:0.###} s " +
+                                        "and was cancelled; send fewer inputs.", code: "timeout");
+            }
+        }
+        finally { _metrics.InFlight.Dec(); }
     }
 
     /// <summary>Constant-time comparison of the bearer token with the key (both hashed, so lengths leak nothing).</summary>
@@ -245,25 +316,28 @@ public sealed class T5Server : IAsyncDisposable
         try
         {
             using JsonDocument body = await ReadJsonAsync(context.Request, request.Token);
-            CompletionRequest r = CompletionRequest.Parse(body.RootElement, chat, _options.ModelId, _generator.DefaultOptions,
-                _generator.Model.Config.VocabSize, _options);
-            int[][] prompts = Encode(r.Prompts, chat);
+            ModelView? first = _views.Values.FirstOrDefault();
+            CompletionRequest r = CompletionRequest.Parse(body.RootElement, chat, _views.Keys, first?.Generator.DefaultOptions ?? new GenerationOptions(),
+                first?.Generator.Model.Config.VocabSize ?? 0, _options);
+            ModelView view = _views[r.Model];
+            T5TextGenerator generator = view.Generator;
+            int[][] prompts = Encode(generator.Tokenizer, r.Prompts, chat);
             _metrics.PromptTokens.Inc(prompts.Sum(p => p.Length) * r.N);
-            int eos = r.Options.EosTokenId ?? _generator.Model.Config.EosTokenId;
+            int eos = r.Options.EosTokenId ?? generator.Model.Config.EosTokenId;
             foreach (int[] ids in prompts)
                 for (int i = 0; i < r.N; i++)
                 {
                     // n > 1 with a seed: choice i samples with seed + i, so the choices differ and the answer repeats.
                     GenerationOptions o = r.N > 1 && r.Options.Seed is ulong seed ? r.Options with { Seed = seed + (ulong)i } : r.Options;
-                    runs.Add(new ChoiceRun(_batcher, _generator.Tokenizer, ids, o, eos, r.Stop, request.Token));
+                    runs.Add(new ChoiceRun(view.Batcher, generator.Tokenizer, ids, o, eos, r.Stop, request.Token));
                 }
             await StartAllAsync(runs, request);
             _metrics.TimeToFirstToken.WithLabels(endpoint).Observe(Stopwatch.GetElapsedTime(start).TotalSeconds);
             string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
             long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
             int promptTokens = prompts.Sum(p => p.Length) * r.N;
-            if (r.Stream) await StreamAsync(context.Response, _options.ModelId, r, runs, chat, id, created, promptTokens, request.Token);
-            else await WholeAsync(context.Response, _options.ModelId, runs, chat, id, created, promptTokens);
+            if (r.Stream) await StreamAsync(context.Response, r.Model, r, runs, chat, id, created, promptTokens, request.Token);
+            else await WholeAsync(context.Response, r.Model, runs, chat, id, created, promptTokens);
         }
         catch (Exception e)
         {
@@ -302,14 +376,14 @@ public sealed class T5Server : IAsyncDisposable
     }
 
     /// <summary>The prompts' ids, special-token spellings as plain text; empty or too long is 400.</summary>
-    private int[][] Encode(IReadOnlyList<string> prompts, bool chat)
+    private int[][] Encode(T5Tokenizer tokenizer, IReadOnlyList<string> prompts, bool chat)
     {
         string field = chat ? "messages" : "prompt";
         var ids = new int[prompts.Count][];
         for (int i = 0; i < prompts.Count; i++)
         {
             if (string.IsNullOrWhiteSpace(prompts[i])) throw ApiError.BadRequest($"{field}: the prompt is empty; give some text.", field);
-            ids[i] = _generator.Tokenizer.Encode(prompts[i], parseSpecialTokens: false);
+            ids[i] = tokenizer.Encode(prompts[i], parseSpecialTokens: false);
             if (ids[i].Length > _options.MaxPromptTokens)
                 throw ApiError.BadRequest($"{field}: the prompt has {ids[i].Length} tokens, more than this server's limit of " +
                                           $"{_options.MaxPromptTokens}; shorten it.", field, "context_length_exceeded");

@@ -27,6 +27,9 @@ public sealed record T5ServerOptions
     public int MaxChoices { get; init; } = 16;
     /// <summary>A request still running after this long is cancelled and answered 408 (or ends its stream with an error event).</summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(120);
+    /// <summary>Most inputs in one /v1/embeddings request (OpenAI's own limit is 2048); more is 400 on "input". Each input is
+    /// cut to the embedder's max_seq_length tokens, as sentence-transformers does, and the cut ones are counted.</summary>
+    public int MaxEmbeddingInputs { get; init; } = 2048;
     /// <summary>Largest request body accepted, in bytes; larger is 413.</summary>
     public long MaxBodySize { get; init; } = 1 << 20;
     /// <summary>How long a stop (SIGTERM) waits for in-flight requests to finish before closing them.</summary>
@@ -46,6 +49,7 @@ public sealed record T5ServerOptions
         if (MaxPromptTokens < 1) Fail("max_prompt_tokens", $"must be at least 1, got {MaxPromptTokens}.");
         if (MaxNewTokens < 1) Fail("max_new_tokens", $"must be at least 1, got {MaxNewTokens}.");
         if (MaxChoices < 1) Fail("max_choices", $"must be at least 1, got {MaxChoices}.");
+        if (MaxEmbeddingInputs < 1) Fail("max_embedding_inputs", $"must be at least 1, got {MaxEmbeddingInputs}.");
         if (RequestTimeout <= TimeSpan.Zero) Fail("request_timeout", $"must be positive, got {RequestTimeout.TotalSeconds} s.");
         if (MaxBodySize < 1) Fail("max_body_size", $"must be at least 1 byte, got {MaxBodySize}.");
         if (ShutdownTimeout < TimeSpan.Zero) Fail("shutdown_timeout", "must not be negative.");

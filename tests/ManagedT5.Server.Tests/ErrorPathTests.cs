@@ -20,7 +20,7 @@ public sealed class ErrorPathTests(ModelFixture model) : IClassFixture<ModelFixt
         { "/v1/completions", "[1,2]", 400, null, null },
         { "/v1/completions", $$"""{"model":"{{M}}"}""", 400, "prompt", null },
         { "/v1/completions", """{"prompt":"hi"}""", 400, "model", null },
-        { "/v1/completions", """{"model":"gpt-4","prompt":"hi"}""", 400, "model", "model_not_found" },
+        { "/v1/completions", """{"model":"gpt-4","prompt":"hi"}""", 404, "model", "model_not_found" },
         { "/v1/completions", """{"model":5,"prompt":"hi"}""", 400, "model", null },
         { "/v1/completions", $$"""{"model":"{{M}}","prompt":42}""", 400, "prompt", null },
         { "/v1/completions", $$"""{"model":"{{M}}","prompt":[1,2,3]}""", 400, "prompt", null },

@@ -38,14 +38,28 @@ public sealed class ModelFixture : IDisposable
 
     /// <summary>What the engine generates alone for this text (encoded with special tokens as text), as the server
     /// should answer it: the decoded text and the generated token count (EOS included).</summary>
-    public (string Text, int Tokens, int PromptTokens) Expected(string prompt, GenerationOptions options)
+    public (string Text, int Tokens, int PromptTokens) Expected(string prompt, GenerationOptions options) => Expected(Generator, prompt, options);
+
+    /// <summary><see cref="Expected(string, GenerationOptions)"/> with another generator (an adapter's).</summary>
+    public static (string Text, int Tokens, int PromptTokens) Expected(T5TextGenerator generator, string prompt, GenerationOptions options)
     {
-        int[] ids = Generator.Encode([prompt], parseSpecialTokens: false)[0];
-        int[] seq = Generator.GenerateIds([ids], options).Sequences[0];
-        int eos = Generator.Model.Config.EosTokenId;
+        int[] ids = generator.Encode([prompt], parseSpecialTokens: false)[0];
+        int[] seq = generator.GenerateIds([ids], options).Sequences[0];
+        int eos = generator.Model.Config.EosTokenId;
         int end = Array.IndexOf(seq, eos, 1);
         int generated = end < 0 ? seq.Length - 1 : end;   // tokens after the start token, EOS included
-        return (Generator.Tokenizer.Decode(seq), generated, ids.Length);
+        return (generator.Tokenizer.Decode(seq), generated, ids.Length);
+    }
+
+    /// <summary>tests/fixtures/&lt;relative&gt;, found above the test's output folder.</summary>
+    public static string Fixture(string relative)
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            string candidate = Path.Combine(d.FullName, "tests", "fixtures", relative);
+            if (Directory.Exists(candidate)) return candidate;
+        }
+        throw new DirectoryNotFoundException($"tests/fixtures/{relative} not found above " + AppContext.BaseDirectory);
     }
 
     public void Dispose() => Generator.Dispose();

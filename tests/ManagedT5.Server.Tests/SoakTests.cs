@@ -6,6 +6,11 @@ using System.Text.Json;
 
 namespace ManagedT5.Server.Tests;
 
+/// <summary>The soak runs alone: other classes loading their models beside it would grow the RSS it measures.</summary>
+[CollectionDefinition(nameof(SoakTests), DisableParallelization = true)]
+public sealed class SoakCollection;
+
+[Collection(nameof(SoakTests))]
 public sealed class SoakTests(ModelFixture model, ITestOutputHelper output) : IClassFixture<ModelFixture>
 {
     [Fact]
