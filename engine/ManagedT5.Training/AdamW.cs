@@ -110,3 +110,65 @@ public static class AdamWKernel
             throw new ArgumentException($"AdamW: parameter ({p.Length}), gradient ({g.Length}) and moments ({m.Length}, {v.Length}) differ in length.");
     }
 }
+
+/// <summary>A tensor the optimizer updates: HF's parameter name, its shape, the live values and their gradient.</summary>
+/// <param name="Name">HF named_parameters() name (LoRA: base_model.model.&lt;module&gt;.lora_A.weight).</param>
+/// <param name="Shape">The tensor's shape.</param>
+/// <param name="Value">The live values (updated in place).</param>
+/// <param name="Grad">The accumulated gradient (same length).</param>
+public sealed record TrainedTensor(string Name, int[] Shape, float[] Value, float[] Grad)
+{
+    /// <summary>HF Trainer's rule (and the fixtures'): no weight decay on parameters whose name contains "layer_norm".</summary>
+    public bool Decays => !Name.Contains("layer_norm", StringComparison.Ordinal) && !Name.EndsWith(".bias", StringComparison.Ordinal);
+}
+
+/// <summary>torch.optim.AdamW over a set of tensors: the two moments of each (exp_avg, exp_avg_sq), sized once.</summary>
+public sealed class AdamW
+{
+    private readonly TrainedTensor[] _tensors;
+
+    /// <summary>The hyperparameters.</summary>
+    public AdamWOptions Options { get; }
+    /// <summary>exp_avg per tensor, in the tensors' order.</summary>
+    public IReadOnlyList<float[]> ExpAvg { get; }
+    /// <summary>exp_avg_sq per tensor, in the tensors' order.</summary>
+    public IReadOnlyList<float[]> ExpAvgSq { get; }
+    /// <summary>Optimizer steps taken (torch's state "step").</summary>
+    public int Step { get; private set; }
+
+    /// <summary>Zero moments for <paramref name="tensors"/>.</summary>
+    public AdamW(IReadOnlyList<TrainedTensor> tensors, AdamWOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(tensors);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _tensors = [.. tensors];
+        Options = options;
+        ExpAvg = _tensors.Select(t => new float[t.Value.Length]).ToArray();
+        ExpAvgSq = _tensors.Select(t => new float[t.Value.Length]).ToArray();
+    }
+
+    /// <summary>One optimizer step at learning rate <paramref name="lr"/> with the gradients as they are (clip first).</summary>
+    public void Update(double lr)
+    {
+        Step++;
+        for (int i = 0; i < _tensors.Length; i++)
+        {
+            TrainedTensor t = _tensors[i];
+            AdamWKernel.Update(t.Value, t.Grad, ExpAvg[i], ExpAvgSq[i], AdamWStep.For(Options, Step, lr, t.Decays));
+        }
+    }
+
+    /// <summary>Restores the state of a checkpoint (moments copied in; <paramref name="step"/> steps taken).</summary>
+    public void Restore(int step, IReadOnlyList<float[]> expAvg, IReadOnlyList<float[]> expAvgSq)
+    {
+        if (expAvg.Count != _tensors.Length || expAvgSq.Count != _tensors.Length)
+            throw new ArgumentException($"The optimizer state has {expAvg.Count} tensors; the model trains {_tensors.Length}.");
+        for (int i = 0; i < _tensors.Length; i++)
+        {
+            expAvg[i].CopyTo(ExpAvg[i].AsSpan());
+            expAvgSq[i].CopyTo(ExpAvgSq[i].AsSpan());
+        }
+        Step = step;
+    }
+}
