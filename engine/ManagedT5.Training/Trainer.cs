@@ -192,7 +192,7 @@ public sealed class Trainer
                 float l = _model.ForwardBackward(b, scale);
                 if (!float.IsFinite(l)) throw Diverged(step, $"the loss is {l}", rows);
                 loss += l;
-                tokens += b.SourceTokens + b.TargetTokens;
+                tokens += b.AttentionMask.Count(m => m != 0) + b.TargetTokenCount;
             }
             loss /= accumulation;
             float norm = GradientClipping.GlobalNorm(_grads);

@@ -1,0 +1,36 @@
+// The T5 training model as the trainer sees it: its trainable parameters, the loss with and without gradients, and
+// saving (full fine-tuning: a HF model folder written from the base model's folder and the trained values).
+namespace ManagedT5.Training;
+
+/// <summary><see cref="ITrainable"/> over a <see cref="T5TrainingModel"/> trained in full.</summary>
+public sealed class T5Trainable : ITrainable
+{
+    private readonly T5TrainingModel _model;
+    private readonly string _baseModelDirectory;
+
+    /// <summary>Trains every parameter of <paramref name="model"/>, loaded from <paramref name="baseModelDirectory"/>
+    /// (whose config.json, generation_config.json and tokenizer files the saved folders copy).</summary>
+    public T5Trainable(T5TrainingModel model, string baseModelDirectory)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _baseModelDirectory = baseModelDirectory;
+        TrainedTensors = model.TrainableParameters.Select(p => new TrainedTensor(p.Name, p.Shape, p.Value, p.Grad)).ToArray();
+    }
+
+    /// <inheritdoc />
+    public IReadOnlyList<TrainedTensor> TrainedTensors { get; }
+
+    /// <inheritdoc />
+    public void ZeroGrad() => _model.ZeroGrad();
+
+    /// <inheritdoc />
+    public float ForwardBackward(TrainingBatch batch, float gradScale) => _model.ForwardBackward(batch, gradScale);
+
+    /// <inheritdoc />
+    public float Loss(TrainingBatch batch) => _model.Loss(batch);
+
+    /// <inheritdoc />
+    public void Save(string directory) =>
+        HfModelFolder.Write(directory, _baseModelDirectory, _model.Config,
+            _model.Parameters.Select(p => new TrainedTensor(p.Name, p.Shape, p.Value, p.Grad)).ToArray());
+}

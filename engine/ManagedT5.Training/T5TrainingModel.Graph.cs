@@ -1,0 +1,313 @@
+// The training forward pass (saving what the backward pass needs) and the backward pass of T5TrainingModel, in the order
+// of modeling_t5.py: embed → per block [self-attention, (cross-attention), feed-forward], each x + F(RMSNorm(x)) →
+// final_layer_norm; the head (× d_model^-0.5 when tied); token cross-entropy. Buffers are sized once per batch shape.
+using System.Numerics.Tensors;
+using ManagedT5.Kernels;
+
+namespace ManagedT5.Training;
+
+public sealed partial class T5TrainingModel
+{
+    private (int Batch, int Source, int Target) _shape;
+    private StackActivations _enc = null!, _dec = null!;
+    // Scratch of the backward pass, reused by every layer. n = max(batch·source, batch·target) rows.
+    private float[] _dh = [], _dn = [], _dq = [], _dk = [], _dv = [], _dContext = [], _dA = [], _dB = [], _dG = [], _dEncoder = [], _loraT = [];
+    private float[] _headInput = [], _dHeadInput = [], _logits = [];   // [batch·target, d_model], [batch·target, vocab]
+
+    /// <summary>What one sublayer saves: its residual input x [n, d], RMSNorm(x) [n, d] and 1/rms [n]; attention: q
+    /// [n, inner], k, v [keys, inner], context [n, inner], probs [batch, heads, n/batch, keys/batch]; feed-forward: wi /
+    /// wi_0 output A [n, d_ff], wi_1 output B [n, d_ff], activation output G [n, d_ff].</summary>
+    private sealed class SublayerActivations
+    {
+        public float[] Input = [], Normed = [], InverseRms = [], Q = [], K = [], V = [], Context = [], Probs = [], A = [], B = [], G = [];
+    }
+
+    /// <summary>A stack's saved tensors: each sublayer's, the last residual Output [n, d], Final = final_layer_norm(Output)
+    /// and its 1/rms; per bias-owning sublayer, the position bias [heads, len, len] and its gradient.</summary>
+    private sealed class StackActivations
+    {
+        public SublayerActivations[] Sublayers = [];
+        public float[] Output = [], Final = [], FinalInverseRms = [];
+        public float[][] Bias = [], DBias = [];
+    }
+
+    private float HeadScale => (float)Math.Pow(Config.DModel, -0.5);
+
+    /// <summary>
+    /// Forward and backward on <paramref name="batch"/>: returns the mean token cross-entropy over labels != -100 and
+    /// ADDS <paramref name="gradScale"/>·dLoss/dparam into each trainable parameter's <see cref="Parameter.Grad"/>
+    /// (gradient accumulation: call <see cref="ZeroGrad"/> between optimizer steps).
+    /// </summary>
+    public float ForwardBackward(TrainingBatch batch, float gradScale = 1f)
+    {
+        Forward(batch);
+        int b = batch.Batch, s = batch.SourceLength, t = batch.TargetLength, d = Config.DModel, vocab = Config.VocabSize;
+        int count = CountTargets(batch);
+        int nt = b * t, ns = b * s;
+        Span<float> logits = _logits.AsSpan(0, nt * vocab);
+        double sum = _k.CrossEntropy(logits, batch.Labels, vocab, gradScale / count, writeGradient: true, out _);
+
+        // Head: logits = headInput·Wᵀ (W = lm_head, or shared when tied); dlogits now sits in _logits.
+        _k.LinearBackwardInput(logits, _head.Value, _dHeadInput, nt, d, vocab);
+        if (_head.Trainable) _k.LinearBackwardWeight(logits, _headInput, _head.Grad, nt, d, vocab);
+        if (Modules.TiedLmHead) TensorPrimitives.Multiply(_dHeadInput, HeadScale, _dHeadInput);
+
+        // Decoder, from final_layer_norm down to its embeddings; cross-attention adds into _dEncoder.
+        Array.Clear(_dh);
+        Array.Clear(_dEncoder);
+        _k.RmsNormBackward(_dec.Output, _decoder.FinalNorm.Value, _dec.FinalInverseRms, _dHeadInput, nt, d, _dh.AsSpan(0, nt * d), GradOf(_decoder.FinalNorm));
+        StackBackward(_decoder, _dec, batch, t);
+        if (_shared.Trainable) _k.EmbeddingBackward(batch.DecoderInputIds, _dh.AsSpan(0, nt * d), d, _shared.Grad);
+
+        // Encoder, from its final_layer_norm (whose output fed every cross-attention's k and v).
+        Array.Clear(_dh);
+        _k.RmsNormBackward(_enc.Output, _encoder.FinalNorm.Value, _enc.FinalInverseRms, _dEncoder, ns, d, _dh.AsSpan(0, ns * d), GradOf(_encoder.FinalNorm));
+        StackBackward(_encoder, _enc, batch, s);
+        if (_shared.Trainable) _k.EmbeddingBackward(batch.InputIds, _dh.AsSpan(0, ns * d), d, _shared.Grad);
+        return (float)(sum / count);
+    }
+
+    /// <summary>Forward only (evaluation): the mean token cross-entropy over labels != -100; no gradient is touched.</summary>
+    public float Loss(TrainingBatch batch)
+    {
+        Forward(batch);
+        int count = CountTargets(batch);
+        double sum = _k.CrossEntropy(_logits.AsSpan(0, batch.Batch * batch.TargetLength * Config.VocabSize), batch.Labels, Config.VocabSize, 0, writeGradient: false, out _);
+        return (float)(sum / count);
+    }
+
+    /// <summary>Teacher-forced logits [Batch, TargetLength, vocab] of <paramref name="batch"/> (decoder_input_ids from its labels).</summary>
+    public void Logits(TrainingBatch batch, Span<float> logits)
+    {
+        int size = batch.Batch * batch.TargetLength * Config.VocabSize;
+        if (logits.Length < size) throw new ArgumentException($"logits: holds {logits.Length} floats; [{batch.Batch}, {batch.TargetLength}, {Config.VocabSize}] needs {size}.", nameof(logits));
+        Forward(batch);
+        _logits.AsSpan(0, size).CopyTo(logits);
+    }
+
+    private static int CountTargets(TrainingBatch batch)
+    {
+        int count = 0;
+        foreach (int label in batch.Labels) if (label != TrainingBatch.IgnoreIndex) count++;
+        if (count == 0) throw new ArgumentException("labels: every label of the batch is -100, so the loss has no target token to average over.", "labels");
+        return count;
+    }
+
+    private static Span<float> GradOf(Parameter p) => p.Trainable ? p.Grad : default;
+
+    // ------------------------------------------------ forward
+
+    private void Forward(TrainingBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        int vocab = Config.VocabSize;
+        foreach (int id in batch.InputIds) if ((uint)id >= (uint)vocab) throw new ArgumentException($"input_ids: token id {id} is outside the vocabulary (0..{vocab - 1}).", "input_ids");
+        foreach (int id in batch.DecoderInputIds) if ((uint)id >= (uint)vocab) throw new ArgumentException($"labels: token id {id} is outside the vocabulary (0..{vocab - 1}).", "labels");
+        Prepare(batch.Batch, batch.SourceLength, batch.TargetLength);
+        int b = batch.Batch, t = batch.TargetLength, d = Config.DModel, nt = b * t;
+        StackForward(_encoder, _enc, batch.InputIds, batch, batch.SourceLength);
+        StackForward(_decoder, _dec, batch.DecoderInputIds, batch, t);
+        // lm_head; a tied head first scales by d_model^-0.5 (modeling_t5.py).
+        if (Modules.TiedLmHead) TensorPrimitives.Multiply(_dec.Final, HeadScale, _headInput);
+        else _dec.Final.CopyTo(_headInput, 0);
+        _k.LinearForward(_headInput, _head.Value, _logits, nt, d, vocab);
+    }
+
+    private void StackForward(Stack stack, StackActivations a, int[] ids, TrainingBatch batch, int length)
+    {
+        int b = batch.Batch, n = b * length, d = Config.DModel, heads = Config.NumHeads, dKv = Config.DKv, source = batch.SourceLength;
+        _k.Embedding(ids, _shared.Value, d, a.Sublayers[0].Input);
+        for (int o = 0; o < stack.BiasOwners.Length; o++)
+            _k.PositionBias(stack.Sublayers[stack.BiasOwners[o]].SelfAttention!.BiasTable!.Value, heads, length, length, bidirectional: !stack.IsDecoder,
+                Config.RelativeAttentionNumBuckets, Config.RelativeAttentionMaxDistance, a.Bias[o]);
+        for (int s = 0; s < stack.Sublayers.Length; s++)
+        {
+            Sublayer sub = stack.Sublayers[s];
+            SublayerActivations x = a.Sublayers[s];
+            float[] y = s + 1 < stack.Sublayers.Length ? a.Sublayers[s + 1].Input : a.Output;
+            _k.RmsNorm(x.Input, sub.Norm.Value, n, d, Config.LayerNormEpsilon, x.Normed, x.InverseRms);
+            x.Input.CopyTo(y, 0);   // the residual: y = x + F(norm(x))
+            if (sub.SelfAttention is { } self)
+            {
+                Apply(self.Q, x.Normed, x.Q, n);
+                Apply(self.K, x.Normed, x.K, n);
+                Apply(self.V, x.Normed, x.V, n);
+                // Encoder: padding keys masked, bidirectional bias. Decoder: causal, one-directional bias.
+                _k.Attention(x.Q, x.K, x.V, a.Bias[Array.IndexOf(stack.BiasOwners, sub.BiasOwner)], stack.IsDecoder ? default : batch.AttentionMask,
+                    causal: stack.IsDecoder, b, heads, dKv, length, length, x.Probs, x.Context);
+                Apply(self.O, x.Context, y, n, accumulate: true);
+            }
+            else if (sub.CrossAttention is { } cross)
+            {
+                // q from the decoder, k and v from the encoder's output; no position bias; encoder padding masked.
+                Apply(cross.Q, x.Normed, x.Q, n);
+                Apply(cross.K, _enc.Final, x.K, b * source);
+                Apply(cross.V, _enc.Final, x.V, b * source);
+                _k.Attention(x.Q, x.K, x.V, default, batch.AttentionMask, causal: false, b, heads, dKv, length, source, x.Probs, x.Context);
+                Apply(cross.O, x.Context, y, n, accumulate: true);
+            }
+            else if (sub.Wi0 is not null)
+            {
+                // T5DenseGatedActDense: wo(gelu_new(wi_0 x) * wi_1 x)
+                Apply(sub.Wi0, x.Normed, x.A, n);
+                Apply(sub.Wi1!, x.Normed, x.B, n);
+                _k.GatedGeluNew(x.A, x.B, x.G);
+                Apply(sub.Wo!, x.G, y, n, accumulate: true);
+            }
+            else
+            {
+                // T5DenseActDense: wo(act(wi x)), act = ReLU or gelu_new
+                Apply(sub.Wi!, x.Normed, x.A, n);
+                if (Config.DenseActivation == ActivationKind.Relu) _k.Relu(x.A, x.G); else _k.GeluNew(x.A, x.G);
+                Apply(sub.Wo!, x.G, y, n, accumulate: true);
+            }
+        }
+        _k.RmsNorm(a.Output, stack.FinalNorm.Value, n, d, Config.LayerNormEpsilon, a.Final, a.FinalInverseRms);
+    }
+
+    /// <summary>y[rows, out] (+)= x·Wᵀ, plus scale·(x·Aᵀ)·Bᵀ under LoRA (scale·x·Aᵀ saved for the backward pass).</summary>
+    private void Apply(Linear linear, ReadOnlySpan<float> x, Span<float> y, int rows, bool accumulate = false)
+    {
+        _k.LinearForward(x, linear.Weight.Value, y, rows, linear.In, linear.Out, accumulate);
+        if (linear.LoraA is null) return;
+        int r = linear.Rank;
+        Span<float> saved = linear.Saved.AsSpan(0, rows * r);
+        _k.LinearForward(x, linear.LoraA.Value, saved, rows, linear.In, r);
+        TensorPrimitives.Multiply(saved, linear.LoraScale, saved);
+        _k.LinearForward(saved, linear.LoraB!.Value, y, rows, r, linear.Out, accumulate: true);
+    }
+
+    // ------------------------------------------------ backward
+
+    /// <summary>Back through a stack's sublayers; on entry _dh holds dLoss/dOutput, on exit dLoss/dEmbeddings.</summary>
+    private void StackBackward(Stack stack, StackActivations a, TrainingBatch batch, int length)
+    {
+        int b = batch.Batch, n = b * length, d = Config.DModel, heads = Config.NumHeads, dKv = Config.DKv, source = batch.SourceLength;
+        foreach (float[] db in a.DBias) Array.Clear(db);
+        Span<float> dh = _dh.AsSpan(0, n * d), dn = _dn.AsSpan(0, n * d);
+        for (int s = stack.Sublayers.Length - 1; s >= 0; s--)
+        {
+            Sublayer sub = stack.Sublayers[s];
+            SublayerActivations x = a.Sublayers[s];
+            if (sub.SelfAttention is { } self)
+            {
+                Backward(self.O, dh, x.Context, _dContext, n);
+                int owner = Array.IndexOf(stack.BiasOwners, sub.BiasOwner);
+                // The position bias is the owner's (block 0 in T5, every layer in umT5): its gradient adds up over layers.
+                Span<float> dBias = stack.Sublayers[sub.BiasOwner].SelfAttention!.BiasTable!.Trainable ? a.DBias[owner] : default;
+                // dScores overwrite the saved probabilities (no longer needed).
+                _k.AttentionBackward(x.Q, x.K, x.V, x.Probs, _dContext, b, heads, dKv, length, length, _dq, _dk, _dv, x.Probs, dBias);
+                Backward(self.Q, _dq, x.Normed, dn, n);
+                Backward(self.K, _dk, x.Normed, dn, n, accumulate: true);
+                Backward(self.V, _dv, x.Normed, dn, n, accumulate: true);
+            }
+            else if (sub.CrossAttention is { } cross)
+            {
+                Backward(cross.O, dh, x.Context, _dContext, n);
+                _k.AttentionBackward(x.Q, x.K, x.V, x.Probs, _dContext, b, heads, dKv, length, source, _dq, _dk, _dv, x.Probs, default);
+                Backward(cross.Q, _dq, x.Normed, dn, n);
+                Backward(cross.K, _dk, _enc.Final, _dEncoder, b * source, accumulate: true);
+                Backward(cross.V, _dv, _enc.Final, _dEncoder, b * source, accumulate: true);
+            }
+            else if (sub.Wi0 is not null)
+            {
+                Backward(sub.Wo!, dh, x.G, _dG, n);
+                _k.GatedGeluNewBackward(x.A, x.B, _dG.AsSpan(0, x.A.Length), _dA, _dB);
+                Backward(sub.Wi0, _dA, x.Normed, dn, n);
+                Backward(sub.Wi1!, _dB, x.Normed, dn, n, accumulate: true);
+            }
+            else
+            {
+                Backward(sub.Wo!, dh, x.G, _dG, n);
+                if (Config.DenseActivation == ActivationKind.Relu) _k.ReluBackward(x.G, _dG.AsSpan(0, x.G.Length), _dA);
+                else _k.GeluNewBackward(x.A, _dG.AsSpan(0, x.A.Length), _dA);
+                Backward(sub.Wi!, _dA, x.Normed, dn, n);
+            }
+            // Through the norm into the residual stream: dh += RMSNorm'(dn).
+            _k.RmsNormBackward(x.Input, sub.Norm.Value, x.InverseRms, dn, n, d, dh, GradOf(sub.Norm));
+        }
+        for (int o = 0; o < stack.BiasOwners.Length; o++)
+        {
+            Parameter table = stack.Sublayers[stack.BiasOwners[o]].SelfAttention!.BiasTable!;
+            if (table.Trainable)
+                _k.PositionBiasBackward(a.DBias[o], heads, length, length, bidirectional: !stack.IsDecoder, Config.RelativeAttentionNumBuckets, Config.RelativeAttentionMaxDistance, table.Grad);
+        }
+    }
+
+    /// <summary>Backward of <see cref="Apply"/>: dW += dyᵀ·x (only when W is trained), dx (+)= dy·W; under LoRA
+    /// t = scale·dy·B, dA += tᵀ·x, dB += dyᵀ·(scale·x·Aᵀ), dx += t·A.</summary>
+    private void Backward(Linear linear, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, Span<float> dx, int rows, bool accumulate = false)
+    {
+        int inF = linear.In, outF = linear.Out;
+        dy = dy[..(rows * outF)];
+        x = x[..(rows * inF)];
+        dx = dx[..(rows * inF)];
+        if (linear.Weight.Trainable) _k.LinearBackwardWeight(dy, x, linear.Weight.Grad, rows, inF, outF);
+        _k.LinearBackwardInput(dy, linear.Weight.Value, dx, rows, inF, outF, accumulate);
+        if (linear.LoraA is null) return;
+        int r = linear.Rank;
+        Span<float> t = _loraT.AsSpan(0, rows * r);
+        _k.MatMul(dy, rows, outF, false, linear.LoraB!.Value, r, t, accumulate: false);
+        TensorPrimitives.Multiply(t, linear.LoraScale, t);
+        if (linear.LoraA.Trainable) _k.MatMul(t, r, rows, true, x, inF, linear.LoraA.Grad, accumulate: true);
+        if (linear.LoraB.Trainable) _k.MatMul(dy, outF, rows, true, linear.Saved.AsSpan(0, rows * r), r, linear.LoraB.Grad, accumulate: true);
+        _k.MatMul(t, rows, r, false, linear.LoraA.Value, inF, dx, accumulate: true);
+    }
+
+    // ------------------------------------------------ buffers
+
+    /// <summary>Sizes every saved tensor and scratch buffer for (batch, source, target); a no-op at the same shape.</summary>
+    private void Prepare(int batch, int source, int target)
+    {
+        if (_shape == (batch, source, target)) return;
+        _shape = default;
+        int d = Config.DModel, inner = Config.InnerDim, ff = Config.DFf, heads = Config.NumHeads, vocab = Config.VocabSize;
+        int ns = checked(batch * source), nt = checked(batch * target), n = Math.Max(ns, nt);
+        _enc = Activations(_encoder, batch, source, source);
+        _dec = Activations(_decoder, batch, target, source);
+        _dh = new float[n * d]; _dn = new float[n * d];
+        _dq = new float[n * inner]; _dk = new float[n * inner]; _dv = new float[n * inner]; _dContext = new float[n * inner];
+        _dA = new float[n * ff]; _dB = new float[n * ff]; _dG = new float[n * ff];
+        _dEncoder = new float[ns * d];
+        _headInput = new float[nt * d]; _dHeadInput = new float[nt * d];
+        _logits = new float[checked((long)nt * vocab) <= Array.MaxLength ? nt * vocab : throw new ArgumentException($"batch: [{batch}, {target}] target tokens × vocab {vocab} logits do not fit one array; use a smaller batch.", "batch")];
+        int rank = _linears.Values.Max(l => l.Rank);
+        _loraT = new float[n * rank];
+        foreach (Linear linear in _linears.Values) linear.Saved = linear.Rank == 0 ? [] : new float[n * linear.Rank];
+        _shape = (batch, source, target);
+
+        StackActivations Activations(Stack stack, int b, int length, int sourceLength)
+        {
+            int rows = b * length, keys = b * sourceLength;
+            var a = new StackActivations
+            {
+                Sublayers = new SublayerActivations[stack.Sublayers.Length],
+                Output = new float[rows * d], Final = new float[rows * d], FinalInverseRms = new float[rows],
+                Bias = [.. stack.BiasOwners.Select(_ => new float[heads * length * length])],
+                DBias = [.. stack.BiasOwners.Select(_ => new float[heads * length * length])],
+            };
+            for (int s = 0; s < stack.Sublayers.Length; s++)
+            {
+                Sublayer sub = stack.Sublayers[s];
+                var x = new SublayerActivations { Input = new float[rows * d], Normed = new float[rows * d], InverseRms = new float[rows] };
+                if (sub.SelfAttention is not null)
+                {
+                    x.Q = new float[rows * inner]; x.K = new float[rows * inner]; x.V = new float[rows * inner]; x.Context = new float[rows * inner];
+                    x.Probs = new float[b * heads * length * length];
+                }
+                else if (sub.CrossAttention is not null)
+                {
+                    x.Q = new float[rows * inner]; x.K = new float[keys * inner]; x.V = new float[keys * inner]; x.Context = new float[rows * inner];
+                    x.Probs = new float[b * heads * length * sourceLength];
+                }
+                else
+                {
+                    x.A = new float[rows * ff]; x.G = new float[rows * ff];
+                    if (sub.Wi0 is not null) x.B = new float[rows * ff];
+                }
+                a.Sublayers[s] = x;
+            }
+            return a;
+        }
+    }
+}

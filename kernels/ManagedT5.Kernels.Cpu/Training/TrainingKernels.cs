@@ -1,0 +1,719 @@
+// The training ops of T5 on the CPU, forward-with-saves and backward: Linear (x·Wᵀ, dX = dY·W, dW += dYᵀ·X), embedding
+// gather / scatter-add, RMSNorm, relative position bias, attention, gelu_new / ReLU, cross-entropy. SIMD + worker pool;
+// each op has its plain scalar twin in Reference/TrainingReference.cs with the same signature.
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace ManagedT5.Kernels.Cpu.Training;
+
+/// <summary>
+/// T5's training kernels. All tensors are row-major f32 spans with their shapes in the parameter docs. An instance owns a
+/// worker pool and a transpose scratch: use it from one thread at a time (ops run in parallel on the pool inside).
+/// Outputs never alias inputs unless a method says so. Nothing is allocated per call once the scratch has grown to the
+/// largest weight seen.
+/// </summary>
+public sealed unsafe class TrainingKernels : IDisposable
+{
+    private readonly WorkerPool _pool;
+    private float[] _transposed = [];
+
+    /// <summary>Kernels running on <paramref name="threads"/> threads (the caller included); 0 = processor count.</summary>
+    public TrainingKernels(int threads = 0)
+    {
+        if (threads < 0) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads: must be 0 (all processors) or positive.");
+        _pool = new WorkerPool(threads == 0 ? Environment.ProcessorCount : threads);
+    }
+
+    /// <summary>Threads an op runs on.</summary>
+    public int Threads => _pool.Threads;
+
+    // ---------------------------------------------------------------- matrix products
+
+    /// <summary>
+    /// C[m, n] (+)= A·B with B [p, n] row-major and A either [m, p] row-major or, with <paramref name="transposeA"/>,
+    /// stored [p, m] (then A = storedᵀ). Overwrites C unless <paramref name="accumulate"/>. Each C element is one
+    /// sequential f32 sum over p.
+    /// </summary>
+    public void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, Span<float> c, bool accumulate)
+    {
+        Check(a, (long)m * p, nameof(a)); Check(b, (long)p * n, nameof(b)); Check(c, (long)m * n, nameof(c));
+        if (m == 0 || n == 0) return;
+        fixed (float* pa = a, pb = b, pc = c)
+        {
+            var job = new MatMulJob
+            {
+                A = pa, B = pb, C = pc, M = m, P = p, N = n, Accumulate = accumulate,
+                RowStride = transposeA ? 1 : p, DepthStride = transposeA ? m : 1,
+                RowBlocks = (m + MatMulJob.RowBlock - 1) / MatMulJob.RowBlock, Strips = (n + 15) / 16,
+            };
+            _pool.RunRanges(ref job, job.RowBlocks * job.Strips, 1);
+        }
+    }
+
+    /// <summary>Linear forward y[rows, out] (+)= x[rows, in] · Wᵀ with W [out, in] as HF stores it.</summary>
+    public void LinearForward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> y, int rows, int inFeatures, int outFeatures, bool accumulate = false)
+    {
+        Check(weight, (long)outFeatures * inFeatures, nameof(weight));
+        int size = checked(outFeatures * inFeatures);
+        if (_transposed.Length < size) _transposed = GC.AllocateUninitializedArray<float>(size);
+        Transpose(weight, outFeatures, inFeatures, _transposed);   // Wᵀ [in, out]
+        MatMul(x, rows, inFeatures, false, _transposed.AsSpan(0, size), outFeatures, y, accumulate);
+    }
+
+    /// <summary>Linear backward to the input: dx[rows, in] (+)= dy[rows, out] · W[out, in].</summary>
+    public void LinearBackwardInput(ReadOnlySpan<float> dy, ReadOnlySpan<float> weight, Span<float> dx, int rows, int inFeatures, int outFeatures, bool accumulate = false) =>
+        MatMul(dy, rows, outFeatures, false, weight, inFeatures, dx, accumulate);
+
+    /// <summary>Linear backward to the weight: dW[out, in] += dyᵀ · x over the rows (dy [rows, out], x [rows, in]).</summary>
+    public void LinearBackwardWeight(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, Span<float> dWeight, int rows, int inFeatures, int outFeatures) =>
+        MatMul(dy, outFeatures, rows, true, x, inFeatures, dWeight, accumulate: true);
+
+    /// <summary>destination[cols, rows] = sourceᵀ for source [rows, cols].</summary>
+    public void Transpose(ReadOnlySpan<float> source, int rows, int cols, Span<float> destination)
+    {
+        Check(source, (long)rows * cols, nameof(source)); Check(destination, (long)rows * cols, nameof(destination));
+        fixed (float* s = source, d = destination)
+        {
+            var job = new TransposeJob { Source = s, Destination = d, Rows = rows, Cols = cols };
+            _pool.RunRanges(ref job, (cols + 31) / 32, 1);
+        }
+    }
+
+    // ---------------------------------------------------------------- embedding
+
+    /// <summary>output[i, :] = table[ids[i], :] (table [vocab, d]).</summary>
+    public void Embedding(ReadOnlySpan<int> ids, ReadOnlySpan<float> table, int d, Span<float> output)
+    {
+        Check(output, (long)ids.Length * d, nameof(output));
+        int vocab = table.Length / d;
+        for (int i = 0; i < ids.Length; i++)
+        {
+            if ((uint)ids[i] >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(ids), ids[i], $"ids: token id {ids[i]} at {i} is outside the vocabulary (0..{vocab - 1}).");
+            table.Slice(ids[i] * d, d).CopyTo(output.Slice(i * d, d));
+        }
+    }
+
+    /// <summary>Scatter-add: dTable[ids[i], :] += dOutput[i, :] (repeated ids add up). Parallel over columns.</summary>
+    public void EmbeddingBackward(ReadOnlySpan<int> ids, ReadOnlySpan<float> dOutput, int d, Span<float> dTable)
+    {
+        Check(dOutput, (long)ids.Length * d, nameof(dOutput));
+        int vocab = dTable.Length / d;
+        foreach (int id in ids)
+            if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(ids), id, $"ids: token id {id} is outside the vocabulary (0..{vocab - 1}).");
+        fixed (int* pi = ids) fixed (float* g = dOutput, t = dTable)
+        {
+            var job = new ScatterJob { Ids = pi, Count = ids.Length, D = d, Grad = g, Table = t };
+            _pool.RunRanges(ref job, (d + 15) / 16, 1);
+        }
+    }
+
+    // ---------------------------------------------------------------- RMSNorm (T5LayerNorm)
+
+    /// <summary>y = weight * x * r per row, r = 1/sqrt(mean(x²) + eps) saved in <paramref name="inverseRms"/> [rows].</summary>
+    public void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, int rows, int d, float epsilon, Span<float> y, Span<float> inverseRms)
+    {
+        Check(x, (long)rows * d, nameof(x)); Check(y, (long)rows * d, nameof(y)); Check(weight, d, nameof(weight)); Check(inverseRms, rows, nameof(inverseRms));
+        fixed (float* px = x, pw = weight, py = y, pr = inverseRms)
+        {
+            var job = new RmsNormJob { X = px, W = pw, Y = py, R = pr, D = d, Epsilon = epsilon };
+            _pool.RunRanges(ref job, rows, 8);
+        }
+    }
+
+    /// <summary>
+    /// RMSNorm backward: with g = dy * weight, dx += r·g − x·r³·(g·x)/d per row (ADDED into <paramref name="dx"/>, the
+    /// residual stream's gradient), and dWeight += Σ_rows dy * x * r.
+    /// </summary>
+    public void RmsNormBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> inverseRms, ReadOnlySpan<float> dy,
+        int rows, int d, Span<float> dx, Span<float> dWeight)
+    {
+        Check(x, (long)rows * d, nameof(x)); Check(dy, (long)rows * d, nameof(dy)); Check(dx, (long)rows * d, nameof(dx));
+        Check(weight, d, nameof(weight)); Check(inverseRms, rows, nameof(inverseRms));
+        fixed (float* px = x, pw = weight, pr = inverseRms, pdy = dy, pdx = dx, pdw = dWeight)
+        {
+            var job = new RmsNormBackwardJob { X = px, W = pw, R = pr, Dy = pdy, Dx = pdx, D = d };
+            _pool.RunRanges(ref job, rows, 8);
+            if (!dWeight.IsEmpty)
+            {
+                Check(dWeight, d, nameof(dWeight));
+                var weightJob = new RmsNormWeightJob { X = px, R = pr, Dy = pdy, Dw = pdw, D = d, Rows = rows };
+                _pool.RunRanges(ref weightJob, (d + 7) / 8, 1);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- relative position bias
+
+    /// <summary>bias[h, i, j] = table[bucket(j − i), h] (table [buckets, heads]); T5's buckets (<see cref="RelativePosition"/>).</summary>
+    public void PositionBias(ReadOnlySpan<float> table, int heads, int queryLength, int keyLength, bool bidirectional, int numBuckets, int maxDistance, Span<float> bias)
+    {
+        Check(table, (long)numBuckets * heads, nameof(table)); Check(bias, (long)heads * queryLength * keyLength, nameof(bias));
+        for (int i = 0; i < queryLength; i++)
+            for (int j = 0; j < keyLength; j++)
+            {
+                int bucket = RelativePosition.Bucket(j - i, bidirectional, numBuckets, maxDistance);
+                for (int h = 0; h < heads; h++) bias[(h * queryLength + i) * keyLength + j] = table[bucket * heads + h];
+            }
+    }
+
+    /// <summary>dTable[bucket(j − i), h] += dBias[h, i, j].</summary>
+    public void PositionBiasBackward(ReadOnlySpan<float> dBias, int heads, int queryLength, int keyLength, bool bidirectional, int numBuckets, int maxDistance, Span<float> dTable)
+    {
+        Check(dTable, (long)numBuckets * heads, nameof(dTable)); Check(dBias, (long)heads * queryLength * keyLength, nameof(dBias));
+        for (int i = 0; i < queryLength; i++)
+            for (int j = 0; j < keyLength; j++)
+            {
+                int bucket = RelativePosition.Bucket(j - i, bidirectional, numBuckets, maxDistance);
+                for (int h = 0; h < heads; h++) dTable[bucket * heads + h] += dBias[(h * queryLength + i) * keyLength + j];
+            }
+    }
+
+    // ---------------------------------------------------------------- attention
+
+    /// <summary>
+    /// T5 attention forward, per batch row b and head h: scores = q·kᵀ (NO 1/sqrt(d_kv) scaling in T5) + bias[h]
+    /// (optional, [heads, qLen, kLen]); keys with keyMask[b, j] == 0 (optional, [batch, kLen]) and, when
+    /// <paramref name="causal"/>, keys j > i are left out; probs = softmax (saved [batch, heads, qLen, kLen]);
+    /// context = probs·v. q [batch, qLen, heads·dKv], k and v [batch, kLen, heads·dKv], context [batch, qLen, heads·dKv].
+    /// </summary>
+    public void Attention(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> bias, ReadOnlySpan<int> keyMask,
+        bool causal, int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> probs, Span<float> context)
+    {
+        int inner = heads * dKv;
+        Check(q, (long)batch * queryLength * inner, nameof(q)); Check(k, (long)batch * keyLength * inner, nameof(k)); Check(v, (long)batch * keyLength * inner, nameof(v));
+        Check(probs, (long)batch * heads * queryLength * keyLength, nameof(probs)); Check(context, (long)batch * queryLength * inner, nameof(context));
+        if (!bias.IsEmpty) Check(bias, (long)heads * queryLength * keyLength, nameof(bias));
+        if (!keyMask.IsEmpty) Check(keyMask, (long)batch * keyLength, nameof(keyMask));
+        fixed (float* pq = q, pk = k, pv = v, pb = bias, pp = probs, pc = context) fixed (int* pm = keyMask)
+        {
+            var job = new AttentionJob
+            {
+                Q = pq, K = pk, V = pv, Bias = pb, Mask = pm, Probs = pp, Context = pc, Causal = causal,
+                Heads = heads, DKv = dKv, QLen = queryLength, KLen = keyLength,
+            };
+            _pool.RunRanges(ref job, batch * heads, 1);
+        }
+    }
+
+    /// <summary>
+    /// Attention backward from dContext: dV = probsᵀ·dContext, dP = dContext·vᵀ, dScores = P ∘ (dP − rowsum(dP ∘ P)),
+    /// dQ = dScores·k, dK = dScoresᵀ·q (dq, dk, dv overwritten, layouts as the inputs). dScores [batch, heads, qLen, kLen]
+    /// is written to <paramref name="dScores"/>, which may be the <paramref name="probs"/> buffer itself (in place).
+    /// When <paramref name="dBias"/> is not empty, dBias[h] += Σ_b dScores[b, h] (the bias is shared over the batch).
+    /// </summary>
+    public void AttentionBackward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> probs, ReadOnlySpan<float> dContext,
+        int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> dq, Span<float> dk, Span<float> dv, Span<float> dScores, Span<float> dBias)
+    {
+        int inner = heads * dKv;
+        if (keyLength > MaxKeyLength) throw new ArgumentOutOfRangeException(nameof(keyLength), keyLength, $"keyLength: at most {MaxKeyLength} keys (a row of dP lives on the stack).");
+        long qSize = (long)batch * queryLength * inner, kSize = (long)batch * keyLength * inner, pSize = (long)batch * heads * queryLength * keyLength;
+        Check(q, qSize, nameof(q)); Check(k, kSize, nameof(k)); Check(v, kSize, nameof(v)); Check(probs, pSize, nameof(probs));
+        Check(dContext, qSize, nameof(dContext)); Check(dq, qSize, nameof(dq)); Check(dk, kSize, nameof(dk)); Check(dv, kSize, nameof(dv)); Check(dScores, pSize, nameof(dScores));
+        fixed (float* pq = q, pk = k, pv = v, pp = probs, pdc = dContext, pdq = dq, pdk = dk, pdv = dv, pds = dScores, pdb = dBias)
+        {
+            var job = new AttentionBackwardJob
+            {
+                Q = pq, K = pk, V = pv, Probs = pp, DContext = pdc, Dq = pdq, Dk = pdk, Dv = pdv, DScores = pds,
+                Heads = heads, DKv = dKv, QLen = queryLength, KLen = keyLength,
+            };
+            _pool.RunRanges(ref job, batch * heads, 1);
+            if (!dBias.IsEmpty)
+            {
+                Check(dBias, (long)heads * queryLength * keyLength, nameof(dBias));
+                var sum = new BatchSumJob { Source = pds, Destination = pdb, Batch = batch, Size = (long)heads * queryLength * keyLength };
+                _pool.RunRanges(ref sum, (int)((sum.Size + 1023) / 1024), 1);
+            }
+        }
+    }
+
+    /// <summary>The longest key length <see cref="AttentionBackward"/> takes.</summary>
+    public const int MaxKeyLength = 16384;
+
+    // ---------------------------------------------------------------- feed-forward activations
+
+    /// <summary>gelu_new (tanh form): y = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).</summary>
+    public void GeluNew(ReadOnlySpan<float> x, Span<float> y) => Elementwise(x, default, default, y, ElementOp.Gelu);
+
+    /// <summary>Gated gelu: h = gelu_new(a) ∘ b (a = wi_0 output, b = wi_1 output).</summary>
+    public void GatedGeluNew(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> h) => Elementwise(a, b, default, h, ElementOp.GatedGelu);
+
+    /// <summary>dx = dy · gelu_new'(x).</summary>
+    public void GeluNewBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx) => Elementwise(x, dy, default, dx, ElementOp.GeluBackward);
+
+    /// <summary>Gated gelu backward: da = dh ∘ b ∘ gelu_new'(a), db = dh ∘ gelu_new(a).</summary>
+    public void GatedGeluNewBackward(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> dh, Span<float> da, Span<float> db)
+    {
+        Check(db, a.Length, nameof(db));
+        fixed (float* pdb = db) Elementwise(a, b, dh, da, ElementOp.GatedGeluBackward, pdb);
+    }
+
+    /// <summary>y = max(x, 0).</summary>
+    public void Relu(ReadOnlySpan<float> x, Span<float> y) { Check(y, x.Length, nameof(y)); TensorPrimitives.Max(x, 0f, y); }
+
+    /// <summary>dx = dy where y > 0, else 0 (y = the ReLU's output).</summary>
+    public void ReluBackward(ReadOnlySpan<float> y, ReadOnlySpan<float> dy, Span<float> dx) => Elementwise(y, dy, default, dx, ElementOp.ReluBackward);
+
+    // ---------------------------------------------------------------- loss
+
+    /// <summary>
+    /// Token cross-entropy over logits [rows, vocab] with labels [rows] (−100 = ignored): returns the sum of the rows'
+    /// −log softmax(logits)[label] (log-sum-exp after subtracting the row max) and the number of counted rows in
+    /// <paramref name="count"/>. With <paramref name="gradientScale"/> non-zero the logits are overwritten IN PLACE by
+    /// gradientScale · (softmax − onehot) (0 for ignored rows): the gradient of gradientScale · the summed loss.
+    /// </summary>
+    public double CrossEntropy(Span<float> logits, ReadOnlySpan<int> labels, int vocab, float gradientScale, bool writeGradient, out int count)
+    {
+        Check(logits, (long)labels.Length * vocab, nameof(logits));
+        foreach (int label in labels)
+            if (label != -100 && (uint)label >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(labels), label, $"labels: label {label} is outside the vocabulary (0..{vocab - 1}) and not the ignore index -100.");
+        double total = 0;
+        count = 0;
+        fixed (float* pl = logits) fixed (int* plab = labels)
+        {
+            var job = new CrossEntropyJob { Logits = pl, Labels = plab, Vocab = vocab, Scale = gradientScale, Write = writeGradient };
+            int rows = labels.Length;
+            // Each row's loss goes to a per-row slot so the sum is taken in row order whatever the split.
+            double[] slots = _lossSlots.Length >= rows ? _lossSlots : (_lossSlots = new double[rows]);
+            fixed (double* ps = slots)
+            {
+                job.Losses = ps;
+                _pool.RunRanges(ref job, rows, 4);
+            }
+            for (int r = 0; r < rows; r++)
+                if (labels[r] != -100) { total += slots[r]; count++; }
+        }
+        return total;
+    }
+
+    private double[] _lossSlots = [];
+
+    /// <summary>Stops the worker threads.</summary>
+    public void Dispose() => _pool.Dispose();
+
+    // ---------------------------------------------------------------- jobs
+
+    private static void Check<T>(ReadOnlySpan<T> span, long length, string name)
+    {
+        if (span.Length < length) throw new ArgumentException($"{name}: holds {span.Length} elements, the shape needs {length}.", name);
+    }
+
+    private static void Check<T>(Span<T> span, long length, string name) => Check((ReadOnlySpan<T>)span, length, name);
+
+    private enum ElementOp { Gelu, GatedGelu, GeluBackward, GatedGeluBackward, ReluBackward }
+
+    private void Elementwise(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> c, Span<float> output, ElementOp op, float* second = null)
+    {
+        Check(output, a.Length, nameof(output));
+        if (op != ElementOp.Gelu) Check(b, a.Length, op == ElementOp.GatedGelu || op == ElementOp.GatedGeluBackward ? "b" : "dy");
+        if (op == ElementOp.GatedGeluBackward) Check(c, a.Length, "dh");
+        fixed (float* pa = a, pb = b, pc = c, po = output)
+        {
+            var job = new ElementJob { A = pa, B = pb, C = pc, Output = po, Second = second, Op = op, Length = a.Length };
+            _pool.RunRanges(ref job, (a.Length + 1023) / 1024, 1);
+        }
+    }
+
+    private struct ElementJob : IRangeJob
+    {
+        public float* A, B, C, Output, Second;
+        public ElementOp Op;
+        public long Length;
+
+        public void Execute(int first, int end)
+        {
+            const float c = 0.7978845608028654f; // sqrt(2/pi)
+            float* u = stackalloc float[1024];
+            float* t = stackalloc float[1024];
+            for (int unit = first; unit < end; unit++)
+            {
+                long e0 = unit * 1024L;
+                int n = (int)Math.Min(1024, Length - e0);
+                var x = new ReadOnlySpan<float>(A + e0, n);
+                var output = new Span<float>(Output + e0, n);
+                if (Op == ElementOp.ReluBackward)
+                {
+                    for (int e = 0; e < n; e++) output[e] = x[e] > 0 ? B[e0 + e] : 0f;
+                    continue;
+                }
+                // tanh(√(2/π)·(x + 0.044715·x³)) for the block, vectorised by TensorPrimitives.
+                var us = new Span<float>(u, n); var ts = new Span<float>(t, n);
+                TensorPrimitives.Multiply(x, x, us);
+                TensorPrimitives.Multiply(us, 0.044715f, us);
+                TensorPrimitives.Add(us, 1f, us);
+                TensorPrimitives.Multiply(us, x, us);
+                TensorPrimitives.Multiply(us, c, us);
+                TensorPrimitives.Tanh(us, ts);
+                for (int e = 0; e < n; e++)
+                {
+                    float xe = x[e], te = t[e];
+                    float gelu = 0.5f * xe * (1f + te);
+                    float derivative = 0.5f * (1f + te) + 0.5f * xe * (1f - te * te) * c * (1f + 3f * 0.044715f * xe * xe);
+                    switch (Op)
+                    {
+                        case ElementOp.Gelu: output[e] = gelu; break;
+                        case ElementOp.GatedGelu: output[e] = gelu * B[e0 + e]; break;
+                        case ElementOp.GeluBackward: output[e] = B[e0 + e] * derivative; break;
+                        default: // gated backward: da = dh·b·gelu'(a) into Output, db = dh·gelu(a) into Second
+                            float dh = C[e0 + e];
+                            output[e] = dh * B[e0 + e] * derivative;
+                            Second[e0 + e] = dh * gelu;
+                            break;
+                    }
+                }
+            }
+        }
+    }
+
+    private struct MatMulJob : IRangeJob
+    {
+        public const int RowBlock = 48;
+        public float* A, B, C;
+        public int M, P, N, RowStride, DepthStride, RowBlocks, Strips;
+        public bool Accumulate;
+
+        public void Execute(int first, int end)
+        {
+            for (int unit = first; unit < end; unit++)
+            {
+                int strip = unit / RowBlocks, block = unit % RowBlocks;
+                int j0 = strip * 16, i0 = block * RowBlock, i1 = Math.Min(i0 + RowBlock, M);
+                if (j0 + 16 <= N && Vector256.IsHardwareAccelerated)
+                {
+                    int i = i0;
+                    for (; i + 6 <= i1; i += 6) Tile6x16(i, j0);
+                    for (; i < i1; i++) Tile1x16(i, j0);
+                }
+                else
+                {
+                    for (int i = i0; i < i1; i++)
+                        for (int j = j0; j < Math.Min(j0 + 16, N); j++)
+                        {
+                            float sum = 0;
+                            float* a = A + (long)i * RowStride;
+                            for (int p = 0; p < P; p++) sum += a[(long)p * DepthStride] * B[(long)p * N + j];
+                            float* cell = C + (long)i * N + j;
+                            *cell = Accumulate ? *cell + sum : sum;
+                        }
+                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+        private readonly void Tile6x16(int i, int j)
+        {
+            Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+            Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+            float* a0 = A + (long)i * RowStride, b = B + j;
+            long rs = RowStride, ds = DepthStride;
+            for (int p = 0; p < P; p++, b += N)
+            {
+                Vector256<float> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 8);
+                float* a = a0 + p * ds;
+                Vector256<float> x = Vector256.Create(a[0]);
+                c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
+                x = Vector256.Create(a[rs]);
+                c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
+                x = Vector256.Create(a[2 * rs]);
+                c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
+                x = Vector256.Create(a[3 * rs]);
+                c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
+                x = Vector256.Create(a[4 * rs]);
+                c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41);
+                x = Vector256.Create(a[5 * rs]);
+                c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
+            }
+            float* c = C + (long)i * N + j;
+            Store(c, c00, c01); Store(c + N, c10, c11); Store(c + 2L * N, c20, c21);
+            Store(c + 3L * N, c30, c31); Store(c + 4L * N, c40, c41); Store(c + 5L * N, c50, c51);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private readonly void Tile1x16(int i, int j)
+        {
+            Vector256<float> c0 = default, c1 = default;
+            float* a = A + (long)i * RowStride, b = B + j;
+            for (int p = 0; p < P; p++, b += N)
+            {
+                Vector256<float> x = Vector256.Create(a[(long)p * DepthStride]);
+                c0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b), c0);
+                c1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 8), c1);
+            }
+            Store(C + (long)i * N + j, c0, c1);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private readonly void Store(float* c, Vector256<float> lo, Vector256<float> hi)
+        {
+            if (Accumulate) { lo += Vector256.Load(c); hi += Vector256.Load(c + 8); }
+            lo.Store(c); hi.Store(c + 8);
+        }
+    }
+
+    private struct TransposeJob : IRangeJob
+    {
+        public float* Source, Destination;
+        public int Rows, Cols;
+
+        public void Execute(int first, int end)
+        {
+            // Unit = 32 source columns; walk the rows in blocks of 32 so both sides stay in cache.
+            for (int c0 = first * 32; c0 < Math.Min(end * 32, Cols); c0 += 32)
+            {
+                int c1 = Math.Min(c0 + 32, Cols);
+                for (int r0 = 0; r0 < Rows; r0 += 32)
+                {
+                    int r1 = Math.Min(r0 + 32, Rows);
+                    for (int c = c0; c < c1; c++)
+                    {
+                        float* d = Destination + (long)c * Rows;
+                        for (int r = r0; r < r1; r++) d[r] = Source[(long)r * Cols + c];
+                    }
+                }
+            }
+        }
+    }
+
+    private struct ScatterJob : IRangeJob
+    {
+        public int* Ids;
+        public int Count, D;
+        public float* Grad, Table;
+
+        public void Execute(int first, int end)
+        {
+            int c0 = first * 16, c1 = Math.Min(end * 16, D);
+            for (int i = 0; i < Count; i++)
+            {
+                float* g = Grad + (long)i * D, t = Table + (long)Ids[i] * D;
+                for (int c = c0; c < c1; c++) t[c] += g[c];
+            }
+        }
+    }
+
+    private struct RmsNormJob : IRangeJob
+    {
+        public float* X, W, Y, R;
+        public int D;
+        public float Epsilon;
+
+        public void Execute(int first, int end)
+        {
+            for (int row = first; row < end; row++)
+            {
+                var x = new ReadOnlySpan<float>(X + (long)row * D, D);
+                var y = new Span<float>(Y + (long)row * D, D);
+                // HF: variance = mean(x²) in f32; x * rsqrt(variance + eps); weight * that.
+                float r = 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(x) / D + Epsilon);
+                R[row] = r;
+                TensorPrimitives.Multiply(x, r, y);
+                TensorPrimitives.Multiply(y, new ReadOnlySpan<float>(W, D), y);
+            }
+        }
+    }
+
+    private struct RmsNormBackwardJob : IRangeJob
+    {
+        public float* X, W, R, Dy, Dx;
+        public int D;
+
+        public void Execute(int first, int end)
+        {
+            for (int row = first; row < end; row++)
+            {
+                float* x = X + (long)row * D, dy = Dy + (long)row * D, dx = Dx + (long)row * D;
+                float r = R[row];
+                float dot = 0; // Σ dy·w·x
+                int i = 0;
+                if (Vector256.IsHardwareAccelerated)
+                {
+                    Vector256<float> acc = default;
+                    for (; i + 8 <= D; i += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Load(dy + i) * Vector256.Load(W + i), Vector256.Load(x + i), acc);
+                    dot = Vector256.Sum(acc);
+                }
+                for (; i < D; i++) dot += dy[i] * W[i] * x[i];
+                float coefficient = dot * r * r * r / D;
+                i = 0;
+                if (Vector256.IsHardwareAccelerated)
+                {
+                    var vr = Vector256.Create(r); var vc = Vector256.Create(coefficient);
+                    for (; i + 8 <= D; i += 8)
+                        (Vector256.Load(dx + i) + Vector256.Load(dy + i) * Vector256.Load(W + i) * vr - Vector256.Load(x + i) * vc).Store(dx + i);
+                }
+                for (; i < D; i++) dx[i] += dy[i] * W[i] * r - x[i] * coefficient;
+            }
+        }
+    }
+
+    private struct RmsNormWeightJob : IRangeJob
+    {
+        public float* X, R, Dy, Dw;
+        public int D, Rows;
+
+        public void Execute(int first, int end)
+        {
+            int c0 = first * 8, c1 = Math.Min(end * 8, D);
+            if (c1 - c0 == 8 && Vector256.IsHardwareAccelerated)
+            {
+                Vector256<float> acc = default;
+                for (int row = 0; row < Rows; row++)
+                    acc = Vector256.FusedMultiplyAdd(Vector256.Load(Dy + (long)row * D + c0) * Vector256.Load(X + (long)row * D + c0), Vector256.Create(R[row]), acc);
+                (Vector256.Load(Dw + c0) + acc).Store(Dw + c0);
+                return;
+            }
+            for (int c = c0; c < c1; c++)
+            {
+                float sum = 0;
+                for (int row = 0; row < Rows; row++) sum += Dy[(long)row * D + c] * X[(long)row * D + c] * R[row];
+                Dw[c] += sum;
+            }
+        }
+    }
+
+    private struct AttentionJob : IRangeJob
+    {
+        public float* Q, K, V, Bias, Probs, Context;
+        public int* Mask;
+        public bool Causal;
+        public int Heads, DKv, QLen, KLen;
+
+        public void Execute(int first, int end)
+        {
+            int inner = Heads * DKv;
+            for (int unit = first; unit < end; unit++)
+            {
+                int b = unit / Heads, h = unit % Heads;
+                float* probs = Probs + (long)unit * QLen * KLen;
+                for (int i = 0; i < QLen; i++)
+                {
+                    var q = new ReadOnlySpan<float>(Q + ((long)b * QLen + i) * inner + h * DKv, DKv);
+                    float* row = probs + (long)i * KLen;
+                    float max = float.NegativeInfinity;
+                    for (int j = 0; j < KLen; j++)
+                    {
+                        if ((Causal && j > i) || (Mask != null && Mask[(long)b * KLen + j] == 0)) { row[j] = float.NegativeInfinity; continue; }
+                        float s = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(K + ((long)b * KLen + j) * inner + h * DKv, DKv));
+                        if (Bias != null) s += Bias[((long)h * QLen + i) * KLen + j];
+                        row[j] = s;
+                        if (s > max) max = s;
+                    }
+                    float sum = 0;
+                    for (int j = 0; j < KLen; j++) { float e = row[j] == float.NegativeInfinity ? 0f : MathF.Exp(row[j] - max); row[j] = e; sum += e; }
+                    float inverse = 1f / sum;
+                    var context = new Span<float>(Context + ((long)b * QLen + i) * inner + h * DKv, DKv);
+                    context.Clear();
+                    for (int j = 0; j < KLen; j++)
+                    {
+                        float p = row[j] *= inverse;
+                        if (p != 0) TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(V + ((long)b * KLen + j) * inner + h * DKv, DKv), p, context, context);
+                    }
+                }
+            }
+        }
+    }
+
+    private struct AttentionBackwardJob : IRangeJob
+    {
+        public float* Q, K, V, Probs, DContext, Dq, Dk, Dv, DScores;
+        public int Heads, DKv, QLen, KLen;
+
+        public void Execute(int first, int end)
+        {
+            int inner = Heads * DKv, dKv = Heads == 0 ? 0 : DKv;
+            float* dp = stackalloc float[KLen];
+            for (int unit = first; unit < end; unit++)
+            {
+                int b = unit / Heads, h = unit % Heads;
+                float* probs = Probs + (long)unit * QLen * KLen, ds = DScores + (long)unit * QLen * KLen;
+                Span<float> Row(float* basePointer, int length, int r) => new(basePointer + ((long)b * length + r) * inner + h * dKv, dKv);
+                for (int j = 0; j < KLen; j++) Row(Dv, KLen, j).Clear();
+                for (int j = 0; j < KLen; j++) Row(Dk, KLen, j).Clear();
+                // dV[j] = Σ_i P[i, j]·dC[i]   (before dScores may overwrite P)
+                for (int i = 0; i < QLen; i++)
+                {
+                    Span<float> dc = Row(DContext, QLen, i);
+                    for (int j = 0; j < KLen; j++)
+                    {
+                        float p = probs[(long)i * KLen + j];
+                        if (p != 0) TensorPrimitives.MultiplyAdd(dc, p, Row(Dv, KLen, j), Row(Dv, KLen, j));
+                    }
+                }
+                for (int i = 0; i < QLen; i++)
+                {
+                    Span<float> dc = Row(DContext, QLen, i), dq = Row(Dq, QLen, i), q = Row(Q, QLen, i);
+                    float* p = probs + (long)i * KLen, d = ds + (long)i * KLen;
+                    // dP[j] = dC[i]·v[j]; dS[j] = P[j]·(dP[j] − Σ_j' P[j']·dP[j']). d may be p itself: each p[j] is
+                    // read before d[j] is written.
+                    float weighted = 0;
+                    for (int j = 0; j < KLen; j++)
+                    {
+                        dp[j] = p[j] == 0 ? 0 : TensorPrimitives.Dot(dc, Row(V, KLen, j));
+                        weighted += p[j] * dp[j];
+                    }
+                    for (int j = 0; j < KLen; j++) d[j] = p[j] * (dp[j] - weighted);
+                    // dQ[i] = Σ_j dS[j]·k[j]; dK[j] += dS[j]·q[i]
+                    dq.Clear();
+                    for (int j = 0; j < KLen; j++)
+                    {
+                        if (d[j] == 0) continue;
+                        TensorPrimitives.MultiplyAdd(Row(K, KLen, j), d[j], dq, dq);
+                        TensorPrimitives.MultiplyAdd(q, d[j], Row(Dk, KLen, j), Row(Dk, KLen, j));
+                    }
+                }
+            }
+        }
+    }
+
+    private struct BatchSumJob : IRangeJob
+    {
+        public float* Source, Destination;
+        public int Batch;
+        public long Size;
+
+        public void Execute(int first, int end)
+        {
+            long e0 = first * 1024L, e1 = Math.Min(end * 1024L, Size);
+            for (int b = 0; b < Batch; b++)
+            {
+                float* s = Source + b * Size;
+                for (long e = e0; e < e1; e++) Destination[e] += s[e];
+            }
+        }
+    }
+
+    private struct CrossEntropyJob : IRangeJob
+    {
+        public float* Logits;
+        public int* Labels;
+        public double* Losses;
+        public int Vocab;
+        public float Scale;
+        public bool Write;
+
+        public void Execute(int first, int end)
+        {
+            for (int r = first; r < end; r++)
+            {
+                var row = new Span<float>(Logits + (long)r * Vocab, Vocab);
+                int label = Labels[r];
+                if (label == -100)
+                {
+                    Losses[r] = 0;
+                    if (Write) row.Clear();
+                    continue;
+                }
+                float max = TensorPrimitives.Max(row);
+                float sum = 0;
+                for (int j = 0; j < Vocab; j++) sum += MathF.Exp(row[j] - max);
+                float logSum = MathF.Log(sum);
+                Losses[r] = logSum - (row[label] - max);
+                if (Write)
+                {
+                    float scale = Scale / sum;
+                    for (int j = 0; j < Vocab; j++) row[j] = MathF.Exp(row[j] - max) * scale;
+                    row[label] -= Scale;
+                }
+            }
+        }
+    }
+}
