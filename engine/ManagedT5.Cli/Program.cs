@@ -16,6 +16,7 @@ Command root = new(CliCommon.ToolName, "managedt5: Flan-T5 / T5 inference in pur
     TraceCommand.Create(),
     ScoreCommand.Create(),
     EvalCommand.Create(),
+    FinetuneCommand.Create(),
 };
 root.Options.Add(new HelpOption());
 root.Options.Add(new VersionOption());
