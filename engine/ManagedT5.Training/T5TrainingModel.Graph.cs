@@ -260,6 +260,11 @@ public sealed partial class T5TrainingModel
     private void Prepare(int batch, int source, int target)
     {
         if (_shape == (batch, source, target)) return;
+        Allocate(batch, source, target);   // apart, so that its closures cost nothing on the early return
+    }
+
+    private void Allocate(int batch, int source, int target)
+    {
         _shape = default;
         int d = Config.DModel, inner = Config.InnerDim, ff = Config.DFf, heads = Config.NumHeads, vocab = Config.VocabSize;
         int ns = checked(batch * source), nt = checked(batch * target), n = Math.Max(ns, nt);

@@ -1,5 +1,6 @@
 // The trainable T5: a model folder loaded into f32 Parameters in HF's named_parameters() order, with the module tree
 // (T5Modules) wired as Linear / norm / attention nodes. The forward and backward passes are in T5TrainingModel.Graph.cs.
+using ManagedT5.Adapters;
 using ManagedT5.Kernels;
 using ManagedT5.Kernels.Cpu.Training;
 using ManagedT5.Loading;
@@ -211,14 +212,42 @@ public sealed partial class T5TrainingModel : IDisposable
 
     // ------------------------------------------------ LoRA
 
-    private sealed record LoraState(float Scale, IReadOnlyList<string> Modules);
+    private sealed record LoraState(LoraConfig Config, IReadOnlyList<string> Modules);
+
+    /// <summary>
+    /// Attaches <paramref name="adapter"/> (PEFT's LoRA): each adapted Linear computes y = x·Wᵀ + (x·Aᵀ·Bᵀ)·scale with
+    /// scale = lora_alpha / r (or / √r with use_rslora). The whole base is frozen (no gradient is computed or kept for
+    /// it) and the adapter's A/B, copied into new parameters named "base_model.model.&lt;module&gt;.lora_A.weight" /
+    /// "lora_B.weight", become <see cref="TrainableParameters"/>. lora_dropout must be 0 (no dropout here). A module the
+    /// model lacks or whose shape differs is a <see cref="ModelLoadException"/> naming it.
+    /// </summary>
+    public void AttachLora(LoraAdapter adapter)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        if (adapter.Config.LoraDropout != 0)
+            throw new ArgumentException($"lora_dropout: {adapter.Config.LoraDropout} is not supported; fine-tuning here runs without dropout. Set lora_dropout to 0.", "lora_dropout");
+        adapter.CheckFits(Modules, Config, adapter.Config.BaseModelNameOrPath is { } b ? $"adapter for {b}" : "adapter");
+        AttachLoraCore([.. adapter.Modules.Select(m => (m.Module, m.A, m.B))], adapter.Config.R, adapter.Config.Scale);
+        _lora = _lora! with { Config = adapter.Config };
+    }
+
+    /// <summary>The attached adapter's current A/B values as a <see cref="LoraAdapter"/> with the same config (copies).</summary>
+    public LoraAdapter ExportLora()
+    {
+        if (_lora is null) throw new InvalidOperationException("No LoRA adapter is attached; call AttachLora first.");
+        return new LoraAdapter(_lora.Config, _lora.Modules.Select(m =>
+        {
+            Linear l = _linears[m];
+            return new LoraModule(m, l.In, l.Out, (float[])l.LoraA!.Value.Clone(), (float[])l.LoraB!.Value.Clone());
+        }));
+    }
 
     /// <summary>
     /// Puts LoRA on the named Linears (module paths as in HF, e.g. "encoder.block.0.layer.0.SelfAttention.q"):
     /// y = x·Wᵀ + (x·Aᵀ·Bᵀ)·<paramref name="scale"/>, A [r, in], B [out, r] (copied). Freezes the whole base; the A/B
     /// parameters ("base_model.model.&lt;module&gt;.lora_A.weight" / "lora_B.weight") become the only trainable ones.
     /// </summary>
-    internal void AttachLora(IReadOnlyList<(string Module, float[] A, float[] B)> modules, int rank, float scale)
+    internal void AttachLoraCore(IReadOnlyList<(string Module, float[] A, float[] B)> modules, int rank, float scale)
     {
         if (_lora is not null) throw new InvalidOperationException("A LoRA adapter is already attached to this model.");
         var loraParameters = new List<Parameter>();
@@ -238,7 +267,8 @@ public sealed partial class T5TrainingModel : IDisposable
         _parameters.AddRange(loraParameters);
         foreach (Parameter p in loraParameters) _byName.Add(p.Name, p);
         _trainable = loraParameters;
-        _lora = new LoraState(scale, [.. modules.Select(m => m.Module)]);
+        _lora = new LoraState(new LoraConfig { R = rank, LoraAlpha = scale * rank, TargetModules = [.. modules.Select(m => m.Module.Split('.')[^1]).Distinct()] },
+            [.. modules.Select(m => m.Module)]);
         _shape = default;   // the LoRA buffers are sized with the next batch
     }
 

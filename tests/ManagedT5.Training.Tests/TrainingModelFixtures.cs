@@ -1,5 +1,5 @@
 // The training references (tests/fixtures/training) and models (tests/fixtures/models) as the gradient, LoRA and
-// model tests read them: the step-1 batch of a grads file, reference tensors by name, and PEFT adapters.
+// model tests read them: the step-1 batch of a reference file and reference scalars.
 using ManagedT5.Kernels;
 using ManagedT5.Loading;
 
@@ -23,24 +23,6 @@ internal static class TrainingModelFixtures
 
     /// <summary>A scalar reference value (e.g. loss) stored as a tensor.</summary>
     public static float Scalar(SafeTensorsFile file, string name) => file.GetTensor(name).GetSingle(0);
-
-    /// <summary>A PEFT adapter folder read directly: (module, A, B) per LoRA'd Linear in file order, rank and scale.</summary>
-    public static (List<(string Module, float[] A, float[] B)> Modules, int Rank, float Scale) Lora(string directory)
-    {
-        string json = File.ReadAllText(Path.Combine(directory, "adapter_config.json"));
-        using var config = System.Text.Json.JsonDocument.Parse(json);
-        int rank = config.RootElement.GetProperty("r").GetInt32();
-        double alpha = config.RootElement.GetProperty("lora_alpha").GetDouble();
-        using SafeTensorsFile file = SafeTensorsFile.Open(Path.Combine(directory, "adapter_model.safetensors"));
-        var modules = new List<(string, float[], float[])>();
-        const string prefix = "base_model.model.", suffixA = ".lora_A.weight";
-        foreach (SafeTensorInfo t in file.Tensors.Where(t => t.Name.EndsWith(suffixA, StringComparison.Ordinal)))
-        {
-            string module = t.Name[prefix.Length..^suffixA.Length];
-            modules.Add((module, file.GetTensor(t.Name).ToSingleArray(), file.GetTensor(prefix + module + ".lora_B.weight").ToSingleArray()));
-        }
-        return (modules, rank, (float)(alpha / rank));
-    }
 
     private static string FindRoot()
     {
