@@ -41,10 +41,10 @@ public static class GradientClipping
     }
 
     /// <summary>The global L2 norm of the gradients (as float, as PyTorch's float32 total_norm).</summary>
-    public static float GlobalNorm(IEnumerable<float[]> gradients)
+    public static float GlobalNorm(IReadOnlyList<float[]> gradients)
     {
         double sum = 0;
-        foreach (float[] g in gradients) sum += SumOfSquares(g);
+        for (int i = 0; i < gradients.Count; i++) sum += SumOfSquares(gradients[i]);   // indexed: no enumerator per step
         return (float)Math.Sqrt(sum);
     }
 
@@ -63,7 +63,7 @@ public static class GradientClipping
         float norm = GlobalNorm(gradients);
         float coef = Coefficient(norm, maxNorm);
         if (coef < 1f)
-            foreach (float[] g in gradients) System.Numerics.Tensors.TensorPrimitives.Multiply(g, coef, g);
+            for (int i = 0; i < gradients.Count; i++) System.Numerics.Tensors.TensorPrimitives.Multiply(gradients[i], coef, gradients[i]);
         return norm;
     }
 }

@@ -105,7 +105,7 @@ public interface ITrainable
 /// <param name="Tokens">Input and target tokens the step read (not padding).</param>
 /// <param name="Seconds">Wall time of the step.</param>
 /// <param name="EvalLoss">The eval loss after this step, when it was computed.</param>
-public sealed record TrainingLog(int Step, double Loss, double LearningRate, double GradNorm, long Tokens, double Seconds, double? EvalLoss = null);
+public readonly record struct TrainingLog(int Step, double Loss, double LearningRate, double GradNorm, long Tokens, double Seconds, double? EvalLoss = null);
 
 /// <summary>How a run ended.</summary>
 /// <param name="Steps">Optimizer steps done (including those of a resumed checkpoint).</param>
@@ -173,7 +173,8 @@ public sealed class Trainer
     {
         Directory.CreateDirectory(Arguments.OutputDir);
         int total = Schedule.TotalSteps, batch = Arguments.PerDeviceTrainBatchSize, accumulation = Arguments.GradientAccumulationSteps;
-        var logs = new List<TrainingLog>();
+        var logs = new List<TrainingLog>(Math.Max(total - GlobalStep, 0));
+        _history.EnsureCapacity(total);
         string? checkpoint = null;
         var rows = new int[batch];
         float scale = 1f / accumulation;
@@ -188,11 +189,11 @@ public sealed class Trainer
             for (int a = 0; a < accumulation; a++)
             {
                 long microBatch = (long)GlobalStep * accumulation + a;
-                TrainingBatch b = _train.Batch(microBatch, batch, rows);
+                TrainingBatch b = _train.ReusedBatch(microBatch, batch, rows);
                 float l = _model.ForwardBackward(b, scale);
                 if (!float.IsFinite(l)) throw Diverged(step, $"the loss is {l}", rows);
                 loss += l;
-                tokens += b.AttentionMask.Count(m => m != 0) + b.TargetTokenCount;
+                tokens += Tokens(b);
             }
             loss /= accumulation;
             float norm = GradientClipping.GlobalNorm(_grads);
@@ -201,7 +202,7 @@ public sealed class Trainer
             {
                 float coef = GradientClipping.Coefficient(norm, Arguments.MaxGradNorm);
                 if (coef < 1f)
-                    foreach (float[] g in _grads) System.Numerics.Tensors.TensorPrimitives.Multiply(g, coef, g);
+                    for (int i = 0; i < _grads.Length; i++) System.Numerics.Tensors.TensorPrimitives.Multiply(_grads[i], coef, _grads[i]);
             }
             double lr = Schedule.LearningRate(step);
             _optimizer.Update(lr);
@@ -217,6 +218,15 @@ public sealed class Trainer
         _model.Save(Arguments.OutputDir);
         WriteState(Arguments.OutputDir, finalEval);
         return new TrainingResult(GlobalStep, total, false, checkpoint, finalEval, logs);
+    }
+
+    // Input tokens (attention mask 1) and counted target tokens (labels other than -100) of a batch.
+    private static long Tokens(TrainingBatch b)
+    {
+        long n = 0;
+        foreach (int m in b.AttentionMask) if (m != 0) n++;
+        foreach (int label in b.Labels) if (label != TrainingBatch.IgnoreIndex) n++;
+        return n;
     }
 
     private TrainingDivergedException Diverged(int step, string what, int[] rows)

@@ -87,6 +87,8 @@ public sealed class TrainingData
 
     /// <summary>Examples in the set.</summary>
     public int Count => _inputs.Length;
+
+    private readonly Dictionary<(int Batch, int Source, int Target), TrainingBatch> _layouts = [];
     /// <summary>Examples whose input was cut to max_source_length.</summary>
     public int TruncatedInputs { get; }
     /// <summary>Examples whose target was cut to max_target_length.</summary>
@@ -143,7 +145,8 @@ public sealed class TrainingData
         if (!Shuffle) return index;
         if (_orderEpoch != epoch)
         {
-            _order = Permutation(Count, Seed, epoch);
+            _order ??= new int[Count];
+            Permute(_order, Seed, epoch);
             _orderEpoch = epoch;
         }
         return _order![index];
@@ -168,6 +171,43 @@ public sealed class TrainingData
         return TrainingBatch.FromIds(inputs, labels, DecoderStartTokenId);
     }
 
+    /// <summary>
+    /// <see cref="Batch"/> laid out into arrays kept per batch shape (rows, padded source and target length), so that a
+    /// training loop allocates nothing once it has seen its shapes. The batch returned is overwritten by the next call
+    /// with the same shape. <paramref name="examples"/> receives the example indices.
+    /// </summary>
+    internal TrainingBatch ReusedBatch(long microBatch, int batchSize, int[] examples)
+    {
+        int source = 0, target = 0;
+        for (int r = 0; r < batchSize; r++)
+        {
+            int i = examples[r] = ExampleAt(microBatch * batchSize + r);
+            source = Math.Max(source, _inputs[i].Length);
+            target = Math.Max(target, _targets[i].Length);
+        }
+        if (!_layouts.TryGetValue((batchSize, source, target), out TrainingBatch? b))
+            _layouts[(batchSize, source, target)] = b = TrainingBatch.FromPadded(batchSize, source, target,
+                new int[batchSize * source], new int[batchSize * source], new int[batchSize * target], DecoderStartTokenId);
+        Array.Clear(b.InputIds);
+        Array.Clear(b.AttentionMask);
+        Array.Fill(b.Labels, TrainingBatch.IgnoreIndex);
+        for (int r = 0; r < batchSize; r++)
+        {
+            int[] input = _inputs[examples[r]], label = _targets[examples[r]];
+            input.CopyTo(b.InputIds, r * source);
+            b.AttentionMask.AsSpan(r * source, input.Length).Fill(1);
+            label.CopyTo(b.Labels, r * target);
+            // decoder_input_ids: labels shifted right after decoder_start_token_id, -100 -> 0 (as FromPadded).
+            b.DecoderInputIds[r * target] = DecoderStartTokenId;
+            for (int t = 1; t < target; t++)
+            {
+                int l = b.Labels[r * target + t - 1];
+                b.DecoderInputIds[r * target + t] = l == TrainingBatch.IgnoreIndex ? 0 : l;
+            }
+        }
+        return b;
+    }
+
     /// <summary>The whole set in file order as batches of up to <paramref name="batchSize"/> rows (evaluation).</summary>
     public IEnumerable<TrainingBatch> Sequential(int batchSize)
     {
@@ -183,6 +223,14 @@ public sealed class TrainingData
     public static int[] Permutation(int n, int seed, long epoch)
     {
         var order = new int[n];
+        Permute(order, seed, epoch);
+        return order;
+    }
+
+    // Permutation into an existing array (the trainer's per-epoch order, allocated once).
+    private static void Permute(int[] order, int seed, long epoch)
+    {
+        int n = order.Length;
         for (int i = 0; i < n; i++) order[i] = i;
         ulong state = unchecked((ulong)seed * 0x9E3779B97F4A7C15UL ^ (ulong)epoch * 0xD1B54A32D192ED03UL);
         for (int i = n - 1; i > 0; i--)
@@ -190,7 +238,6 @@ public sealed class TrainingData
             int j = (int)(SplitMix64(ref state) % (ulong)(i + 1));
             (order[i], order[j]) = (order[j], order[i]);
         }
-        return order;
     }
 
     private static ulong SplitMix64(ref ulong state)
