@@ -1,8 +1,9 @@
-// managedt5 finetune: full fine-tuning of a T5 model on JSONL instruction data with HF Trainer's defaults and names
-// (kebab case), AdamW, clipping, schedules, checkpoints and --resume; one JSON line per step with --json, else a
-// progress line on stderr. Ctrl+C stops at the step boundary and saves a resumable checkpoint.
+// managedt5 finetune: full or LoRA fine-tuning of a T5 model on JSONL instruction data with HF Trainer's and PEFT's
+// defaults and names (kebab case), AdamW, clipping, schedules, checkpoints and --resume; one JSON line per step with
+// --json, else a progress line on stderr. Ctrl+C stops at the step boundary and saves a resumable checkpoint.
 using System.CommandLine;
 using System.Text.Json;
+using ManagedT5.Adapters;
 using ManagedT5.Tokenizer;
 using ManagedT5.Training;
 
@@ -35,18 +36,31 @@ internal static class FinetuneCommand
         var evalSteps = new Option<int?>("--eval-steps") { Description = "Eval loss every n steps (with --eval-data)", HelpName = "n" };
         var resume = new Option<string?>("--resume") { Description = "Continue from a checkpoint-<step> folder", HelpName = "dir" };
         var overwrite = new Option<bool>("--overwrite-output-dir") { Description = "Write into a non-empty --out" };
-        var loraR = new Option<int?>("--lora-r") { Description = "LoRA rank (PEFT r, default 8): LoRA fine-tuning is not in this build yet", HelpName = "r" };
+        var loraR = new Option<int?>("--lora-r") { Description = "LoRA fine-tuning with this rank (PEFT r; any --lora-* option turns LoRA on, default r 8)", HelpName = "r" };
+        var loraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (scale alpha / r; default 8)", HelpName = "a" };
+        var loraDropout = new Option<double?>("--lora-dropout") { Description = "LoRA dropout (only 0: training here runs without dropout)", HelpName = "p" };
+        var loraTargets = new Option<string[]?>("--lora-target-modules") { Description = "Linears to adapt: names (q k v o wi wi_0 wi_1 wo) or all-linear; default q v", HelpName = "names", AllowMultipleArgumentsPerToken = true };
+        var loraInit = new Option<string?>("--lora-init") { Description = "Start from this PEFT LoRA adapter folder (its r, alpha and targets)", HelpName = "dir" };
         Option<int> threads = CliCommon.ThreadsOption(0);
         var json = new Option<bool>("--json") { Description = "One JSON line per step and a final {\"output\": ...} line" };
         var command = new Command("finetune", "Fine-tune a T5 model on JSONL (input, target) pairs, exact to PyTorch (HF Trainer's defaults)")
         {
             model, data, evalData, output, inputField, targetField, maxSteps, epochs, batchSize, accumulation, lr, warmup, schedule, weightDecay,
-            maxGradNorm, maxSource, maxTarget, seed, noShuffle, saveSteps, evalSteps, resume, overwrite, loraR, threads, json,
+            maxGradNorm, maxSource, maxTarget, seed, noShuffle, saveSteps, evalSteps, resume, overwrite, loraR, loraAlpha, loraDropout, loraTargets,
+            loraInit, threads, json,
         };
         command.SetAction(r =>
         {
-            if (r.GetValue(loraR) is not null)
-                throw new ArgumentException("lora_r: LoRA fine-tuning from the command line is not in this build yet; drop lora_r for full fine-tuning.", "lora_r");
+            string? initDir = r.GetValue(loraInit);
+            bool loraShape = r.GetValue(loraR) is not null || r.GetValue(loraAlpha) is not null || r.GetValue(loraDropout) is not null || r.GetValue(loraTargets) is { Length: > 0 };
+            if (initDir is not null && loraShape)
+                throw new ArgumentException($"lora_init: the adapter in '{initDir}' brings its own r, lora_alpha, lora_dropout and target_modules; drop --lora-r, --lora-alpha, --lora-dropout and --lora-target-modules, or --lora-init.", "lora_init");
+            if (r.GetValue(loraDropout) is double p && p != 0)
+                throw new ArgumentException($"lora_dropout: {p} is not supported; fine-tuning here runs without dropout (as the reference runs). Give 0 or leave it out.", "lora_dropout");
+            if (r.GetValue(loraR) is int badRank && badRank < 1)
+                throw new ArgumentException($"lora_r: {badRank}; the rank must be at least 1.", "lora_r");
+            if (r.GetValue(loraAlpha) is double badAlpha && !(badAlpha > 0 && double.IsFinite(badAlpha)))
+                throw new ArgumentException($"lora_alpha: {badAlpha}; give a number above 0.", "lora_alpha");
             string outDir = r.GetValue(output)!;
             string? resumeDir = r.GetValue(resume);
             if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any() && !r.GetValue(overwrite) && resumeDir is null)
@@ -63,15 +77,39 @@ internal static class FinetuneCommand
             CliCommon.Doing = $"reading {r.GetValue(data)}";
             var tokenizer = T5Tokenizer.FromDirectory(dir);
             var examples = TrainingDataFile.ReadJsonLines(r.GetValue(data)!, r.GetValue(inputField)!, r.GetValue(targetField)!);
-            CliCommon.Doing = $"loading {resumeDir ?? dir}";
-            using T5TrainingModel t5 = T5TrainingModel.Load(resumeDir ?? dir, new TrainingModelOptions { Threads = r.GetValue(threads) });
+            // A LoRA checkpoint holds the adapter (adapter_config.json), a full one the model; LoRA resumes on the base model.
+            bool resumeLora = resumeDir is not null && File.Exists(Path.Combine(resumeDir, LoraAdapter.ConfigFileName));
+            bool lora = loraShape || initDir is not null || resumeLora;
+            if (resumeDir is not null && lora && !resumeLora)
+                throw new ArgumentException($"resume: '{resumeDir}' is a full fine-tuning checkpoint (no {LoraAdapter.ConfigFileName}); drop the --lora-* options to resume it.", "resume");
+            CliCommon.Doing = $"loading {(lora ? dir : resumeDir ?? dir)}";
+            using T5TrainingModel t5 = T5TrainingModel.Load(lora ? dir : resumeDir ?? dir, new TrainingModelOptions { Threads = r.GetValue(threads) });
+            if (lora)
+            {
+                LoraAdapter adapter;
+                if ((resumeLora ? resumeDir : initDir) is string adapterDir)
+                {
+                    CliCommon.Doing = $"loading the adapter in {adapterDir}";
+                    adapter = LoraAdapter.Load(adapterDir);
+                    adapter.CheckFits(t5.Modules, t5.Config, adapterDir);
+                }
+                else
+                {
+                    var config = new LoraConfig { BaseModelNameOrPath = r.GetValue(model) };
+                    if (r.GetValue(loraR) is int rank) config = config with { R = rank };
+                    if (r.GetValue(loraAlpha) is double alpha) config = config with { LoraAlpha = alpha };
+                    if (r.GetValue(loraTargets) is { Length: > 0 } targets) config = config with { TargetModules = targets };
+                    adapter = LoraAdapter.Create(config, t5.Modules, t5.Config, r.GetValue(seed));
+                }
+                t5.AttachLora(adapter);
+            }
             var train = new TrainingData(examples, tokenizer, r.GetValue(maxSource), r.GetValue(maxTarget), t5.Config.DecoderStartTokenId,
                                          !r.GetValue(noShuffle), r.GetValue(seed), r.GetValue(data)!);
             TrainingData? eval = r.GetValue(evalData) is string e
                 ? new TrainingData(TrainingDataFile.ReadJsonLines(e, r.GetValue(inputField)!, r.GetValue(targetField)!, "eval_data"), tokenizer,
                                    r.GetValue(maxSource), r.GetValue(maxTarget), t5.Config.DecoderStartTokenId, false, 0, e)
                 : null;
-            var trainer = new Trainer(new T5Trainable(t5, dir), train, args, eval);
+            var trainer = new Trainer(lora ? new LoraTrainable(t5) : new T5Trainable(t5, dir), train, args, eval);
             if (resumeDir is not null) trainer.Resume(resumeDir);
             using var cts = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, ev) => { ev.Cancel = true; cts.Cancel(); };
@@ -109,7 +147,7 @@ internal static class FinetuneCommand
             }
             var summary = new
             {
-                output = outDir, steps = result.Steps, train_loss = result.Logs.Count > 0 ? result.Logs.Average(l => l.Loss) : (double?)null,
+                output = outDir, lora, steps = result.Steps, train_loss = result.Logs.Count > 0 ? result.Logs.Average(l => l.Loss) : (double?)null,
                 eval_loss = result.EvalLoss, examples = train.Count, truncated_inputs = train.TruncatedInputs, truncated_targets = train.TruncatedTargets,
                 tokens_per_second = seconds > 0 ? tokens / seconds : 0,
             };
