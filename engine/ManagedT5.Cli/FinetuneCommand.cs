@@ -126,7 +126,7 @@ internal static class FinetuneCommand
                     tokens += log.Tokens;
                     seconds += log.Seconds;
                     if (asJson)
-                        Console.WriteLine(JsonSerializer.Serialize(new { step = log.Step, loss = log.Loss, learning_rate = log.LearningRate, grad_norm = log.GradNorm, eval_loss = log.EvalLoss }));
+                        Console.WriteLine(JsonSerializer.Serialize(new { step = log.Step, loss = log.Loss, learning_rate = log.LearningRate, grad_norm = log.GradNorm, eval_loss = log.EvalLoss, tokens = log.Tokens, seconds = log.Seconds }));
                     else
                     {
                         int total = trainer.Schedule.TotalSteps;
