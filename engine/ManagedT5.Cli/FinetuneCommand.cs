@@ -98,7 +98,8 @@ internal static class FinetuneCommand
                     var config = new LoraConfig { BaseModelNameOrPath = r.GetValue(model) };
                     if (r.GetValue(loraR) is int rank) config = config with { R = rank };
                     if (r.GetValue(loraAlpha) is double alpha) config = config with { LoraAlpha = alpha };
-                    if (r.GetValue(loraTargets) is { Length: > 0 } targets) config = config with { TargetModules = targets };
+                    if (r.GetValue(loraTargets) is { Length: > 0 } targets)   // "q v" or "q,v"
+                        config = config with { TargetModules = [.. targets.SelectMany(t => t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))] };
                     adapter = LoraAdapter.Create(config, t5.Modules, t5.Config, r.GetValue(seed));
                 }
                 t5.AttachLora(adapter);

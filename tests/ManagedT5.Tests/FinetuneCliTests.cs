@@ -96,7 +96,7 @@ public sealed class FinetuneCliTests : IDisposable
         foreach (bool lora in new[] { false, true })
         {
             string straight = Path.Combine(_dir, $"straight-{lora}"), resumed = Path.Combine(_dir, $"resumed-{lora}");
-            string[] extra = lora ? ["--lora-r", "2", "--lora-alpha", "4", "--lora-target-modules", "q", "k", "wo", "--learning-rate", "5e-3"] : ["--learning-rate", "1e-3"];
+            string[] extra = lora ? ["--lora-r", "2", "--lora-alpha", "4", "--lora-target-modules", "q,k", "wo", "--learning-rate", "5e-3"] : ["--learning-rate", "1e-3"];
             var (code, stdout, stderr) = CliTests.Run(Args(straight, 4, [.. extra, "--save-steps", "2"]));
             Assert.True(code == 0, stderr);
             List<JsonElement> all = Lines(stdout);
