@@ -118,6 +118,33 @@ public sealed partial class T5TrainingModel : IDisposable
         return new T5TrainingModel(config, modules, values, options);
     }
 
+    /// <summary>
+    /// A model of <paramref name="config"/>'s shape with random weights (benchmarks, tests): matrices uniform in
+    /// ±0.5/√fan_in (embeddings ±0.5), bias tables ±0.5, norms 1. Deterministic for a <paramref name="seed"/>.
+    /// </summary>
+    public static T5TrainingModel CreateRandom(T5Config config, int seed = 0, TrainingModelOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        options ??= new TrainingModelOptions();
+        options.Validate();
+        if (config.IsEncoderOnly) throw new ArgumentException("config: an encoder-only config cannot be trained here; use T5ForConditionalGeneration's.", nameof(config));
+        var modules = new T5Modules(config);
+        var random = new Random(seed);
+        var values = new Dictionary<string, float[]>();
+        foreach (T5Parameter p in modules.Parameters)
+        {
+            var v = new float[p.Shape.Aggregate(1, (a, d) => checked(a * d))];
+            if (p.Role == T5ParameterRole.Norm) Array.Fill(v, 1f);
+            else
+            {
+                double bound = p.Role == T5ParameterRole.Matrix && p != modules.Shared ? 0.5 / Math.Sqrt(p.Shape[1]) : 0.5;
+                for (int i = 0; i < v.Length; i++) v[i] = (float)((random.NextDouble() * 2 - 1) * bound);
+            }
+            values[p.Name] = v;
+        }
+        return new T5TrainingModel(config, modules, values, options);
+    }
+
     /// <summary>The parameters in the order of HF's <c>model.named_parameters()</c>: shared, then per stack and block each
     /// sublayer's module (q, k, v, o, relative_attention_bias / wi_0, wi_1, wo) before its layer_norm, the stack's
     /// final_layer_norm, and lm_head when untied.</summary>

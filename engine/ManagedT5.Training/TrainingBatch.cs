@@ -52,6 +52,8 @@ public sealed class TrainingBatch
         Array.Fill(paddedLabels, IgnoreIndex);
         for (int b = 0; b < batch; b++)
         {
+            // An empty row would leave every key of its attention masked (HF then attends uniformly to padding).
+            if (inputs[b].Length == 0) throw new ArgumentException($"inputs: row {b} is empty; each input should at least end with </s>.", nameof(inputs));
             for (int t = 0; t < inputs[b].Length; t++)
             {
                 if (inputs[b][t] < 0) throw new ArgumentException($"inputs: token id {inputs[b][t]} at row {b}, position {t} is negative.", nameof(inputs));
@@ -76,9 +78,12 @@ public sealed class TrainingBatch
     {
         if (batch <= 0 || sourceLength <= 0 || targetLength <= 0)
             throw new ArgumentException($"batch: the shape ({batch}, {sourceLength}, {targetLength}) must be positive.", nameof(batch));
-        if (inputIds.Length != batch * sourceLength) throw new ArgumentException($"input_ids: {inputIds.Length} ids, the shape needs {batch * sourceLength}.", nameof(inputIds));
-        if (attentionMask.Length != batch * sourceLength) throw new ArgumentException($"attention_mask: {attentionMask.Length} values, the shape needs {batch * sourceLength}.", nameof(attentionMask));
+        if (inputIds.Length != batch * sourceLength) throw new ArgumentException($"input_ids: {inputIds.Length} ids, the shape needs {batch * sourceLength}.", "input_ids");
+        if (attentionMask.Length != batch * sourceLength) throw new ArgumentException($"attention_mask: {attentionMask.Length} values, the shape needs {batch * sourceLength}.", "attention_mask");
         if (labels.Length != batch * targetLength) throw new ArgumentException($"labels: {labels.Length} labels, the shape needs {batch * targetLength}.", nameof(labels));
+        for (int b = 0; b < batch; b++)
+            if (Array.IndexOf(attentionMask, 1, b * sourceLength, sourceLength) < 0)
+                throw new ArgumentException($"attention_mask: row {b} has no token (all 0); every row needs at least its </s>.", "attention_mask");
         // _shift_right: decoder_input_ids[:, 0] = start, [:, 1:] = labels[:, :-1], -100 → pad (0).
         var decoder = new int[batch * targetLength];
         for (int b = 0; b < batch; b++)

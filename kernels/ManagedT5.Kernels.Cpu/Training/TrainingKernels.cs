@@ -16,7 +16,7 @@ namespace ManagedT5.Kernels.Cpu.Training;
 public sealed unsafe class TrainingKernels : IDisposable
 {
     private readonly WorkerPool _pool;
-    private float[] _transposed = [];
+    private float[] _transposed = [], _transposedA = [];
 
     /// <summary>Kernels running on <paramref name="threads"/> threads (the caller included); 0 = processor count.</summary>
     public TrainingKernels(int threads = 0)
@@ -32,13 +32,23 @@ public sealed unsafe class TrainingKernels : IDisposable
 
     /// <summary>
     /// C[m, n] (+)= A·B with B [p, n] row-major and A either [m, p] row-major or, with <paramref name="transposeA"/>,
-    /// stored [p, m] (then A = storedᵀ). Overwrites C unless <paramref name="accumulate"/>. Each C element is one
-    /// sequential f32 sum over p.
+    /// stored [p, m] (then A = storedᵀ). Overwrites C unless <paramref name="accumulate"/>. Each C element is a
+    /// sequential f32 sum over p (in blocks of 256 added into C).
     /// </summary>
     public void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, Span<float> c, bool accumulate)
     {
         Check(a, (long)m * p, nameof(a)); Check(b, (long)p * n, nameof(b)); Check(c, (long)m * n, nameof(c));
         if (m == 0 || n == 0) return;
+        if (transposeA && m > 1 && p > 1)
+        {
+            // Stored [p, m]: walking it down a column touches one cache line per step, at a stride that is often a
+            // multiple of 4 KiB (the same L1 set). Transposing it first costs m·p moves against m·p·n FMAs.
+            int size = checked(m * p);
+            if (_transposedA.Length < size) _transposedA = GC.AllocateUninitializedArray<float>(size);
+            Transpose(a, p, m, _transposedA);
+            a = _transposedA.AsSpan(0, size);
+            transposeA = false;
+        }
         fixed (float* pa = a, pb = b, pc = c)
         {
             var job = new MatMulJob
@@ -368,6 +378,7 @@ public sealed unsafe class TrainingKernels : IDisposable
     private struct MatMulJob : IRangeJob
     {
         public const int RowBlock = 48;
+        public const int DepthBlock = 256;
         public float* A, B, C;
         public int M, P, N, RowStride, DepthStride, RowBlocks, Strips;
         public bool Accumulate;
@@ -380,9 +391,16 @@ public sealed unsafe class TrainingKernels : IDisposable
                 int j0 = strip * 16, i0 = block * RowBlock, i1 = Math.Min(i0 + RowBlock, M);
                 if (j0 + 16 <= N && Vector256.IsHardwareAccelerated)
                 {
-                    int i = i0;
-                    for (; i + 6 <= i1; i += 6) Tile6x16(i, j0);
-                    for (; i < i1; i++) Tile1x16(i, j0);
+                    // Depth in blocks of DepthBlock: the block's [DepthBlock, 16] slice of B stays in L1 across the
+                    // row block's tiles; the first block writes (or adds to) C, the later ones add.
+                    for (int p0 = 0; p0 < P; p0 += DepthBlock)
+                    {
+                        int p1 = Math.Min(p0 + DepthBlock, P);
+                        bool add = Accumulate || p0 > 0;
+                        int i = i0;
+                        for (; i + 6 <= i1; i += 6) Tile6x16(i, j0, p0, p1, add);
+                        for (; i < i1; i++) Tile1x16(i, j0, p0, p1, add);
+                    }
                 }
                 else
                 {
@@ -400,13 +418,13 @@ public sealed unsafe class TrainingKernels : IDisposable
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-        private readonly void Tile6x16(int i, int j)
+        private readonly void Tile6x16(int i, int j, int p0, int p1, bool add)
         {
             Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
             Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-            float* a0 = A + (long)i * RowStride, b = B + j;
+            float* a0 = A + (long)i * RowStride, b = B + (long)p0 * N + j;
             long rs = RowStride, ds = DepthStride;
-            for (int p = 0; p < P; p++, b += N)
+            for (int p = p0; p < p1; p++, b += N)
             {
                 Vector256<float> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 8);
                 float* a = a0 + p * ds;
@@ -424,28 +442,28 @@ public sealed unsafe class TrainingKernels : IDisposable
                 c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
             }
             float* c = C + (long)i * N + j;
-            Store(c, c00, c01); Store(c + N, c10, c11); Store(c + 2L * N, c20, c21);
-            Store(c + 3L * N, c30, c31); Store(c + 4L * N, c40, c41); Store(c + 5L * N, c50, c51);
+            Store(c, c00, c01, add); Store(c + N, c10, c11, add); Store(c + 2L * N, c20, c21, add);
+            Store(c + 3L * N, c30, c31, add); Store(c + 4L * N, c40, c41, add); Store(c + 5L * N, c50, c51, add);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private readonly void Tile1x16(int i, int j)
+        private readonly void Tile1x16(int i, int j, int p0, int p1, bool add)
         {
             Vector256<float> c0 = default, c1 = default;
-            float* a = A + (long)i * RowStride, b = B + j;
-            for (int p = 0; p < P; p++, b += N)
+            float* a = A + (long)i * RowStride, b = B + (long)p0 * N + j;
+            for (int p = p0; p < p1; p++, b += N)
             {
                 Vector256<float> x = Vector256.Create(a[(long)p * DepthStride]);
                 c0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b), c0);
                 c1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 8), c1);
             }
-            Store(C + (long)i * N + j, c0, c1);
+            Store(C + (long)i * N + j, c0, c1, add);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private readonly void Store(float* c, Vector256<float> lo, Vector256<float> hi)
+        private static void Store(float* c, Vector256<float> lo, Vector256<float> hi, bool add)
         {
-            if (Accumulate) { lo += Vector256.Load(c); hi += Vector256.Load(c + 8); }
+            if (add) { lo += Vector256.Load(c); hi += Vector256.Load(c + 8); }
             lo.Store(c); hi.Store(c + 8);
         }
     }
@@ -702,16 +720,23 @@ public sealed unsafe class TrainingKernels : IDisposable
                     if (Write) row.Clear();
                     continue;
                 }
+                // log-softmax after subtracting the row max: loss = log Σ exp(x − max) − (x[label] − max).
                 float max = TensorPrimitives.Max(row);
-                float sum = 0;
-                for (int j = 0; j < Vocab; j++) sum += MathF.Exp(row[j] - max);
-                float logSum = MathF.Log(sum);
-                Losses[r] = logSum - (row[label] - max);
+                float target = row[label] - max;
                 if (Write)
                 {
-                    float scale = Scale / sum;
-                    for (int j = 0; j < Vocab; j++) row[j] = MathF.Exp(row[j] - max) * scale;
+                    TensorPrimitives.Subtract(row, max, row);
+                    TensorPrimitives.Exp(row, row);                 // the row now holds exp(x − max)
+                    float sum = TensorPrimitives.Sum(row);
+                    Losses[r] = MathF.Log(sum) - target;
+                    TensorPrimitives.Multiply(row, Scale / sum, row);
                     row[label] -= Scale;
+                }
+                else
+                {
+                    float sum = 0;
+                    for (int j = 0; j < Vocab; j++) sum += MathF.Exp(row[j] - max);
+                    Losses[r] = MathF.Log(sum) - target;
                 }
             }
         }
