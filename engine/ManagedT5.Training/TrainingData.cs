@@ -186,8 +186,12 @@ public sealed class TrainingData
             target = Math.Max(target, _targets[i].Length);
         }
         if (!_layouts.TryGetValue((batchSize, source, target), out TrainingBatch? b))
+        {
+            var mask = new int[batchSize * source];
+            Array.Fill(mask, 1);   // FromPadded refuses a row without tokens; the rows are filled in below
             _layouts[(batchSize, source, target)] = b = TrainingBatch.FromPadded(batchSize, source, target,
-                new int[batchSize * source], new int[batchSize * source], new int[batchSize * target], DecoderStartTokenId);
+                new int[batchSize * source], mask, new int[batchSize * target], DecoderStartTokenId);
+        }
         Array.Clear(b.InputIds);
         Array.Clear(b.AttentionMask);
         Array.Fill(b.Labels, TrainingBatch.IgnoreIndex);
