@@ -18,6 +18,7 @@ Command root = new(CliCommon.ToolName, "managedt5: Flan-T5 / T5 inference in pur
     EvalCommand.Create(),
     EmbedCommand.Create(),
     ServeCommand.Create(),
+    FinetuneCommand.Create(),
 };
 root.Options.Add(new HelpOption());
 root.Options.Add(new VersionOption());
