@@ -46,6 +46,9 @@ public sealed partial class T5TrainingModel : IDisposable
     private List<Parameter> _trainable;
     private LoraState? _lora;
 
+    /// <summary>The kernels this model runs on (tests switch ops to their scalar twins through it).</summary>
+    internal TrainingKernels Kernels => _k;
+
     /// <summary>The model's configuration (config.json).</summary>
     public T5Config Config { get; }
 

@@ -68,8 +68,7 @@ public sealed class FullFinetuneTests : IDisposable
 }
 
 /// <summary>End to end against PyTorch: 8 AdamW steps of full fine-tuning on both fixture models with the reference
-/// run's settings; every step's loss, learning rate and grad norm, and the final parameters within 2e-5 (where AdamW is
-/// well-conditioned; see the test).</summary>
+/// run's settings; every step's loss, learning rate and grad norm, and every final parameter within 2e-5.</summary>
 public sealed class FullFinetuneParityTests(ITestOutputHelper output) : IDisposable
 {
     readonly string _dir = Directory.CreateTempSubdirectory("managedt5-fullft-parity-").FullName;
@@ -114,39 +113,25 @@ public sealed class FullFinetuneParityTests(ITestOutputHelper output) : IDisposa
                 .Sum(t => GradientClipping.SumOfSquaresReference(grads.GetTensor(t.Name).ToSingleArray())));
             Assert.True(Math.Abs(result.Logs[0].GradNorm - norm) <= 2e-5, $"step 1 grad_norm {result.Logs[0].GradNorm:R} vs |grads.safetensors| {norm:R}");
         }
-        // Every final parameter within 2e-5 of PyTorch's, except where AdamW is ill-conditioned. Its update
-        // lr·m̂/(√v̂ + eps) turns a gradient near eps (1e-8) into a move that swings with the gradient's last digits: in
-        // tiny-flan-t5, shared.weight[1996, 24] (token 1996 is read once, at step 3) has gradient -3.5e-8 beside others
-        // of its row up to 1.3e-3; d(update)/dg there is ~1.1e-5 per 1e-9 summed over steps 3-8, so a gradient 2.8e-9
-        // away from torch's (2e-6 of the row's largest, inside the 1e-4 gradient tolerance and the ~5e-6 this
-        // engine's step-1 gradients are from torch's) moves the final value by 3e-5. Such elements are found from this
-        // run's own optimizer state (0 < √v̂ < 1e-7 = 10·eps at the end) and held to 1e-4. (tiny-flan-t5 has 2; the tied
-        // tiny-t5-v1_0 has 4% of its elements so, rows whose only gradient is the head's tiny softmax share, all within 2.4e-7.)
-        trainer.SaveCheckpoint();
-        using var moments = ManagedT5.Loading.SafeTensorsFile.Open(Path.Combine(_dir, "checkpoint-8", Trainer.OptimizerFile));
+        // Every final parameter within 2e-5 of PyTorch's, including those where AdamW is ill-conditioned: its update
+        // lr·m̂/(√v̂ + eps) turns a gradient near eps (1e-8) into a move that swings with the gradient's last digits (in
+        // tiny-flan-t5, shared.weight[1996, 24], token 1996 read once, at step 3, gradient -3.5e-8 beside 1.3e-3 in its
+        // row: 3.2e-5 off while the head's dX summed the vocabulary in one f32 chain and the gradients were ~5e-6 from
+        // torch's; 3.3e-6 now that they are ~1e-6, as float64 is from torch's float32).
         using var expected = ManagedT5.Loading.SafeTensorsFile.Open(Path.Combine(TrainerFixtures.Training(model), "full_ft.safetensors"));
-        double correction = 1 - Math.Pow(args.AdamBeta2, result.Steps);
-        double worst = 0, worstIll = 0;
-        string worstName = "", worstIllName = "";
-        long ill = 0, all = 0;
+        double worst = 0;
+        string worstName = "";
         foreach (Parameter p in t5.Parameters)
         {
-            float[] e = expected.GetTensor(p.Name).ToSingleArray(), v = moments.GetTensor("exp_avg_sq." + p.Name).ToSingleArray();
-            all += e.Length;
+            float[] e = expected.GetTensor(p.Name).ToSingleArray();
             for (int i = 0; i < e.Length; i++)
             {
-                double d = Math.Abs(e[i] - p.Value[i]), rms = Math.Sqrt(v[i] / correction);
-                if (rms > 0 && rms < 10 * args.AdamEpsilon)
-                {
-                    ill++;
-                    if (d > worstIll) (worstIll, worstIllName) = (d, $"{p.Name}[{i}]");
-                }
-                else if (d > worst) (worst, worstName) = (d, $"{p.Name}[{i}]");
+                double d = Math.Abs(e[i] - p.Value[i]);
+                if (d > worst) (worst, worstName) = (d, $"{p.Name}[{i}]");
             }
         }
-        output.WriteLine($"worst parameter difference {worst:E2} in {worstName}; {ill} of {all} ill-conditioned, worst {worstIll:E2} in {worstIllName}");
+        output.WriteLine($"worst parameter difference {worst:E2} in {worstName}");
         Assert.True(worst <= 2e-5, $"worst parameter difference {worst:E2} in {worstName}");
-        Assert.True(worstIll <= 1e-4, $"the ill-conditioned element {worstIllName} is {worstIll:E2} off");
         // The saved folder holds the trained values.
         using var saved = ManagedT5.Loading.SafeTensorsFile.Open(Path.Combine(_dir, "model.safetensors"));
         Assert.Equal(t5.Parameters[0].Value, saved.GetTensor(t5.Parameters[0].Name).ToSingleArray());

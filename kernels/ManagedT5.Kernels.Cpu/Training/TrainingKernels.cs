@@ -28,15 +28,21 @@ public sealed unsafe class TrainingKernels : IDisposable
     /// <summary>Threads an op runs on.</summary>
     public int Threads => _pool.Threads;
 
+    /// <summary>Ops that run their scalar twin (<see cref="TrainingReference"/>, double accumulation) instead of the
+    /// fast kernel: for tests that find which op a difference from PyTorch comes from. Slow, and allocates.</summary>
+    internal TrainingOps Twins { get; set; }
+
     // ---------------------------------------------------------------- matrix products
 
     /// <summary>
     /// C[m, n] (+)= A·B with B [p, n] row-major and A either [m, p] row-major or, with <paramref name="transposeA"/>,
     /// stored [p, m] (then A = storedᵀ). Overwrites C unless <paramref name="accumulate"/>. Each C element is a
-    /// sequential f32 sum over p (in blocks of 256 added into C).
+    /// sequential f32 sum over p in blocks of 256, each added into C (which keeps sums over a vocabulary near f32's
+    /// rounding: see MatMulJob.DepthBlock).
     /// </summary>
     public void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, Span<float> c, bool accumulate)
     {
+        if ((Twins & TrainingOps.MatMul) != 0) { TrainingReference.MatMul(a, m, p, transposeA, b, n, c, accumulate); return; }
         Check(a, (long)m * p, nameof(a)); Check(b, (long)p * n, nameof(b)); Check(c, (long)m * n, nameof(c));
         if (m == 0 || n == 0) return;
         if (transposeA && m > 1 && p > 1)
@@ -123,6 +129,7 @@ public sealed unsafe class TrainingKernels : IDisposable
     /// <summary>y = weight * x * r per row, r = 1/sqrt(mean(x²) + eps) saved in <paramref name="inverseRms"/> [rows].</summary>
     public void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, int rows, int d, float epsilon, Span<float> y, Span<float> inverseRms)
     {
+        if ((Twins & TrainingOps.RmsNorm) != 0) { TrainingReference.RmsNorm(x, weight, rows, d, epsilon, y, inverseRms); return; }
         Check(x, (long)rows * d, nameof(x)); Check(y, (long)rows * d, nameof(y)); Check(weight, d, nameof(weight)); Check(inverseRms, rows, nameof(inverseRms));
         fixed (float* px = x, pw = weight, py = y, pr = inverseRms)
         {
@@ -138,6 +145,7 @@ public sealed unsafe class TrainingKernels : IDisposable
     public void RmsNormBackward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> inverseRms, ReadOnlySpan<float> dy,
         int rows, int d, Span<float> dx, Span<float> dWeight)
     {
+        if ((Twins & TrainingOps.RmsNormBackward) != 0) { TrainingReference.RmsNormBackward(x, weight, inverseRms, dy, rows, d, dx, dWeight); return; }
         Check(x, (long)rows * d, nameof(x)); Check(dy, (long)rows * d, nameof(dy)); Check(dx, (long)rows * d, nameof(dx));
         Check(weight, d, nameof(weight)); Check(inverseRms, rows, nameof(inverseRms));
         fixed (float* px = x, pw = weight, pr = inverseRms, pdy = dy, pdx = dx, pdw = dWeight)
@@ -190,6 +198,7 @@ public sealed unsafe class TrainingKernels : IDisposable
     public void Attention(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> bias, ReadOnlySpan<int> keyMask,
         bool causal, int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> probs, Span<float> context)
     {
+        if ((Twins & TrainingOps.Attention) != 0) { TrainingReference.Attention(q, k, v, bias, keyMask, causal, batch, heads, dKv, queryLength, keyLength, probs, context); return; }
         int inner = heads * dKv;
         Check(q, (long)batch * queryLength * inner, nameof(q)); Check(k, (long)batch * keyLength * inner, nameof(k)); Check(v, (long)batch * keyLength * inner, nameof(v));
         Check(probs, (long)batch * heads * queryLength * keyLength, nameof(probs)); Check(context, (long)batch * queryLength * inner, nameof(context));
@@ -215,6 +224,7 @@ public sealed unsafe class TrainingKernels : IDisposable
     public void AttentionBackward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> probs, ReadOnlySpan<float> dContext,
         int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> dq, Span<float> dk, Span<float> dv, Span<float> dScores, Span<float> dBias)
     {
+        if ((Twins & TrainingOps.AttentionBackward) != 0) { TrainingReference.AttentionBackward(q, k, v, probs.ToArray(), dContext, batch, heads, dKv, queryLength, keyLength, dq, dk, dv, dScores, dBias); return; }
         int inner = heads * dKv;
         if (keyLength > MaxKeyLength) throw new ArgumentOutOfRangeException(nameof(keyLength), keyLength, $"keyLength: at most {MaxKeyLength} keys (a row of dP lives on the stack).");
         long qSize = (long)batch * queryLength * inner, kSize = (long)batch * keyLength * inner, pSize = (long)batch * heads * queryLength * keyLength;
@@ -274,6 +284,7 @@ public sealed unsafe class TrainingKernels : IDisposable
     /// </summary>
     public double CrossEntropy(Span<float> logits, ReadOnlySpan<int> labels, int vocab, float gradientScale, bool writeGradient, out int count)
     {
+        if ((Twins & TrainingOps.CrossEntropy) != 0) return TrainingReference.CrossEntropy(logits, labels, vocab, gradientScale, writeGradient, out count);
         Check(logits, (long)labels.Length * vocab, nameof(logits));
         foreach (int label in labels)
             if (label != -100 && (uint)label >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(labels), label, $"labels: label {label} is outside the vocabulary (0..{vocab - 1}) and not the ignore index -100.");
@@ -315,6 +326,17 @@ public sealed unsafe class TrainingKernels : IDisposable
     private void Elementwise(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> c, Span<float> output, ElementOp op, float* second = null)
     {
         Check(output, a.Length, nameof(output));
+        if ((Twins & TrainingOps.Gelu) != 0 && op != ElementOp.ReluBackward)
+        {
+            switch (op)
+            {
+                case ElementOp.Gelu: TrainingReference.GeluNew(a, output); break;
+                case ElementOp.GatedGelu: TrainingReference.GatedGeluNew(a, b, output); break;
+                case ElementOp.GeluBackward: TrainingReference.GeluNewBackward(a, b, output); break;
+                default: TrainingReference.GatedGeluNewBackward(a, b, c, output, new Span<float>(second, a.Length)); break;
+            }
+            return;
+        }
         if (op != ElementOp.Gelu) Check(b, a.Length, op == ElementOp.GatedGelu || op == ElementOp.GatedGeluBackward ? "b" : "dy");
         if (op == ElementOp.GatedGeluBackward) Check(c, a.Length, "dh");
         fixed (float* pa = a, pb = b, pc = c, po = output)
@@ -378,6 +400,8 @@ public sealed unsafe class TrainingKernels : IDisposable
     private struct MatMulJob : IRangeJob
     {
         public const int RowBlock = 48;
+        // Also what keeps long sums exact: the head's dX sums over the vocabulary (32128); as one f32 chain it drifted
+        // ~1e-5 of the result's largest (gradients ~5e-6 from PyTorch's), as 126 block sums added into C ~1e-6.
         public const int DepthBlock = 256;
         public float* A, B, C;
         public int M, P, N, RowStride, DepthStride, RowBlocks, Strips;
@@ -741,4 +765,28 @@ public sealed unsafe class TrainingKernels : IDisposable
             }
         }
     }
+}
+
+/// <summary>The training kernels' op families, for <see cref="TrainingKernels.Twins"/>.</summary>
+[Flags]
+internal enum TrainingOps
+{
+    /// <summary>None: every op fast.</summary>
+    None = 0,
+    /// <summary>MatMul and the Linear ops built on it.</summary>
+    MatMul = 1,
+    /// <summary>RMSNorm forward.</summary>
+    RmsNorm = 2,
+    /// <summary>RMSNorm backward.</summary>
+    RmsNormBackward = 4,
+    /// <summary>Attention forward.</summary>
+    Attention = 8,
+    /// <summary>Attention backward.</summary>
+    AttentionBackward = 16,
+    /// <summary>gelu_new and gated gelu, forward and backward.</summary>
+    Gelu = 32,
+    /// <summary>Cross-entropy.</summary>
+    CrossEntropy = 64,
+    /// <summary>Every op.</summary>
+    All = 127,
 }
