@@ -1,6 +1,6 @@
 // The training forward pass (saving what the backward pass needs) and the backward pass of T5TrainingModel, in the order
 // of modeling_t5.py: embed → per block [self-attention, (cross-attention), feed-forward], each x + F(RMSNorm(x)) →
-// final_layer_norm; the head (× d_model^-0.5 when tied); token cross-entropy. Buffers are sized once per batch shape.
+// final_layer_norm; the head (× d_model^-0.5 when tied); token cross-entropy. Buffers grow to the largest batch shape seen.
 using System.Numerics.Tensors;
 using ManagedT5.Kernels;
 
@@ -108,14 +108,14 @@ public sealed partial class T5TrainingModel
         StackForward(_encoder, _enc, batch.InputIds, batch, batch.SourceLength);
         StackForward(_decoder, _dec, batch.DecoderInputIds, batch, t);
         // lm_head; a tied head first scales by d_model^-0.5 (modeling_t5.py).
-        if (Modules.TiedLmHead) TensorPrimitives.Multiply(_dec.Final, HeadScale, _headInput);
-        else _dec.Final.CopyTo(_headInput, 0);
+        if (Modules.TiedLmHead) TensorPrimitives.Multiply(_dec.Final.AsSpan(0, nt * d), HeadScale, _headInput);
+        else _dec.Final.AsSpan(0, nt * d).CopyTo(_headInput);
         _k.LinearForward(_headInput, _head.Value, _logits, nt, d, vocab);
     }
 
     private void StackForward(Stack stack, StackActivations a, int[] ids, TrainingBatch batch, int length)
     {
-        int b = batch.Batch, n = b * length, d = Config.DModel, heads = Config.NumHeads, dKv = Config.DKv, source = batch.SourceLength;
+        int b = batch.Batch, n = b * length, d = Config.DModel, ff = Config.DFf, heads = Config.NumHeads, dKv = Config.DKv, source = batch.SourceLength;
         _k.Embedding(ids, _shared.Value, d, a.Sublayers[0].Input);
         for (int o = 0; o < stack.BiasOwners.Length; o++)
             _k.PositionBias(stack.Sublayers[stack.BiasOwners[o]].SelfAttention!.BiasTable!.Value, heads, length, length, bidirectional: !stack.IsDecoder,
@@ -126,7 +126,7 @@ public sealed partial class T5TrainingModel
             SublayerActivations x = a.Sublayers[s];
             float[] y = s + 1 < stack.Sublayers.Length ? a.Sublayers[s + 1].Input : a.Output;
             _k.RmsNorm(x.Input, sub.Norm.Value, n, d, Config.LayerNormEpsilon, x.Normed, x.InverseRms);
-            x.Input.CopyTo(y, 0);   // the residual: y = x + F(norm(x))
+            x.Input.AsSpan(0, n * d).CopyTo(y);   // the residual: y = x + F(norm(x))
             if (sub.SelfAttention is { } self)
             {
                 Apply(self.Q, x.Normed, x.Q, n);
@@ -151,14 +151,14 @@ public sealed partial class T5TrainingModel
                 // T5DenseGatedActDense: wo(gelu_new(wi_0 x) * wi_1 x)
                 Apply(sub.Wi0, x.Normed, x.A, n);
                 Apply(sub.Wi1!, x.Normed, x.B, n);
-                _k.GatedGeluNew(x.A, x.B, x.G);
+                _k.GatedGeluNew(x.A.AsSpan(0, n * ff), x.B.AsSpan(0, n * ff), x.G);
                 Apply(sub.Wo!, x.G, y, n, accumulate: true);
             }
             else
             {
                 // T5DenseActDense: wo(act(wi x)), act = ReLU or gelu_new
                 Apply(sub.Wi!, x.Normed, x.A, n);
-                if (Config.DenseActivation == ActivationKind.Relu) _k.Relu(x.A, x.G); else _k.GeluNew(x.A, x.G);
+                if (Config.DenseActivation == ActivationKind.Relu) _k.Relu(x.A.AsSpan(0, n * ff), x.G); else _k.GeluNew(x.A.AsSpan(0, n * ff), x.G);
                 Apply(sub.Wo!, x.G, y, n, accumulate: true);
             }
         }
@@ -182,7 +182,7 @@ public sealed partial class T5TrainingModel
     /// <summary>Back through a stack's sublayers; on entry _dh holds dLoss/dOutput, on exit dLoss/dEmbeddings.</summary>
     private void StackBackward(Stack stack, StackActivations a, TrainingBatch batch, int length)
     {
-        int b = batch.Batch, n = b * length, d = Config.DModel, heads = Config.NumHeads, dKv = Config.DKv, source = batch.SourceLength;
+        int b = batch.Batch, n = b * length, d = Config.DModel, ff = Config.DFf, heads = Config.NumHeads, dKv = Config.DKv, source = batch.SourceLength;
         foreach (float[] db in a.DBias) Array.Clear(db);
         Span<float> dh = _dh.AsSpan(0, n * d), dn = _dn.AsSpan(0, n * d);
         for (int s = stack.Sublayers.Length - 1; s >= 0; s--)
@@ -212,15 +212,15 @@ public sealed partial class T5TrainingModel
             else if (sub.Wi0 is not null)
             {
                 Backward(sub.Wo!, dh, x.G, _dG, n);
-                _k.GatedGeluNewBackward(x.A, x.B, _dG.AsSpan(0, x.A.Length), _dA, _dB);
+                _k.GatedGeluNewBackward(x.A.AsSpan(0, n * ff), x.B, _dG.AsSpan(0, n * ff), _dA, _dB);
                 Backward(sub.Wi0, _dA, x.Normed, dn, n);
                 Backward(sub.Wi1!, _dB, x.Normed, dn, n, accumulate: true);
             }
             else
             {
                 Backward(sub.Wo!, dh, x.G, _dG, n);
-                if (Config.DenseActivation == ActivationKind.Relu) _k.ReluBackward(x.G, _dG.AsSpan(0, x.G.Length), _dA);
-                else _k.GeluNewBackward(x.A, _dG.AsSpan(0, x.A.Length), _dA);
+                if (Config.DenseActivation == ActivationKind.Relu) _k.ReluBackward(x.G.AsSpan(0, n * ff), _dG.AsSpan(0, n * ff), _dA);
+                else _k.GeluNewBackward(x.A.AsSpan(0, n * ff), _dG.AsSpan(0, n * ff), _dA);
                 Backward(sub.Wi!, _dA, x.Normed, dn, n);
             }
             // Through the norm into the residual stream: dh += RMSNorm'(dn).
@@ -256,7 +256,7 @@ public sealed partial class T5TrainingModel
 
     // ------------------------------------------------ buffers
 
-    /// <summary>Sizes every saved tensor and scratch buffer for (batch, source, target); a no-op at the same shape.</summary>
+    /// <summary>Sizes every saved tensor and scratch buffer for (batch, source, target) (grow-only); a no-op at the same shape.</summary>
     private void Prepare(int batch, int source, int target)
     {
         if (_shape == (batch, source, target)) return;
@@ -265,54 +265,68 @@ public sealed partial class T5TrainingModel
 
     private void Allocate(int batch, int source, int target)
     {
-        _shape = default;
+        // Grow-only: every buffer keeps its array when it is large enough, and the kernels read and write a prefix laid
+        // out for the current shape, so alternating batch shapes allocate nothing once the largest has been seen.
+        _shape = default;   // (_enc and _dec are null before the first batch: Activations creates them)
         int d = Config.DModel, inner = Config.InnerDim, ff = Config.DFf, heads = Config.NumHeads, vocab = Config.VocabSize;
         int ns = checked(batch * source), nt = checked(batch * target), n = Math.Max(ns, nt);
-        _enc = Activations(_encoder, batch, source, source);
-        _dec = Activations(_decoder, batch, target, source);
-        _dh = new float[n * d]; _dn = new float[n * d];
-        _dq = new float[n * inner]; _dk = new float[n * inner]; _dv = new float[n * inner]; _dContext = new float[n * inner];
-        _dA = new float[n * ff]; _dB = new float[n * ff]; _dG = new float[n * ff];
-        _dEncoder = new float[ns * d];
-        _headInput = new float[nt * d]; _dHeadInput = new float[nt * d];
-        _logits = new float[checked((long)nt * vocab) <= Array.MaxLength ? nt * vocab : throw new ArgumentException($"batch: [{batch}, {target}] target tokens × vocab {vocab} logits do not fit one array; use a smaller batch.", "batch")];
-        int rank = _linears.Values.Max(l => l.Rank);
-        _loraT = new float[n * rank];
-        foreach (Linear linear in _linears.Values) linear.Saved = linear.Rank == 0 ? [] : new float[n * linear.Rank];
+        if ((long)nt * vocab > Array.MaxLength)
+            throw new ArgumentException($"batch: [{batch}, {target}] target tokens × vocab {vocab} logits do not fit one array; use a smaller batch.", "batch");
+        _enc = Activations(_enc, _encoder, batch, source, source);
+        _dec = Activations(_dec, _decoder, batch, target, source);
+        Grow(ref _dh, n * d); Grow(ref _dn, n * d);
+        Grow(ref _dq, n * inner); Grow(ref _dk, n * inner); Grow(ref _dv, n * inner); Grow(ref _dContext, n * inner);
+        Grow(ref _dA, n * ff); Grow(ref _dB, n * ff); Grow(ref _dG, n * ff);
+        Grow(ref _dEncoder, ns * d);
+        Grow(ref _headInput, nt * d); Grow(ref _dHeadInput, nt * d);
+        Grow(ref _logits, nt * vocab);
+        int rank = 0;
+        foreach (Linear linear in _linears.Values) rank = Math.Max(rank, linear.Rank);
+        Grow(ref _loraT, n * rank);
+        foreach (Linear linear in _linears.Values)
+            if (linear.Rank == 0) linear.Saved = [];
+            else Grow(ref linear.Saved, n * linear.Rank);
         _shape = (batch, source, target);
 
-        StackActivations Activations(Stack stack, int b, int length, int sourceLength)
+        StackActivations Activations(StackActivations? a, Stack stack, int b, int length, int sourceLength)
         {
             int rows = b * length, keys = b * sourceLength;
-            var a = new StackActivations
+            if (a is null)
             {
-                Sublayers = new SublayerActivations[stack.Sublayers.Length],
-                Output = new float[rows * d], Final = new float[rows * d], FinalInverseRms = new float[rows],
-                Bias = [.. stack.BiasOwners.Select(_ => new float[heads * length * length])],
-                DBias = [.. stack.BiasOwners.Select(_ => new float[heads * length * length])],
-            };
+                a = new StackActivations { Sublayers = new SublayerActivations[stack.Sublayers.Length], Bias = new float[stack.BiasOwners.Length][], DBias = new float[stack.BiasOwners.Length][] };
+                for (int s = 0; s < a.Sublayers.Length; s++) a.Sublayers[s] = new SublayerActivations();
+                for (int o = 0; o < a.Bias.Length; o++) { a.Bias[o] = []; a.DBias[o] = []; }
+            }
+            Grow(ref a.Output, rows * d); Grow(ref a.Final, rows * d); Grow(ref a.FinalInverseRms, rows);
+            for (int o = 0; o < a.Bias.Length; o++) { Grow(ref a.Bias[o], heads * length * length); Grow(ref a.DBias[o], heads * length * length); }
             for (int s = 0; s < stack.Sublayers.Length; s++)
             {
                 Sublayer sub = stack.Sublayers[s];
-                var x = new SublayerActivations { Input = new float[rows * d], Normed = new float[rows * d], InverseRms = new float[rows] };
+                SublayerActivations x = a.Sublayers[s];
+                Grow(ref x.Input, rows * d); Grow(ref x.Normed, rows * d); Grow(ref x.InverseRms, rows);
                 if (sub.SelfAttention is not null)
                 {
-                    x.Q = new float[rows * inner]; x.K = new float[rows * inner]; x.V = new float[rows * inner]; x.Context = new float[rows * inner];
-                    x.Probs = new float[b * heads * length * length];
+                    Grow(ref x.Q, rows * inner); Grow(ref x.K, rows * inner); Grow(ref x.V, rows * inner); Grow(ref x.Context, rows * inner);
+                    Grow(ref x.Probs, b * heads * length * length);
                 }
                 else if (sub.CrossAttention is not null)
                 {
-                    x.Q = new float[rows * inner]; x.K = new float[keys * inner]; x.V = new float[keys * inner]; x.Context = new float[rows * inner];
-                    x.Probs = new float[b * heads * length * sourceLength];
+                    Grow(ref x.Q, rows * inner); Grow(ref x.K, keys * inner); Grow(ref x.V, keys * inner); Grow(ref x.Context, rows * inner);
+                    Grow(ref x.Probs, b * heads * length * sourceLength);
                 }
                 else
                 {
-                    x.A = new float[rows * ff]; x.G = new float[rows * ff];
-                    if (sub.Wi0 is not null) x.B = new float[rows * ff];
+                    Grow(ref x.A, rows * ff); Grow(ref x.G, rows * ff);
+                    if (sub.Wi0 is not null) Grow(ref x.B, rows * ff);
                 }
-                a.Sublayers[s] = x;
             }
             return a;
         }
+    }
+
+    /// <summary>Replaces <paramref name="buffer"/> by a zeroed array of <paramref name="size"/> when it is shorter.</summary>
+    private static void Grow(ref float[] buffer, int size)
+    {
+        if (buffer.Length < size) buffer = new float[size];
     }
 }

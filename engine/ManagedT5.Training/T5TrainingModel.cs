@@ -30,8 +30,8 @@ public sealed record TrainingModelOptions
 /// <summary>
 /// T5ForConditionalGeneration for training on the CPU: forward with saved activations, backward into each
 /// <see cref="Parameter.Grad"/>, exact to PyTorch (fp32). Dropout is not applied (the config's dropout_rate is ignored;
-/// see <see cref="TrainingModelOptions.DropoutRate"/>). Activation buffers are sized once per (batch, source length,
-/// target length) and reused, so a training step at a seen shape allocates nothing. One instance is used by one thread
+/// see <see cref="TrainingModelOptions.DropoutRate"/>). Activation buffers grow to the largest (batch, source length,
+/// target length) seen and smaller batches use a prefix, so once the largest shape has been seen a step allocates nothing. One instance is used by one thread
 /// at a time; its kernels run on its own worker pool.
 /// </summary>
 public sealed partial class T5TrainingModel : IDisposable
