@@ -6,6 +6,7 @@
 using System.Diagnostics;
 using ManagedT5;
 using ManagedT5.Batching;
+using ManagedT5.Benchmarks;
 using ManagedT5.Generation;
 using ManagedT5.Kernels.Cpu;
 using ManagedT5.Loading;
@@ -13,7 +14,7 @@ using ManagedT5.Model;
 
 string configPath = args.Length > 0 ? args[0] : Path.Combine("tests", "fixtures", "configs", "flan-t5-small.json");
 int rounds = args.Length > 1 ? int.Parse(args[1]) : 2;
-string dir = RandomCheckpoint(configPath);
+string dir = RandomWeights.GatedUntiedModel(configPath, "managedt5-batching-");   // as `managedt5 bench --random-weights`
 using var model = T5Model.Load(dir, new CpuBackend(), ownsBackend: true);
 var options = new GenerationOptions { MaxNewTokens = 32, MinNewTokens = 32 };
 var random = new Random(1);
@@ -63,35 +64,3 @@ async Task<double> Concurrent(int[][] batch)
     return counts.Sum() / sw.Elapsed.TotalSeconds;
 }
 
-// Random weights with HF names and the config's shapes, as `managedt5 bench --random-weights` makes them (gated FFN,
-// untied head; norms ones, matrices normals scaled by 1/sqrt(in_features)).
-static string RandomCheckpoint(string configPath)
-{
-    T5Config c = T5Config.Load(configPath);
-    string dir = Directory.CreateTempSubdirectory("managedt5-batching-").FullName;
-    var rng = new Random(0);
-    float[] Randn(long rows, long cols, bool scaled)
-    {
-        var v = new float[rows * cols];
-        float scale = scaled ? 1f / MathF.Sqrt(cols) : 1f;
-        for (long i = 0; i < v.Length; i += 2)
-        {
-            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble(), radius = Math.Sqrt(-2 * Math.Log(u1));
-            v[i] = (float)(radius * Math.Cos(2 * Math.PI * u2)) * scale;
-            if (i + 1 < v.Length) v[i + 1] = (float)(radius * Math.Sin(2 * Math.PI * u2)) * scale;
-        }
-        return v;
-    }
-    var modules = new T5Modules(c with { IsGatedAct = true, TieWordEmbeddings = false, IsEncoderOnly = false });
-    var w = new SafeTensorsWriter();
-    foreach (T5Parameter p in modules.Parameters)
-        w.Add(p.Name, p.Role == T5ParameterRole.Norm ? Enumerable.Repeat(1f, p.Shape[0]).ToArray()
-            : Randn(p.Shape[0], p.Shape[1], scaled: p.Role == T5ParameterRole.Matrix && p != modules.Shared), p.Shape);
-    w.Save(Path.Combine(dir, "model.safetensors"));
-    var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-    node["tie_word_embeddings"] = false;
-    node["is_gated_act"] = true;
-    node["dense_act_fn"] = "gelu_new";
-    File.WriteAllText(Path.Combine(dir, "config.json"), node.ToJsonString());
-    return dir;
-}

@@ -4,6 +4,7 @@
 // sentence-transformers folder to time instead; one that does not exist is written with the random model first, so
 // bench/ort-embed/export_embed_onnx.py can export the same weights for ONNX Runtime).
 using BenchmarkDotNet.Attributes;
+using ManagedT5.Benchmarks;
 using ManagedT5.Embeddings;
 using ManagedT5.Kernels;
 using ManagedT5.Loading;
@@ -93,25 +94,8 @@ public static class EmbeddingThroughput
              "vocab_size": 32128}
             """;
         File.WriteAllText(Path.Combine(dir, "config.json"), config);
-        var rng = new Random(0);
-        float[] Randn(long rows, long cols, bool scaled)
-        {
-            var v = new float[rows * cols];
-            float scale = scaled ? 1f / MathF.Sqrt(cols) : 1f;
-            for (long i = 0; i < v.Length; i += 2)
-            {
-                double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble(), radius = Math.Sqrt(-2 * Math.Log(u1));
-                v[i] = (float)(radius * Math.Cos(2 * Math.PI * u2)) * scale;
-                if (i + 1 < v.Length) v[i + 1] = (float)(radius * Math.Sin(2 * Math.PI * u2)) * scale;
-            }
-            return v;
-        }
-        var modules = new T5Modules(T5Config.Parse(config));
-        var w = new SafeTensorsWriter();
-        foreach (T5Parameter p in modules.Parameters)
-            w.Add(p.Name, p.Role == T5ParameterRole.Norm ? Enumerable.Repeat(1f, p.Shape[0]).ToArray()
-                : Randn(p.Shape[0], p.Shape[1], scaled: p.Role == T5ParameterRole.Matrix && p != modules.Shared), p.Shape);
-        w.Save(Path.Combine(dir, "model.safetensors"));
+        var weights = new RandomWeights(seed: 0);
+        weights.WriteCheckpoint(new T5Modules(T5Config.Parse(config)), Path.Combine(dir, "model.safetensors"));
         File.WriteAllText(Path.Combine(dir, "modules.json"), """
             [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
              {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -125,7 +109,7 @@ public static class EmbeddingThroughput
         File.WriteAllText(Path.Combine(dir, "2_Dense", "config.json"),
             """{"in_features": 768, "out_features": 768, "bias": false, "activation_function": "torch.nn.modules.linear.Identity"}""");
         var dense = new SafeTensorsWriter();
-        dense.Add("linear.weight", Randn(768, 768, scaled: true), 768, 768);
+        dense.Add("linear.weight", weights.Normal(768, 768, scaled: true), 768, 768);
         dense.Save(Path.Combine(dir, "2_Dense", "model.safetensors"));
         File.Copy(FindSpiece(), Path.Combine(dir, "spiece.model"));
         return dir;

@@ -3,6 +3,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
+using ManagedT5.Benchmarks;
 using ManagedT5.Generation;
 using ManagedT5.Kernels;
 using ManagedT5.Kernels.Cpu;
@@ -41,7 +42,7 @@ internal static class BenchCommand
             int threadCount = r.GetValue(threads);
             int repeats = r.GetValue(steady);
             if (repeats < 0) throw new ArgumentException($"--steady: {repeats} is negative; give how many greedy runs to repeat (0 for none).");
-            string dir = RandomCheckpoint(c, configPath);
+            string dir = RandomWeights.GatedUntiedModel(configPath, "managedt5-bench-");
             // Measurement hygiene, as the peers start from settled state: the freshly written checkpoint goes to disk now
             // (not as background writeback during the timings) and the hundreds of MB of arrays that built it are
             // collected now (not by a background GC taking one of the two cores mid-run).
@@ -278,41 +279,4 @@ internal static class BenchCommand
         return 2.0 * n * (linear + attention) * c.NumLayers;
     }
 
-    /// <summary>Writes random weights with HF checkpoint names and the config's shapes (as torch_peer.py's T5.random:
-    /// gated FFN, untied head) into a temporary model folder.</summary>
-    private static string RandomCheckpoint(T5Config c, string configPath)
-    {
-        string dir = Directory.CreateTempSubdirectory("managedt5-bench-").FullName;
-        var rng = new Random(0);
-        float[] Randn(long rows, long cols, bool scaled)
-        {
-            var v = new float[rows * cols];
-            float scale = scaled ? 1f / MathF.Sqrt(cols) : 1f;
-            for (long i = 0; i < v.Length; i += 2)
-            {
-                // Box-Muller: two normals per pair of uniforms.
-                double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble(), radius = Math.Sqrt(-2 * Math.Log(u1));
-                v[i] = (float)(radius * Math.Cos(2 * Math.PI * u2)) * scale;
-                if (i + 1 < v.Length) v[i + 1] = (float)(radius * Math.Sin(2 * Math.PI * u2)) * scale;
-            }
-            return v;
-        }
-        float[] Ones(int n) => Enumerable.Repeat(1f, n).ToArray();
-        // Every parameter the module tree lists for that architecture: norms are ones, bias tables and the embedding
-        // unit normals, other matrices normals scaled by 1/sqrt(in_features).
-        var modules = new T5Modules(c with { IsGatedAct = true, TieWordEmbeddings = false, IsEncoderOnly = false });
-        var w = new SafeTensorsWriter();
-        foreach (T5Parameter p in modules.Parameters)
-            w.Add(p.Name, p.Role == T5ParameterRole.Norm ? Ones(p.Shape[0])
-                : Randn(p.Shape[0], p.Shape[1], scaled: p.Role == T5ParameterRole.Matrix && p != modules.Shared), p.Shape);
-        w.Save(Path.Combine(dir, "model.safetensors"));
-        // The same architecture, made gated and untied like the peer's random model.
-        string json = File.ReadAllText(configPath);
-        var node = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject();
-        node["tie_word_embeddings"] = false;
-        node["is_gated_act"] = true;
-        node["dense_act_fn"] = "gelu_new";
-        File.WriteAllText(Path.Combine(dir, "config.json"), node.ToJsonString());
-        return dir;
-    }
 }
