@@ -133,17 +133,8 @@ internal static partial class CliCommon
             if (problem is not null)
                 throw new ArgumentException($"input_file: {problem.TrimEnd('.')}; to read a pipe, give '-' and pipe the text in.", "input_file");
         }
-        string text;
-        try
-        {
-            text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
-        }
-        catch (DecoderFallbackException e)
-        {
-            int line = 1 + bytes.AsSpan(0, Math.Clamp(e.Index, 0, bytes.Length)).Count((byte)'\n');
-            throw new ArgumentException($"input_file: line {line} of {name} is not valid UTF-8; save the file as UTF-8.", "input_file");
-        }
-        if (text.StartsWith('\uFEFF')) text = text[1..];
+        string text = ManagedT5.IO.InputFile.DecodeUtf8(bytes, name, out string? notUtf8)
+            ?? throw new ArgumentException($"input_file: {notUtf8}", "input_file");
         if (text.EndsWith('\n')) text = text[..^1];
         string[] lines = text.Split('\n');
         for (int i = 0; i < lines.Length; i++)

@@ -47,7 +47,7 @@ internal static class EmbedCommand
             {
                 Device = r.GetValue(device)!,
                 Threads = r.GetValue(threads),
-                WeightFormat = ParseDType(r.GetValue(dtype)),
+                WeightFormat = GenerateCommand.ParseDType(r.GetValue(dtype)),
                 BatchSize = r.GetValue(batchSize),
                 MaxSeqLength = r.GetValue(maxSeqLength),
                 Normalize = r.GetValue(normalize) ? true : r.GetValue(noNormalize) ? false : null,
@@ -117,14 +117,4 @@ internal static class EmbedCommand
     {
         public void Report(int value) => report(value);
     }
-
-    private static WeightFormat? ParseDType(string? value) => value?.ToLowerInvariant() switch
-    {
-        null => null,
-        "f32" or "fp32" or "float32" => WeightFormat.F32,
-        "bf16" or "bfloat16" => WeightFormat.BF16,
-        "f16" or "fp16" or "float16" => WeightFormat.F16,
-        "int8" or "i8" => WeightFormat.Int8,
-        _ => throw new ArgumentException($"--dtype: '{value}' is not one of f32, bf16, f16, int8."),
-    };
 }

@@ -282,17 +282,8 @@ internal static class EvalCommand
     {
         byte[] bytes = ManagedT5.IO.InputFile.ReadAllBytes(path, CliCommon.MaxInputFileBytes, out string? problem);
         if (problem is not null) throw new ArgumentException($"data: {problem}", "data");
-        string text;
-        try
-        {
-            text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
-        }
-        catch (DecoderFallbackException e)
-        {
-            int line = 1 + bytes.AsSpan(0, Math.Clamp(e.Index, 0, bytes.Length)).Count((byte)'\n');
-            throw new ArgumentException($"data: line {line} of '{path}' is not valid UTF-8; save the file as UTF-8.", "data");
-        }
-        if (text.StartsWith('\uFEFF')) text = text[1..];
+        string text = ManagedT5.IO.InputFile.DecodeUtf8(bytes, $"'{path}'", out string? notUtf8)
+            ?? throw new ArgumentException($"data: {notUtf8}", "data");
         string extension = Path.GetExtension(path).ToLowerInvariant();
         List<Example> examples = extension is ".csv" or ".tsv"
             ? ReadTable(text, extension == ".tsv" ? '\t' : ',', path, inputField, targetField, limit)

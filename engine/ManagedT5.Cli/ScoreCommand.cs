@@ -131,17 +131,8 @@ internal static class ScoreCommand
     {
         byte[] bytes = ManagedT5.IO.InputFile.ReadAllBytes(path, CliCommon.MaxInputFileBytes, out string? problem);
         if (problem is not null) throw new ArgumentException($"{option}: {problem}", option);
-        string text;
-        try
-        {
-            text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
-        }
-        catch (DecoderFallbackException e)
-        {
-            int line = 1 + bytes.AsSpan(0, Math.Clamp(e.Index, 0, bytes.Length)).Count((byte)'\n');
-            throw new ArgumentException($"{option}: line {line} of '{path}' is not valid UTF-8; save the file as UTF-8.", option);
-        }
-        if (text.StartsWith('\uFEFF')) text = text[1..];
+        string text = ManagedT5.IO.InputFile.DecodeUtf8(bytes, $"'{path}'", out string? notUtf8)
+            ?? throw new ArgumentException($"{option}: {notUtf8}", option);
         if (text.EndsWith('\n')) text = text[..^1];
         return text.Split('\n').Select(RStrip).ToList();
     }

@@ -93,4 +93,25 @@ internal static class InputFile
         stream.ReadExactly(bytes);
         return bytes;
     }
+
+    /// <summary>
+    /// <paramref name="bytes"/> as strict UTF-8 text, a leading byte-order mark removed; null, with a sentence naming the
+    /// line of <paramref name="displayName"/> in <paramref name="problem"/>, when they are not valid UTF-8.
+    /// </summary>
+    public static string? DecodeUtf8(byte[] bytes, string displayName, out string? problem)
+    {
+        problem = null;
+        string text;
+        try
+        {
+            text = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes);
+        }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            int line = 1 + bytes.AsSpan(0, Math.Clamp(e.Index, 0, bytes.Length)).Count((byte)'\n');
+            problem = $"line {line} of {displayName} is not valid UTF-8; save the file as UTF-8.";
+            return null;
+        }
+        return text.StartsWith('\uFEFF') ? text[1..] : text;
+    }
 }
