@@ -228,6 +228,37 @@ public sealed class CliStrictTests
         Assert.Contains(file, line);
     }
 
+    /// <summary>Every command that reads a text file decodes it with one strict UTF-8 reader (InputFile.DecodeUtf8): a
+    /// file that is not UTF-8 is one error naming the option, the file and the line, never replacement characters.</summary>
+    [Theory]
+    [InlineData("generate", "--input-file", "input-file")]
+    [InlineData("score", "--hyps", "hyps")]
+    [InlineData("finetune", "--data", "data")]
+    public void AFileThatIsNotUtf8NamesItsLine(string command, string option, string named)
+    {
+        string dir = Directory.CreateTempSubdirectory("mt5-not-utf8-").FullName;
+        try
+        {
+            string file = Path.Combine(dir, "bad.txt");
+            byte[] latin1 = System.Text.Encoding.Latin1.GetBytes(command == "finetune"
+                ? "{\"input\": \"a\", \"target\": \"b\"}\n{\"input\": \"caf\u00e9\", \"target\": \"b\"}\n"
+                : "good line\ncaf\u00e9\n");
+            File.WriteAllBytes(file, latin1);
+            string[] args = command switch
+            {
+                "generate" => ["generate", "--model", Tiny, option, file],
+                "score" => ["score", option, file, "--refs", file],
+                _ => ["finetune", "--model", Tiny, option, file, "--out", Path.Combine(dir, "out")],
+            };
+            string line = AssertOneLine(CliTests.Run(args));
+            Assert.Contains(named, line);
+            Assert.Contains("line 2 of", line);
+            Assert.Contains("bad.txt", line);
+            Assert.Contains("not valid UTF-8", line);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     [Fact]
     public void DetokenizeAcceptsSpaceSeparatedIds()
     {
