@@ -89,7 +89,8 @@ class T5(nn.Module):
         g = torch.Generator().manual_seed(seed)
         self.cfg = cfg
         self.shared = nn.Embedding(cfg["vocab_size"], cfg["d_model"])
-        nn.init.normal_(self.shared.weight, generator=g)
+        with torch.no_grad():   # nn.init.normal_ takes no generator in torch 1.13 (Debian 12)
+            self.shared.weight.copy_(torch.randn(cfg["vocab_size"], cfg["d_model"], generator=g))
         self.encoder = nn.ModuleList(Block(cfg, g, False, i == 0) for i in range(cfg["num_layers"]))
         self.decoder = nn.ModuleList(Block(cfg, g, True, i == 0) for i in range(cfg["num_decoder_layers"]))
         self.enc_norm, self.dec_norm = Norm(cfg["d_model"], cfg["layer_norm_epsilon"]), Norm(cfg["d_model"], cfg["layer_norm_epsilon"])
