@@ -9,6 +9,19 @@ using ManagedT5.Model;
 
 namespace ManagedT5.Tests;
 
+/// <summary>Runs apart from the parallel test classes. A full CI run once counted 496 bytes on the decoding thread over
+/// steps 12..50 (never alone, never in 8 runs of this class); the likely cause is outside the engine: the thread hands
+/// tokens to consumers whose continuations go through the thread pool, and when every other test class floods the pool
+/// its queue grows a segment on the queuing thread. Not proven; the same count of bytes once hit the token-loop test
+/// under load, which runs in a non-parallel collection too.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class BatchingCollection
+{
+    /// <summary>The collection's name.</summary>
+    public const string Name = "Continuous batching (not parallel)";
+}
+
+[Collection(BatchingCollection.Name)]
 public sealed class ContinuousBatchingTests : IClassFixture<ContinuousBatchingTests.TinyModel>
 {
     public sealed class TinyModel : IDisposable
