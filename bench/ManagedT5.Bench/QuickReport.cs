@@ -144,7 +144,7 @@ public static class QuickReport
                                 new KernelChoices { Stealing = false }, shifted, rows, x, y));
                         if (rows > 1)
                             cases.Add(($"{shape.Name} {format,-4} rows {rows} at +8 B gemm",
-                                new KernelChoices { GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1 }, shifted, rows, x, y));
+                                new KernelChoices { GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, GroupedGemvMaxRows = 1 }, shifted, rows, x, y));
                     }
                 }
                 foreach (int rows in rowCounts)
@@ -153,7 +153,7 @@ public static class QuickReport
                     var modes = new List<(string Name, KernelChoices Options)>();
                     if (rows > 1) modes.Add(("1x1", new KernelChoices { MultiRowGemv = false, NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Integer = false }));
                     modes.Add((rows > 1 ? "1x4" : "", new KernelChoices { NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Integer = false }));
-                    if (rows > 1) modes.Add(("gemm", new KernelChoices { NarrowGemvMaxRows = 1, GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, Int8Integer = false }));
+                    if (rows > 1) modes.Add(("gemm", new KernelChoices { NarrowGemvMaxRows = 1, GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, GroupedGemvMaxRows = 1, Int8Integer = false }));
                     if (format == WeightFormat.Int8) modes.Add(("vnni", new KernelChoices()));
                     if (rows == 1) modes.Add((format == WeightFormat.Int8 ? "vnni no steal" : "no steal", new KernelChoices { Stealing = false }));
                     foreach (var (name, options) in modes)

@@ -20,6 +20,13 @@ internal sealed record KernelChoices
     /// <summary>Most rows the aligned-chunk F32 GEMV takes (<see cref="LinearKernel.ChunkedF32GemvMaxRows"/>).</summary>
     public int ChunkedF32GemvMaxRows { get; init; } = LinearKernel.ChunkedF32GemvMaxRows;
 
+    /// <summary>Most F32 rows the GEMV takes in groups of <see cref="GemvMaxRows"/> where the in-place GEMM does not apply
+    /// (<see cref="LinearKernel.GroupedGemvMaxRows"/>); at or below <see cref="GemvMaxRows"/> it changes nothing.</summary>
+    public int GroupedGemvMaxRows { get; init; } = LinearKernel.GroupedGemvMaxRows;
+
+    /// <summary>Rows per group of that grouped GEMV (the multi-row GEMV kernels take up to eight).</summary>
+    public int GroupedGemvRows { get; init; } = 8;
+
     /// <summary>Whether 3-8 rows take the multi-row GEMV kernels (else one dot per row).</summary>
     public bool MultiRowGemv { get; init; } = true;
 
