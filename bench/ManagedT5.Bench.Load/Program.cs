@@ -9,6 +9,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using ManagedT5;
 using ManagedT5.Loading;
+using ManagedT5.Benchmarks;
 using ManagedT5.Model;
 using ManagedT5.Server;
 
@@ -107,29 +108,12 @@ string? Arg(string name)
     return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
 }
 
-// Random weights with HF checkpoint names and the config's shapes (as `managedt5 bench --random-weights` makes them:
-// norms ones, embedding unit normals, matrices normals scaled by 1/sqrt(in_features)), plus the given tokenizer.
+// Random weights with HF checkpoint names and the config's own architecture (bench/Shared/RandomWeights.cs), plus the
+// given tokenizer.
 static string RandomCheckpoint(string configPath, string spiece)
 {
-    T5Config c = T5Config.Load(configPath);
     string dir = Directory.CreateTempSubdirectory("managedt5-load-").FullName;
-    var rng = new Random(0);
-    var modules = new T5Modules(c);
-    var w = new SafeTensorsWriter();
-    foreach (T5Parameter p in modules.Parameters)
-    {
-        int rows = p.Shape[0], cols = p.Shape.Length > 1 ? p.Shape[1] : 1;
-        var v = new float[(long)rows * cols];
-        if (p.Role == T5ParameterRole.Norm) Array.Fill(v, 1f);
-        else
-        {
-            float scale = p.Role == T5ParameterRole.Matrix && p != modules.Shared ? 1f / MathF.Sqrt(cols) : 1f;
-            for (int i = 0; i < v.Length; i++)
-                v[i] = (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble())) * scale;
-        }
-        w.Add(p.Name, v, p.Shape);
-    }
-    w.Save(Path.Combine(dir, "model.safetensors"));
+    new RandomWeights(seed: 0).WriteCheckpoint(new T5Modules(T5Config.Load(configPath)), Path.Combine(dir, "model.safetensors"));
     File.Copy(configPath, Path.Combine(dir, "config.json"));
     File.Copy(spiece, Path.Combine(dir, "spiece.model"));
     return dir;

@@ -125,13 +125,5 @@ internal static class EmbeddingsEndpoint
         return texts;
     }
 
-    private static string Kind(JsonElement v) => v.ValueKind switch
-    {
-        JsonValueKind.String => "a string",
-        JsonValueKind.Number => "a number",
-        JsonValueKind.Array => "a list",
-        JsonValueKind.Object => "an object",
-        JsonValueKind.True or JsonValueKind.False => "a boolean",
-        _ => "null",
-    };
+    private static string Kind(JsonElement v) => CompletionRequest.Kind(v);   // one wording for every endpoint's errors
 }

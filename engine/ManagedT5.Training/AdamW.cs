@@ -93,15 +93,7 @@ public static class AdamWKernel
             }
             i = vp.Length * Vector<float>.Count;
         }
-        for (; i < n; i++)
-        {
-            float x = p[i] * decay;
-            float mi = m[i] * b1 + g[i] * a1;
-            float vi = v[i] * b2 + g[i] * g[i] * a2;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = x - stepSize * (mi / (MathF.Sqrt(vi) / bc2 + eps));
-        }
+        if (i < n) Reference(p[i..], g[i..], m[i..], v[i..], s);   // the tail, element by element as the twin does
     }
 
     private static void CheckLengths(Span<float> p, ReadOnlySpan<float> g, Span<float> m, Span<float> v)
