@@ -1,7 +1,8 @@
 // Entry point: `dotnet run -c Release --project bench/ManagedT5.Bench -- --filter '*'` runs the BenchmarkDotNet
 // kernel benchmarks; `-- --quick [threads]` prints the roofline report instead; `-- --quick-decode [threads]` times a
 // decoder step's Linears (from memory) at the row counts of greedy, beam4 and batch8; `-- --quick-embed [threads] [folder|-] [f32,bf16,int8]`
-// prints sentence-embedding throughput (32 x 128 tokens) per weight format.
+// prints sentence-embedding throughput (32 x 128 tokens) per weight format; `-- --quick-train [threads] [small|base]` times
+// a training step's matrix products and attention op by op.
 using BenchmarkDotNet.Running;
 using ManagedT5.Bench;
 
@@ -9,6 +10,11 @@ if (args.Length > 0 && args[0] == "--quick-embed")
 {
     EmbeddingThroughput.Quick(args.Length > 1 ? int.Parse(args[1]) : 0, args.Length > 2 && args[2] != "-" ? args[2] : null,
         args.Length > 3 ? args[3].Split(',').Select(f => Enum.Parse<ManagedT5.Kernels.WeightFormat>(f, ignoreCase: true)).ToArray() : null);
+    return;
+}
+if (args.Length > 0 && args[0] == "--quick-train")
+{
+    TrainingQuick.Run(args.Length > 1 ? int.Parse(args[1]) : 0, args.Length > 2 ? args[2] : "small");
     return;
 }
 if (args.Length > 0 && args[0] == "--quick-decode")

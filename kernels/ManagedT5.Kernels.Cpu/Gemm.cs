@@ -32,53 +32,39 @@ internal static unsafe class Gemm
     public static void PackA(float* a, int rows, int inDim, int mr, float* packed, int firstStrip, int endStrip)
     {
         for (int s = firstStrip; s < endStrip; s++)
-        {
-            float* strip = packed + (long)s * inDim * mr;
-            if (mr == 8 && Avx.IsSupported)
-            {
-                PackStrip8(a + (long)s * 8 * inDim, Math.Min(8, rows - s * 8), inDim, strip);
-                continue;
-            }
-            for (int r = 0; r < mr; r++)
-            {
-                int row = s * mr + r;
-                if (row < rows)
-                {
-                    float* source = a + (long)row * inDim;
-                    for (int k = 0; k < inDim; k++) strip[k * mr + r] = source[k];
-                }
-                else
-                {
-                    for (int k = 0; k < inDim; k++) strip[k * mr + r] = 0;
-                }
-            }
-        }
+            PackStrip(a + (long)s * mr * inDim, inDim, Math.Min(mr, rows - s * mr), inDim, mr, packed + (long)s * inDim * mr);
     }
 
-    /// <summary>One 8-row strip of <see cref="PackA"/> (<paramref name="rows"/> of them real, the rest zero): 8 x 8 blocks
-    /// transposed in registers, replacing a scalar scatter that showed up in perf (see docs/BENCHMARKS.md).</summary>
+    /// <summary>One strip from rows <paramref name="stride"/> apart: strip[k * mr + r] = a[r * stride + k]. On AVX, 8 x 8
+    /// blocks are transposed in registers (replacing a scalar scatter that showed up in perf: 3.7% of a training step) (for mr 6 the two spare lanes of each store are overwritten by the next one,
+    /// so the last block is left to the scalar tail, which is written after it).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackStrip8(float* a, int rows, int inDim, float* strip)
+    internal static void PackStrip(float* a, int stride, int rows, int p, int mr, float* strip)
     {
-        float* zero = stackalloc float[8];
-        for (int i = 0; i < 8; i++) zero[i] = 0;
-        float** source = stackalloc float*[8];
-        for (int r = 0; r < 8; r++) source[r] = r < rows ? a + (long)r * inDim : zero;
         int k = 0;
-        for (; k <= inDim - 8; k += 8)
+        if (Avx.IsSupported && (mr == 8 || mr == 6))
         {
-            Vector256<float> r0 = Avx.LoadVector256(source[0] + (rows > 0 ? k : 0)), r1 = Avx.LoadVector256(source[1] + (rows > 1 ? k : 0));
-            Vector256<float> r2 = Avx.LoadVector256(source[2] + (rows > 2 ? k : 0)), r3 = Avx.LoadVector256(source[3] + (rows > 3 ? k : 0));
-            Vector256<float> r4 = Avx.LoadVector256(source[4] + (rows > 4 ? k : 0)), r5 = Avx.LoadVector256(source[5] + (rows > 5 ? k : 0));
-            Vector256<float> r6 = Avx.LoadVector256(source[6] + (rows > 6 ? k : 0)), r7 = Avx.LoadVector256(source[7] + (rows > 7 ? k : 0));
-            Transpose8x8(ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7);
-            float* d = strip + (long)k * 8;
-            Avx.Store(d, r0); Avx.Store(d + 8, r1); Avx.Store(d + 16, r2); Avx.Store(d + 24, r3);
-            Avx.Store(d + 32, r4); Avx.Store(d + 40, r5); Avx.Store(d + 48, r6); Avx.Store(d + 56, r7);
+            float* zero = stackalloc float[8];
+            Vector256<float>.Zero.Store(zero);
+            float** source = stackalloc float*[8];
+            for (int r = 0; r < 8; r++) source[r] = r < rows ? a + (long)r * stride : null;
+            int end = mr == 8 ? p - 8 : p - 9;   // last k that starts a block
+            for (; k <= end; k += 8)
+            {
+                Vector256<float> v0 = Row(source[0], k, zero), v1 = Row(source[1], k, zero), v2 = Row(source[2], k, zero), v3 = Row(source[3], k, zero);
+                Vector256<float> v4 = Row(source[4], k, zero), v5 = Row(source[5], k, zero), v6 = Row(source[6], k, zero), v7 = Row(source[7], k, zero);
+                Transpose8x8(ref v0, ref v1, ref v2, ref v3, ref v4, ref v5, ref v6, ref v7);
+                float* d = strip + (long)k * mr;
+                v0.Store(d); v1.Store(d + mr); v2.Store(d + 2 * mr); v3.Store(d + 3 * mr);
+                v4.Store(d + 4 * mr); v5.Store(d + 5 * mr); v6.Store(d + 6 * mr); v7.Store(d + 7 * mr);
+            }
         }
-        for (; k < inDim; k++)
-            for (int r = 0; r < 8; r++) strip[(long)k * 8 + r] = r < rows ? a[(long)r * inDim + k] : 0;
+        for (; k < p; k++)
+            for (int r = 0; r < mr; r++) strip[(long)k * mr + r] = r < rows ? a[(long)r * stride + k] : 0;
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Row(float* row, int k, float* zero) => Vector256.Load(row == null ? zero : row + k);
 
     /// <summary>In-register 8 x 8 transpose: on return v_j[i] is the input v_i[j].</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -171,9 +157,26 @@ internal static unsafe class Gemm
             int k = 0;
             if (group == 16 && Avx512F.IsSupported)
                 for (; k <= kc - 16; k += 16) Transpose16x16(rows, k, panel + (long)k * nr, nr);
+            else if (group % 8 == 0 && Avx.IsSupported)
+                for (; k <= kc - 8; k += 8)
+                    for (int h = 0; h < group; h += 8) Transpose8Rows(rows + h, k, panel + (long)k * nr + h, nr);
             for (; k < kc; k++)
                 for (int j = 0; j < group; j++) panel[(long)k * nr + j] = rows[j][k];
         }
+    }
+
+    /// <summary>destination[t * stride + j] = rows[j][k + t] for an 8 x 8 block (AVX: the scalar gather it replaces
+    /// made packing a weight slab cost about a third of a 128-row GEMM).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8Rows(float** rows, int k, float* destination, int stride)
+    {
+        Vector256<float> v0 = Avx.LoadVector256(rows[0] + k), v1 = Avx.LoadVector256(rows[1] + k), v2 = Avx.LoadVector256(rows[2] + k);
+        Vector256<float> v3 = Avx.LoadVector256(rows[3] + k), v4 = Avx.LoadVector256(rows[4] + k), v5 = Avx.LoadVector256(rows[5] + k);
+        Vector256<float> v6 = Avx.LoadVector256(rows[6] + k), v7 = Avx.LoadVector256(rows[7] + k);
+        Transpose8x8(ref v0, ref v1, ref v2, ref v3, ref v4, ref v5, ref v6, ref v7);
+        Avx.Store(destination, v0); Avx.Store(destination + stride, v1); Avx.Store(destination + 2 * stride, v2);
+        Avx.Store(destination + 3 * stride, v3); Avx.Store(destination + 4 * stride, v4); Avx.Store(destination + 5 * stride, v5);
+        Avx.Store(destination + 6 * stride, v6); Avx.Store(destination + 7 * stride, v7);
     }
 
     /// <summary>destination[t * stride + j] = rows[j][k + t] for a 16 x 16 block: unpack pairs, shuffle quads,

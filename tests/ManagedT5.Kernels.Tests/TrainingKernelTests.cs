@@ -1,5 +1,6 @@
 // The training kernels (Training/TrainingKernels.cs) against their scalar twins (Reference/TrainingReference.cs) on odd
 // and real Flan-T5 shapes, and the twins' backward ops against central finite differences of their forward ops.
+using ManagedT5.Kernels.Cpu;
 using ManagedT5.Kernels.Cpu.Training;
 
 namespace ManagedT5.Kernels.Tests;
@@ -26,20 +27,28 @@ public sealed class TrainingKernelTests : IDisposable
     {
         { 1, 1, 1 }, { 7, 13, 17 }, { 6, 5, 16 }, { 67, 33, 35 }, { 13, 64, 48 }, { 49, 3, 65 },
         { 96, 512, 384 }, { 40, 768, 2048 }, { 64, 2048, 512 }, { 128, 64, 128 },
+        // LoRA's narrow products (rows split into blocks), a depth past one 256-deep slab with a tail, wide and tall edges.
+        { 1030, 512, 8 }, { 1024, 8, 384 }, { 301, 700, 20 }, { 8, 257, 1031 }, { 515, 129, 33 },
     };
 
+    /// <summary>Every layout of A and B, overwrite and accumulate, at every SIMD level this machine runs (each level has
+    /// its own micro-kernel and packing path).</summary>
     [Theory, MemberData(nameof(MatMulShapes))]
     public void MatMulMatchesTwin(int m, int p, int n)
     {
-        foreach (bool transposeA in new[] { false, true })
-            foreach (bool accumulate in new[] { false, true })
-            {
-                float[] a = R(m * p, 1), b = R(p * n, 2), start = R(m * n, 3);
-                float[] expected = (float[])start.Clone(), actual = (float[])start.Clone();
-                TrainingReference.MatMul(a, m, p, transposeA, b, n, expected, accumulate);
-                _fast.MatMul(a, m, p, transposeA, b, n, actual, accumulate);
-                Close(expected, actual, $"matmul {m}x{p}x{n} transposeA={transposeA} accumulate={accumulate}");
-            }
+        float[] a = R(m * p, 1), b = R(p * n, 2), start = R(m * n, 3);
+        foreach (SimdLevel level in SimdLevels.Supported())
+            foreach (bool transposeA in new[] { false, true })
+                foreach (bool transposeB in new[] { false, true })
+                    foreach (bool accumulate in new[] { false, true })
+                    {
+                        float[] expected = (float[])start.Clone(), actual = (float[])start.Clone();
+                        TrainingReference.MatMul(a, m, p, transposeA, b, n, transposeB, expected, accumulate);
+                        _fast.Level = level;
+                        _fast.MatMul(a, m, p, transposeA, b, n, transposeB, actual, accumulate);
+                        Close(expected, actual, $"matmul {m}x{p}x{n} {level} transposeA={transposeA} transposeB={transposeB} accumulate={accumulate}");
+                    }
+        _fast.Level = SimdLevels.Best;
     }
 
     /// <summary>

@@ -8,13 +8,18 @@ namespace ManagedT5.Kernels.Cpu.Training;
 public static class TrainingReference
 {
     /// <summary>C[m, n] (+)= A·B, A [m, p] (or stored [p, m] when <paramref name="transposeA"/>), B [p, n].</summary>
-    public static void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, Span<float> c, bool accumulate)
+    public static void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, Span<float> c, bool accumulate) =>
+        MatMul(a, m, p, transposeA, b, n, transposeB: false, c, accumulate);
+
+    /// <summary>C[m, n] (+)= A·B with A stored [m, p] (or [p, m] when transposeA) and B stored [p, n] (or [n, p] when transposeB).</summary>
+    public static void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, bool transposeB, Span<float> c, bool accumulate)
     {
         for (int i = 0; i < m; i++)
             for (int j = 0; j < n; j++)
             {
                 double sum = accumulate ? c[i * n + j] : 0;
-                for (int k = 0; k < p; k++) sum += (double)(transposeA ? a[k * m + i] : a[i * p + k]) * b[k * n + j];
+                for (int k = 0; k < p; k++)
+                    sum += (double)(transposeA ? a[k * m + i] : a[i * p + k]) * (transposeB ? b[j * p + k] : b[k * n + j]);
                 c[i * n + j] = (float)sum;
             }
     }

@@ -16,7 +16,6 @@ namespace ManagedT5.Kernels.Cpu.Training;
 public sealed unsafe class TrainingKernels : IDisposable
 {
     private readonly WorkerPool _pool;
-    private float[] _transposed = [], _transposedA = [];
 
     /// <summary>Kernels running on <paramref name="threads"/> threads (the caller included); 0 = processor count.</summary>
     public TrainingKernels(int threads = 0)
@@ -38,43 +37,32 @@ public sealed unsafe class TrainingKernels : IDisposable
     /// C[m, n] (+)= A·B with B [p, n] row-major and A either [m, p] row-major or, with <paramref name="transposeA"/>,
     /// stored [p, m] (then A = storedᵀ). Overwrites C unless <paramref name="accumulate"/>. Each C element is a
     /// sequential f32 sum over p in blocks of 256, each added into C (which keeps sums over a vocabulary near f32's
-    /// rounding: see MatMulJob.DepthBlock).
+    /// rounding: the head's dX sums 32,128 products; as one f32 chain it drifted ~1e-5 of the result's largest, as
+    /// 126 block sums added into C ~1e-6).
     /// </summary>
-    public void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, Span<float> c, bool accumulate)
+    public void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, Span<float> c, bool accumulate) =>
+        MatMul(a, m, p, transposeA, b, n, transposeB: false, c, accumulate);
+
+    /// <summary>
+    /// <see cref="MatMul(ReadOnlySpan{float}, int, int, bool, ReadOnlySpan{float}, int, Span{float}, bool)"/> with B
+    /// stored [n, p] when <paramref name="transposeB"/> (then B = storedᵀ: a weight [out, in] as HF stores it).
+    /// </summary>
+    public void MatMul(ReadOnlySpan<float> a, int m, int p, bool transposeA, ReadOnlySpan<float> b, int n, bool transposeB, Span<float> c, bool accumulate)
     {
-        if ((Twins & TrainingOps.MatMul) != 0) { TrainingReference.MatMul(a, m, p, transposeA, b, n, c, accumulate); return; }
+        if ((Twins & TrainingOps.MatMul) != 0) { TrainingReference.MatMul(a, m, p, transposeA, b, n, transposeB, c, accumulate); return; }
         Check(a, (long)m * p, nameof(a)); Check(b, (long)p * n, nameof(b)); Check(c, (long)m * n, nameof(c));
-        if (m == 0 || n == 0) return;
-        if (transposeA && m > 1 && p > 1)
-        {
-            // Stored [p, m]: walking it down a column touches one cache line per step, at a stride that is often a
-            // multiple of 4 KiB (the same L1 set). Transposing it first costs m·p moves against m·p·n FMAs.
-            int size = checked(m * p);
-            if (_transposedA.Length < size) _transposedA = GC.AllocateUninitializedArray<float>(size);
-            Transpose(a, p, m, _transposedA);
-            a = _transposedA.AsSpan(0, size);
-            transposeA = false;
-        }
         fixed (float* pa = a, pb = b, pc = c)
-        {
-            var job = new MatMulJob
-            {
-                A = pa, B = pb, C = pc, M = m, P = p, N = n, Accumulate = accumulate,
-                RowStride = transposeA ? 1 : p, DepthStride = transposeA ? m : 1,
-                RowBlocks = (m + MatMulJob.RowBlock - 1) / MatMulJob.RowBlock, Strips = (n + 15) / 16,
-            };
-            _pool.RunRanges(ref job, job.RowBlocks * job.Strips, 1);
-        }
+            MatMulGemm.Run(_pool, Level, pa, transposeA, pb, transposeB, pc, m, p, n, accumulate);
     }
+
+    /// <summary>Widest SIMD path the matrix products take (the hardware's best unless a test forces a narrower one).</summary>
+    internal SimdLevel Level { get; set; } = SimdLevels.Best;
 
     /// <summary>Linear forward y[rows, out] (+)= x[rows, in] · Wᵀ with W [out, in] as HF stores it.</summary>
     public void LinearForward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> y, int rows, int inFeatures, int outFeatures, bool accumulate = false)
     {
         Check(weight, (long)outFeatures * inFeatures, nameof(weight));
-        int size = checked(outFeatures * inFeatures);
-        if (_transposed.Length < size) _transposed = GC.AllocateUninitializedArray<float>(size);
-        Transpose(weight, outFeatures, inFeatures, _transposed);   // Wᵀ [in, out]
-        MatMul(x, rows, inFeatures, false, _transposed.AsSpan(0, size), outFeatures, y, accumulate);
+        MatMul(x, rows, inFeatures, false, weight, outFeatures, transposeB: true, y, accumulate);
     }
 
     /// <summary>Linear backward to the input: dx[rows, in] (+)= dy[rows, out] · W[out, in].</summary>
@@ -209,7 +197,7 @@ public sealed unsafe class TrainingKernels : IDisposable
             var job = new AttentionJob
             {
                 Q = pq, K = pk, V = pv, Bias = pb, Mask = pm, Probs = pp, Context = pc, Causal = causal,
-                Heads = heads, DKv = dKv, QLen = queryLength, KLen = keyLength,
+                Heads = heads, DKv = dKv, QLen = queryLength, KLen = keyLength, Level = Level,
             };
             _pool.RunRanges(ref job, batch * heads, 1);
         }
@@ -226,7 +214,7 @@ public sealed unsafe class TrainingKernels : IDisposable
     {
         if ((Twins & TrainingOps.AttentionBackward) != 0) { TrainingReference.AttentionBackward(q, k, v, probs.ToArray(), dContext, batch, heads, dKv, queryLength, keyLength, dq, dk, dv, dScores, dBias); return; }
         int inner = heads * dKv;
-        if (keyLength > MaxKeyLength) throw new ArgumentOutOfRangeException(nameof(keyLength), keyLength, $"keyLength: at most {MaxKeyLength} keys (a row of dP lives on the stack).");
+        if (keyLength > MaxKeyLength) throw new ArgumentOutOfRangeException(nameof(keyLength), keyLength, $"keyLength: at most {MaxKeyLength} keys.");
         long qSize = (long)batch * queryLength * inner, kSize = (long)batch * keyLength * inner, pSize = (long)batch * heads * queryLength * keyLength;
         Check(q, qSize, nameof(q)); Check(k, kSize, nameof(k)); Check(v, kSize, nameof(v)); Check(probs, pSize, nameof(probs));
         Check(dContext, qSize, nameof(dContext)); Check(dq, qSize, nameof(dq)); Check(dk, kSize, nameof(dk)); Check(dv, kSize, nameof(dv)); Check(dScores, pSize, nameof(dScores));
@@ -235,7 +223,7 @@ public sealed unsafe class TrainingKernels : IDisposable
             var job = new AttentionBackwardJob
             {
                 Q = pq, K = pk, V = pv, Probs = pp, DContext = pdc, Dq = pdq, Dk = pdk, Dv = pdv, DScores = pds,
-                Heads = heads, DKv = dKv, QLen = queryLength, KLen = keyLength,
+                Heads = heads, DKv = dKv, QLen = queryLength, KLen = keyLength, Level = Level,
             };
             _pool.RunRanges(ref job, batch * heads, 1);
             if (!dBias.IsEmpty)
@@ -397,101 +385,6 @@ public sealed unsafe class TrainingKernels : IDisposable
         }
     }
 
-    private struct MatMulJob : IRangeJob
-    {
-        public const int RowBlock = 48;
-        // Also what keeps long sums exact: the head's dX sums over the vocabulary (32128); as one f32 chain it drifted
-        // ~1e-5 of the result's largest (gradients ~5e-6 from PyTorch's), as 126 block sums added into C ~1e-6.
-        public const int DepthBlock = 256;
-        public float* A, B, C;
-        public int M, P, N, RowStride, DepthStride, RowBlocks, Strips;
-        public bool Accumulate;
-
-        public void Execute(int first, int end)
-        {
-            for (int unit = first; unit < end; unit++)
-            {
-                int strip = unit / RowBlocks, block = unit % RowBlocks;
-                int j0 = strip * 16, i0 = block * RowBlock, i1 = Math.Min(i0 + RowBlock, M);
-                if (j0 + 16 <= N && Vector256.IsHardwareAccelerated)
-                {
-                    // Depth in blocks of DepthBlock: the block's [DepthBlock, 16] slice of B stays in L1 across the
-                    // row block's tiles; the first block writes (or adds to) C, the later ones add.
-                    for (int p0 = 0; p0 < P; p0 += DepthBlock)
-                    {
-                        int p1 = Math.Min(p0 + DepthBlock, P);
-                        bool add = Accumulate || p0 > 0;
-                        int i = i0;
-                        for (; i + 6 <= i1; i += 6) Tile6x16(i, j0, p0, p1, add);
-                        for (; i < i1; i++) Tile1x16(i, j0, p0, p1, add);
-                    }
-                }
-                else
-                {
-                    for (int i = i0; i < i1; i++)
-                        for (int j = j0; j < Math.Min(j0 + 16, N); j++)
-                        {
-                            float sum = 0;
-                            float* a = A + (long)i * RowStride;
-                            for (int p = 0; p < P; p++) sum += a[(long)p * DepthStride] * B[(long)p * N + j];
-                            float* cell = C + (long)i * N + j;
-                            *cell = Accumulate ? *cell + sum : sum;
-                        }
-                }
-            }
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
-        private readonly void Tile6x16(int i, int j, int p0, int p1, bool add)
-        {
-            Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
-            Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-            float* a0 = A + (long)i * RowStride, b = B + (long)p0 * N + j;
-            long rs = RowStride, ds = DepthStride;
-            for (int p = p0; p < p1; p++, b += N)
-            {
-                Vector256<float> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 8);
-                float* a = a0 + p * ds;
-                Vector256<float> x = Vector256.Create(a[0]);
-                c00 = Vector256.FusedMultiplyAdd(x, b0, c00); c01 = Vector256.FusedMultiplyAdd(x, b1, c01);
-                x = Vector256.Create(a[rs]);
-                c10 = Vector256.FusedMultiplyAdd(x, b0, c10); c11 = Vector256.FusedMultiplyAdd(x, b1, c11);
-                x = Vector256.Create(a[2 * rs]);
-                c20 = Vector256.FusedMultiplyAdd(x, b0, c20); c21 = Vector256.FusedMultiplyAdd(x, b1, c21);
-                x = Vector256.Create(a[3 * rs]);
-                c30 = Vector256.FusedMultiplyAdd(x, b0, c30); c31 = Vector256.FusedMultiplyAdd(x, b1, c31);
-                x = Vector256.Create(a[4 * rs]);
-                c40 = Vector256.FusedMultiplyAdd(x, b0, c40); c41 = Vector256.FusedMultiplyAdd(x, b1, c41);
-                x = Vector256.Create(a[5 * rs]);
-                c50 = Vector256.FusedMultiplyAdd(x, b0, c50); c51 = Vector256.FusedMultiplyAdd(x, b1, c51);
-            }
-            float* c = C + (long)i * N + j;
-            Store(c, c00, c01, add); Store(c + N, c10, c11, add); Store(c + 2L * N, c20, c21, add);
-            Store(c + 3L * N, c30, c31, add); Store(c + 4L * N, c40, c41, add); Store(c + 5L * N, c50, c51, add);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private readonly void Tile1x16(int i, int j, int p0, int p1, bool add)
-        {
-            Vector256<float> c0 = default, c1 = default;
-            float* a = A + (long)i * RowStride, b = B + (long)p0 * N + j;
-            for (int p = p0; p < p1; p++, b += N)
-            {
-                Vector256<float> x = Vector256.Create(a[(long)p * DepthStride]);
-                c0 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b), c0);
-                c1 = Vector256.FusedMultiplyAdd(x, Vector256.Load(b + 8), c1);
-            }
-            Store(C + (long)i * N + j, c0, c1, add);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void Store(float* c, Vector256<float> lo, Vector256<float> hi, bool add)
-        {
-            if (add) { lo += Vector256.Load(c); hi += Vector256.Load(c + 8); }
-            lo.Store(c); hi.Store(c + 8);
-        }
-    }
-
     private struct TransposeJob : IRangeJob
     {
         public float* Source, Destination;
@@ -612,96 +505,79 @@ public sealed unsafe class TrainingKernels : IDisposable
         }
     }
 
+    /// <summary>One (batch row, head) per unit: scores = q·kᵀ as a packed product on this thread, bias, masks and the
+    /// softmax a row at a time, then context = probs·v (the head's columns of the q/k/v rows, read in place).</summary>
     private struct AttentionJob : IRangeJob
     {
         public float* Q, K, V, Bias, Probs, Context;
         public int* Mask;
         public bool Causal;
         public int Heads, DKv, QLen, KLen;
+        public SimdLevel Level;
 
-        public void Execute(int first, int end)
+        public readonly void Execute(int first, int end)
         {
             int inner = Heads * DKv;
             for (int unit = first; unit < end; unit++)
             {
                 int b = unit / Heads, h = unit % Heads;
                 float* probs = Probs + (long)unit * QLen * KLen;
+                float* q = Q + (long)b * QLen * inner + h * DKv, k = K + (long)b * KLen * inner + h * DKv;
+                MatMulGemm.Run(null, Level, new MatrixOperand(q, inner, false), new MatrixOperand(k, inner, true), probs, KLen,
+                    QLen, DKv, KLen, accumulate: false);
                 for (int i = 0; i < QLen; i++)
                 {
-                    var q = new ReadOnlySpan<float>(Q + ((long)b * QLen + i) * inner + h * DKv, DKv);
-                    float* row = probs + (long)i * KLen;
-                    float max = float.NegativeInfinity;
-                    for (int j = 0; j < KLen; j++)
-                    {
-                        if ((Causal && j > i) || (Mask != null && Mask[(long)b * KLen + j] == 0)) { row[j] = float.NegativeInfinity; continue; }
-                        float s = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(K + ((long)b * KLen + j) * inner + h * DKv, DKv));
-                        if (Bias != null) s += Bias[((long)h * QLen + i) * KLen + j];
-                        row[j] = s;
-                        if (s > max) max = s;
-                    }
-                    float sum = 0;
-                    for (int j = 0; j < KLen; j++) { float e = row[j] == float.NegativeInfinity ? 0f : MathF.Exp(row[j] - max); row[j] = e; sum += e; }
-                    float inverse = 1f / sum;
-                    var context = new Span<float>(Context + ((long)b * QLen + i) * inner + h * DKv, DKv);
-                    context.Clear();
-                    for (int j = 0; j < KLen; j++)
-                    {
-                        float p = row[j] *= inverse;
-                        if (p != 0) TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(V + ((long)b * KLen + j) * inner + h * DKv, DKv), p, context, context);
-                    }
+                    var row = new Span<float>(probs + (long)i * KLen, KLen);
+                    if (Bias != null) TensorPrimitives.Add(row, new ReadOnlySpan<float>(Bias + ((long)h * QLen + i) * KLen, KLen), row);
+                    if (Causal) row[Math.Min(i + 1, KLen)..].Fill(float.NegativeInfinity);
+                    if (Mask != null)
+                        for (int j = 0; j < KLen; j++)
+                            if (Mask[(long)b * KLen + j] == 0) row[j] = float.NegativeInfinity;
+                    float max = TensorPrimitives.Max(row);
+                    if (float.IsNegativeInfinity(max)) { row.Clear(); continue; }   // every key left out: no weights
+                    TensorPrimitives.Subtract(row, max, row);
+                    TensorPrimitives.Exp(row, row);                                   // exp(-inf) = 0 for the left-out keys
+                    TensorPrimitives.Multiply(row, 1f / TensorPrimitives.Sum(row), row);
                 }
+                float* v = V + (long)b * KLen * inner + h * DKv, context = Context + (long)b * QLen * inner + h * DKv;
+                MatMulGemm.Run(null, Level, new MatrixOperand(probs, KLen, false), new MatrixOperand(v, inner, false), context, inner,
+                    QLen, KLen, DKv, accumulate: false);
             }
         }
     }
 
+    /// <summary>One (batch row, head) per unit, each product packed on this thread: dV = Pᵀ·dC, dP = dC·vᵀ (scratch),
+    /// dS = P ∘ (dP − rowsum(P ∘ dP)) (may overwrite P: dV has used it), dQ = dS·k, dK = dSᵀ·q.</summary>
     private struct AttentionBackwardJob : IRangeJob
     {
         public float* Q, K, V, Probs, DContext, Dq, Dk, Dv, DScores;
         public int Heads, DKv, QLen, KLen;
+        public SimdLevel Level;
 
-        public void Execute(int first, int end)
+        public readonly void Execute(int first, int end)
         {
-            int inner = Heads * DKv, dKv = Heads == 0 ? 0 : DKv;
-            float* dp = stackalloc float[KLen];
+            int inner = Heads * DKv;
+            float* dp = Scratch.Get(ScratchSlot.Scores, (long)QLen * KLen);
             for (int unit = first; unit < end; unit++)
             {
                 int b = unit / Heads, h = unit % Heads;
                 float* probs = Probs + (long)unit * QLen * KLen, ds = DScores + (long)unit * QLen * KLen;
-                Span<float> Row(float* basePointer, int length, int r) => new(basePointer + ((long)b * length + r) * inner + h * dKv, dKv);
-                for (int j = 0; j < KLen; j++) Row(Dv, KLen, j).Clear();
-                for (int j = 0; j < KLen; j++) Row(Dk, KLen, j).Clear();
-                // dV[j] = Σ_i P[i, j]·dC[i]   (before dScores may overwrite P)
+                long queryOffset = (long)b * QLen * inner + h * DKv, keyOffset = (long)b * KLen * inner + h * DKv;
+                var dc = new MatrixOperand(DContext + queryOffset, inner, false);
+                MatMulGemm.Run(null, Level, new MatrixOperand(probs, KLen, true), dc, Dv + keyOffset, inner, KLen, QLen, DKv, accumulate: false);
+                MatMulGemm.Run(null, Level, dc, new MatrixOperand(V + keyOffset, inner, true), dp, KLen, QLen, DKv, KLen, accumulate: false);
                 for (int i = 0; i < QLen; i++)
                 {
-                    Span<float> dc = Row(DContext, QLen, i);
-                    for (int j = 0; j < KLen; j++)
-                    {
-                        float p = probs[(long)i * KLen + j];
-                        if (p != 0) TensorPrimitives.MultiplyAdd(dc, p, Row(Dv, KLen, j), Row(Dv, KLen, j));
-                    }
+                    var p = new ReadOnlySpan<float>(probs + (long)i * KLen, KLen);
+                    var dpRow = new Span<float>(dp + (long)i * KLen, KLen);
+                    float weighted = TensorPrimitives.Dot(p, dpRow);
+                    TensorPrimitives.Subtract(dpRow, weighted, dpRow);
+                    TensorPrimitives.Multiply(p, dpRow, new Span<float>(ds + (long)i * KLen, KLen));   // ds may be p: elementwise
                 }
-                for (int i = 0; i < QLen; i++)
-                {
-                    Span<float> dc = Row(DContext, QLen, i), dq = Row(Dq, QLen, i), q = Row(Q, QLen, i);
-                    float* p = probs + (long)i * KLen, d = ds + (long)i * KLen;
-                    // dP[j] = dC[i]·v[j]; dS[j] = P[j]·(dP[j] − Σ_j' P[j']·dP[j']). d may be p itself: each p[j] is
-                    // read before d[j] is written.
-                    float weighted = 0;
-                    for (int j = 0; j < KLen; j++)
-                    {
-                        dp[j] = p[j] == 0 ? 0 : TensorPrimitives.Dot(dc, Row(V, KLen, j));
-                        weighted += p[j] * dp[j];
-                    }
-                    for (int j = 0; j < KLen; j++) d[j] = p[j] * (dp[j] - weighted);
-                    // dQ[i] = Σ_j dS[j]·k[j]; dK[j] += dS[j]·q[i]
-                    dq.Clear();
-                    for (int j = 0; j < KLen; j++)
-                    {
-                        if (d[j] == 0) continue;
-                        TensorPrimitives.MultiplyAdd(Row(K, KLen, j), d[j], dq, dq);
-                        TensorPrimitives.MultiplyAdd(q, d[j], Row(Dk, KLen, j), Row(Dk, KLen, j));
-                    }
-                }
+                var dScores = new MatrixOperand(ds, KLen, false);
+                MatMulGemm.Run(null, Level, dScores, new MatrixOperand(K + keyOffset, inner, false), Dq + queryOffset, inner, QLen, KLen, DKv, accumulate: false);
+                MatMulGemm.Run(null, Level, new MatrixOperand(ds, KLen, true), new MatrixOperand(Q + queryOffset, inner, false), Dk + keyOffset, inner,
+                    KLen, QLen, DKv, accumulate: false);
             }
         }
     }

@@ -1,0 +1,64 @@
+// `-- --quick-train [threads] [small|base]`: one flan-t5 training step's matrix products (batch 8 x 128 source / 32 target
+// tokens) and attention, timed op by op with TrainingKernels, as GFLOP/s and as milliseconds per step: where a step's
+// time goes, without the trainer around it. Best of several runs per op.
+using ManagedT5.Kernels.Cpu.Training;
+
+namespace ManagedT5.Bench;
+
+/// <summary>The training-step breakdown report.</summary>
+public static class TrainingQuick
+{
+    public static void Run(int threads, string size)
+    {
+        threads = threads <= 0 ? Environment.ProcessorCount : threads;
+        bool isBase = size == "base";
+        int d = isBase ? 768 : 512, inner = isBase ? 768 : 384, ff = isBase ? 2048 : 1024, layers = isBase ? 12 : 8, heads = isBase ? 12 : 6;
+        const int vocab = 32128, batch = 8, source = 128, target = 32;
+        int enc = batch * source, dec = batch * target;
+        using var k = new TrainingKernels(threads);
+        Console.WriteLine($"flan-t5-{size} shapes, threads {threads}");
+
+        // (name, rows, in, out, count per step)
+        var linears = new List<(string Name, int Rows, int In, int Out, int Count)>
+        {
+            ("enc qkv", enc, d, inner, 3 * layers), ("enc o", enc, inner, d, layers), ("enc wi", enc, d, ff, 2 * layers), ("enc wo", enc, ff, d, layers),
+            ("dec self qkv+cross q", dec, d, inner, 4 * layers), ("dec o x2", dec, inner, d, 2 * layers), ("dec cross kv", enc, d, inner, 2 * layers),
+            ("dec wi", dec, d, ff, 2 * layers), ("dec wo", dec, ff, d, layers), ("head", dec, d, vocab, 1),
+        };
+        double forward = 0, inputGrad = 0, weightGrad = 0;
+        foreach (var (name, rows, inF, outF, count) in linears)
+        {
+            float[] x = Data(rows * inF), w = Data(outF * inF), y = new float[rows * outF], dx = new float[rows * inF], dw = new float[outF * inF];
+            double flops = 2.0 * rows * inF * outF;
+            double f = QuickReport.Best(() => k.LinearForward(x, w, y, rows, inF, outF), 3);
+            double bx = QuickReport.Best(() => k.LinearBackwardInput(y, w, dx, rows, inF, outF), 3);
+            double bw = QuickReport.Best(() => k.LinearBackwardWeight(y, x, dw, rows, inF, outF), 3);
+            forward += f * count; inputGrad += bx * count; weightGrad += bw * count;
+            Console.WriteLine($"{name,-22} {rows,5}x{inF,5}->{outF,5} x{count,3}: forward {flops / f / 1e9,6:F1}  dX {flops / bx / 1e9,6:F1}  dW {flops / bw / 1e9,6:F1} GFLOP/s");
+        }
+        Console.WriteLine($"linears per step: forward {forward * 1e3:F0} ms, dX {inputGrad * 1e3:F0} ms, dW {weightGrad * 1e3:F0} ms");
+
+        double attention = 0, attentionBackward = 0;
+        foreach (var (name, qLen, kLen, count) in new[] { ("enc self", source, source, layers), ("dec self", target, target, layers), ("dec cross", target, source, layers) })
+        {
+            float[] q = Data(batch * qLen * inner), kk = Data(batch * kLen * inner), v = Data(batch * kLen * inner), bias = Data(heads * qLen * kLen);
+            float[] probs = new float[batch * heads * qLen * kLen], context = new float[batch * qLen * inner];
+            int[] mask = Enumerable.Repeat(1, batch * kLen).ToArray();
+            float[] dq = new float[q.Length], dk = new float[kk.Length], dv = new float[v.Length], dScores = new float[probs.Length], dBias = new float[bias.Length];
+            double f = QuickReport.Best(() => k.Attention(q, kk, v, bias, mask, name == "dec self", batch, heads, inner / heads, qLen, kLen, probs, context), 3);
+            double b = QuickReport.Best(() => k.AttentionBackward(q, kk, v, probs, context, batch, heads, inner / heads, qLen, kLen, dq, dk, dv, dScores, dBias), 3);
+            attention += f * count; attentionBackward += b * count;
+            double flops = 4.0 * batch * heads * qLen * kLen * (inner / heads);
+            Console.WriteLine($"attention {name,-10} {qLen}x{kLen} x{count}: forward {f * 1e3:F2} ms ({flops / f / 1e9:F1} GFLOP/s), backward {b * 1e3:F2} ms");
+        }
+        Console.WriteLine($"attention per step: forward {attention * 1e3:F0} ms, backward {attentionBackward * 1e3:F0} ms");
+    }
+
+    private static float[] Data(int length)
+    {
+        var random = new Random(length);
+        var data = new float[length];
+        for (int i = 0; i < length; i++) data[i] = (float)(random.NextDouble() - 0.5);
+        return data;
+    }
+}

@@ -1,0 +1,212 @@
+// The training products C[m, n] (+)= A·B with either operand stored plainly or transposed, at any row stride: forward
+// x·Wᵀ (W as HF stores it, [out, in]), dX = dY·W, dW += dYᵀ·X, and attention's per-head products (a head's columns of
+// q/k/v rows). Packed and cache-blocked as Gemm (BLIS / Goto) is, with the same micro-kernels: A is packed once per call
+// into MR-row strips (threads split the strips); each work unit (a block of rows x a grain of NR-column panels) packs
+// its KC-deep slab of B into panels and runs the register tiles over it. Packing reads either layout, so nothing is
+// transposed whole (the kernel this replaced transposed W on every call and walked B down its rows at a stride of N
+// floats, which put a depth block's lines in one L1 set: 8-15 GFLOP/s).
+//
+// Numerics: each C element is the sequential f32 sum over one KC-deep slab, slabs added into C in order, which keeps a
+// product over the vocabulary (the head's dX: 32,128 deep) near f32's rounding (see TrainingKernels.MatMul).
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace ManagedT5.Kernels.Cpu.Training;
+
+/// <summary>A matrix operand in memory: element (r, c) of the logical matrix is <c>Data[r * Stride + c]</c>, or
+/// <c>Data[c * Stride + r]</c> when <see cref="Transposed"/>.</summary>
+internal readonly unsafe struct MatrixOperand(float* data, int stride, bool transposed)
+{
+    public readonly float* Data = data;
+    public readonly int Stride = stride;
+    public readonly bool Transposed = transposed;
+}
+
+/// <summary>The packed matrix product behind TrainingKernels.MatMul, the Linear ops and attention.</summary>
+internal static unsafe class MatMulGemm
+{
+    /// <summary>Row-strip blocks of a work unit when the columns alone give too few units to share: rows per block is
+    /// at least this many strips, so B's slab is packed once per <c>MinBlockStrips * MR</c> rows or more.</summary>
+    private const int MinBlockStrips = 16;
+
+    /// <summary>
+    /// C[m, n] (+)= op(A)·op(B) on the pool: A stored [m, p] or, with <paramref name="transposeA"/>, [p, m]; B stored
+    /// [p, n] or, with <paramref name="transposeB"/>, [n, p]; C [m, n]. Overwrites C unless <paramref name="accumulate"/>.
+    /// </summary>
+    public static void Run(WorkerPool pool, SimdLevel level, float* a, bool transposeA, float* b, bool transposeB, float* c,
+        int m, int p, int n, bool accumulate) =>
+        Run(pool, level, new MatrixOperand(a, transposeA ? m : p, transposeA), new MatrixOperand(b, transposeB ? p : n, transposeB),
+            c, n, m, p, n, accumulate);
+
+    /// <summary>C[m, n] (+)= A·B for strided operands, C's rows <paramref name="ldc"/> apart; on the pool, or on the
+    /// calling thread alone when <paramref name="pool"/> is null (attention runs one head per thread).</summary>
+    public static void Run(WorkerPool? pool, SimdLevel level, MatrixOperand a, MatrixOperand b, float* c, int ldc,
+        int m, int p, int n, bool accumulate)
+    {
+        if (m == 0 || n == 0) return;
+        if (p == 0)
+        {
+            if (!accumulate)
+                for (int i = 0; i < m; i++) new Span<float>(c + (long)i * ldc, n).Clear();
+            return;
+        }
+        switch (level)
+        {
+            case SimdLevel.Vector512: Run<MicroKernel512>(pool, a, b, c, ldc, m, p, n, accumulate); break;
+            case SimdLevel.Vector256: Run<MicroKernel256>(pool, a, b, c, ldc, m, p, n, accumulate); break;
+            case SimdLevel.Vector128: Run<MicroKernel128>(pool, a, b, c, ldc, m, p, n, accumulate); break;
+            default: Run<MicroKernelScalar>(pool, a, b, c, ldc, m, p, n, accumulate); break;
+        }
+    }
+
+    private static void Run<TKernel>(WorkerPool? pool, MatrixOperand a, MatrixOperand b, float* c, int ldc,
+        int m, int p, int n, bool accumulate) where TKernel : IMicroKernel
+    {
+        int mr = TKernel.MR, nr = TKernel.NR;
+        int strips = (m + mr - 1) / mr, panels = (n + nr - 1) / nr;
+        float* packedA = Scratch.Get(ScratchSlot.PreparedInput, Gemm.PackedASize(m, p, mr) + 8);
+        var pack = new PackAJob { A = a, M = m, P = p, MR = mr, Packed = packedA, Strips = strips, PerItem = strips };
+        var job = new UnitJob<TKernel> { PackedA = packedA, B = b, C = c, Ldc = ldc, M = m, P = p, N = n, Accumulate = accumulate };
+        if (pool is null)
+        {
+            pack.Execute(0);
+            job.GrainPanels = panels; job.Grains = 1; job.BlockStrips = strips;
+            job.Execute(0, 1);
+            return;
+        }
+        pack.PerItem = Math.Max(1, (strips + pool.Threads * 4 - 1) / (pool.Threads * 4));
+        pool.Run(ref pack, (strips + pack.PerItem - 1) / pack.PerItem);
+
+        // Units: column grains (Gemm.GrainPanels panels each) times row blocks. Rows are split only when the columns
+        // give fewer than four units a thread (a LoRA product is 4-16 columns wide).
+        job.GrainPanels = Gemm.GrainPanels;
+        job.Grains = (panels + Gemm.GrainPanels - 1) / Gemm.GrainPanels;
+        int wanted = (pool.Threads * 4 + job.Grains - 1) / job.Grains;
+        job.BlockStrips = Math.Max(MinBlockStrips, (strips + wanted - 1) / wanted);
+        int blocks = (strips + job.BlockStrips - 1) / job.BlockStrips;
+        pool.RunRanges(ref job, blocks * job.Grains, 1);
+    }
+
+    /// <summary>Strips [index * PerItem, +PerItem) of A in Gemm.PackA's layout: packed[(s * P + k) * MR + r] =
+    /// A[s * MR + r, k], zero past the last row.</summary>
+    private struct PackAJob : IParallelJob
+    {
+        public MatrixOperand A;
+        public float* Packed;
+        public int M, P, MR, Strips, PerItem;
+
+        public readonly void Execute(int index)
+        {
+            int first = index * PerItem, end = Math.Min(first + PerItem, Strips);
+            for (int s = first; s < end; s++)
+            {
+                int row0 = s * MR, rows = Math.Min(MR, M - row0);
+                float* strip = Packed + (long)s * P * MR;
+                if (A.Transposed) PackTransposedStrip(A.Data + row0, A.Stride, rows, P, MR, strip);
+                else Gemm.PackStrip(A.Data + (long)row0 * A.Stride, A.Stride, rows, P, MR, strip);
+            }
+        }
+    }
+
+    /// <summary>One strip of A stored transposed (column r of the strip is row r of A, adjacent in memory):
+    /// strip[k * mr + r] = a[k * stride + r].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackTransposedStrip(float* a, int stride, int rows, int p, int mr, float* strip)
+    {
+        for (int k = 0; k < p; k++)
+        {
+            float* source = a + (long)k * stride, destination = strip + (long)k * mr;
+            int r = 0;
+            for (; r < rows; r++) destination[r] = source[r];
+            for (; r < mr; r++) destination[r] = 0;
+        }
+    }
+
+    /// <summary>Units [first, end): unit u is the rows of block u / Grains (BlockStrips strips) and the columns of grain
+    /// u % Grains (GrainPanels panels), through every depth slab in order.</summary>
+    private struct UnitJob<TKernel> : IRangeJob where TKernel : IMicroKernel
+    {
+        public float* PackedA, C;
+        public MatrixOperand B;
+        public bool Accumulate;
+        public int Ldc, M, P, N, Grains, GrainPanels, BlockStrips;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public readonly void Execute(int first, int end)
+        {
+            int mr = TKernel.MR, nr = TKernel.NR;
+            float* packedB = Scratch.Get(ScratchSlot.WeightPanels, (long)GrainPanels * nr * Gemm.KC);
+            float* tile = Scratch.Get(ScratchSlot.EdgeTile, mr * nr);
+            for (int unit = first; unit < end; unit++)
+            {
+                int block = unit / Grains, grain = unit % Grains;
+                int row0 = block * BlockStrips * mr, rowEnd = Math.Min(M, row0 + BlockStrips * mr);
+                int column0 = grain * GrainPanels * nr, columnEnd = Math.Min(N, column0 + GrainPanels * nr);
+                int columns = columnEnd - column0, panels = (columns + nr - 1) / nr;
+                for (int k0 = 0; k0 < P; k0 += Gemm.KC)
+                {
+                    int kc = Math.Min(Gemm.KC, P - k0);
+                    bool add = Accumulate || k0 > 0;
+                    PackB(B, N, column0, columns, k0, kc, nr, packedB);
+                    for (int r0 = row0; r0 < rowEnd; r0 += mr)
+                    {
+                        int rowsHere = Math.Min(mr, rowEnd - r0);
+                        float* a = PackedA + ((long)(r0 / mr) * P + k0) * mr;
+                        for (int panel = 0; panel < panels; panel++)
+                        {
+                            int column = column0 + panel * nr, columnsHere = Math.Min(nr, columnEnd - column);
+                            float* bPanel = packedB + (long)panel * nr * kc;
+                            float* cTile = C + (long)r0 * Ldc + column;
+                            if (rowsHere == mr && columnsHere == nr)
+                            {
+                                TKernel.Run(a, bPanel, kc, cTile, Ldc, add);
+                                continue;
+                            }
+                            TKernel.Run(a, bPanel, kc, tile, nr, false);
+                            for (int r = 0; r < rowsHere; r++)
+                                for (int j = 0; j < columnsHere; j++)
+                                {
+                                    float* cell = cTile + (long)r * Ldc + j;
+                                    *cell = add ? *cell + tile[r * nr + j] : tile[r * nr + j];
+                                }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Columns [column0, column0 + columns) of B, depths [k0, k0 + kc), as panels of NR columns:
+    /// packed[(panel * kc + k) * NR + j] = B[k0 + k, column0 + panel * NR + j], zero past the last column.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackB(in MatrixOperand b, int n, int column0, int columns, int k0, int kc, int nr, float* packed)
+    {
+        if (b.Transposed)
+        {
+            // Stored [n, p] (rows Stride apart): the weight-row layout Gemm packs, a row per column of the product.
+            Gemm.PackB(new WeightView((nint)b.Data, WeightFormat.F32, n, b.Stride, null), column0, columns, k0, kc, nr, packed,
+                Scratch.Get(ScratchSlot.WidenedWeightRows, 17L * Gemm.KC));
+            return;
+        }
+        int panels = (columns + nr - 1) / nr;
+        for (int panel = 0; panel < panels; panel++)
+        {
+            int width = Math.Min(nr, columns - panel * nr);
+            float* destination = packed + (long)panel * nr * kc;
+            float* source = b.Data + (long)k0 * b.Stride + column0 + panel * nr;
+            if (width == nr)
+            {
+                for (int k = 0; k < kc; k++, destination += nr, source += b.Stride)
+                    new ReadOnlySpan<float>(source, nr).CopyTo(new Span<float>(destination, nr));
+                continue;
+            }
+            for (int k = 0; k < kc; k++, destination += nr, source += b.Stride)
+            {
+                int j = 0;
+                for (; j < width; j++) destination[j] = source[j];
+                for (; j < nr; j++) destination[j] = 0;
+            }
+        }
+    }
+}
