@@ -14,7 +14,13 @@ if (args.Length > 0 && args[0] == "--quick-embed")
 }
 if (args.Length > 0 && args[0] == "--quick-train")
 {
+    MicroKernelCeiling.Run();
     TrainingQuick.Run(args.Length > 1 ? int.Parse(args[1]) : 0, args.Length > 2 ? args[2] : "small");
+    return;
+}
+if (args.Length > 4 && args[0] == "--quick-gemm-shape")
+{
+    QuickReport.GemmShape(int.Parse(args[1]), int.Parse(args[2]), int.Parse(args[3]), int.Parse(args[4]));
     return;
 }
 if (args.Length > 0 && args[0] == "--quick-decode")

@@ -111,6 +111,17 @@ public static class QuickReport
             }
     }
 
+    /// <summary>One F32 Linear (rows x in -> out) through the backend, best of 10: GFLOP/s.</summary>
+    public static void GemmShape(int threads, int rows, int inDim, int outDim)
+    {
+        using var cpu = new CpuBackend(threads <= 0 ? Environment.ProcessorCount : threads);
+        using var store = new WeightStore();
+        IWeight w = store.Create(cpu, outDim, inDim, WeightFormat.F32);
+        using IBuffer x = WeightStore.Random(cpu, rows * inDim), y = cpu.Allocate(rows * outDim);
+        double seconds = Best(() => cpu.Linear(x, w, y, rows), 10);
+        Console.WriteLine($"GEMM {rows}x{inDim}x{outDim} F32: {seconds * 1e3,7:F3} ms = {2.0 * rows * inDim * outDim / seconds / 1e9,6:F1} GFLOP/s");
+    }
+
     /// <summary>A flan-t5-small and -base decoder step's Linears (distinct weights, so streamed from memory) at 1, 2, 4
     /// and 8 rows, per format: ms per step and GB/s of weights. Rows > 1 is beam search or batched decoding, timed
     /// three ways with fp32 activations: separate dots per row (1x1), the multi-row GEMV kernel (1x4/1x8), the packed

@@ -1,8 +1,11 @@
 // GEMM micro-kernels: C tile (MR x NR) (+)= packed A (kc x MR) . packed B (kc x NR), accumulators held in registers.
 // Each k step loads one row of B (NR floats), broadcasts MR values of A and does MR * NR / width FMAs. Sizes are
 // chosen to fill the register file: AVX-512 has 32 registers (8 x 2 accumulators), AVX2 16 (6 x 2), SSE 16 (6 x 2).
+// Each kernel first prefetches its C tile: without that, the tile's rows (in L3 or memory once C is megabytes) were
+// missed after the loop, and a 4096 x 768 x 768 GEMM ran at 101 GFLOP/s instead of 143 (AVX2, 2 threads).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ManagedT5.Kernels.Cpu;
 
@@ -26,6 +29,8 @@ internal readonly unsafe struct MicroKernel512 : IMicroKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(float* a, float* b, int kc, float* c, int ldc, bool add)
     {
+        if (Sse.IsSupported)
+            for (int r = 0; r < 8; r++) { Sse.Prefetch0(c + r * ldc); Sse.Prefetch0(c + r * ldc + 16); Sse.Prefetch0(c + r * ldc + 31); }
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
             c60 = default, c61 = default, c70 = default, c71 = default;
@@ -73,6 +78,12 @@ internal readonly unsafe struct MicroKernel256 : IMicroKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(float* a, float* b, int kc, float* c, int ldc, bool add)
     {
+        if (Sse.IsSupported)
+        {
+            // The tile's rows (two lines each when unaligned): fetched while the loop runs, not missed after it.
+            // C of an encoder batch is megabytes, so the tile is usually in L3 or memory by the next depth slab.
+            for (int r = 0; r < 6; r++) { Sse.Prefetch0(c + r * ldc); Sse.Prefetch0(c + r * ldc + 15); }
+        }
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         for (int k = 0; k < kc; k++, a += 6, b += 16)
@@ -113,6 +124,8 @@ internal readonly unsafe struct MicroKernel128 : IMicroKernel
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Run(float* a, float* b, int kc, float* c, int ldc, bool add)
     {
+        if (Sse.IsSupported)
+            for (int r = 0; r < 6; r++) { Sse.Prefetch0(c + r * ldc); Sse.Prefetch0(c + r * ldc + 7); }
         Vector128<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         for (int k = 0; k < kc; k++, a += 6, b += 8)

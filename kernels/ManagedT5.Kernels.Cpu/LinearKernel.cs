@@ -261,7 +261,9 @@ internal static unsafe class LinearKernel
         GemmJob<TKernel>* jobs = stackalloc GemmJob<TKernel>[w.Length];
         for (int i = 0; i < w.Length; i++)
             jobs[i] = new GemmJob<TKernel> { Weight = w[i], Input = packedA, Output = (float*)y[i], Rows = rows, Accumulate = accumulate };
-        RunJobs(pool, jobs, w, Gemm.GrainPanels * TKernel.NR, steal, parallel: true);
+        int panels = 0;
+        foreach (WeightView view in w) panels += (view.Rows + TKernel.NR - 1) / TKernel.NR;
+        RunJobs(pool, jobs, w, Gemm.ClaimPanels(panels, pool.Threads) * TKernel.NR, steal, parallel: true);
     }
 
     private static void RunGemmInPlace(WorkerPool pool, float* x, ReadOnlySpan<WeightView> w, ReadOnlySpan<nint> y, int rows,

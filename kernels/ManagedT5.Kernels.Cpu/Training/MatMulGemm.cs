@@ -30,6 +30,8 @@ internal static unsafe class MatMulGemm
     /// at least this many strips, so B's slab is packed once per <c>MinBlockStrips * MR</c> rows or more.</summary>
     private const int MinBlockStrips = 16;
 
+
+
     /// <summary>
     /// C[m, n] (+)= op(A)·op(B) on the pool: A stored [m, p] or, with <paramref name="transposeA"/>, [p, m]; B stored
     /// [p, n] or, with <paramref name="transposeB"/>, [n, p]; C [m, n]. Overwrites C unless <paramref name="accumulate"/>.
@@ -78,10 +80,10 @@ internal static unsafe class MatMulGemm
         pack.PerItem = Math.Max(1, (strips + pool.Threads * 4 - 1) / (pool.Threads * 4));
         pool.Run(ref pack, (strips + pack.PerItem - 1) / pack.PerItem);
 
-        // Units: column grains (Gemm.GrainPanels panels each) times row blocks. Rows are split only when the columns
+        // Units: column grains (Gemm.ClaimPanels panels each: the slab of B stays in L2 while blocks of A go through it) times row blocks. Rows are split only when the columns
         // give fewer than four units a thread (a LoRA product is 4-16 columns wide).
-        job.GrainPanels = Gemm.GrainPanels;
-        job.Grains = (panels + Gemm.GrainPanels - 1) / Gemm.GrainPanels;
+        job.GrainPanels = Gemm.ClaimPanels(panels, pool.Threads);
+        job.Grains = (panels + job.GrainPanels - 1) / job.GrainPanels;
         int wanted = (pool.Threads * 4 + job.Grains - 1) / job.Grains;
         job.BlockStrips = Math.Max(MinBlockStrips, (strips + wanted - 1) / wanted);
         int blocks = (strips + job.BlockStrips - 1) / job.BlockStrips;
@@ -149,27 +151,33 @@ internal static unsafe class MatMulGemm
                     int kc = Math.Min(Gemm.KC, P - k0);
                     bool add = Accumulate || k0 > 0;
                     PackB(B, N, column0, columns, k0, kc, nr, packedB);
-                    for (int r0 = row0; r0 < rowEnd; r0 += mr)
+                    // Rows in blocks of Gemm.CacheStrips strips (their packed A in L2), each block through every panel, and a
+                    // panel through the block's strips: the panel (kc x NR, 16 KiB on AVX2) stays in L1 meanwhile.
+                    for (int m0 = row0; m0 < rowEnd; m0 += Gemm.CacheStrips * mr)
                     {
-                        int rowsHere = Math.Min(mr, rowEnd - r0);
-                        float* a = PackedA + ((long)(r0 / mr) * P + k0) * mr;
+                        int m1 = Math.Min(rowEnd, m0 + Gemm.CacheStrips * mr);
                         for (int panel = 0; panel < panels; panel++)
                         {
                             int column = column0 + panel * nr, columnsHere = Math.Min(nr, columnEnd - column);
                             float* bPanel = packedB + (long)panel * nr * kc;
-                            float* cTile = C + (long)r0 * Ldc + column;
-                            if (rowsHere == mr && columnsHere == nr)
+                            for (int r0 = m0; r0 < m1; r0 += mr)
                             {
-                                TKernel.Run(a, bPanel, kc, cTile, Ldc, add);
-                                continue;
-                            }
-                            TKernel.Run(a, bPanel, kc, tile, nr, false);
-                            for (int r = 0; r < rowsHere; r++)
-                                for (int j = 0; j < columnsHere; j++)
+                                int rowsHere = Math.Min(mr, m1 - r0);
+                                float* a = PackedA + ((long)(r0 / mr) * P + k0) * mr;
+                                float* cTile = C + (long)r0 * Ldc + column;
+                                if (rowsHere == mr && columnsHere == nr)
                                 {
-                                    float* cell = cTile + (long)r * Ldc + j;
-                                    *cell = add ? *cell + tile[r * nr + j] : tile[r * nr + j];
+                                    TKernel.Run(a, bPanel, kc, cTile, Ldc, add);
+                                    continue;
                                 }
+                                TKernel.Run(a, bPanel, kc, tile, nr, false);
+                                for (int r = 0; r < rowsHere; r++)
+                                    for (int j = 0; j < columnsHere; j++)
+                                    {
+                                        float* cell = cTile + (long)r * Ldc + j;
+                                        *cell = add ? *cell + tile[r * nr + j] : tile[r * nr + j];
+                                    }
+                            }
                         }
                     }
                 }
