@@ -30,6 +30,10 @@ internal static unsafe class MatMulGemm
     /// at least this many strips, so B's slab is packed once per <c>MinBlockStrips * MR</c> rows or more.</summary>
     private const int MinBlockStrips = 16;
 
+    /// <summary>Panels per column grain. Training's products are 1024 rows or fewer, so small grains keep both threads
+    /// busy; Gemm.ClaimPanels' wide claims (made for 4096-row encoder batches) measured slower here, dW most.</summary>
+    private const int GrainPanels = 2;
+
 
 
     /// <summary>
@@ -80,9 +84,9 @@ internal static unsafe class MatMulGemm
         pack.PerItem = Math.Max(1, (strips + pool.Threads * 4 - 1) / (pool.Threads * 4));
         pool.Run(ref pack, (strips + pack.PerItem - 1) / pack.PerItem);
 
-        // Units: column grains (Gemm.ClaimPanels panels each: the slab of B stays in L2 while blocks of A go through it) times row blocks. Rows are split only when the columns
+        // Units: column grains (GrainPanels panels each) times row blocks. Rows are split only when the columns
         // give fewer than four units a thread (a LoRA product is 4-16 columns wide).
-        job.GrainPanels = Gemm.ClaimPanels(panels, pool.Threads);
+        job.GrainPanels = GrainPanels;
         job.Grains = (panels + job.GrainPanels - 1) / job.GrainPanels;
         int wanted = (pool.Threads * 4 + job.Grains - 1) / job.Grains;
         job.BlockStrips = Math.Max(MinBlockStrips, (strips + wanted - 1) / wanted);
