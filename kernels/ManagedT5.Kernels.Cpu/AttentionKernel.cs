@@ -444,6 +444,28 @@ internal static unsafe class AttentionKernel
             }
         }
         if (level >= SimdLevel.Vector256 && Vector256.IsHardwareAccelerated)
+        {
+            // 64 outputs a pass in 8 accumulators (a head of T5): each probability is broadcast once for 8 FMAs. With
+            // two chains per 8 outputs, as below, the FMAs waited on each other and this took 8% of a sentence-t5 encoder.
+            for (; c <= d - 64; c += 64)
+            {
+                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                for (int j = 0; j < n; j++)
+                {
+                    float* row = v + j * stride + c;
+                    Vector256<float> w = Vector256.Create(p[j]);
+                    a0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row), a0);
+                    a1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 8), a1);
+                    a2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 16), a2);
+                    a3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 24), a3);
+                    a4 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 32), a4);
+                    a5 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 40), a5);
+                    a6 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 48), a6);
+                    a7 = Vector256.FusedMultiplyAdd(w, Vector256.Load(row + 56), a7);
+                }
+                a0.Store(o + c); a1.Store(o + c + 8); a2.Store(o + c + 16); a3.Store(o + c + 24);
+                a4.Store(o + c + 32); a5.Store(o + c + 40); a6.Store(o + c + 48); a7.Store(o + c + 56);
+            }
             for (; c <= d - 8; c += 8)
             {
                 Vector256<float> e = default, f = default;
@@ -456,6 +478,7 @@ internal static unsafe class AttentionKernel
                 if (j < n) e = Vector256.FusedMultiplyAdd(Vector256.Create(p[j]), Vector256.Load(v + j * stride + c), e);
                 (e + f).Store(o + c);
             }
+        }
         if (level >= SimdLevel.Vector128 && Vector128.IsHardwareAccelerated)
             for (; c <= d - 4; c += 4)
             {
