@@ -147,7 +147,43 @@ public sealed class AdamW
         for (int i = 0; i < _tensors.Length; i++)
         {
             TrainedTensor t = _tensors[i];
-            AdamWKernel.Update(t.Value, t.Grad, ExpAvg[i], ExpAvgSq[i], AdamWStep.For(Options, Step, lr, t.Decays));
+            AdamWStep step = AdamWStep.For(Options, Step, lr, t.Decays);
+            if (Pool is null || t.Value.Length < 2 * ChunkElements)
+            {
+                AdamWKernel.Update(t.Value, t.Grad, ExpAvg[i], ExpAvgSq[i], step);
+                continue;
+            }
+            // Large tensors in chunks across the pool's threads: the update streams seven floats an element from memory
+            // (flan-t5-base's 248M parameters: ~7 GB a step), which one core alone does not saturate. Elementwise, so
+            // the result does not depend on the split (chunks are whole vectors).
+            unsafe
+            {
+                fixed (float* p = t.Value, g = t.Grad, m = ExpAvg[i], v = ExpAvgSq[i])
+                {
+                    var job = new ChunkJob { P = p, G = g, M = m, V = v, Length = t.Value.Length, Step = step };
+                    Pool.RunRanges(ref job, (t.Value.Length + ChunkElements - 1) / ChunkElements, 1);
+                }
+            }
+        }
+    }
+
+    /// <summary>Elements per chunk of a pooled update (a multiple of every vector width).</summary>
+    private const int ChunkElements = 1 << 16;
+
+    /// <summary>The pool <see cref="Update"/> splits large tensors over (the model's kernels' pool; null: this thread).</summary>
+    internal ManagedT5.Kernels.Cpu.WorkerPool? Pool { get; set; }
+
+    private unsafe struct ChunkJob : ManagedT5.Kernels.Cpu.IRangeJob
+    {
+        public float* P, G, M, V;
+        public int Length;
+        public AdamWStep Step;
+
+        public readonly void Execute(int first, int end)
+        {
+            int start = first * ChunkElements, count = Math.Min(Length, end * ChunkElements) - start;
+            AdamWKernel.Update(new Span<float>(P + start, count), new ReadOnlySpan<float>(G + start, count),
+                new Span<float>(M + start, count), new Span<float>(V + start, count), Step);
         }
     }
 

@@ -3,7 +3,7 @@
 namespace ManagedT5.Training;
 
 /// <summary><see cref="ITrainable"/> over a <see cref="T5TrainingModel"/> trained in full.</summary>
-public sealed class T5Trainable : ITrainable
+public sealed class T5Trainable : ITrainable, IPooledTrainable
 {
     private readonly T5TrainingModel _model;
     private readonly string _baseModelDirectory;
@@ -23,6 +23,8 @@ public sealed class T5Trainable : ITrainable
     /// <inheritdoc />
     public void ZeroGrad() => _model.ZeroGrad();
 
+    ManagedT5.Kernels.Cpu.WorkerPool IPooledTrainable.Pool => _model.Pool;
+
     /// <inheritdoc />
     public float ForwardBackward(TrainingBatch batch, float gradScale) => _model.ForwardBackward(batch, gradScale);
 
@@ -38,7 +40,7 @@ public sealed class T5Trainable : ITrainable
 /// <summary><see cref="ITrainable"/> over a <see cref="T5TrainingModel"/> with a LoRA adapter attached: only the
 /// adapter's A/B are trained; checkpoints and the output are the adapter in PEFT's format (adapter_config.json +
 /// adapter_model.safetensors), which <c>managedt5 generate --adapter</c> and PEFT load.</summary>
-public sealed class LoraTrainable : ITrainable
+public sealed class LoraTrainable : ITrainable, IPooledTrainable
 {
     private readonly T5TrainingModel _model;
 
@@ -57,6 +59,8 @@ public sealed class LoraTrainable : ITrainable
     /// <inheritdoc />
     public void ZeroGrad() => _model.ZeroGrad();
 
+    ManagedT5.Kernels.Cpu.WorkerPool IPooledTrainable.Pool => _model.Pool;
+
     /// <inheritdoc />
     public float ForwardBackward(TrainingBatch batch, float gradScale) => _model.ForwardBackward(batch, gradScale);
 
@@ -65,4 +69,11 @@ public sealed class LoraTrainable : ITrainable
 
     /// <inheritdoc />
     public void Save(string directory) => _model.ExportLora().Save(directory);
+}
+
+/// <summary>A trainable whose kernels' worker pool the trainer may borrow between steps (for the optimizer's update).</summary>
+internal interface IPooledTrainable
+{
+    /// <summary>The pool.</summary>
+    ManagedT5.Kernels.Cpu.WorkerPool Pool { get; }
 }

@@ -37,6 +37,9 @@ public sealed record TrainingModelOptions
 public sealed partial class T5TrainingModel : IDisposable
 {
     private readonly TrainingKernels _k;
+
+    /// <summary>The kernels' worker pool (the trainer runs the optimizer's update on it).</summary>
+    internal ManagedT5.Kernels.Cpu.WorkerPool Pool => _k.Pool;
     private readonly List<Parameter> _parameters = [];
     private readonly Dictionary<string, Parameter> _byName = [];
     private readonly Stack _encoder, _decoder;

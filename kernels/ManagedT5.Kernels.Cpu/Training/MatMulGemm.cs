@@ -102,6 +102,7 @@ internal static unsafe class MatMulGemm
         public float* Packed;
         public int M, P, MR, Strips, PerItem;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int index)
         {
             int first = index * PerItem, end = Math.Min(first + PerItem, Strips);

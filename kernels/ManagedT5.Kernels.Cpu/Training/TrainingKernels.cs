@@ -27,6 +27,9 @@ public sealed unsafe class TrainingKernels : IDisposable
     /// <summary>Threads an op runs on.</summary>
     public int Threads => _pool.Threads;
 
+    /// <summary>The worker pool, for the optimizer's update (ManagedT5.Training).</summary>
+    internal WorkerPool Pool => _pool;
+
     /// <summary>Ops that run their scalar twin (<see cref="TrainingReference"/>, double accumulation) instead of the
     /// fast kernel: for tests that find which op a difference from PyTorch comes from. Slow, and allocates.</summary>
     internal TrainingOps Twins { get; set; }
@@ -515,6 +518,7 @@ public sealed unsafe class TrainingKernels : IDisposable
         public int Heads, DKv, QLen, KLen;
         public SimdLevel Level;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int first, int end)
         {
             int inner = Heads * DKv;
@@ -554,6 +558,7 @@ public sealed unsafe class TrainingKernels : IDisposable
         public int Heads, DKv, QLen, KLen;
         public SimdLevel Level;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int first, int end)
         {
             int inner = Heads * DKv;
