@@ -141,13 +141,21 @@ public sealed class ApiTests
         Assert.Equal(Tokenizer.Encode(text), buffer[..count].ToArray());
         Tokenizer.EncodeRaw(text, buffer);
 
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 100; i++)
+        // The fewest bytes of three rounds: a gen-2 collection caused by another test class running beside this one
+        // trims the shared array pool, and the round after it may rent afresh once. Code that allocates per call
+        // allocates in every round.
+        long fewest = long.MaxValue;
+        for (int round = 0; round < 3 && fewest != 0; round++)
         {
-            Tokenizer.Encode(text, buffer);
-            Tokenizer.EncodeRaw(text, buffer);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 100; i++)
+            {
+                Tokenizer.Encode(text, buffer);
+                Tokenizer.EncodeRaw(text, buffer);
+            }
+            fewest = Math.Min(fewest, GC.GetAllocatedBytesForCurrentThread() - before);
         }
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(0, fewest);
     }
 
     [Fact]
