@@ -1,7 +1,7 @@
 // GEMM: C (rows, out) (+)= A (rows, in) W^T, for many rows (the encoder, batched decode). Cache-blocked and
 // packed as in BLIS / Goto: A is packed once per call into MR-row strips (the micro-kernel then reads it
 // sequentially; the strips are split across threads too); each thread item widens a KC-deep slab of its weight columns to fp32 and packs it into panels of
-// NR columns (in L2) with 16 x 16 register transposes; a register-blocked micro-kernel multiplies them. Narrow
+// NR columns (in L2) with 16 x 16 (AVX-512) or 8 x 8 (AVX) register transposes; a register-blocked micro-kernel multiplies them. Narrow
 // formats (BF16/F16/int8) cost their conversion once per slab instead of once per row. Threads split the output
 // columns; every C element is owned by one thread.
 using System.Runtime.CompilerServices;
@@ -115,36 +115,52 @@ internal static unsafe class Gemm
             int kc = Math.Min(KC, inDim - k0);
             bool add = accumulate || k0 > 0;
             PackB(weight, firstColumn, columns, k0, kc, nr, packedB, widened);
-            // Rows in blocks of CacheStrips strips (their packed A stays in L2), each block through every panel, and a
-            // panel through the block's strips (the panel stays in L1). Before, every strip went through both panels
-            // and the whole packed slab of A (4 MiB at 4096 rows) streamed from L3 once per grain.
-            for (int m0 = 0; m0 < rows; m0 += CacheStrips * mr)
+            MultiplySlab<TKernel>(packedA, inDim, k0, kc, packedB, 0, rows, firstColumn, endColumn, c, outDim, add, tile);
+        }
+    }
+
+    /// <summary>
+    /// One depth slab of a packed product: C[r, j] (+)= sum over k in [k0, k0 + kc) of A[r, k] B[k, j] for rows [row0,
+    /// rowEnd) (row0 a multiple of MR) and columns [column0, columnEnd). <paramref name="packedA"/> holds A's strips over
+    /// the whole depth <paramref name="depth"/> (<see cref="PackA"/>'s layout); <paramref name="packedB"/> the slab's
+    /// panels from column0; C's rows are <paramref name="ldc"/> apart; <paramref name="tile"/> is MR x NR scratch.
+    /// Rows go in blocks of <see cref="CacheStrips"/> strips, each block through every panel and each panel through the
+    /// block's strips: the block's packed A stays in L1/L2 across the panels, the panel in L1 across the strips (before,
+    /// every strip went through the claim's panels and the whole slab of A, 4 MiB at 4096 rows, streamed from L3 once
+    /// per claim). Shared by Linear's GEMM and the training products.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void MultiplySlab<TKernel>(float* packedA, int depth, int k0, int kc, float* packedB, int row0, int rowEnd,
+        int column0, int columnEnd, float* c, int ldc, bool add, float* tile) where TKernel : IMicroKernel
+    {
+        int mr = TKernel.MR, nr = TKernel.NR;
+        int panels = (columnEnd - column0 + nr - 1) / nr;
+        for (int m0 = row0; m0 < rowEnd; m0 += CacheStrips * mr)
+        {
+            int m1 = Math.Min(rowEnd, m0 + CacheStrips * mr);
+            for (int p = 0; p < panels; p++)
             {
-                int m1 = Math.Min(rows, m0 + CacheStrips * mr);
-                for (int p = 0; p < panels; p++)
+                int column = column0 + p * nr;
+                int columnsHere = Math.Min(nr, columnEnd - column);
+                float* b = packedB + (long)p * nr * kc;
+                for (int r0 = m0; r0 < m1; r0 += mr)
                 {
-                    int column = firstColumn + p * nr;
-                    int columnsHere = Math.Min(nr, endColumn - column);
-                    float* b = packedB + (long)p * nr * kc;
-                    for (int r0 = m0; r0 < m1; r0 += mr)
+                    int rowsHere = Math.Min(mr, m1 - r0);
+                    float* a = packedA + ((long)(r0 / mr) * depth + k0) * mr;
+                    float* cTile = c + (long)r0 * ldc + column;
+                    if (rowsHere == mr && columnsHere == nr)
                     {
-                        int rowsHere = Math.Min(mr, m1 - r0);
-                        float* a = packedA + ((long)(r0 / mr) * inDim + k0) * mr;
-                        float* cTile = c + (long)r0 * outDim + column;
-                        if (rowsHere == mr && columnsHere == nr)
-                        {
-                            TKernel.Run(a, b, kc, cTile, outDim, add);
-                            continue;
-                        }
-                        // Edge tile: compute the whole tile aside, keep the part that exists.
-                        TKernel.Run(a, b, kc, tile, nr, false);
-                        for (int r = 0; r < rowsHere; r++)
-                            for (int j = 0; j < columnsHere; j++)
-                            {
-                                float value = tile[r * nr + j];
-                                cTile[(long)r * outDim + j] = add ? cTile[(long)r * outDim + j] + value : value;
-                            }
+                        TKernel.Run(a, b, kc, cTile, ldc, add);
+                        continue;
                     }
+                    // Edge tile: compute the whole tile aside, keep the part that exists.
+                    TKernel.Run(a, b, kc, tile, nr, false);
+                    for (int r = 0; r < rowsHere; r++)
+                        for (int j = 0; j < columnsHere; j++)
+                        {
+                            float value = tile[r * nr + j];
+                            cTile[(long)r * ldc + j] = add ? cTile[(long)r * ldc + j] + value : value;
+                        }
                 }
             }
         }

@@ -150,41 +150,13 @@ internal static unsafe class MatMulGemm
                 int block = unit / Grains, grain = unit % Grains;
                 int row0 = block * BlockStrips * mr, rowEnd = Math.Min(M, row0 + BlockStrips * mr);
                 int column0 = grain * GrainPanels * nr, columnEnd = Math.Min(N, column0 + GrainPanels * nr);
-                int columns = columnEnd - column0, panels = (columns + nr - 1) / nr;
+                int columns = columnEnd - column0;
                 for (int k0 = 0; k0 < P; k0 += Gemm.KC)
                 {
                     int kc = Math.Min(Gemm.KC, P - k0);
                     bool add = Accumulate || k0 > 0;
                     PackB(B, N, column0, columns, k0, kc, nr, packedB);
-                    // Rows in blocks of Gemm.CacheStrips strips (their packed A in L2), each block through every panel, and a
-                    // panel through the block's strips: the panel (kc x NR, 16 KiB on AVX2) stays in L1 meanwhile.
-                    for (int m0 = row0; m0 < rowEnd; m0 += Gemm.CacheStrips * mr)
-                    {
-                        int m1 = Math.Min(rowEnd, m0 + Gemm.CacheStrips * mr);
-                        for (int panel = 0; panel < panels; panel++)
-                        {
-                            int column = column0 + panel * nr, columnsHere = Math.Min(nr, columnEnd - column);
-                            float* bPanel = packedB + (long)panel * nr * kc;
-                            for (int r0 = m0; r0 < m1; r0 += mr)
-                            {
-                                int rowsHere = Math.Min(mr, m1 - r0);
-                                float* a = PackedA + ((long)(r0 / mr) * P + k0) * mr;
-                                float* cTile = C + (long)r0 * Ldc + column;
-                                if (rowsHere == mr && columnsHere == nr)
-                                {
-                                    TKernel.Run(a, bPanel, kc, cTile, Ldc, add);
-                                    continue;
-                                }
-                                TKernel.Run(a, bPanel, kc, tile, nr, false);
-                                for (int r = 0; r < rowsHere; r++)
-                                    for (int j = 0; j < columnsHere; j++)
-                                    {
-                                        float* cell = cTile + (long)r * Ldc + j;
-                                        *cell = add ? *cell + tile[r * nr + j] : tile[r * nr + j];
-                                    }
-                            }
-                        }
-                    }
+                    Gemm.MultiplySlab<TKernel>(PackedA, P, k0, kc, packedB, row0, rowEnd, column0, columnEnd, C, Ldc, add, tile);
                 }
             }
         }
