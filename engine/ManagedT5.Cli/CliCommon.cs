@@ -54,6 +54,14 @@ internal static partial class CliCommon
         DefaultValueFactory = _ => DefaultModel,
     };
 
+    /// <summary>--adapter DIR: a LoRA adapter in HF PEFT's format, merged into the weights at load (generate, eval).</summary>
+    public static Option<string?> AdapterOption() => new("--adapter")
+    {
+        HelpName = "dir",
+        Description = "A LoRA adapter folder in HF PEFT's format (adapter_config.json, adapter_model.safetensors), merged into " +
+                      "the weights at load (before --dtype converts them)",
+    };
+
     public static Option<string> DeviceOption() => new("--device")
     {
         Description = "cpu (default), reference, cuda, opencl, ilgpu-cpu or auto",

@@ -27,6 +27,7 @@ internal static class EvalCommand
         Option<string> model = CliCommon.ModelOption();
         Option<string> device = CliCommon.DeviceOption();
         Option<int> threads = CliCommon.ThreadsOption(0);
+        Option<string?> adapter = CliCommon.AdapterOption();
         var data = new Option<string>("--data")
         {
             Description = "Evaluation set: JSONL (one object per line), or .csv / .tsv with a header row", HelpName = "file", Required = true,
@@ -58,7 +59,7 @@ internal static class EvalCommand
         var command = new Command("eval", "Evaluate a model on a data set: loss, perplexity, rank-classification accuracy, " +
                                           "BLEU, chrF, TER, ROUGE, exact match. Decoding flags apply to the generated predictions")
         {
-            model, device, threads, data, inputField, targetField, optionsField, metrics, batchSize, limit, predictions, json,
+            model, device, threads, adapter, data, inputField, targetField, optionsField, metrics, batchSize, limit, predictions, json,
         };
         foreach (var (_, flag) in decoding) command.Options.Add(flag);
         Option<string> compat = TokenizeCommands.TokenizerCompatOption();
@@ -81,6 +82,7 @@ internal static class EvalCommand
             {
                 Device = r.GetValue(device)!,
                 Threads = r.GetValue(threads),
+                Adapter = r.GetValue(adapter),
                 TokenizerCompat = TokenizeCommands.ParseCompat(r.GetValue(compat)),
             });
             if (!t5.Model.HasDecoder) throw new ArgumentException($"model: '{dir}' is an encoder-only model; eval needs a decoder.", "model");

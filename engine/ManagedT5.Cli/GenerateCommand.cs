@@ -15,12 +15,7 @@ internal static class GenerateCommand
         Option<string> device = CliCommon.DeviceOption();
         var dtype = new Option<string?>("--dtype") { HelpName = "type", Description = "Keep weights as f32, bf16, f16 or int8 (default: as stored)" };
         Option<int> threads = CliCommon.ThreadsOption(0);
-        var adapter = new Option<string?>("--adapter")
-        {
-            HelpName = "dir",
-            Description = "A LoRA adapter folder in HF PEFT's format (adapter_config.json, adapter_model.safetensors), merged into " +
-                          "the weights at load (before --dtype converts them)",
-        };
+        Option<string?> adapter = CliCommon.AdapterOption();
         var json = new Option<bool>("--json") { Description = "Print {input_ids, sequences, sequences_scores, texts} as JSON; with --stream, JSON lines" };
         var stream = new Option<bool>("--stream")
         {

@@ -1,5 +1,6 @@
-// `managedt5 generate --adapter DIR` (merged at load, with --dtype) and `managedt5 inspect --adapter DIR`: output equal
-// to the API's, and a bad or ill-fitting adapter is one stderr line and exit code 1.
+// `managedt5 generate --adapter DIR` (merged at load, with --dtype), `managedt5 eval --adapter DIR` and `managedt5 inspect
+// --adapter DIR`: output equal to the API's, and a bad or ill-fitting adapter is one stderr line and exit code 1.
+using System.Text.Json;
 using ManagedT5.Generation;
 using ManagedT5.Kernels;
 
@@ -27,6 +28,45 @@ public sealed class AdapterCliTests
         Assert.Equal(expected, output.Trim());
         var (_, plain, _) = CliTests.Run("generate", "-m", ModelDir, "--max-new-tokens", "8", Prompt);
         Assert.NotEqual(plain.Trim(), output.Trim());
+    }
+
+    [Fact]
+    public void EvalWithAdapterScoresTheAdaptedModel()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "managedt5-eval-adapter-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            const string other = "Translate English to French: The house is wonderful.";
+            string data = Path.Combine(dir, "set.jsonl");
+            File.WriteAllText(data, "{\"input\": \"" + Prompt + "\", \"target\": \"Wie alt bist du?\"}\n" +
+                                    "{\"input\": \"" + other + "\", \"target\": \"La maison est merveilleuse.\"}\n");
+            string predictions = Path.Combine(dir, "predictions.jsonl");
+            var (code, output, error) = CliTests.Run("eval", "-m", ModelDir, "--adapter", Final, "--data", data, "--metrics", "loss,exact",
+                "--max-new-tokens", "8", "--predictions", predictions, "--json");
+            Assert.True(code == 0, error);
+            double adapted = JsonDocument.Parse(output).RootElement.GetProperty("loss").GetDouble();
+
+            // The loss and the predictions are the adapted model's, as the API computes them.
+            using T5TextGenerator generator = T5TextGenerator.Load(ModelDir, new T5LoadOptions { Adapter = Final });
+            var scores = new[] { (Prompt, "Wie alt bist du?"), (other, "La maison est merveilleuse.") }
+                .Select(p => EvalTests.OptionAlone(generator, p.Item1, p.Item2)).ToArray();
+            double expected = -scores.Sum(s => s.Sum) / scores.Sum(s => s.Tokens);
+            Assert.True(Math.Abs(adapted - expected) <= 1e-5, $"eval --adapter loss {adapted}, the adapted model's {expected}");
+            string[] lines = File.ReadAllLines(predictions);
+            Assert.Contains(generator.Generate(Prompt, generator.DefaultOptions with { MaxNewTokens = 8 }).Text, lines[0]);
+
+            // Without the adapter the base model is scored: another loss.
+            (code, output, error) = CliTests.Run("eval", "-m", ModelDir, "--data", data, "--metrics", "loss", "--json");
+            Assert.True(code == 0, error);
+            Assert.NotEqual(adapted, JsonDocument.Parse(output).RootElement.GetProperty("loss").GetDouble());
+
+            // An adapter that does not fit: one line naming the module, exit 1.
+            (code, _, error) = CliTests.Run("eval", "-m", Fixtures.Model("tiny-t5-v1_0"), "--adapter", Final, "--data", data);
+            Assert.Equal(1, code);
+            Assert.Contains("decoder.block.2.layer.0.SelfAttention.q", Assert.Single(error.Trim().Split('\n')));
+        }
+        finally { Directory.Delete(dir, recursive: true); }
     }
 
     [Fact]
