@@ -109,5 +109,8 @@ public static unsafe class MicroKernelCeiling
             best = Math.Min(best, System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds);
         }
         Console.WriteLine($"micro-kernel 6x16x256 in L1, one thread: {20000.0 * 2 * 6 * 16 * 256 / best / 1e9:F1} GFLOP/s");
+        System.Runtime.InteropServices.NativeMemory.AlignedFree(a);
+        System.Runtime.InteropServices.NativeMemory.AlignedFree(b);
+        System.Runtime.InteropServices.NativeMemory.AlignedFree(c);
     }
 }

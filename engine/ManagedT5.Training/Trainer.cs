@@ -162,7 +162,7 @@ public sealed class Trainer
         _tensors = [.. model.TrainedTensors];
         if (_tensors.Length == 0) throw new ArgumentException("The model has no trainable parameters.", nameof(model));
         _grads = _tensors.Select(t => t.Grad).ToArray();
-        _optimizer = new AdamW(_tensors, arguments.AdamW) { Pool = (model as IPooledTrainable)?.Pool };
+        _optimizer = new AdamW(_tensors, arguments.AdamW) { Pool = (model as T5ModelTrainable)?.Pool };
         Schedule = new LearningRateSchedule(arguments.LrSchedulerType, arguments.LearningRate, arguments.WarmupSteps, arguments.TotalSteps(train.Count));
     }
 

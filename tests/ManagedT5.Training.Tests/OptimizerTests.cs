@@ -130,4 +130,29 @@ public sealed class OptimizerTests
     }
 
     static float[] Rand(Random rng, int n, float scale) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
+
+    /// <summary>The update of a large tensor split over a worker pool gives the very floats of the one-thread update
+    /// (the chunks are whole vectors and the update is elementwise), including a tail that is not a whole vector.</summary>
+    [Fact]
+    public void PooledUpdateIsBitIdenticalToOneThread()
+    {
+        const int n = 3 * 65536 + 13;
+        var random = new Random(7);
+        float[] Fill() { var a = new float[n]; for (int i = 0; i < n; i++) a[i] = (float)(random.NextDouble() - 0.5); return a; }
+        float[] value = Fill(), grad = Fill();
+        var alone = new TrainedTensor("encoder.block.0.layer.0.SelfAttention.q.weight", [n], (float[])value.Clone(), (float[])grad.Clone());
+        var pooled = alone with { Value = (float[])value.Clone(), Grad = (float[])grad.Clone() };
+        var options = new AdamWOptions { WeightDecay = 0.01 };
+        using var pool = new ManagedT5.Kernels.Cpu.WorkerPool(3);
+        var one = new AdamW([alone], options);
+        var many = new AdamW([pooled], options) { Pool = pool };
+        for (int step = 0; step < 3; step++)
+        {
+            one.Update(1e-3);
+            many.Update(1e-3);
+        }
+        Assert.Equal(alone.Value, pooled.Value);
+        Assert.Equal(one.ExpAvg[0], many.ExpAvg[0]);
+        Assert.Equal(one.ExpAvgSq[0], many.ExpAvgSq[0]);
+    }
 }

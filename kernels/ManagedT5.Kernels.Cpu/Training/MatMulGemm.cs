@@ -3,8 +3,8 @@
 // q/k/v rows). Packed and cache-blocked as Gemm (BLIS / Goto) is, with the same micro-kernels: A is packed once per call
 // into MR-row strips (threads split the strips); each work unit (a block of rows x a grain of NR-column panels) packs
 // its KC-deep slab of B into panels and runs the register tiles over it. Packing reads either layout, so nothing is
-// transposed whole (the kernel this replaced transposed W on every call and walked B down its rows at a stride of N
-// floats, which put a depth block's lines in one L1 set: 8-15 GFLOP/s).
+// transposed whole (the kernel this replaced transposed W on every call and read B down its rows at a stride of N
+// floats: 61-84 GFLOP/s at flan-t5-small's shapes against 70-127 now, docs/BENCHMARKS.md).
 //
 // Numerics: each C element is the sequential f32 sum over one KC-deep slab, slabs added into C in order, which keeps a
 // product over the vocabulary (the head's dX: 32,128 deep) near f32's rounding (see TrainingKernels.MatMul).
@@ -33,8 +33,6 @@ internal static unsafe class MatMulGemm
     /// <summary>Panels per column grain. Training's products are 1024 rows or fewer, so small grains keep both threads
     /// busy; Gemm.ClaimPanels' wide claims (made for 4096-row encoder batches) measured slower here, dW most.</summary>
     private const int GrainPanels = 2;
-
-
 
     /// <summary>
     /// C[m, n] (+)= op(A)·op(B) on the pool: A stored [m, p] or, with <paramref name="transposeA"/>, [p, m]; B stored
@@ -71,7 +69,7 @@ internal static unsafe class MatMulGemm
     {
         int mr = TKernel.MR, nr = TKernel.NR;
         int strips = (m + mr - 1) / mr, panels = (n + nr - 1) / nr;
-        float* packedA = Scratch.Get(ScratchSlot.PreparedInput, Gemm.PackedASize(m, p, mr) + 8);
+        float* packedA = Scratch.Get(ScratchSlot.PreparedInput, Gemm.PackedASize(m, p, mr));
         var pack = new PackAJob { A = a, M = m, P = p, MR = mr, Packed = packedA, Strips = strips, PerItem = strips };
         var job = new UnitJob<TKernel> { PackedA = packedA, B = b, C = c, Ldc = ldc, M = m, P = p, N = n, Accumulate = accumulate };
         if (pool is null)

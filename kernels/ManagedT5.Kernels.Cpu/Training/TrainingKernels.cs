@@ -9,9 +9,9 @@ namespace ManagedT5.Kernels.Cpu.Training;
 
 /// <summary>
 /// T5's training kernels. All tensors are row-major f32 spans with their shapes in the parameter docs. An instance owns a
-/// worker pool and a transpose scratch: use it from one thread at a time (ops run in parallel on the pool inside).
-/// Outputs never alias inputs unless a method says so. Nothing is allocated per call once the scratch has grown to the
-/// largest weight seen.
+/// worker pool: use it from one thread at a time (ops run in parallel on the pool inside). Outputs never alias inputs
+/// unless a method says so. Nothing is allocated per call once the threads' packing scratch has grown to the largest
+/// shapes seen.
 /// </summary>
 public sealed unsafe class TrainingKernels : IDisposable
 {
@@ -62,11 +62,8 @@ public sealed unsafe class TrainingKernels : IDisposable
     internal SimdLevel Level { get; set; } = SimdLevels.Best;
 
     /// <summary>Linear forward y[rows, out] (+)= x[rows, in] · Wᵀ with W [out, in] as HF stores it.</summary>
-    public void LinearForward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> y, int rows, int inFeatures, int outFeatures, bool accumulate = false)
-    {
-        Check(weight, (long)outFeatures * inFeatures, nameof(weight));
+    public void LinearForward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> y, int rows, int inFeatures, int outFeatures, bool accumulate = false) =>
         MatMul(x, rows, inFeatures, false, weight, outFeatures, transposeB: true, y, accumulate);
-    }
 
     /// <summary>Linear backward to the input: dx[rows, in] (+)= dy[rows, out] · W[out, in].</summary>
     public void LinearBackwardInput(ReadOnlySpan<float> dy, ReadOnlySpan<float> weight, Span<float> dx, int rows, int inFeatures, int outFeatures, bool accumulate = false) =>
@@ -75,17 +72,6 @@ public sealed unsafe class TrainingKernels : IDisposable
     /// <summary>Linear backward to the weight: dW[out, in] += dyᵀ · x over the rows (dy [rows, out], x [rows, in]).</summary>
     public void LinearBackwardWeight(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, Span<float> dWeight, int rows, int inFeatures, int outFeatures) =>
         MatMul(dy, outFeatures, rows, true, x, inFeatures, dWeight, accumulate: true);
-
-    /// <summary>destination[cols, rows] = sourceᵀ for source [rows, cols].</summary>
-    public void Transpose(ReadOnlySpan<float> source, int rows, int cols, Span<float> destination)
-    {
-        Check(source, (long)rows * cols, nameof(source)); Check(destination, (long)rows * cols, nameof(destination));
-        fixed (float* s = source, d = destination)
-        {
-            var job = new TransposeJob { Source = s, Destination = d, Rows = rows, Cols = cols };
-            _pool.RunRanges(ref job, (cols + 31) / 32, 1);
-        }
-    }
 
     // ---------------------------------------------------------------- embedding
 
@@ -382,30 +368,6 @@ public sealed unsafe class TrainingKernels : IDisposable
                             output[e] = dh * B[e0 + e] * derivative;
                             Second[e0 + e] = dh * gelu;
                             break;
-                    }
-                }
-            }
-        }
-    }
-
-    private struct TransposeJob : IRangeJob
-    {
-        public float* Source, Destination;
-        public int Rows, Cols;
-
-        public void Execute(int first, int end)
-        {
-            // Unit = 32 source columns; walk the rows in blocks of 32 so both sides stay in cache.
-            for (int c0 = first * 32; c0 < Math.Min(end * 32, Cols); c0 += 32)
-            {
-                int c1 = Math.Min(c0 + 32, Cols);
-                for (int r0 = 0; r0 < Rows; r0 += 32)
-                {
-                    int r1 = Math.Min(r0 + 32, Rows);
-                    for (int c = c0; c < c1; c++)
-                    {
-                        float* d = Destination + (long)c * Rows;
-                        for (int r = r0; r < r1; r++) d[r] = Source[(long)r * Cols + c];
                     }
                 }
             }
