@@ -14,6 +14,9 @@ internal enum ScratchSlot
     PreparedInput,
     /// <summary>GEMM: packed weight panels.</summary>
     WeightPanels,
+    /// <summary>Training products: a depth slab of a plainly stored B packed once by the caller's job for every
+    /// worker.</summary>
+    SharedPanels,
     /// <summary>GEMM: weight rows widened to fp32 before packing.</summary>
     WidenedWeightRows,
     /// <summary>GEMM: an edge tile (the output block past the last whole tile).</summary>

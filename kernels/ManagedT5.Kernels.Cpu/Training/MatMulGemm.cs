@@ -2,7 +2,8 @@
 // x·Wᵀ (W as HF stores it, [out, in]), dX = dY·W, dW += dYᵀ·X, and attention's per-head products (a head's columns of
 // q/k/v rows). Packed and cache-blocked as Gemm (BLIS / Goto) is, with the same micro-kernels: A is packed once per call
 // into MR-row strips (threads split the strips); each work unit (a block of rows x a grain of NR-column panels) packs
-// its KC-deep slab of B into panels and runs the register tiles over it. Packing reads either layout, so nothing is
+// its KC-deep slab of B into panels and runs the register tiles over it, or, where B is stored plainly (rows of n
+// floats), every depth slab of B is packed once by all threads and the units then run that slab. Packing reads either layout, so nothing is
 // transposed whole (the kernel this replaced transposed W on every call and read B down its rows at a stride of N
 // floats: 61-84 GFLOP/s at flan-t5-small's shapes against 70-127 now, docs/BENCHMARKS.md).
 //
@@ -89,7 +90,58 @@ internal static unsafe class MatMulGemm
         int wanted = (pool.Threads * 4 + job.Grains - 1) / job.Grains;
         job.BlockStrips = Math.Max(MinBlockStrips, (strips + wanted - 1) / wanted);
         int blocks = (strips + job.BlockStrips - 1) / job.BlockStrips;
-        pool.RunRanges(ref job, blocks * job.Grains, 1);
+        if (b.Transposed)
+        {
+            pool.RunRanges(ref job, blocks * job.Grains, 1);
+            return;
+        }
+
+        // B stored plainly ([p, n]: a weight in dX = dY·W, the input in dW = dYᵀ·X): each depth slab is packed once,
+        // for every unit, by jobs that read B's rows from start to end. Packed per unit, a unit's two panels read 128
+        // bytes of each row at a stride of n floats, missing to memory on every row (6.8% of a LoRA step on
+        // flan-t5-small); the slab order also reads a block's A once per slab, not once per grain (the head's dX,
+        // 32,128 deep). Each C element still adds its slabs in depth order, so the result is the unit order's.
+        job.SharedB = Scratch.Get(ScratchSlot.SharedPanels, (long)panels * nr * Gemm.KC);
+        var packB = new PackPlainSlabJob { B = b, N = n, NR = nr, Panels = panels, Packed = job.SharedB };
+        for (int k0 = 0; k0 < p; k0 += Gemm.KC)
+        {
+            int kc = Math.Min(Gemm.KC, p - k0);
+            packB.K0 = k0; packB.Kc = kc;
+            pool.Run(ref packB, (kc + PackRowsPerItem - 1) / PackRowsPerItem);
+            job.SlabK0 = k0;
+            pool.RunRanges(ref job, blocks * job.Grains, 1);
+        }
+    }
+
+    /// <summary>Rows of B a packing item copies (a slab's KC rows in eight items).</summary>
+    private const int PackRowsPerItem = Gemm.KC / 8;
+
+    /// <summary>Rows [index * PackRowsPerItem, +PackRowsPerItem) of the depth slab [K0, K0 + Kc) of a plainly stored B,
+    /// every column, into the panel layout PackB writes: packed[(panel * Kc + k) * NR + j] = B[K0 + k, panel * NR + j],
+    /// zero past the last column.</summary>
+    private struct PackPlainSlabJob : IParallelJob
+    {
+        public MatrixOperand B;
+        public float* Packed;
+        public int N, NR, Panels, K0, Kc;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public readonly void Execute(int index)
+        {
+            int first = index * PackRowsPerItem, end = Math.Min(first + PackRowsPerItem, Kc);
+            int whole = N / NR, tail = N - whole * NR;
+            for (int k = first; k < end; k++)
+            {
+                float* source = B.Data + (long)(K0 + k) * B.Stride;
+                float* destination = Packed + (long)k * NR;
+                for (int panel = 0; panel < whole; panel++, source += NR, destination += (long)NR * Kc)
+                    CopyRow(source, destination, NR);
+                if (tail == 0) continue;
+                int j = 0;
+                for (; j < tail; j++) destination[j] = source[j];
+                for (; j < NR; j++) destination[j] = 0;
+            }
+        }
     }
 
     /// <summary>Strips [index * PerItem, +PerItem) of A in Gemm.PackA's layout: packed[(s * P + k) * MR + r] =
@@ -119,6 +171,12 @@ internal static unsafe class MatMulGemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackTransposedStrip(float* a, int stride, int rows, int p, int mr, float* strip)
     {
+        if (rows == mr)
+        {
+            // A full strip: each depth is mr adjacent floats (MR: 4, 6 or 8).
+            for (int k = 0; k < p; k++) CopyRow(a + (long)k * stride, strip + (long)k * mr, mr);
+            return;
+        }
         for (int k = 0; k < p; k++)
         {
             float* source = a + (long)k * stride, destination = strip + (long)k * mr;
@@ -126,6 +184,19 @@ internal static unsafe class MatMulGemm
             for (; r < rows; r++) destination[r] = source[r];
             for (; r < mr; r++) destination[r] = 0;
         }
+    }
+
+    /// <summary>Copies <paramref name="count"/> floats (a few dozen at most) in registers, reading and writing exactly
+    /// that many.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CopyRow(float* source, float* destination, int count)
+    {
+        int j = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; j + 8 <= count; j += 8) Vector256.Store(Vector256.Load(source + j), destination + j);
+        if (Vector128.IsHardwareAccelerated)
+            for (; j + 4 <= count; j += 4) Vector128.Store(Vector128.Load(source + j), destination + j);
+        for (; j < count; j++) destination[j] = source[j];
     }
 
     /// <summary>Units [first, end): unit u is the rows of block u / Grains (BlockStrips strips) and the columns of grain
@@ -136,6 +207,10 @@ internal static unsafe class MatMulGemm
         public MatrixOperand B;
         public bool Accumulate;
         public int Ldc, M, P, N, Grains, GrainPanels, BlockStrips;
+        /// <summary>When set, the depth slab at <see cref="SlabK0"/> of B, packed for every unit: the units run that
+        /// slab alone.</summary>
+        public float* SharedB;
+        public int SlabK0;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int first, int end)
@@ -149,6 +224,13 @@ internal static unsafe class MatMulGemm
                 int row0 = block * BlockStrips * mr, rowEnd = Math.Min(M, row0 + BlockStrips * mr);
                 int column0 = grain * GrainPanels * nr, columnEnd = Math.Min(N, column0 + GrainPanels * nr);
                 int columns = columnEnd - column0;
+                if (SharedB != null)
+                {
+                    int kc = Math.Min(Gemm.KC, P - SlabK0);
+                    Gemm.MultiplySlab<TKernel>(PackedA, P, SlabK0, kc, SharedB + (long)grain * GrainPanels * nr * kc, row0, rowEnd,
+                        column0, columnEnd, C, Ldc, Accumulate || SlabK0 > 0, tile);
+                    continue;
+                }
                 for (int k0 = 0; k0 < P; k0 += Gemm.KC)
                 {
                     int kc = Math.Min(Gemm.KC, P - k0);
@@ -180,8 +262,9 @@ internal static unsafe class MatMulGemm
             float* source = b.Data + (long)k0 * b.Stride + column0 + panel * nr;
             if (width == nr)
             {
+                // A panel row is NR floats (4-32), copied in registers.
                 for (int k = 0; k < kc; k++, destination += nr, source += b.Stride)
-                    new ReadOnlySpan<float>(source, nr).CopyTo(new Span<float>(destination, nr));
+                    CopyRow(source, destination, nr);
                 continue;
             }
             for (int k = 0; k < kc; k++, destination += nr, source += b.Stride)
