@@ -51,19 +51,44 @@ public static class TrainingQuick
             int rows = enc, inF = d, outF = inner, modules = 2 * 3 * layers; // q, v of encoder self, decoder self and cross
             float[] x = Data(rows * inF), a = Data(r * inF), bl = Data(outF * r), saved = new float[rows * r], y = new float[rows * outF];
             float[] dy = Data(rows * outF), t = new float[rows * r], dA = new float[r * inF], dB = new float[outF * r], dx = new float[rows * inF];
-            double fwd = QuickReport.Best(() =>
-            {
-                k.LinearForward(x, a, saved, rows, inF, r);
-                k.LinearForward(saved, bl, y, rows, r, outF, accumulate: true);
-            }, 5);
-            double bwd = QuickReport.Best(() =>
-            {
-                k.MatMul(dy, rows, outF, false, bl, r, t, accumulate: false);
-                k.MatMul(t, r, rows, true, x, inF, dA, accumulate: true);
-                k.MatMul(dy, outF, rows, true, saved, r, dB, accumulate: true);
-                k.MatMul(t, rows, r, false, a, inF, dx, accumulate: true);
-            }, 5);
+            // Narrow products (NarrowProducts) against the packed GEMM for the same six products, alternated.
+            double fwd = 0, bwd = 0, packedFwd = 0, packedBwd = 0;
+            for (int round = 0; round < 2; round++)
+                foreach (bool narrow in new[] { true, false })
+                {
+                    k.Narrow = narrow;
+                    double f = QuickReport.Best(() =>
+                    {
+                        k.LinearForward(x, a, saved, rows, inF, r);
+                        k.LinearForward(saved, bl, y, rows, r, outF, accumulate: true);
+                    }, 5);
+                    double b = QuickReport.Best(() =>
+                    {
+                        k.MatMul(dy, rows, outF, false, bl, r, t, accumulate: false);
+                        k.MatMul(t, r, rows, true, x, inF, dA, accumulate: true);
+                        k.MatMul(dy, outF, rows, true, saved, r, dB, accumulate: true);
+                        k.MatMul(t, rows, r, false, a, inF, dx, accumulate: true);
+                    }, 5);
+                    if (narrow) { fwd = round == 0 ? f : Math.Min(fwd, f); bwd = round == 0 ? b : Math.Min(bwd, b); }
+                    else { packedFwd = round == 0 ? f : Math.Min(packedFwd, f); packedBwd = round == 0 ? b : Math.Min(packedBwd, b); }
+                }
+            k.Narrow = true;
+            if (Environment.GetEnvironmentVariable("NARROW_PARTS") == "1")
+                for (int round = 0; round < 2; round++)
+                    foreach (bool narrow in new[] { true, false })
+                    {
+                        k.Narrow = narrow;
+                        double p1 = QuickReport.Best(() => k.LinearForward(x, a, saved, rows, inF, r), 5);
+                        double p2 = QuickReport.Best(() => k.LinearForward(saved, bl, y, rows, r, outF, accumulate: true), 5);
+                        double p3 = QuickReport.Best(() => k.MatMul(dy, rows, outF, false, bl, r, t, accumulate: false), 5);
+                        double p4 = QuickReport.Best(() => k.MatMul(t, r, rows, true, x, inF, dA, accumulate: true), 5);
+                        double p5 = QuickReport.Best(() => k.MatMul(dy, outF, rows, true, saved, r, dB, accumulate: true), 5);
+                        double p6 = QuickReport.Best(() => k.MatMul(t, rows, r, false, a, inF, dx, accumulate: true), 5);
+                        output.WriteLine($"  narrow={narrow}: x·Aᵀ {p1 * 1e3:F3} saved·Bᵀ {p2 * 1e3:F3} dy·B {p3 * 1e3:F3} tᵀ·x {p4 * 1e3:F3} dyᵀ·saved {p5 * 1e3:F3} t·A {p6 * 1e3:F3} ms");
+                        k.Narrow = true;
+                    }
             output.WriteLine($"LoRA module {rows}x{inF}->{outF} r {r}: forward {fwd * 1e3:F2} ms, backward {bwd * 1e3:F2} ms; x{modules} (upper bound: decoder self is 256 rows) = {(fwd + bwd) * modules * 1e3:F0} ms per step");
+            output.WriteLine($"  the same through the packed GEMM: forward {packedFwd * 1e3:F2} ms, backward {packedBwd * 1e3:F2} ms = {(packedFwd + packedBwd) * modules * 1e3:F0} ms per step");
         }
 
         double attention = 0, attentionBackward = 0;

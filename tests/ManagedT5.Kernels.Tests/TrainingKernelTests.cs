@@ -51,6 +51,40 @@ public sealed class TrainingKernelTests : IDisposable
         _fast.Level = SimdLevels.Best;
     }
 
+    public static TheoryData<int, int, int> NarrowShapes() => new()
+    {
+        // flan-t5-small's LoRA at r 8 and 4 (1024 encoder rows, 256 decoder rows), r 16, odd and tiny shapes, a depth
+        // past one slab on every side.
+        { 1024, 512, 8 }, { 1024, 8, 384 }, { 8, 1024, 512 }, { 384, 1024, 8 }, { 256, 384, 4 }, { 4, 256, 512 },
+        { 1024, 16, 384 }, { 16, 1024, 512 }, { 512, 1024, 16 }, { 13, 7, 5 }, { 7, 300, 3 }, { 3, 301, 29 },
+        { 530, 9, 61 }, { 1, 1, 1 }, { 11, 600, 8 },
+    };
+
+    /// <summary>LoRA's narrow products (C 8 wide with A plain; C 16 wide with A transposed and B plain) take
+    /// NarrowProducts, which reads the wide operand in place: its sums are the packed GEMM's, chain for chain, so the
+    /// two agree to the bit in every layout (the other layouts run the packed GEMM both times), and both with the twin.</summary>
+    [Theory, MemberData(nameof(NarrowShapes))]
+    public void NarrowProductsAreThePackedGemmsBits(int m, int p, int n)
+    {
+        float[] a = R(m * p, 21), b = R(p * n, 22), start = R(m * n, 23);
+        foreach (bool transposeA in new[] { false, true })
+            foreach (bool transposeB in new[] { false, true })
+                foreach (bool accumulate in new[] { false, true })
+                {
+                    float[] packed = (float[])start.Clone(), narrow = (float[])start.Clone(), twin = (float[])start.Clone();
+                    string what = $"{m}x{p}x{n} transposeA={transposeA} transposeB={transposeB} accumulate={accumulate}";
+                    _fast.Narrow = false;
+                    _fast.MatMul(a, m, p, transposeA, b, n, transposeB, packed, accumulate);
+                    _fast.Narrow = true;
+                    _fast.MatMul(a, m, p, transposeA, b, n, transposeB, narrow, accumulate);
+                    TrainingReference.MatMul(a, m, p, transposeA, b, n, transposeB, twin, accumulate);
+                    for (int i = 0; i < packed.Length; i++)
+                        Assert.True(BitConverter.SingleToInt32Bits(packed[i]) == BitConverter.SingleToInt32Bits(narrow[i]),
+                            $"{what}: element {i} is {narrow[i]:R}, the packed GEMM's {packed[i]:R}");
+                    Close(twin, narrow, what);
+                }
+    }
+
     /// <summary>
     /// The head's dX = dLogits·W sums over the whole vocabulary (32128). Summed as one f32 chain per element it drifts
     /// 1.6e-5 of the largest magnitude here (in the model that put every gradient ~5e-6, worst 7.5e-6, from PyTorch's,

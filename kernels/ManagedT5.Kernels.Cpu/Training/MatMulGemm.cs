@@ -40,14 +40,16 @@ internal static unsafe class MatMulGemm
     /// [p, n] or, with <paramref name="transposeB"/>, [n, p]; C [m, n]. Overwrites C unless <paramref name="accumulate"/>.
     /// </summary>
     public static void Run(WorkerPool pool, SimdLevel level, float* a, bool transposeA, float* b, bool transposeB, float* c,
-        int m, int p, int n, bool accumulate) =>
+        int m, int p, int n, bool accumulate, bool narrow = true) =>
         Run(pool, level, new MatrixOperand(a, transposeA ? m : p, transposeA), new MatrixOperand(b, transposeB ? p : n, transposeB),
-            c, n, m, p, n, accumulate);
+            c, n, m, p, n, accumulate, narrow);
 
     /// <summary>C[m, n] (+)= A·B for strided operands, C's rows <paramref name="ldc"/> apart; on the pool, or on the
-    /// calling thread alone when <paramref name="pool"/> is null (attention runs one head per thread).</summary>
+    /// calling thread alone when <paramref name="pool"/> is null (attention runs one head per thread). A product with a
+    /// narrow side goes to <see cref="NarrowProducts"/> on the pool unless <paramref name="narrow"/> is false (tests
+    /// compare the two).</summary>
     public static void Run(WorkerPool? pool, SimdLevel level, MatrixOperand a, MatrixOperand b, float* c, int ldc,
-        int m, int p, int n, bool accumulate)
+        int m, int p, int n, bool accumulate, bool narrow = true)
     {
         if (m == 0 || n == 0) return;
         if (p == 0)
@@ -56,6 +58,7 @@ internal static unsafe class MatMulGemm
                 for (int i = 0; i < m; i++) new Span<float>(c + (long)i * ldc, n).Clear();
             return;
         }
+        if (narrow && pool is not null && NarrowProducts.TryRun(pool, level, a, b, c, ldc, m, p, n, accumulate)) return;
         switch (level)
         {
             case SimdLevel.Vector512: Run<MicroKernel512>(pool, a, b, c, ldc, m, p, n, accumulate); break;

@@ -55,8 +55,12 @@ public sealed unsafe class TrainingKernels : IDisposable
         if ((Twins & TrainingOps.MatMul) != 0) { TrainingReference.MatMul(a, m, p, transposeA, b, n, transposeB, c, accumulate); return; }
         Check(a, (long)m * p, nameof(a)); Check(b, (long)p * n, nameof(b)); Check(c, (long)m * n, nameof(c));
         fixed (float* pa = a, pb = b, pc = c)
-            MatMulGemm.Run(_pool, Level, pa, transposeA, pb, transposeB, pc, m, p, n, accumulate);
+            MatMulGemm.Run(_pool, Level, pa, transposeA, pb, transposeB, pc, m, p, n, accumulate, Narrow);
     }
+
+    /// <summary>Whether products with a side of 16 or fewer take <see cref="NarrowProducts"/> (tests turn it off to
+    /// compare with the packed GEMM).</summary>
+    internal bool Narrow { get; set; } = true;
 
     /// <summary>Widest SIMD path the matrix products take (the hardware's best unless a test forces a narrower one).</summary>
     internal SimdLevel Level { get; set; } = SimdLevels.Best;
