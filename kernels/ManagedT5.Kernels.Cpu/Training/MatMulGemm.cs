@@ -83,8 +83,18 @@ internal static unsafe class MatMulGemm
             job.Execute(0, 1);
             return;
         }
-        pack.PerItem = Math.Max(1, (strips + pool.Threads * 4 - 1) / (pool.Threads * 4));
-        pool.Run(ref pack, (strips + pack.PerItem - 1) / pack.PerItem);
+        if (a.Transposed)
+        {
+            // A stored [p, m] (dYᵀ in dW = dYᵀ·X): packed by depth rows, each stored row read start to end into every
+            // strip. By strips, each strip read MR floats of every row at a stride (2.8% of a full fine-tuning step).
+            var rowsJob = new PackTransposedRowsJob { A = a, M = m, P = p, MR = mr, Packed = packedA, Strips = strips };
+            pool.Run(ref rowsJob, (p + PackRowsPerItem - 1) / PackRowsPerItem);
+        }
+        else
+        {
+            pack.PerItem = Math.Max(1, (strips + pool.Threads * 4 - 1) / (pool.Threads * 4));
+            pool.Run(ref pack, (strips + pack.PerItem - 1) / pack.PerItem);
+        }
 
         // Units: column grains (GrainPanels panels each) times row blocks. Rows are split only when the columns
         // give fewer than four units a thread (a LoRA product is 4-16 columns wide).
@@ -165,6 +175,33 @@ internal static unsafe class MatMulGemm
                 float* strip = Packed + (long)s * P * MR;
                 if (A.Transposed) PackTransposedStrip(A.Data + row0, A.Stride, rows, P, MR, strip);
                 else Gemm.PackStrip(A.Data + (long)row0 * A.Stride, A.Stride, rows, P, MR, strip);
+            }
+        }
+    }
+
+    /// <summary>Depth rows [index * PackRowsPerItem, +PackRowsPerItem) of A stored transposed ([p, m]) into Gemm.PackA's
+    /// layout: packed[(s * P + k) * MR + r] = stored[k, s * MR + r], zero past the last row of A.</summary>
+    private struct PackTransposedRowsJob : IParallelJob
+    {
+        public MatrixOperand A;
+        public float* Packed;
+        public int M, P, MR, Strips;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public readonly void Execute(int index)
+        {
+            int first = index * PackRowsPerItem, end = Math.Min(first + PackRowsPerItem, P);
+            int whole = M / MR, tail = M - whole * MR;
+            for (int k = first; k < end; k++)
+            {
+                float* source = A.Data + (long)k * A.Stride;
+                float* destination = Packed + (long)k * MR;
+                for (int s = 0; s < whole; s++, source += MR, destination += (long)P * MR)
+                    CopyRow(source, destination, MR);
+                if (tail == 0) continue;
+                int r = 0;
+                for (; r < tail; r++) destination[r] = source[r];
+                for (; r < MR; r++) destination[r] = 0;
             }
         }
     }
