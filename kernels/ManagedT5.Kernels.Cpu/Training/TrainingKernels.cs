@@ -357,7 +357,8 @@ public sealed unsafe class TrainingKernels : IDisposable
                 TensorPrimitives.Multiply(us, x, us);
                 TensorPrimitives.Multiply(us, c, us);
                 TensorPrimitives.Tanh(us, ts);
-                for (int e = 0; e < n; e++)
+                int start = Vector256.IsHardwareAccelerated ? Vectorized(e0, n, t) : 0;
+                for (int e = start; e < n; e++)
                 {
                     float xe = x[e], te = t[e];
                     float gelu = 0.5f * xe * (1f + te);
@@ -375,6 +376,32 @@ public sealed unsafe class TrainingKernels : IDisposable
                     }
                 }
             }
+        }
+
+        /// <summary>The scalar loop's formulas eight elements at a time, operation for operation (no fused
+        /// multiply-adds), so every element is the scalar loop's to the bit; returns the first element left.</summary>
+        private readonly int Vectorized(long e0, int n, float* t)
+        {
+            const float c = 0.7978845608028654f;
+            Vector256<float> half = Vector256.Create(0.5f), one = Vector256.Create(1f), vc = Vector256.Create(c), cubic = Vector256.Create(3f * 0.044715f);
+            float* x = A + e0, b = B + e0, dhs = C + e0, output = Output + e0, second = Second + e0;
+            int e = 0;
+            for (; e + 8 <= n; e += 8)
+            {
+                Vector256<float> xe = Vector256.Load(x + e), te = Vector256.Load(t + e);
+                Vector256<float> gelu = half * xe * (one + te);
+                switch (Op)
+                {
+                    case ElementOp.Gelu: gelu.Store(output + e); continue;
+                    case ElementOp.GatedGelu: (gelu * Vector256.Load(b + e)).Store(output + e); continue;
+                }
+                Vector256<float> derivative = half * (one + te) + half * xe * (one - te * te) * vc * (one + cubic * xe * xe);
+                if (Op == ElementOp.GeluBackward) { (Vector256.Load(b + e) * derivative).Store(output + e); continue; }
+                Vector256<float> dh = Vector256.Load(dhs + e);
+                (dh * Vector256.Load(b + e) * derivative).Store(output + e);
+                (dh * gelu).Store(second + e);
+            }
+            return e;
         }
     }
 
