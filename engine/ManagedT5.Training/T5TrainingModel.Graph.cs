@@ -122,13 +122,12 @@ public sealed partial class T5TrainingModel
 
     /// <summary>The loss of <see cref="ForwardBackward"/>'s forward pass (dropout on, the masks of
     /// <paramref name="dropoutKey"/>) without gradients: for finite-difference checks of the backward pass.</summary>
-    internal float TrainingLoss(TrainingBatch batch, ulong dropoutKey)
+    internal double TrainingLoss(TrainingBatch batch, ulong dropoutKey)
     {
         Train(dropoutKey);
         Forward(batch);
         int count = CountTargets(batch);
-        double sum = _k.CrossEntropy(_logits.AsSpan(0, batch.Batch * batch.TargetLength * Config.VocabSize), batch.Labels, Config.VocabSize, 0, writeGradient: false, out _);
-        return (float)(sum / count);
+        return _k.CrossEntropy(_logits.AsSpan(0, batch.Batch * batch.TargetLength * Config.VocabSize), batch.Labels, Config.VocabSize, 0, writeGradient: false, out _) / count;
     }
 
     private void Train(ulong dropoutKey) => (_rate, _loraRate, _dropoutKey) = (Config.DropoutRate, _lora?.Config.LoraDropout ?? 0, dropoutKey);
