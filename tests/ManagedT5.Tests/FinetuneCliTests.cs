@@ -152,8 +152,8 @@ public sealed class FinetuneCliTests : IDisposable
             (["finetune", "--model", Model, "--data", bad, "--out", Path.Combine(_dir, "o1")], [bad, "line 2"]),
             (["finetune", "--model", Model, "--data", empty, "--out", Path.Combine(_dir, "o2")], [empty, "no examples"]),
             (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o3"), "--lora-init", misfitDir], [misfitDir, first.Module]),
-            (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o4"), "--lora-dropout", "1.5"], ["lora_dropout", "1.5"]),
-            (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o7"), "--dropout-rate", "1"], ["dropout_rate", "below 1"]),
+            (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o4"), "--lora-dropout", "1.5"], ["--lora-dropout", "1.5"]),
+            (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o7"), "--dropout-rate", "1"], ["--dropout-rate", "below 1"]),
             (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o5"), "--lora-init", misfitDir, "--lora-r", "4"], ["init", "--lora-r"]),
             (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o6"), "--lora-r", "0"], ["at least 1"]),
         ];
