@@ -264,6 +264,7 @@ public sealed partial class T5TrainingModel : IDisposable
     public void AttachLora(LoraAdapter adapter)
     {
         ArgumentNullException.ThrowIfNull(adapter);
+        CheckLoraDropout(adapter.Config.LoraDropout);
         adapter.CheckFits(Modules, Config, adapter.Config.BaseModelNameOrPath is { } b ? $"adapter for {b}" : "adapter");
         AttachLoraCore([.. adapter.Modules.Select(m => (m.Module, m.A, m.B))], adapter.Config.R, adapter.Config.Scale, adapter.Config.LoraDropout);
         _lora = _lora! with { Config = adapter.Config };
@@ -271,6 +272,12 @@ public sealed partial class T5TrainingModel : IDisposable
 
     /// <summary>The attached adapter's configuration (r, lora_alpha, lora_dropout, target_modules); null without one.</summary>
     public LoraConfig? LoraConfig => _lora?.Config;
+
+    private static void CheckLoraDropout(double p)
+    {
+        if (!(p is >= 0 and < 1))
+            throw new ArgumentException($"lora_dropout: {p} is not a probability below 1; give a number from 0 (no dropout) up to, not including, 1.", "lora_dropout");
+    }
 
     /// <summary>The attached adapter's current A/B values as a <see cref="LoraAdapter"/> with the same config (copies).</summary>
     public LoraAdapter ExportLora()
@@ -292,8 +299,7 @@ public sealed partial class T5TrainingModel : IDisposable
     internal void AttachLoraCore(IReadOnlyList<(string Module, float[] A, float[] B)> modules, int rank, float scale, double loraDropout = 0)
     {
         if (_lora is not null) throw new InvalidOperationException("A LoRA adapter is already attached to this model.");
-        if (!(loraDropout is >= 0 and < 1))
-            throw new ArgumentException($"lora_dropout: {loraDropout} is not a probability below 1; give a number from 0 (no dropout) up to, not including, 1.", "lora_dropout");
+        CheckLoraDropout(loraDropout);
         var loraParameters = new List<Parameter>();
         foreach ((string module, float[] a, float[] b) in modules)
         {
