@@ -86,8 +86,8 @@ public static class TrainingQuick
         if (report) DropoutSteps(threads, size);
     }
 
-    /// <summary>ForwardBackward of a whole step, full and LoRA (q, v; r 8), dropout 0 beside 0.1, in 5 interleaved rounds (best
-    /// of 5 each); and the dropout kernel alone over one activation of the encoder's feed-forward (1024 x d_ff).</summary>
+    /// <summary>ForwardBackward of a whole step, full and LoRA (q, v; r 8), dropout 0 beside 0.1, in interleaved rounds;
+    /// and the dropout kernel alone over one activation of the encoder's feed-forward (1024 x d_ff).</summary>
     public static void DropoutSteps(int threads, string size)
     {
         threads = threads <= 0 ? Environment.ProcessorCount : threads;
@@ -97,7 +97,7 @@ public static class TrainingQuick
         TrainingBatch batch = TrainingBatch.FromIds([.. Enumerable.Range(0, 8).Select(_ => Row(128))], [.. Enumerable.Range(0, 8).Select(_ => Row(32))], 0);
         foreach (bool lora in new[] { false, true })
         {
-            var models = new List<(string Name, T5TrainingModel Model, double Best, double Cpu)>();
+            var models = new List<(string Name, T5TrainingModel Model)>();
             // (dropout_rate, lora_dropout): off, the model's alone, and for LoRA the adapter's alone and both.
             (double, double)[] rates = lora ? [(0, 0), (0.1, 0), (0, 0.1), (0.1, 0.1)] : [(0, 0), (0.1, 0)];
             foreach (var (p, loraP) in rates)
@@ -105,23 +105,26 @@ public static class TrainingQuick
                 T5TrainingModel model = T5TrainingModel.CreateRandom(config, seed: 1, new TrainingModelOptions { Threads = threads, DropoutRate = p });
                 if (lora) model.AttachLora(LoraAdapter.Create(new LoraConfig { R = 8, LoraAlpha = 16, LoraDropout = loraP }, model.Modules, config, seed: 2));
                 model.ForwardBackward(batch, 1f, DropoutMask.RunKey(1, 0, 0));   // sizes the buffers, tiers the JIT
-                models.Add((lora ? $"dropout {p}/lora {loraP}" : $"dropout {p}", model, double.MaxValue, double.MaxValue));
+                models.Add((lora ? $"dropout {p}/lora {loraP}" : $"dropout {p}", model));
             }
-            for (int round = 0; round < 5; round++)
+            // Rounds of one step per model, back to back; each model's time in a round against the first model's in the
+            // same round (a shared machine's load drifts slower than a round): the median of those ratios, and the best times.
+            const int rounds = 7;
+            var wall = new double[models.Count, rounds];
+            for (int round = 0; round < rounds; round++)
                 for (int i = 0; i < models.Count; i++)
                 {
-                    // Wall time, and the process's CPU time (steadier on a shared machine: time others take is not counted).
-                    TimeSpan cpu = System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime;
                     long start = System.Diagnostics.Stopwatch.GetTimestamp();
                     models[i].Model.ZeroGrad();
                     models[i].Model.ForwardBackward(batch, 1f, DropoutMask.RunKey(1, round + 1, 0));
-                    double wall = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
-                    double used = (System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds;
-                    models[i] = models[i] with { Best = Math.Min(models[i].Best, wall), Cpu = Math.Min(models[i].Cpu, used) };
+                    wall[i, round] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
                 }
-            Console.WriteLine($"{(lora ? "LoRA" : "full")} step (forward + backward), best of 5 interleaved: " +
-                              string.Join(", ", models.Select(m => $"{m.Name} {m.Best * 1e3:F0} ms ({(m.Best / models[0].Best - 1) * 100:+0.0;-0.0}%), " +
-                                                                    $"CPU {m.Cpu * 1e3:F0} ms ({(m.Cpu / models[0].Cpu - 1) * 100:+0.0;-0.0}%)")));
+            Console.WriteLine($"{(lora ? "LoRA" : "full")} step (forward + backward), {rounds} interleaved rounds: " + string.Join(", ", Enumerable.Range(0, models.Count).Select(i =>
+            {
+                double best = Enumerable.Range(0, rounds).Min(r => wall[i, r]);
+                double[] ratios = [.. Enumerable.Range(0, rounds).Select(r => wall[i, r] / wall[0, r]).Order()];
+                return $"{models[i].Name} best {best * 1e3:F0} ms, median ratio {(ratios[rounds / 2] - 1) * 100:+0.0;-0.0}%";
+            })));
             foreach (var m in models) m.Model.Dispose();
         }
         using var k = new TrainingKernels(threads);
