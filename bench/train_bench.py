@@ -92,7 +92,8 @@ def main():
     shutil.rmtree(out, ignore_errors=True)
     cmd = ["dotnet", CLI, "finetune", "--model", folder, "--data", data, "--out", out, "--max-steps", str(2 + a.steps),
            "--batch-size", "8", "--no-shuffle", "--learning-rate", "1e-4", "--lr-scheduler-type", "constant", "--weight-decay", "0.01",
-           "--max-source-length", "128", "--max-target-length", "32", "--save-steps", "0", "--threads", str(a.threads), "--json"]
+           "--max-source-length", "128", "--max-target-length", "32", "--save-steps", "0", "--threads", str(a.threads), "--json",
+           "--dropout-rate", "0"]   # the peer (torch_train_peer.py) runs without dropout
     if a.mode == "lora":
         cmd += ["--lora-r", "8", "--lora-alpha", "8", "--lora-target-modules", "q", "v"]
     run = subprocess.run(cmd, capture_output=True, text=True)

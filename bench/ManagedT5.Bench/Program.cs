@@ -2,7 +2,8 @@
 // kernel benchmarks; `-- --quick [threads]` prints the roofline report instead; `-- --quick-decode [threads]` times a
 // decoder step's Linears (from memory) at the row counts of greedy, beam4 and batch8; `-- --quick-embed [threads] [folder|-] [f32,bf16,int8]`
 // prints sentence-embedding throughput (32 x 128 tokens) per weight format; `-- --quick-train [threads] [small|base]` times
-// a training step's matrix products and attention op by op.
+// a training step's matrix products and attention op by op, then whole steps with dropout off and on (`... small dropout`:
+// those alone).
 using BenchmarkDotNet.Running;
 using ManagedT5.Bench;
 
@@ -14,6 +15,7 @@ if (args.Length > 0 && args[0] == "--quick-embed")
 }
 if (args.Length > 0 && args[0] == "--quick-train")
 {
+    if (args.Length > 3 && args[3] == "dropout") { TrainingQuick.DropoutSteps(int.Parse(args[1]), args[2]); return; }   // the dropout lines alone
     MicroKernelCeiling.Run();
     TrainingQuick.Run(args.Length > 1 ? int.Parse(args[1]) : 0, args.Length > 2 ? args[2] : "small");
     return;

@@ -1,7 +1,10 @@
 // `-- --quick-train [threads] [small|base]`: one flan-t5 training step's matrix products (batch 8 x 128 source / 32 target
 // tokens) and attention, timed op by op with TrainingKernels, as GFLOP/s and as milliseconds per step: where a step's
-// time goes, without the trainer around it. Best of several runs per op.
+// time goes, without the trainer around it. Best of several runs per op. Then whole steps of the model (random weights)
+// with dropout off and on (0.1; LoRA: lora_dropout 0.1), interleaved: what dropout costs.
+using ManagedT5.Adapters;
 using ManagedT5.Kernels.Cpu.Training;
+using ManagedT5.Training;
 
 namespace ManagedT5.Bench;
 
@@ -105,6 +108,54 @@ public static class TrainingQuick
             output.WriteLine($"attention {name,-10} {qLen}x{kLen} x{count}: forward {f * 1e3:F2} ms ({flops / f / 1e9:F1} GFLOP/s), backward {b * 1e3:F2} ms");
         }
         output.WriteLine($"attention per step: forward {attention * 1e3:F0} ms, backward {attentionBackward * 1e3:F0} ms");
+        if (report) DropoutSteps(threads, size);
+    }
+
+    /// <summary>ForwardBackward of a whole step, full and LoRA (q, v; r 8), dropout 0 beside 0.1, in interleaved rounds;
+    /// and the dropout kernel alone over one activation of the encoder's feed-forward (1024 x d_ff).</summary>
+    public static void DropoutSteps(int threads, string size)
+    {
+        threads = threads <= 0 ? Environment.ProcessorCount : threads;
+        var config = TrainingStepBenchmarks.Config(size);
+        var random = new Random(3);
+        int[] Row(int length) => [.. Enumerable.Range(0, length).Select(t => t == length - 1 ? 1 : random.Next(2, config.VocabSize))];
+        TrainingBatch batch = TrainingBatch.FromIds([.. Enumerable.Range(0, 8).Select(_ => Row(128))], [.. Enumerable.Range(0, 8).Select(_ => Row(32))], 0);
+        foreach (bool lora in new[] { false, true })
+        {
+            var models = new List<(string Name, T5TrainingModel Model)>();
+            // (dropout_rate, lora_dropout): off, the model's alone, and for LoRA the adapter's alone and both.
+            (double, double)[] rates = lora ? [(0, 0), (0.1, 0), (0, 0.1), (0.1, 0.1)] : [(0, 0), (0.1, 0)];
+            foreach (var (p, loraP) in rates)
+            {
+                T5TrainingModel model = T5TrainingModel.CreateRandom(config, seed: 1, new TrainingModelOptions { Threads = threads, DropoutRate = p });
+                if (lora) model.AttachLora(LoraAdapter.Create(new LoraConfig { R = 8, LoraAlpha = 16, LoraDropout = loraP }, model.Modules, config, seed: 2));
+                model.ForwardBackward(batch, 1f, DropoutMask.RunKey(1, 0, 0));   // sizes the buffers, tiers the JIT
+                models.Add((lora ? $"dropout {p}/lora {loraP}" : $"dropout {p}", model));
+            }
+            // Rounds of one step per model, back to back; each model's time in a round against the first model's in the
+            // same round (a shared machine's load drifts slower than a round): the median of those ratios, and the best times.
+            const int rounds = 7;
+            var wall = new double[models.Count, rounds];
+            for (int round = 0; round < rounds; round++)
+                for (int i = 0; i < models.Count; i++)
+                {
+                    long start = System.Diagnostics.Stopwatch.GetTimestamp();
+                    models[i].Model.ZeroGrad();
+                    models[i].Model.ForwardBackward(batch, 1f, DropoutMask.RunKey(1, round + 1, 0));
+                    wall[i, round] = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+                }
+            Console.WriteLine($"{(lora ? "LoRA" : "full")} step (forward + backward), {rounds} interleaved rounds: " + string.Join(", ", Enumerable.Range(0, models.Count).Select(i =>
+            {
+                double best = Enumerable.Range(0, rounds).Min(r => wall[i, r]);
+                double[] ratios = [.. Enumerable.Range(0, rounds).Select(r => wall[i, r] / wall[0, r]).Order()];
+                return $"{models[i].Name} best {best * 1e3:F0} ms, median ratio {(ratios[rounds / 2] - 1) * 100:+0.0;-0.0}%";
+            })));
+            foreach (var m in models) m.Model.Dispose();
+        }
+        using var k = new TrainingKernels(threads);
+        float[] x = Data(1024 * config.DFf), y = new float[x.Length];
+        double t = QuickReport.Best(() => k.Dropout(x, y, 0.1, 12345), 5);
+        Console.WriteLine($"dropout kernel over 1024x{config.DFf}: {t * 1e6:F0} us ({x.Length / t / 1e9:F2} G elements/s)");
     }
 
     private static float[] Data(int length)

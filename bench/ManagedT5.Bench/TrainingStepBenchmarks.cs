@@ -26,6 +26,7 @@ public class TrainingStepBenchmarks
         {
             VocabSize = s.Vocab, DModel = s.DModel, DKv = s.DKv, DFf = s.DFf, NumLayers = s.DecoderLayers, NumDecoderLayers = s.DecoderLayers,
             NumHeads = s.Heads, FeedForwardProj = "gated-gelu", DenseActivation = ActivationKind.GeluNew, IsGatedAct = true, TieWordEmbeddings = false,
+            DropoutRate = 0,   // as the PyTorch peer (bench/torch_train_peer.py) runs
         };
     }
 

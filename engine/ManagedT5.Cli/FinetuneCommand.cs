@@ -38,7 +38,8 @@ internal static class FinetuneCommand
         var overwrite = new Option<bool>("--overwrite-output-dir") { Description = "Write into a non-empty --out" };
         var loraR = new Option<int?>("--lora-r") { Description = "LoRA fine-tuning with this rank (PEFT r; any --lora-* option turns LoRA on, default r 8)", HelpName = "r" };
         var loraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA alpha (scale alpha / r; default 8)", HelpName = "a" };
-        var loraDropout = new Option<double?>("--lora-dropout") { Description = "LoRA dropout (only 0: training here runs without dropout)", HelpName = "p" };
+        var loraDropout = new Option<double?>("--lora-dropout") { Description = "Dropout on the LoRA adapters' input while training (PEFT lora_dropout; default 0)", HelpName = "p" };
+        var dropoutRate = new Option<double?>("--dropout-rate") { Description = "The model's dropout while training (default: config.json's dropout_rate, 0.1 for Flan-T5; 0 turns it off)", HelpName = "p" };
         var loraTargets = new Option<string[]?>("--lora-target-modules") { Description = "Linears to adapt: names (q k v o wi wi_0 wi_1 wo) or all-linear; default q v", HelpName = "names", AllowMultipleArgumentsPerToken = true };
         var loraInit = new Option<string?>("--lora-init") { Description = "Start from this PEFT LoRA adapter folder (its r, alpha and targets)", HelpName = "dir" };
         Option<int> threads = CliCommon.ThreadsOption(0);
@@ -47,7 +48,7 @@ internal static class FinetuneCommand
         {
             model, data, evalData, output, inputField, targetField, maxSteps, epochs, batchSize, accumulation, lr, warmup, schedule, weightDecay,
             maxGradNorm, maxSource, maxTarget, seed, noShuffle, saveSteps, evalSteps, resume, overwrite, loraR, loraAlpha, loraDropout, loraTargets,
-            loraInit, threads, json,
+            loraInit, threads, json, dropoutRate,
         };
         command.SetAction(r =>
         {
@@ -55,8 +56,8 @@ internal static class FinetuneCommand
             bool loraShape = r.GetValue(loraR) is not null || r.GetValue(loraAlpha) is not null || r.GetValue(loraDropout) is not null || r.GetValue(loraTargets) is { Length: > 0 };
             if (initDir is not null && loraShape)
                 throw new ArgumentException($"lora_init: the adapter in '{initDir}' brings its own r, lora_alpha, lora_dropout and target_modules; drop --lora-r, --lora-alpha, --lora-dropout and --lora-target-modules, or --lora-init.", "lora_init");
-            if (r.GetValue(loraDropout) is double p && p != 0)
-                throw new ArgumentException($"lora_dropout: {p} is not supported; fine-tuning here runs without dropout (as the reference runs). Give 0 or leave it out.", "lora_dropout");
+            if (r.GetValue(loraDropout) is double p && !(p is >= 0 and < 1))
+                throw new ArgumentException($"lora_dropout: {p} is not a probability below 1; give a number from 0 (no dropout) up to, not including, 1.", "lora_dropout");
             if (r.GetValue(loraR) is int badRank && badRank < 1)
                 throw new ArgumentException($"lora_r: {badRank}; the rank must be at least 1.", "lora_r");
             if (r.GetValue(loraAlpha) is double badAlpha && !(badAlpha > 0 && double.IsFinite(badAlpha)))
@@ -83,7 +84,7 @@ internal static class FinetuneCommand
             if (resumeDir is not null && lora && !resumeLora)
                 throw new ArgumentException($"resume: '{resumeDir}' is a full fine-tuning checkpoint (no {LoraAdapter.ConfigFileName}); drop the --lora-* options to resume it.", "resume");
             CliCommon.Doing = $"loading {(lora ? dir : resumeDir ?? dir)}";
-            using T5TrainingModel t5 = T5TrainingModel.Load(lora ? dir : resumeDir ?? dir, new TrainingModelOptions { Threads = r.GetValue(threads) });
+            using T5TrainingModel t5 = T5TrainingModel.Load(lora ? dir : resumeDir ?? dir, new TrainingModelOptions { Threads = r.GetValue(threads), DropoutRate = r.GetValue(dropoutRate) });
             if (lora)
             {
                 LoraAdapter adapter;
@@ -98,6 +99,7 @@ internal static class FinetuneCommand
                     var config = new LoraConfig { BaseModelNameOrPath = r.GetValue(model) };
                     if (r.GetValue(loraR) is int rank) config = config with { R = rank };
                     if (r.GetValue(loraAlpha) is double alpha) config = config with { LoraAlpha = alpha };
+                    if (r.GetValue(loraDropout) is double dropout) config = config with { LoraDropout = dropout };
                     if (r.GetValue(loraTargets) is { Length: > 0 } targets)   // "q v" or "q,v"
                         config = config with { TargetModules = [.. targets.SelectMany(t => t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))] };
                     adapter = LoraAdapter.Create(config, t5.Modules, t5.Config, r.GetValue(seed));
@@ -148,7 +150,7 @@ internal static class FinetuneCommand
             }
             var summary = new
             {
-                output = outDir, lora, steps = result.Steps, train_loss = result.Logs.Count > 0 ? result.Logs.Average(l => l.Loss) : (double?)null,
+                output = outDir, lora, steps = result.Steps, dropout_rate = t5.Config.DropoutRate, lora_dropout = t5.LoraConfig?.LoraDropout, train_loss = result.Logs.Count > 0 ? result.Logs.Average(l => l.Loss) : (double?)null,
                 eval_loss = result.EvalLoss, examples = train.Count, truncated_inputs = train.TruncatedInputs, truncated_targets = train.TruncatedTargets,
                 tokens_per_second = seconds > 0 ? tokens / seconds : 0,
             };

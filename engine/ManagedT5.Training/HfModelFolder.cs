@@ -49,6 +49,7 @@ public static class HfModelFolder
         string baseConfig = Path.Combine(baseModelDirectory, "config.json");
         JsonNode configJson = (File.Exists(baseConfig) ? JsonNode.Parse(File.ReadAllText(baseConfig)) : null) ?? new JsonObject();
         configJson["torch_dtype"] = "float32";
+        configJson["dropout_rate"] = config.DropoutRate;   // the rate the run trained with (--dropout-rate), as HF saves model.config
         File.WriteAllText(Path.Combine(directory, "config.json"), configJson.ToJsonString(options));
 
         string baseGeneration = Path.Combine(baseModelDirectory, "generation_config.json");

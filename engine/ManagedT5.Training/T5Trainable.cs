@@ -26,7 +26,7 @@ public abstract class T5ModelTrainable : ITrainable
     public void ZeroGrad() => Model.ZeroGrad();
 
     /// <inheritdoc />
-    public float ForwardBackward(TrainingBatch batch, float gradScale) => Model.ForwardBackward(batch, gradScale);
+    public float ForwardBackward(TrainingBatch batch, float gradScale, ulong dropoutKey) => Model.ForwardBackward(batch, gradScale, dropoutKey);
 
     /// <inheritdoc />
     public float Loss(TrainingBatch batch) => Model.Loss(batch);

@@ -14,23 +14,24 @@ public sealed record TrainingModelOptions
     /// <summary>Threads the kernels run on, the caller included; 0 = all processors.</summary>
     public int Threads { get; init; }
 
-    /// <summary>HF's dropout_rate. Training here runs without dropout (as the reference runs); only 0 is accepted.
-    /// The config's dropout_rate is ignored.</summary>
-    public double DropoutRate { get; init; }
+    /// <summary>HF's dropout_rate while training (<see cref="T5TrainingModel.ForwardBackward"/>): null takes config.json's
+    /// dropout_rate (as HF does; 0.1 for Flan-T5), 0 turns dropout off. Evaluation and inference never drop.</summary>
+    public double? DropoutRate { get; init; }
 
     /// <summary>Checks the options: an <see cref="ArgumentException"/> whose ParamName is the HF option name.</summary>
     public void Validate()
     {
         if (Threads < 0) throw new ArgumentException($"threads: {Threads} is negative; use 0 for all processors or a positive count.", "threads");
-        if (DropoutRate != 0)
-            throw new ArgumentException($"dropout_rate: {DropoutRate} is not supported; fine-tuning here runs with dropout 0 (as HF's reference runs do). Leave it at 0.", "dropout_rate");
+        if (DropoutRate is double p && !(p is >= 0 and < 1))
+            throw new ArgumentException($"dropout_rate: {p} is not a probability below 1; give a number from 0 (no dropout) up to, not including, 1.", "dropout_rate");
     }
 }
 
 /// <summary>
 /// T5ForConditionalGeneration for training on the CPU: forward with saved activations, backward into each
-/// <see cref="Parameter.Grad"/>, exact to PyTorch (fp32). Dropout is not applied (the config's dropout_rate is ignored;
-/// see <see cref="TrainingModelOptions.DropoutRate"/>). Activation buffers grow to the largest (batch, source length,
+/// <see cref="Parameter.Grad"/>, exact to PyTorch (fp32) with dropout 0. While training, dropout is applied where HF's
+/// T5 applies it (<see cref="T5Config.DropoutRate"/>) and LoRA's on the adapters' input (lora_dropout), with masks that
+/// are a hash of the key given to <see cref="ForwardBackward"/> (see <see cref="DropoutMask"/>). Activation buffers grow to the largest (batch, source length,
 /// target length) seen and smaller batches use a prefix, so once the largest shape has been seen a step allocates nothing. One instance is used by one thread
 /// at a time; its kernels run on its own worker pool.
 /// </summary>
@@ -52,7 +53,8 @@ public sealed partial class T5TrainingModel : IDisposable
     /// <summary>The kernels this model runs on (tests switch ops to their scalar twins through it).</summary>
     internal TrainingKernels Kernels => _k;
 
-    /// <summary>The model's configuration (config.json).</summary>
+    /// <summary>The model's configuration (config.json), with <see cref="T5Config.DropoutRate"/> the rate training uses
+    /// (<see cref="TrainingModelOptions.DropoutRate"/> when given).</summary>
     public T5Config Config { get; }
 
     /// <summary>The module tree with HF's names.</summary>
@@ -67,7 +69,10 @@ public sealed partial class T5TrainingModel : IDisposable
 
     private T5TrainingModel(T5Config config, T5Modules modules, IReadOnlyDictionary<string, float[]> values, TrainingModelOptions options)
     {
-        Config = config;
+        double rate = options.DropoutRate ?? config.DropoutRate;
+        if (rate >= 1)
+            throw new ArgumentException($"dropout_rate: config.json's dropout_rate is {rate}, which drops everything; give a rate below 1 (--dropout-rate).", "dropout_rate");
+        Config = config with { DropoutRate = rate };
         Modules = modules;
         _k = new TrainingKernels(options.Threads);
         foreach (T5Parameter p in NamedParameters(modules))
@@ -205,6 +210,7 @@ public sealed partial class T5TrainingModel : IDisposable
         public float LoraScale;
         public int Rank => LoraA?.Shape[0] ?? 0;
         public float[] Saved = [];               // scale·(x·Aᵀ) [rows, r] of the last forward
+        public int Index;                        // its place among the model's Linears: names its LoRA dropout site
     }
 
     /// <summary>T5Attention: q, k, v, o and (in the layers that own it) relative_attention_bias [buckets, heads].</summary>
@@ -218,7 +224,7 @@ public sealed partial class T5TrainingModel : IDisposable
 
     private Linear Lin(T5Parameter p)
     {
-        var linear = new Linear(p.Module, _byName[p.Name]);
+        var linear = new Linear(p.Module, _byName[p.Name]) { Index = _linears.Count };
         _linears.Add(p.Module, linear);
         return linear;
     }
@@ -251,17 +257,26 @@ public sealed partial class T5TrainingModel : IDisposable
     /// Attaches <paramref name="adapter"/> (PEFT's LoRA): each adapted Linear computes y = x·Wᵀ + (x·Aᵀ·Bᵀ)·scale with
     /// scale = lora_alpha / r (or / √r with use_rslora). The whole base is frozen (no gradient is computed or kept for
     /// it) and the adapter's A/B, copied into new parameters named "base_model.model.&lt;module&gt;.lora_A.weight" /
-    /// "lora_B.weight", become <see cref="TrainableParameters"/>. lora_dropout must be 0 (no dropout here). A module the
+    /// "lora_B.weight", become <see cref="TrainableParameters"/>. While training, the adapter's input is dropped out with
+    /// probability lora_dropout (PEFT: y = x·Wᵀ + B(A(dropout(x)))·scale; the base Linear sees x undropped). A module the
     /// model lacks or whose shape differs is a <see cref="ModelLoadException"/> naming it.
     /// </summary>
     public void AttachLora(LoraAdapter adapter)
     {
         ArgumentNullException.ThrowIfNull(adapter);
-        if (adapter.Config.LoraDropout != 0)
-            throw new ArgumentException($"lora_dropout: {adapter.Config.LoraDropout} is not supported; fine-tuning here runs without dropout. Set lora_dropout to 0.", "lora_dropout");
+        CheckLoraDropout(adapter.Config.LoraDropout);
         adapter.CheckFits(Modules, Config, adapter.Config.BaseModelNameOrPath is { } b ? $"adapter for {b}" : "adapter");
-        AttachLoraCore([.. adapter.Modules.Select(m => (m.Module, m.A, m.B))], adapter.Config.R, adapter.Config.Scale);
+        AttachLoraCore([.. adapter.Modules.Select(m => (m.Module, m.A, m.B))], adapter.Config.R, adapter.Config.Scale, adapter.Config.LoraDropout);
         _lora = _lora! with { Config = adapter.Config };
+    }
+
+    /// <summary>The attached adapter's configuration (r, lora_alpha, lora_dropout, target_modules); null without one.</summary>
+    public LoraConfig? LoraConfig => _lora?.Config;
+
+    private static void CheckLoraDropout(double p)
+    {
+        if (!(p is >= 0 and < 1))
+            throw new ArgumentException($"lora_dropout: {p} is not a probability below 1; give a number from 0 (no dropout) up to, not including, 1.", "lora_dropout");
     }
 
     /// <summary>The attached adapter's current A/B values as a <see cref="LoraAdapter"/> with the same config (copies).</summary>
@@ -279,10 +294,12 @@ public sealed partial class T5TrainingModel : IDisposable
     /// Puts LoRA on the named Linears (module paths as in HF, e.g. "encoder.block.0.layer.0.SelfAttention.q"):
     /// y = x·Wᵀ + (x·Aᵀ·Bᵀ)·<paramref name="scale"/>, A [r, in], B [out, r] (copied). Freezes the whole base; the A/B
     /// parameters ("base_model.model.&lt;module&gt;.lora_A.weight" / "lora_B.weight") become the only trainable ones.
+    /// <paramref name="loraDropout"/> drops the adapters' input while training.
     /// </summary>
-    internal void AttachLoraCore(IReadOnlyList<(string Module, float[] A, float[] B)> modules, int rank, float scale)
+    internal void AttachLoraCore(IReadOnlyList<(string Module, float[] A, float[] B)> modules, int rank, float scale, double loraDropout = 0)
     {
         if (_lora is not null) throw new InvalidOperationException("A LoRA adapter is already attached to this model.");
+        CheckLoraDropout(loraDropout);
         var loraParameters = new List<Parameter>();
         foreach ((string module, float[] a, float[] b) in modules)
         {
@@ -300,7 +317,7 @@ public sealed partial class T5TrainingModel : IDisposable
         _parameters.AddRange(loraParameters);
         foreach (Parameter p in loraParameters) _byName.Add(p.Name, p);
         _trainable = loraParameters;
-        _lora = new LoraState(new LoraConfig { R = rank, LoraAlpha = scale * rank, TargetModules = [.. modules.Select(m => m.Module.Split('.')[^1]).Distinct()] },
+        _lora = new LoraState(new LoraConfig { R = rank, LoraAlpha = scale * rank, LoraDropout = loraDropout, TargetModules = [.. modules.Select(m => m.Module.Split('.')[^1]).Distinct()] },
             [.. modules.Select(m => m.Module)]);
         _shape = default;   // the LoRA buffers are sized with the next batch
     }

@@ -5,6 +5,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using ManagedT5.Kernels.Cpu.Training;
 using ManagedT5.Loading;
 
 namespace ManagedT5.Training;
@@ -40,7 +41,7 @@ public sealed record TrainingArguments
     public double AdamBeta2 { get; init; } = 0.999;
     /// <summary>adam_epsilon.</summary>
     public double AdamEpsilon { get; init; } = 1e-8;
-    /// <summary>seed: the shuffle's seed.</summary>
+    /// <summary>seed: the shuffle's seed, and the dropout masks'.</summary>
     public int Seed { get; init; } = 42;
     /// <summary>save_steps: a checkpoint every this many steps (0: none but the final model).</summary>
     public int SaveSteps { get; init; } = 500;
@@ -89,8 +90,10 @@ public interface ITrainable
     IReadOnlyList<TrainedTensor> TrainedTensors { get; }
     /// <summary>Sets every gradient to zero.</summary>
     void ZeroGrad();
-    /// <summary>The batch's mean token loss; adds gradScale * dLoss/dparam into the gradients.</summary>
-    float ForwardBackward(TrainingBatch batch, float gradScale);
+    /// <summary>The batch's mean token loss; adds gradScale * dLoss/dparam into the gradients. Training: a model with
+    /// dropout draws this pass's masks from <paramref name="dropoutKey"/> alone (the trainer gives
+    /// DropoutMask.RunKey(seed, step, micro-batch), so a resumed run drops what a straight run drops).</summary>
+    float ForwardBackward(TrainingBatch batch, float gradScale, ulong dropoutKey);
     /// <summary>The batch's mean token loss, without gradients.</summary>
     float Loss(TrainingBatch batch);
     /// <summary>Writes the model (a HF folder, or a PEFT adapter) into <paramref name="directory"/>.</summary>
@@ -190,7 +193,7 @@ public sealed class Trainer
             {
                 long microBatch = (long)GlobalStep * accumulation + a;
                 TrainingBatch b = _train.ReusedBatch(microBatch, batch, rows);
-                float l = _model.ForwardBackward(b, scale);
+                float l = _model.ForwardBackward(b, scale, DropoutMask.RunKey(Arguments.Seed, step, a));
                 if (!float.IsFinite(l)) throw Diverged(step, $"the loss is {l}", rows);
                 loss += l;
                 tokens += Tokens(b);

@@ -28,6 +28,8 @@ public sealed record T5Config
     public int RelativeAttentionMaxDistance { get; init; } = 128;
     /// <summary>layer_norm_epsilon (1e-6).</summary>
     public float LayerNormEpsilon { get; init; } = 1e-6f;
+    /// <summary>dropout_rate (0.1): the dropout HF applies while training (fine-tuning reads it; inference never drops).</summary>
+    public double DropoutRate { get; init; } = 0.1;
     /// <summary>feed_forward_proj as written ("relu", "gated-gelu", ...).</summary>
     public string FeedForwardProj { get; init; } = "relu";
     /// <summary>The FFN activation (dense_act_fn, else derived from feed_forward_proj).</summary>
@@ -125,6 +127,7 @@ public sealed record T5Config
             RelativeAttentionNumBuckets = Optional(root, "relative_attention_num_buckets", source, min: 2) ?? 32,
             RelativeAttentionMaxDistance = Optional(root, "relative_attention_max_distance", source, min: 1) ?? 128,
             LayerNormEpsilon = OptionalFloat(root, "layer_norm_epsilon", source) ?? 1e-6f,
+            DropoutRate = OptionalProbability(root, "dropout_rate", source) ?? 0.1,
             FeedForwardProj = feedForwardProj,
             DenseActivation = activation,
             IsGatedAct = gated,
@@ -211,6 +214,14 @@ public sealed record T5Config
         if (e.ValueKind != JsonValueKind.Number || !e.TryGetDouble(out double value) || !((float)value > 0) || float.IsInfinity((float)value))
             throw new ModelLoadException($"'{source}': '{key}' must be a positive number a float can hold, found {e.GetRawText()}.", source);
         return (float)value;
+    }
+
+    private static double? OptionalProbability(JsonElement root, string key, string source)
+    {
+        if (!root.TryGetProperty(key, out JsonElement e) || e.ValueKind == JsonValueKind.Null) return null;
+        if (e.ValueKind != JsonValueKind.Number || !e.TryGetDouble(out double value) || !(value is >= 0 and <= 1))
+            throw new ModelLoadException($"'{source}': '{key}' must be a probability from 0 to 1, found {e.GetRawText()}.", source);
+        return value;
     }
 
     private static bool? OptionalBool(JsonElement root, string key, string source)

@@ -25,6 +25,8 @@ internal enum ScratchSlot
     Scores,
     /// <summary>A widened norm weight and other small vectors.</summary>
     SmallVector,
+    /// <summary>Training attention: the dropped-out probabilities of one (batch row, head).</summary>
+    DroppedProbs,
     /// <summary>Number of slots.</summary>
     Count,
 }

@@ -1,7 +1,7 @@
 // managedt5 finetune as a real process on the fixture data: full and LoRA runs whose --json step lines match the
 // PyTorch/PEFT reference (reference.json) step by step, the final summary line, the saved model or adapter, --resume
-// continuing as a straight run does, and bad input (non-empty --out, malformed or empty JSONL, an adapter that does not
-// fit, LoRA dropout) each giving one stderr line and a non-zero exit; Ctrl+C (SIGINT) saving a checkpoint, exit 130.
+// continuing as a straight run does (with dropout on: the checkpoint carries dropout_rate / lora_dropout), and bad input (non-empty --out, malformed or empty JSONL, an adapter that does not
+// fit, a dropout rate of 1 or more) each giving one stderr line and a non-zero exit; Ctrl+C (SIGINT) saving a checkpoint, exit 130.
 using System.Diagnostics;
 using System.Text.Json;
 using ManagedT5.Adapters;
@@ -51,7 +51,8 @@ public sealed class FinetuneCliTests : IDisposable
     public void Full_fine_tuning_matches_PyTorch_step_by_step_and_saves_a_model_folder()
     {
         string outDir = Path.Combine(_dir, "full");
-        var (code, stdout, stderr) = CliTests.Run(Args(outDir, 8, "--learning-rate", "1e-3", "--weight-decay", "0.01", "--save-steps", "0"));
+        // The reference runs without dropout (fixture README): 0 given explicitly, not left to the fixture's config.json.
+        var (code, stdout, stderr) = CliTests.Run(Args(outDir, 8, "--learning-rate", "1e-3", "--weight-decay", "0.01", "--save-steps", "0", "--dropout-rate", "0"));
         Assert.True(code == 0, stderr);
         List<JsonElement> lines = Lines(stdout);
         AssertMatchesReference(lines, "full_ft");
@@ -59,6 +60,8 @@ public sealed class FinetuneCliTests : IDisposable
         Assert.Equal(outDir, summary.GetProperty("output").GetString());
         Assert.False(summary.GetProperty("lora").GetBoolean());
         Assert.Equal(8, summary.GetProperty("steps").GetInt32());
+        Assert.Equal(0, summary.GetProperty("dropout_rate").GetDouble());
+        Assert.Equal(JsonValueKind.Null, summary.GetProperty("lora_dropout").ValueKind);
         Assert.Equal(24, summary.GetProperty("examples").GetInt32());
         Assert.Equal(0, summary.GetProperty("truncated_inputs").GetInt32());
         Assert.True(summary.GetProperty("tokens_per_second").GetDouble() > 0);
@@ -78,7 +81,7 @@ public sealed class FinetuneCliTests : IDisposable
     public void LoRA_from_an_adapter_matches_PEFT_step_by_step_and_saves_the_adapter()
     {
         string outDir = Path.Combine(_dir, "lora");
-        var (code, stdout, stderr) = CliTests.Run(Args(outDir, 8, "--learning-rate", "5e-3", "--save-steps", "0",
+        var (code, stdout, stderr) = CliTests.Run(Args(outDir, 8, "--learning-rate", "5e-3", "--save-steps", "0", "--dropout-rate", "0",
             "--lora-init", Path.Combine(Training, "tiny-flan-t5", "lora_initial")));
         Assert.True(code == 0, stderr);
         List<JsonElement> lines = Lines(stdout);
@@ -96,15 +99,22 @@ public sealed class FinetuneCliTests : IDisposable
         foreach (bool lora in new[] { false, true })
         {
             string straight = Path.Combine(_dir, $"straight-{lora}"), resumed = Path.Combine(_dir, $"resumed-{lora}");
-            string[] extra = lora ? ["--lora-r", "2", "--lora-alpha", "4", "--lora-target-modules", "q,k", "wo", "--learning-rate", "5e-3"] : ["--learning-rate", "1e-3"];
-            var (code, stdout, stderr) = CliTests.Run(Args(straight, 4, [.. extra, "--save-steps", "2"]));
+            // Dropout on (the model's 0.1, LoRA's 0.2): the resumed run is not told them; the checkpoint's config.json or
+            // adapter_config.json carries them, and the masks depend on (seed, step, micro-batch) only.
+            string[] extra = lora ? ["--lora-r", "2", "--lora-alpha", "4", "--lora-target-modules", "q,k", "wo", "--lora-dropout", "0.2", "--learning-rate", "5e-3"] : ["--learning-rate", "1e-3"];
+            var (code, stdout, stderr) = CliTests.Run(Args(straight, 4, [.. extra, "--save-steps", "2", "--dropout-rate", "0.1"]));
             Assert.True(code == 0, stderr);
             List<JsonElement> all = Lines(stdout);
+            Assert.Equal(0.1, all[^1].GetProperty("dropout_rate").GetDouble());
+            if (lora) Assert.Equal(0.2, all[^1].GetProperty("lora_dropout").GetDouble());
             string checkpoint = Path.Combine(straight, "checkpoint-2");
             Assert.Equal(lora, File.Exists(Path.Combine(checkpoint, LoraAdapter.ConfigFileName)));
-            (code, stdout, stderr) = CliTests.Run(Args(resumed, 4, [.. (lora ? extra[^2..] : extra), "--save-steps", "2", "--resume", checkpoint]));
+            string[] again = lora ? [.. extra[^2..], "--dropout-rate", "0.1"] : extra;   // LoRA resumes on the base model (dropout_rate 0 here)
+            (code, stdout, stderr) = CliTests.Run(Args(resumed, 4, [.. again, "--save-steps", "2", "--resume", checkpoint]));
             Assert.True(code == 0, stderr);
             List<JsonElement> rest = Lines(stdout);
+            Assert.Equal(0.1, rest[^1].GetProperty("dropout_rate").GetDouble());
+            if (lora) Assert.Equal(0.2, rest[^1].GetProperty("lora_dropout").GetDouble());
             Assert.Equal(3, rest.Count);   // steps 3 and 4, the summary
             for (int k = 0; k < 2; k++)
                 foreach (string f in new[] { "step", "loss", "learning_rate", "grad_norm" })
@@ -113,6 +123,7 @@ public sealed class FinetuneCliTests : IDisposable
             {
                 LoraAdapter a = LoraAdapter.Load(straight), b = LoraAdapter.Load(resumed);
                 Assert.Equal(2, a.Config.R);
+                Assert.Equal(0.2, a.Config.LoraDropout);
                 Assert.Equal(4, a.Config.LoraAlpha);
                 Assert.Equal(["encoder.block.0.layer.0.SelfAttention.q", "encoder.block.0.layer.0.SelfAttention.k", "encoder.block.0.layer.1.DenseReluDense.wo"],
                              a.Modules.Take(3).Select(m => m.Module));
@@ -141,7 +152,8 @@ public sealed class FinetuneCliTests : IDisposable
             (["finetune", "--model", Model, "--data", bad, "--out", Path.Combine(_dir, "o1")], [bad, "line 2"]),
             (["finetune", "--model", Model, "--data", empty, "--out", Path.Combine(_dir, "o2")], [empty, "no examples"]),
             (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o3"), "--lora-init", misfitDir], [misfitDir, first.Module]),
-            (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o4"), "--lora-dropout", "0.1"], ["dropout", "0.1"]),
+            (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o4"), "--lora-dropout", "1.5"], ["--lora-dropout", "1.5"]),
+            (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o7"), "--dropout-rate", "1"], ["--dropout-rate", "below 1"]),
             (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o5"), "--lora-init", misfitDir, "--lora-r", "4"], ["init", "--lora-r"]),
             (["finetune", "--model", Model, "--data", Data, "--out", Path.Combine(_dir, "o6"), "--lora-r", "0"], ["at least 1"]),
         ];

@@ -1,6 +1,7 @@
 // After warm-up, a whole Trainer step (the batch laid out, forward and backward, grad norm and clipping, AdamW, the
 // step's log) allocates nothing on the managed heap: full fine-tuning and LoRA on tiny-flan-t5, in file order and
-// shuffled. The batches here keep one shape (4 examples, batch 4); the model sizes its activations per shape.
+// shuffled, with and without dropout. The batches here keep one shape (4 examples, batch 4); the model sizes its
+// activations per shape.
 using ManagedT5.Adapters;
 
 namespace ManagedT5.Training.Tests;
@@ -13,14 +14,20 @@ public sealed class TrainerAllocationTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Theory]
-    [InlineData(false, false)]
-    [InlineData(false, true)]
-    [InlineData(true, true)]
-    public void A_step_allocates_nothing_after_warm_up(bool lora, bool shuffle)
+    [InlineData(false, false, 0)]
+    [InlineData(false, true, 0)]
+    [InlineData(true, true, 0)]
+    [InlineData(false, true, 0.1)]
+    [InlineData(true, true, 0.1)]
+    public void A_step_allocates_nothing_after_warm_up(bool lora, bool shuffle, double dropout)
     {
         string baseDir = TrainerFixtures.Model("tiny-flan-t5");
-        using T5TrainingModel t5 = T5TrainingModel.Load(baseDir, new TrainingModelOptions { Threads = 2 });
-        if (lora) t5.AttachLora(LoraAdapter.Load(Path.Combine(TrainerFixtures.Training("tiny-flan-t5"), "lora_initial")));
+        using T5TrainingModel t5 = T5TrainingModel.Load(baseDir, new TrainingModelOptions { Threads = 2, DropoutRate = dropout });
+        if (lora)
+        {
+            LoraAdapter initial = LoraAdapter.Load(Path.Combine(TrainerFixtures.Training("tiny-flan-t5"), "lora_initial"));
+            t5.AttachLora(new LoraAdapter(initial.Config with { LoraDropout = dropout }, initial.Modules));
+        }
         var examples = TrainingDataFile.ReadJsonLines(TrainerFixtures.Instructions).Take(4).ToList();
         var data = new TrainingData(examples, ManagedT5.Tokenizer.T5Tokenizer.FromDirectory(baseDir), 1024, 128, t5.Config.DecoderStartTokenId, shuffle, seed: 42);
         var args = new TrainingArguments

@@ -31,7 +31,7 @@ internal sealed class UnigramModel : ITrainable
         return z.Select(x => Math.Exp(x - max) / sum).ToArray();
     }
 
-    public float ForwardBackward(TrainingBatch batch, float gradScale)
+    public float ForwardBackward(TrainingBatch batch, float gradScale, ulong dropoutKey)
     {
         float loss = Loss(batch);
         double[] p = Probabilities();
@@ -92,7 +92,7 @@ public sealed class TrainerTests : IDisposable
         TrainingData data = Data();
         // Step 1's loss and norm, computed directly on the first batch from the initial values.
         var probe = new UnigramModel();
-        float loss1 = probe.ForwardBackward(data.Batch(0, 4), 1f);
+        float loss1 = probe.ForwardBackward(data.Batch(0, 4), 1f, 0);
         float norm1 = GradientClipping.GlobalNorm([probe.Emb.Grad, probe.Norm.Grad]);
         var trainer = new Trainer(model, data, Args("logs") with { MaxGradNorm = norm1 / 2 });   // so clipping acts
         TrainingResult result = trainer.Train();

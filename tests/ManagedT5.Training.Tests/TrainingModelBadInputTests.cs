@@ -5,10 +5,13 @@ namespace ManagedT5.Training.Tests;
 
 public sealed class TrainingModelBadInputTests
 {
-    [Fact]
-    public void DropoutAboveZeroIsRefusedByName()
+    [Theory]
+    [InlineData(1.0)]
+    [InlineData(-0.1)]
+    [InlineData(double.NaN)]
+    public void DropoutOutsideZeroToOneIsRefusedByName(double rate)
     {
-        var error = Assert.Throws<ArgumentException>(() => T5TrainingModel.Load(TrainingModelFixtures.Model("tiny-flan-t5"), new TrainingModelOptions { DropoutRate = 0.1 }));
+        var error = Assert.Throws<ArgumentException>(() => T5TrainingModel.Load(TrainingModelFixtures.Model("tiny-flan-t5"), new TrainingModelOptions { DropoutRate = rate }));
         Assert.Equal("dropout_rate", error.ParamName);
         Assert.StartsWith("dropout_rate: ", error.Message);
     }
@@ -56,7 +59,7 @@ public sealed class TrainingModelBadInputTests
         var error = Assert.Throws<ModelLoadException>(() => model.AttachLora(other));
         Assert.Contains("decoder.block.2", error.Message);
         Assert.Equal("lora_dropout", Assert.Throws<ArgumentException>(() => model.AttachLora(
-            new LoraAdapter(other.Config with { LoraDropout = 0.1 }, other.Modules))).ParamName);
+            new LoraAdapter(other.Config with { LoraDropout = 1.0 }, other.Modules))).ParamName);
     }
 
     [Fact]

@@ -107,9 +107,11 @@ public static class TrainingReference
 
     /// <summary>T5 attention forward (no 1/sqrt(d) scaling), as <see cref="TrainingKernels.Attention"/>.</summary>
     public static void Attention(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> bias, ReadOnlySpan<int> keyMask,
-        bool causal, int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> probs, Span<float> context)
+        bool causal, int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> probs, Span<float> context, double dropout = 0, ulong dropoutKey = 0)
     {
         int inner = heads * dKv;
+        uint threshold = DropoutMask.Threshold(dropout);
+        float dropScale = DropoutMask.Scale(dropout);
         var scores = new double[keyLength];
         for (int b = 0; b < batch; b++)
             for (int h = 0; h < heads; h++)
@@ -133,10 +135,13 @@ public static class TrainingReference
                     for (int j = 0; j < keyLength; j++) sum += scores[j] = double.IsNegativeInfinity(scores[j]) ? 0 : Math.Exp(scores[j] - max);
                     int row = ((b * heads + h) * queryLength + i) * keyLength;
                     for (int j = 0; j < keyLength; j++) probs[row + j] = (float)(scores[j] / sum);
+                    // The weights of v: the probabilities, or dropout(probs) as the fast kernel forms it (f32 probability × f32 scale, or 0).
+                    for (int j = 0; j < keyLength; j++)
+                        scores[j] = threshold == 0 ? scores[j] / sum : DropoutMask.Kept(dropoutKey, (uint)(row + j), threshold) ? probs[row + j] * dropScale : 0;
                     for (int c = 0; c < dKv; c++)
                     {
                         double acc = 0;
-                        for (int j = 0; j < keyLength; j++) acc += scores[j] / sum * v[(b * keyLength + j) * inner + h * dKv + c];
+                        for (int j = 0; j < keyLength; j++) acc += scores[j] * v[(b * keyLength + j) * inner + h * dKv + c];
                         context[(b * queryLength + i) * inner + h * dKv + c] = (float)acc;
                     }
                 }
@@ -144,9 +149,12 @@ public static class TrainingReference
 
     /// <summary>Attention backward, as <see cref="TrainingKernels.AttentionBackward"/> (dScores must not alias probs here).</summary>
     public static void AttentionBackward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> probs, ReadOnlySpan<float> dContext,
-        int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> dq, Span<float> dk, Span<float> dv, Span<float> dScores, Span<float> dBias)
+        int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> dq, Span<float> dk, Span<float> dv, Span<float> dScores, Span<float> dBias,
+        double dropout = 0, ulong dropoutKey = 0)
     {
         int inner = heads * dKv;
+        uint threshold = DropoutMask.Threshold(dropout);
+        float dropScale = DropoutMask.Scale(dropout);
         dk.Slice(0, batch * keyLength * inner).Clear();
         dv.Slice(0, batch * keyLength * inner).Clear();
         for (int b = 0; b < batch; b++)
@@ -159,11 +167,15 @@ public static class TrainingReference
                     for (int j = 0; j < keyLength; j++)
                     {
                         int kj = (b * keyLength + j) * inner + h * dKv;
+                        // With dropout the product used m·s·P: dV takes the dropped weight, dP goes back through the mask.
+                        bool kept = threshold == 0 || DropoutMask.Kept(dropoutKey, (uint)(row + j), threshold);
+                        double weight = threshold == 0 ? probs[row + j] : kept ? probs[row + j] * dropScale : 0;
                         for (int c = 0; c < dKv; c++)
                         {
                             dp[j] += (double)dContext[qi + c] * v[kj + c];
-                            dv[kj + c] += (float)((double)probs[row + j] * dContext[qi + c]);
+                            dv[kj + c] += (float)(weight * dContext[qi + c]);
                         }
+                        if (threshold != 0) dp[j] = kept ? dp[j] * dropScale : 0;
                         weighted += probs[row + j] * dp[j];
                     }
                     for (int c = 0; c < dKv; c++) dq[qi + c] = 0;
@@ -180,6 +192,18 @@ public static class TrainingReference
                         }
                     }
                 }
+    }
+
+    /// <summary>Inverted dropout, as <see cref="TrainingKernels.Dropout"/>: one element at a time with <see cref="DropoutMask.Kept"/>.</summary>
+    public static void Dropout(ReadOnlySpan<float> x, Span<float> y, double rate, ulong siteKey, bool accumulate = false)
+    {
+        uint threshold = DropoutMask.Threshold(rate);
+        float scale = DropoutMask.Scale(rate);
+        for (int i = 0; i < x.Length; i++)
+        {
+            float value = DropoutMask.Kept(siteKey, (uint)i, threshold) ? x[i] * scale : 0f;
+            y[i] = accumulate ? y[i] + value : value;
+        }
     }
 
     /// <summary>gelu_new (tanh form), in double.</summary>

@@ -13,7 +13,7 @@ namespace ManagedT5.Kernels.Cpu.Training;
 /// unless a method says so. Nothing is allocated per call once the threads' packing scratch has grown to the largest
 /// shapes seen.
 /// </summary>
-public sealed unsafe class TrainingKernels : IDisposable
+public sealed unsafe partial class TrainingKernels : IDisposable
 {
     private readonly WorkerPool _pool;
 
@@ -175,11 +175,14 @@ public sealed unsafe class TrainingKernels : IDisposable
     /// (optional, [heads, qLen, kLen]); keys with keyMask[b, j] == 0 (optional, [batch, kLen]) and, when
     /// <paramref name="causal"/>, keys j > i are left out; probs = softmax (saved [batch, heads, qLen, kLen]);
     /// context = probs·v. q [batch, qLen, heads·dKv], k and v [batch, kLen, heads·dKv], context [batch, qLen, heads·dKv].
+    /// With <paramref name="dropout"/> above 0 (training, as HF's T5Attention), context = dropout(probs)·v with the mask of
+    /// <see cref="DropoutMask"/> at <paramref name="dropoutKey"/> over the probs' element index; probs are saved undropped.
     /// </summary>
     public void Attention(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> bias, ReadOnlySpan<int> keyMask,
-        bool causal, int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> probs, Span<float> context)
+        bool causal, int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> probs, Span<float> context, double dropout = 0, ulong dropoutKey = 0)
     {
-        if ((Twins & TrainingOps.Attention) != 0) { TrainingReference.Attention(q, k, v, bias, keyMask, causal, batch, heads, dKv, queryLength, keyLength, probs, context); return; }
+        if (!(dropout is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout: the probability must be in [0, 1).");
+        if ((Twins & TrainingOps.Attention) != 0) { TrainingReference.Attention(q, k, v, bias, keyMask, causal, batch, heads, dKv, queryLength, keyLength, probs, context, dropout, dropoutKey); return; }
         int inner = heads * dKv;
         Check(q, (long)batch * queryLength * inner, nameof(q)); Check(k, (long)batch * keyLength * inner, nameof(k)); Check(v, (long)batch * keyLength * inner, nameof(v));
         Check(probs, (long)batch * heads * queryLength * keyLength, nameof(probs)); Check(context, (long)batch * queryLength * inner, nameof(context));
@@ -191,6 +194,7 @@ public sealed unsafe class TrainingKernels : IDisposable
             {
                 Q = pq, K = pk, V = pv, Bias = pb, Mask = pm, Probs = pp, Context = pc, Causal = causal,
                 Heads = heads, DKv = dKv, QLen = queryLength, KLen = keyLength, Level = Level,
+                DropKey = dropoutKey, DropThreshold = DropoutMask.Threshold(dropout), DropScale = DropoutMask.Scale(dropout),
             };
             _pool.RunRanges(ref job, batch * heads, 1);
         }
@@ -201,11 +205,19 @@ public sealed unsafe class TrainingKernels : IDisposable
     /// dQ = dScores·k, dK = dScoresᵀ·q (dq, dk, dv overwritten, layouts as the inputs). dScores [batch, heads, qLen, kLen]
     /// is written to <paramref name="dScores"/>, which may be the <paramref name="probs"/> buffer itself (in place).
     /// When <paramref name="dBias"/> is not empty, dBias[h] += Σ_b dScores[b, h] (the bias is shared over the batch).
+    /// With <paramref name="dropout"/> (the forward's rate and key) the mask is regenerated: dV = dropout(P)ᵀ·dContext and
+    /// dP = dropout(dContext·vᵀ) before the softmax's backward.
     /// </summary>
     public void AttentionBackward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> probs, ReadOnlySpan<float> dContext,
-        int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> dq, Span<float> dk, Span<float> dv, Span<float> dScores, Span<float> dBias)
+        int batch, int heads, int dKv, int queryLength, int keyLength, Span<float> dq, Span<float> dk, Span<float> dv, Span<float> dScores, Span<float> dBias,
+        double dropout = 0, ulong dropoutKey = 0)
     {
-        if ((Twins & TrainingOps.AttentionBackward) != 0) { TrainingReference.AttentionBackward(q, k, v, probs.ToArray(), dContext, batch, heads, dKv, queryLength, keyLength, dq, dk, dv, dScores, dBias); return; }
+        if (!(dropout is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(dropout), dropout, "dropout: the probability must be in [0, 1).");
+        if ((Twins & TrainingOps.AttentionBackward) != 0)
+        {
+            TrainingReference.AttentionBackward(q, k, v, probs.ToArray(), dContext, batch, heads, dKv, queryLength, keyLength, dq, dk, dv, dScores, dBias, dropout, dropoutKey);
+            return;
+        }
         int inner = heads * dKv;
         if (keyLength > MaxKeyLength) throw new ArgumentOutOfRangeException(nameof(keyLength), keyLength, $"keyLength: at most {MaxKeyLength} keys.");
         long qSize = (long)batch * queryLength * inner, kSize = (long)batch * keyLength * inner, pSize = (long)batch * heads * queryLength * keyLength;
@@ -217,6 +229,7 @@ public sealed unsafe class TrainingKernels : IDisposable
             {
                 Q = pq, K = pk, V = pv, Probs = pp, DContext = pdc, Dq = pdq, Dk = pdk, Dv = pdv, DScores = pds,
                 Heads = heads, DKv = dKv, QLen = queryLength, KLen = keyLength, Level = Level,
+                DropKey = dropoutKey, DropThreshold = DropoutMask.Threshold(dropout), DropScale = DropoutMask.Scale(dropout),
             };
             _pool.RunRanges(ref job, batch * heads, 1);
             if (!dBias.IsEmpty)
@@ -510,6 +523,9 @@ public sealed unsafe class TrainingKernels : IDisposable
         public bool Causal;
         public int Heads, DKv, QLen, KLen;
         public SimdLevel Level;
+        public ulong DropKey;          // dropout on the probs (DropThreshold 0: none)
+        public uint DropThreshold;
+        public float DropScale;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int first, int end)
@@ -537,7 +553,14 @@ public sealed unsafe class TrainingKernels : IDisposable
                     TensorPrimitives.Multiply(row, 1f / TensorPrimitives.Sum(row), row);
                 }
                 float* v = V + (long)b * KLen * inner + h * DKv, context = Context + (long)b * QLen * inner + h * DKv;
-                MatMulGemm.Run(null, Level, new MatrixOperand(probs, KLen, false), new MatrixOperand(v, inner, false), context, inner,
+                float* weights = probs;
+                if (DropThreshold != 0)
+                {
+                    // context = dropout(probs)·v; the probs stay undropped for the backward pass, which regenerates the mask.
+                    weights = Scratch.Get(ScratchSlot.DroppedProbs, (long)QLen * KLen);
+                    DropoutMask.Apply(probs, weights, QLen * KLen, (uint)((long)unit * QLen * KLen), DropKey, DropThreshold, DropScale, accumulate: false);
+                }
+                MatMulGemm.Run(null, Level, new MatrixOperand(weights, KLen, false), new MatrixOperand(v, inner, false), context, inner,
                     QLen, KLen, DKv, accumulate: false);
             }
         }
@@ -550,6 +573,9 @@ public sealed unsafe class TrainingKernels : IDisposable
         public float* Q, K, V, Probs, DContext, Dq, Dk, Dv, DScores;
         public int Heads, DKv, QLen, KLen;
         public SimdLevel Level;
+        public ulong DropKey;          // the forward's dropout on the probs (DropThreshold 0: none)
+        public uint DropThreshold;
+        public float DropScale;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int first, int end)
@@ -562,8 +588,16 @@ public sealed unsafe class TrainingKernels : IDisposable
                 float* probs = Probs + (long)unit * QLen * KLen, ds = DScores + (long)unit * QLen * KLen;
                 long queryOffset = (long)b * QLen * inner + h * DKv, keyOffset = (long)b * KLen * inner + h * DKv;
                 var dc = new MatrixOperand(DContext + queryOffset, inner, false);
-                MatMulGemm.Run(null, Level, new MatrixOperand(probs, KLen, true), dc, Dv + keyOffset, inner, KLen, QLen, DKv, accumulate: false);
+                float* weights = probs;
+                uint dropFirst = (uint)((long)unit * QLen * KLen);
+                if (DropThreshold != 0)
+                {
+                    weights = Scratch.Get(ScratchSlot.DroppedProbs, (long)QLen * KLen);   // the forward's dropout(P), regenerated
+                    DropoutMask.Apply(probs, weights, QLen * KLen, dropFirst, DropKey, DropThreshold, DropScale, accumulate: false);
+                }
+                MatMulGemm.Run(null, Level, new MatrixOperand(weights, KLen, true), dc, Dv + keyOffset, inner, KLen, QLen, DKv, accumulate: false);
                 MatMulGemm.Run(null, Level, dc, new MatrixOperand(V + keyOffset, inner, true), dp, KLen, QLen, DKv, KLen, accumulate: false);
+                if (DropThreshold != 0) DropoutMask.Apply(dp, dp, QLen * KLen, dropFirst, DropKey, DropThreshold, DropScale, accumulate: false);   // dP through the mask
                 for (int i = 0; i < QLen; i++)
                 {
                     var p = new ReadOnlySpan<float>(probs + (long)i * KLen, KLen);
@@ -661,6 +695,8 @@ internal enum TrainingOps
     Gelu = 32,
     /// <summary>Cross-entropy.</summary>
     CrossEntropy = 64,
+    /// <summary>Dropout.</summary>
+    Dropout = 128,
     /// <summary>Every op.</summary>
-    All = 127,
+    All = 255,
 }
