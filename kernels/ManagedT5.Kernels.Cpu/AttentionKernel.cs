@@ -40,6 +40,11 @@ internal static unsafe class AttentionKernel
     public static void Run(float* query, float* key, float* value, float* output, in AttentionShape s, float* bias,
         float* keyMask, int b, int h, int firstQuery, int endQuery, SimdLevel level)
     {
+        if (!s.Causal && level == SimdLevel.Vector256 && endQuery - firstQuery >= PackedQueries && s.KeyLength > 0)
+        {
+            RunPacked(query, key, value, output, s, bias, keyMask, b, h, firstQuery, endQuery, level);
+            return;
+        }
         int inner = s.InnerDim, d = s.HeadDim;
         int scoreRow = Math.Max(s.KeyLength, 1) + 16;
         float* scoreRows = Scratch.Get(ScratchSlot.Scores, 4L * scoreRow);
@@ -124,6 +129,57 @@ internal static unsafe class AttentionKernel
             WeightedSum(o, scores, values, inner, d, visible, level);
             float inverse = 1f / sum;
             for (int c = 0; c < d; c++) o[c] *= inverse;
+        }
+    }
+
+    /// <summary>Queries from which an encoder block (no causal mask) on AVX2 runs as two packed products.</summary>
+    private const int PackedQueries = 16;
+
+    /// <summary>
+    /// <see cref="Run"/> for a block of queries with every key visible (the encoder, an embedder's whole batch), as
+    /// matrix products with the GEMM's micro-kernel on this thread: S = Q·Kᵀ, the row softmax in place, O = S·V, each
+    /// row scaled by 1/sum. One query at a time, the scores' and the weighted sum's loads each fed a single FMA (7.5%
+    /// of a sentence-t5-base batch on AVX2). Each score and output element is the same FMA chain, in the same order, as
+    /// one query at a time (one depth slab up to 256 keys), so the results are the same floats there.
+    /// </summary>
+    private static void RunPacked(float* query, float* key, float* value, float* output, in AttentionShape s, float* bias,
+        float* keyMask, int b, int h, int firstQuery, int endQuery, SimdLevel level)
+    {
+        int inner = s.InnerDim, d = s.HeadDim, n = s.KeyLength, rows = endQuery - firstQuery;
+        int ld = (n + 15) & ~15;
+        float* scores = Scratch.Get(ScratchSlot.Scores, (long)rows * ld);
+        float* inverse = Scratch.Get(ScratchSlot.SmallVector, rows);
+        float* keys = key + (long)b * s.KeyCapacity * inner + h * d;
+        float* values = value + (long)b * s.KeyCapacity * inner + h * d;
+        float* mask = keyMask == null ? null : keyMask + (long)b * s.KeyLength;
+        float* q = query + ((long)b * s.QueryLength + firstQuery) * inner + h * d;
+        float* o = output + ((long)b * s.QueryLength + firstQuery) * inner + h * d;
+
+        // S[rows, n] = Q[rows, d]·Kᵀ: the keys are read as a transposed operand ([n, d], rows inner apart).
+        Training.MatMulGemm.Run(null, level, new Training.MatrixOperand(q, inner, false), new Training.MatrixOperand(keys, inner, true),
+            scores, ld, rows, d, n, accumulate: false);
+        for (int r = 0; r < rows; r++)
+        {
+            float* row = scores + (long)r * ld;
+            float* biasRow = bias == null ? null : bias + ((long)h * s.QueryLength + firstQuery + r) * n;
+            float max = AddBiasMaskAndMax(row, biasRow, mask, n, level);
+            if (float.IsNegativeInfinity(max)) // every key masked: zeros, like the reference
+            {
+                new Span<float>(row, n).Clear();
+                inverse[r] = 0;
+                continue;
+            }
+            inverse[r] = 1f / ExpAndSum(row, n, max, level);
+        }
+        // O[rows, d] = P[rows, n]·V[n, d], then each row times 1/sum.
+        Training.MatMulGemm.Run(null, level, new Training.MatrixOperand(scores, ld, false), new Training.MatrixOperand(values, inner, false),
+            o, inner, rows, n, d, accumulate: false);
+        for (int r = 0; r < rows; r++)
+        {
+            float* row = o + (long)r * inner;
+            float scale = inverse[r];
+            if (scale == 0) new Span<float>(row, d).Clear(); // all masked: exact zeros whatever v holds
+            else for (int c = 0; c < d; c++) row[c] *= scale;
         }
     }
 

@@ -33,6 +33,12 @@ public sealed class AttentionTests : IDisposable
         // entry, a 48-float head (32 + 16), causal queries that see different numbers of keys within one group
         yield return (new AttentionShape(3, 2, 64, 9, 9, 11), true, true);
         yield return (new AttentionShape(1, 2, 48, 6, 10, 12, Causal: true, QueryOffset: 4), true, true);
+        // 16+ queries over visible keys (AVX2: two packed products): odd head sizes, a fully masked batch entry, key
+        // capacity past the length, fewer keys than a panel, more keys than one 256-deep slab
+        yield return (new AttentionShape(3, 2, 33, 20, 20, 23), true, true);
+        yield return (new AttentionShape(2, 3, 7, 16, 5, 9), true, true);
+        yield return (new AttentionShape(1, 2, 64, 17, 300, 300), true, true);
+        yield return (new AttentionShape(4, 12, 64, 128, 128, 128), false, true);
         // batched decode steps (beam / batch8): enough heads to split into several claimed grains, the last one partial
         yield return (new AttentionShape(8, 6, 64, 1, 33, 40, Causal: true, QueryOffset: 32), true, false);
         yield return (new AttentionShape(5, 12, 64, 1, 21, 24), false, true);
