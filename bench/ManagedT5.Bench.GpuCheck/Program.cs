@@ -9,7 +9,7 @@ if (args.Length > 0 && args[0] == "bench")
     // The engine benchmark, exactly as `managedt5 bench ...`: the CLI's own entry point, in this process (one
     // self-contained publish carries both). Set DOTNET_TieredCompilation=0 as the CLI's runtimeconfig does.
     var main = System.Reflection.Assembly.Load("ManagedT5.Cli").EntryPoint!;
-    return (int)main.Invoke(null, [args[1..]])!;
+    return (int)main.Invoke(null, [args])!;
 }
 
 string? backend = null;
