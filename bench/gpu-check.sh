@@ -11,7 +11,8 @@
 #
 # Prepare (on a machine with the .NET SDK, before the device run): bash bench/gpu-check.sh --prepare
 #   publishes the runner self-contained for linux-x64 (trimmed; it also runs `managedt5 bench`) into .device/gpucheck,
-#   checks the published binary here (PTX compile checks, CPU parity), packs it into .device/gpucheck.tar.xz, copies
+#   checks the published binary here (PTX compile checks, CPU parity), packs it into .device/gpucheck.tar.xz (TRIM=0:
+#   the untrimmed framework, should the trimmed one fail on the device), copies
 #   the PyTorch peer (PEER_SRC=<folder holding torch_peer.py>, default ../shared/bench) to .device/, measures what a
 #   device run would carry, and prints the `carry` list and the command line for the device tool's `run`.
 #   .device/ is git-ignored; the fixtures the suites read are tracked in tests/fixtures and travel with the tree.
@@ -46,7 +47,9 @@ if [ "${1:-}" = "--prepare" ]; then
     mkdir -p .device
     rm -rf "$PUBLISHED" "$PACKED"
     echo "publishing bench/$RUNNER_NAME self-contained for linux-x64 into $PUBLISHED ..."
+    # TRIM=0 publishes the whole framework (about 110 MB, 36 MiB packed) should the trimmed one fail on the device.
     dotnet publish "bench/$RUNNER_NAME" -c Release -r linux-x64 --self-contained -o "$PUBLISHED" -nologo -v quiet \
+        -p:PublishTrimmed="$([ "${TRIM:-1}" = 0 ] && echo false || echo true)" \
         || { echo "gpu-check --prepare: publish failed" >&2; exit 1; }
     # The published (trimmed) binary, run as the device will, with no .NET on PATH: the PTX compile checks pass and
     # the CUDA cases skip cleanly without a GPU; the CPU backend passes every HF parity case.

@@ -42,5 +42,14 @@ if (list)
     foreach (var (suite, name) in GpuCheck.List(backend, quick)) Console.WriteLine($"{suite}\t{name}");
     return 0;
 }
-GpuCheckSummary summary = GpuCheck.Run(backend, quick, Console.Out);
-return summary.Failed == 0 ? 0 : 1;
+try
+{
+    GpuCheckSummary summary = GpuCheck.Run(backend, quick, Console.Out);
+    return summary.Failed == 0 ? 0 : 1;
+}
+catch (Exception e) when (Environment.GetEnvironmentVariable("MANAGEDT5_DEBUG") != "1")
+{
+    // A failure outside the cases (discovery, a missing test assembly): one line, no trace.
+    Console.Error.WriteLine($"gpucheck: {e.GetType().Name}: {e.Message}");
+    return 1;
+}
