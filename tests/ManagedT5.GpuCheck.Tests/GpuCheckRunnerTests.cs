@@ -1,6 +1,6 @@
 // The device runner against the suites it runs: every backend-taking HF parity test is run or excused, its case list
 // per backend is what the suites' own data give, the CUDA cases skip with the reason where there is no GPU, and a
-// quick CPU run passes in process (the same code the self-contained publish runs on the GPU machine).
+// CPU run passes in process (the same code the self-contained publish runs on the GPU machine).
 using System.Collections;
 using System.Reflection;
 using ManagedT5.Bench.GpuCheck;
@@ -81,14 +81,14 @@ public sealed class GpuCheckRunnerTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
-    public void QuickCpuRunPassesInProcess()
+    public void CpuRunPassesInProcess()
     {
         var log = new StringWriter();
-        GpuCheckSummary s = Runner.Run("cpu", quick: true, log);
+        GpuCheckSummary s = Runner.Run("cpu", quick: false, log);   // every HF parity case, a few seconds
         string text = log.ToString();
         output.WriteLine(text.Split('\n')[^2]);   // the JSON summary line
         Assert.True(s.Failed == 0, text);
-        Assert.True(s.Total >= 10 && s.Passed == s.Total, $"{s.Passed} of {s.Total} passed");
+        Assert.True(s.Total >= 20 && s.Passed == s.Total, $"{s.Passed} of {s.Total} passed");
         Assert.NotNull(s.WorstRelError);
         Assert.InRange(s.WorstRelError!.Value, 0, 1e-4);
         Assert.NotNull(s.WorstBeamScoreDiff);
