@@ -48,8 +48,9 @@ if [ "${1:-}" = "--prepare" ]; then
     rm -rf "$PUBLISHED" "$PACKED"
     echo "publishing bench/$RUNNER_NAME self-contained for linux-x64 into $PUBLISHED ..."
     # TRIM=0 publishes the whole framework (about 110 MB, 36 MiB packed) should the trimmed one fail on the device.
-    dotnet publish "bench/$RUNNER_NAME" -c Release -r linux-x64 --self-contained -o "$PUBLISHED" -nologo -v quiet \
-        -p:PublishTrimmed="$([ "${TRIM:-1}" = 0 ] && echo false || echo true)" \
+    # (Only ever =false on the command line: a global PublishTrimmed=true reaches the referenced projects too.)
+    untrimmed=(); [ "${TRIM:-1}" = 0 ] && untrimmed=(-p:PublishTrimmed=false)
+    dotnet publish "bench/$RUNNER_NAME" -c Release -r linux-x64 --self-contained -o "$PUBLISHED" -nologo -v quiet "${untrimmed[@]}" \
         || { echo "gpu-check --prepare: publish failed" >&2; exit 1; }
     # The published (trimmed) binary, run as the device will, with no .NET on PATH: the PTX compile checks pass and
     # the CUDA cases skip cleanly without a GPU; the CPU backend passes every HF parity case.
