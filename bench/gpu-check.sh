@@ -1,40 +1,86 @@
 #!/usr/bin/env bash
 # bench/gpu-check.sh: everything a lent GPU machine should check, in one run, ending in ONE JSON line on stdout.
 #   1. what the machine is (nvidia-smi, dotnet, python/torch)
-#   2. a Release build of the ILGPU tests and the command-line tool (needs the .NET SDK)
-#   3. the ILGPU parity suite on CUDA, every case (MANAGEDT5_ILGPU_REQUIRE=cuda: a missing GPU fails, not skips)
+#   2. the device runner (bench/ManagedT5.Bench.GpuCheck): the self-contained one that --prepare published, when the
+#      machine has no .NET SDK (the lent GPU machine has none); else a Release build of it
+#   3. the parity suites on CUDA, every case: the HF-fixture parity suite (tests/ManagedT5.Tests: hidden states,
+#      logits, generated tokens, beam scores) and the ILGPU kernel parity suite, plus the PTX compile checks
+#      (MANAGEDT5_ILGPU_REQUIRE=cuda with a GPU: a missing device fails, not skips)
 #   4. the engine's benchmark on CUDA with random weights: flan-t5-small f32, flan-t5-base f32 and bf16
 #   5. the PyTorch peer on CUDA for the same configs (the baseline the engine's numbers are compared to)
 #
-# Prepare (on the build machine, once per run): PEER_SRC=<shared bench folder> bash bench/gpu-check.sh --prepare copies the PyTorch peer into .device/
-# (git-ignored; the device run carries it). The fixtures the suites read are tracked in tests/fixtures and travel
-# with the working tree.
+# Prepare (on a machine with the .NET SDK, before the device run): bash bench/gpu-check.sh --prepare
+#   publishes the runner self-contained for linux-x64 (trimmed; it also runs `managedt5 bench`) into .device/gpucheck,
+#   checks the published binary here (PTX compile checks, CPU parity), packs it into .device/gpucheck.tar.xz (TRIM=0:
+#   the untrimmed framework, should the trimmed one fail on the device), copies
+#   the PyTorch peer (PEER_SRC=<folder holding torch_peer.py>, default ../shared/bench) to .device/, measures what a
+#   device run would carry, and prints the `carry` list and the command line for the device tool's `run`.
+#   .device/ is git-ignored; the fixtures the suites read are tracked in tests/fixtures and travel with the tree.
 #
 # Assumptions (each checked; an unmet one is reported in the JSON and its steps are skipped, never a hang):
 #   - Runs from any directory; works in the repository root (the folder above bench/).
 #   - An NVIDIA GPU with its driver (nvidia-smi, libcuda). ILGPU needs no CUDA toolkit.
-#   - dotnet: `dotnet` on PATH, else .device/dotnet/dotnet (DOTNET_ROOT is set to it). Building and `dotnet test`
-#     need the SDK; with none the .NET steps are skipped and the JSON says why.
+#   - dotnet: `dotnet` on PATH with an SDK builds the runner from source; without one the published runner
+#     (.device/gpucheck, unpacked from .device/gpucheck.tar.xz if needed) runs; with neither the .NET steps are skipped.
 #   - No network: NuGet restore uses $NUGET_PACKAGES, else .nuget/packages if carried, else ~/.nuget/packages.
-#   - SKIP_BUILD=1 uses Release outputs already under bin/ instead of building.
-#   - The peer runs when python3 imports torch with CUDA and .device/torch_peer.py exists: before the device run,
-#     `PEER_SRC=<folder holding torch_peer.py> bench/gpu-check.sh --prepare` copies it there (as bench/run-all.sh takes
-#     its peers from PEER_SRC).
+#   - SKIP_BUILD=1 uses the Release build already under bin/ instead of building.
+#   - The peer runs when python3 imports torch with CUDA and .device/torch_peer.py exists.
 #   - The whole run stays within BUDGET seconds (default 540); each step gets at most its own limit (TEST_TIMEOUT 240,
 #     BENCH_TIMEOUT 90, PEER_TIMEOUT 90, BUILD_TIMEOUT 240) and never more than what is left of the budget.
-# Output: stdout = one JSON line {gpu, dotnet, torch, steps: [{name, status, seconds, detail}], parity, bench, peer,
-# failed}; the full log goes to $OUT/gpu-check.log when $OUT is set, else ./gpu-check.log. Exit status: failed steps.
+# Output: stdout = one JSON line {gpu, dotnet, runner, torch, steps: [{name, status, seconds, detail}], parity, bench,
+# peer, failed}; parity is the runner's own summary line (backend, device, total, passed, failed, skipped,
+# worst_rel_error, worst_beam_score_diff, suites, skip_reasons, failures). The full log goes to $OUT/gpu-check.log
+# when $OUT is set, else ./gpu-check.log. Exit status: failed steps.
 set -u
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 
+RUNNER_NAME=ManagedT5.Bench.GpuCheck
+PUBLISHED=.device/gpucheck
+PACKED=.device/gpucheck.tar.xz
+LIMIT_MIB=64   # what one device run may carry: tracked + untracked-not-ignored files + carried paths
+
 if [ "${1:-}" = "--prepare" ]; then
+    set -o pipefail
+    command -v dotnet >/dev/null 2>&1 || { echo "gpu-check --prepare: needs the .NET SDK (dotnet) on this machine" >&2; exit 1; }
     mkdir -p .device
-    src=${PEER_SRC:?set PEER_SRC to the folder holding torch_peer.py (the shared bench folder, as for bench/run-all.sh)}
-    if [ -f "$src/torch_peer.py" ]; then cp "$src/torch_peer.py" .device/torch_peer.py; echo "copied $src/torch_peer.py to .device/"; exit 0; fi
-    echo "torch_peer.py not found in PEER_SRC=$src" >&2
-    exit 1
+    rm -rf "$PUBLISHED" "$PACKED"
+    echo "publishing bench/$RUNNER_NAME self-contained for linux-x64 into $PUBLISHED ..."
+    # TRIM=0 publishes the whole framework (about 110 MB, 36 MiB packed) should the trimmed one fail on the device.
+    # (Only ever =false on the command line: a global PublishTrimmed=true reaches the referenced projects too.)
+    untrimmed=(); [ "${TRIM:-1}" = 0 ] && untrimmed=(-p:PublishTrimmed=false)
+    dotnet publish "bench/$RUNNER_NAME" -c Release -r linux-x64 --self-contained -o "$PUBLISHED" -nologo -v quiet "${untrimmed[@]}" \
+        || { echo "gpu-check --prepare: publish failed" >&2; exit 1; }
+    # The published (trimmed) binary, run as the device will, with no .NET on PATH: the PTX compile checks pass and
+    # the CUDA cases skip cleanly without a GPU; the CPU backend passes every HF parity case.
+    for backend in cuda cpu; do
+        line="$(env PATH=/usr/bin:/bin DOTNET_ROOT= "$PUBLISHED/$RUNNER_NAME" --backend "$backend" | tail -1)" \
+            || { echo "gpu-check --prepare: the published runner failed on --backend $backend: $line" >&2; exit 1; }
+        echo "self-check --backend $backend: $line"
+    done
+    echo "packing $PACKED ..."
+    tar -cJf "$PACKED" -C .device gpucheck || { echo "gpu-check --prepare: tar -cJ failed" >&2; exit 1; }
+    carry=("$PACKED")
+    src="${PEER_SRC:-$ROOT/../shared/bench}"
+    if [ -f "$src/torch_peer.py" ]; then
+        cp "$src/torch_peer.py" .device/torch_peer.py && carry+=(.device/torch_peer.py) && echo "copied $src/torch_peer.py to .device/"
+    else
+        echo "note: no torch_peer.py in PEER_SRC=$src: the device run will skip the PyTorch peer" >&2
+    fi
+    # What a device run carries: the working tree (tracked and untracked-not-ignored files) and the carried paths.
+    tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
+    carried=$(du -cb "${carry[@]}" | tail -1 | cut -f1)
+    total=$((tree + carried))
+    awk -v t="$tree" -v c="$carried" -v l="$LIMIT_MIB" -v what="${carry[*]}" 'BEGIN {
+        printf "sizes: working tree %.1f MiB, carried %.1f MiB (%s), total %.1f MiB of the %d MiB a run may carry\n",
+            t / 1048576, c / 1048576, what, (t + c) / 1048576, l }'
+    if [ "$total" -gt $((LIMIT_MIB * 1048576)) ]; then
+        echo "WARNING: over the ${LIMIT_MIB} MiB limit: the device tool will refuse the run until the working tree is smaller" >&2
+    fi
+    printf 'carry: ['; sep=""; for c in "${carry[@]}"; do printf '%s"%s"' "$sep" "$c"; sep=", "; done; printf ']\n'
+    echo 'run command (timeout_s 600): BUDGET=540 bash bench/gpu-check.sh'
+    exit 0
 fi
 
 LOG="${OUT:+$OUT/}gpu-check.log"
@@ -122,50 +168,54 @@ if command -v python3 >/dev/null 2>&1 && python3 -c "import torch, sys; sys.exit
 fi
 log "torch with CUDA: ${TORCH:-not available}"
 
-# --- 2. build -------------------------------------------------------------------------------------------------------
-BUILT=0
-if [ -z "$DOTNET" ]; then
-    skip "build" "no dotnet on this machine"
-elif [ "${SKIP_BUILD:-0}" = "1" ]; then
-    skip "build" "SKIP_BUILD=1: using carried Release outputs"; BUILT=1
-elif [ "$DOTNET_SDK" = 0 ]; then
-    skip "build" "dotnet has no SDK here"
+# --- 2. the runner ---------------------------------------------------------------------------------------------------
+# With the SDK: build it (framework-dependent) from source. Without: the self-contained publish of --prepare.
+RUNNER=""
+RUNNER_KIND=""
+if [ "$DOTNET_SDK" = 1 ] && [ "${SKIP_BUILD:-0}" != "1" ]; then
+    step "build $RUNNER_NAME" "$BUILD_TIMEOUT" "$DOTNET" build "bench/$RUNNER_NAME" -c Release \
+        && RUNNER="bench/$RUNNER_NAME/bin/Release/net10.0/$RUNNER_NAME" RUNNER_KIND="built from source"
+elif [ "$DOTNET_SDK" = 1 ] && [ -x "bench/$RUNNER_NAME/bin/Release/net10.0/$RUNNER_NAME" ]; then
+    skip "build" "SKIP_BUILD=1: using the Release build under bin/"
+    RUNNER="bench/$RUNNER_NAME/bin/Release/net10.0/$RUNNER_NAME" RUNNER_KIND="Release build under bin/"
 else
-    step "build ILGPU tests" "$BUILD_TIMEOUT" "$DOTNET" build tests/ManagedT5.Kernels.Ilgpu.Tests -c Release && BUILT=1
-    [ -d engine/ManagedT5.Cli ] && { step "build ManagedT5.Cli" "$BUILD_TIMEOUT" "$DOTNET" build engine/ManagedT5.Cli -c Release || true; }
+    if [ ! -x "$PUBLISHED/$RUNNER_NAME" ] && [ -f "$PACKED" ]; then
+        # tar -J needs xz; Python's tarfile reads .tar.xz on its own.
+        step "unpack $PACKED" 60 bash -c "tar -xJf '$PACKED' -C .device 2>/dev/null || python3 -c 'import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' '$PACKED' .device"
+    fi
+    if [ -x "$PUBLISHED/$RUNNER_NAME" ]; then
+        RUNNER="$PUBLISHED/$RUNNER_NAME" RUNNER_KIND="self-contained publish ($PUBLISHED)"
+        log "runner: $RUNNER (no .NET SDK here: the self-contained publish)"
+    else
+        skip "runner" "no .NET SDK here and no published runner: run bash bench/gpu-check.sh --prepare on a machine with the SDK and carry $PACKED"
+    fi
 fi
 
 # --- 3. parity on CUDA ----------------------------------------------------------------------------------------------
 PARITY=""
-if [ "$BUILT" != 1 ]; then
-    skip "ILGPU parity suite on CUDA" "nothing built"
-elif [ "$DOTNET_SDK" = 0 ]; then
-    skip "ILGPU parity suite on CUDA" "dotnet test needs the SDK"
+if [ -z "$RUNNER" ]; then
+    skip "parity suites on CUDA" "no runner"
 else
     # With a GPU a missing CUDA device fails the cases; without one they skip (a dry run shows the skip path works).
     REQUIRE=""; [ -n "$GPU" ] && REQUIRE=cuda
-    MANAGEDT5_ILGPU_REQUIRE="$REQUIRE" step "ILGPU parity suite on CUDA" "$TEST_TIMEOUT" \
-        "$DOTNET" test tests/ManagedT5.Kernels.Ilgpu.Tests -c Release --no-build --filter "DisplayName~Cuda" \
-        --logger "console;verbosity=normal"
-    # The console logger's totals: "Total tests: 16", "     Passed: 2", "     Skipped: 14", "     Failed: 0".
-    PARITY="$(awk '/^Total tests:/ {t=$3} /^ +Passed:/ {p=$2} /^ +Failed:/ {f=$2} /^ +Skipped:/ {s=$2}
-        END {if (t != "") printf "{\"total\": %d, \"passed\": %d, \"failed\": %d, \"skipped\": %d}", t, p, f, s}' "$RESULTS/last")"
-    [ -n "$PARITY" ] || PARITY='{"note": "no test totals in the output (build or test host error): see the log"}'
+    MANAGEDT5_ILGPU_REQUIRE="$REQUIRE" step "parity suites on CUDA" "$TEST_TIMEOUT" "$RUNNER" --backend cuda
+    # The runner's last line is its JSON summary.
+    PARITY="$(grep -E '^\{"backend"' "$RESULTS/last" | tail -1)"
+    [ -n "$PARITY" ] || PARITY='{"note": "no summary line from the runner (crash or timeout): see the log"}'
 fi
 
 # --- 4. engine benchmark on CUDA ------------------------------------------------------------------------------------
 bench() { # bench NAME CONFIG [EXTRA FLAGS...]: keeps the tool's JSON line as $RESULTS/bench-N
     local name="$1" config="$2"; shift 2
     if [ -z "$GPU" ]; then skip "bench $name" "no GPU"; return; fi
-    step "bench $name" "$BENCH_TIMEOUT" "$DOTNET" run --project engine/ManagedT5.Cli -c Release --no-build -- \
-        bench --device cuda --config "$config" --random-weights --json "$@"
+    # The runner's `bench` is `managedt5 bench` (the CLI's entry point); tiered compilation off as the CLI ships.
+    DOTNET_TieredCompilation=0 step "bench $name" "$BENCH_TIMEOUT" "$RUNNER" bench --device cuda --config "$config" \
+        --random-weights --json "$@"
     local line; line="$(grep -E '^\{' "$RESULTS/last" | tail -1)"
     [ -n "$line" ] && printf '%s\t%s\n' "$name" "$line" > "$RESULTS/bench-$STEP"
 }
-if [ "$BUILT" != 1 ] || [ -z "$DOTNET" ]; then
-    skip "engine benchmark" "nothing built"
-elif [ ! -d engine/ManagedT5.Cli ]; then
-    skip "engine benchmark" "engine/ManagedT5.Cli not in this checkout"
+if [ -z "$RUNNER" ]; then
+    skip "engine benchmark" "no runner"
 else
     bench "flan-t5-small f32" tests/fixtures/configs/flan-t5-small.json
     bench "flan-t5-base f32" tests/fixtures/configs/flan-t5-base.json
@@ -179,7 +229,7 @@ for candidate in .device/torch_peer.py; do
     if [ -f "$candidate" ]; then PEER="$candidate"; break; fi
 done
 if [ -z "$PEER" ]; then
-    skip "PyTorch peer" "no .device/torch_peer.py (run PEER_SRC=<shared bench folder> bench/gpu-check.sh --prepare before the device run)"
+    skip "PyTorch peer" "no .device/torch_peer.py (run bash bench/gpu-check.sh --prepare, PEER_SRC=<folder holding torch_peer.py>, before the device run)"
 elif [ -z "$TORCH" ]; then
     skip "PyTorch peer" "python3 cannot import torch with CUDA"
 else
@@ -191,7 +241,7 @@ else
 fi
 
 # --- the JSON line --------------------------------------------------------------------------------------------------
-export GPU GPU_ERROR="${GPU_ERROR:-}" DOTNET_VERSION TORCH PARITY FAILED RESULTS SECONDS LOG
+export GPU GPU_ERROR="${GPU_ERROR:-}" DOTNET_VERSION RUNNER_KIND TORCH PARITY FAILED RESULTS SECONDS LOG
 SUMMARY="$(python3 - <<'PY' 2>>"$LOG"
 import glob, json, os
 def lines(pattern):
@@ -211,6 +261,7 @@ print(json.dumps({
     "gpu": os.environ["GPU"] or None,
     "gpu_error": os.environ["GPU_ERROR"] or None,
     "dotnet": os.environ["DOTNET_VERSION"] or None,
+    "runner": os.environ["RUNNER_KIND"] or None,
     "torch": os.environ["TORCH"] or None,
     "steps": steps,
     "parity": json.loads(os.environ["PARITY"]) if os.environ["PARITY"] else None,

@@ -56,7 +56,7 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
         Assert.True(error <= Tolerance, $"{what}: relative error {error:E3} exceeds {Tolerance:E0}");
     }
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Backends.SlowModelsByBackend), MemberType = typeof(Backends))]
     [Trait("Category", "Slow")]
     public void SlowBackendsMatchHuggingFaceOnEveryModel(string modelName, string backendName)
@@ -65,7 +65,7 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
         StepByStepDecodingEqualsTeacherForcing(modelName, backendName);
     }
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
     public void BatchForwardMatchesHuggingFace(string modelName, string backendName)
     {
@@ -111,7 +111,7 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
         Check($"{modelName} logits", logits, reference.F("batch.logits"));
     }
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
     public void LongPromptEncoderMatchesHuggingFace(string modelName, string backendName)
     {
@@ -128,7 +128,7 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
             reference.F("long.encoder_position_bias"));
     }
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Backends.Names), MemberType = typeof(Backends))]
     public void EncoderOnlyCheckpointMatchesHuggingFace(string backendName)
     {
@@ -146,7 +146,7 @@ public sealed class ForwardParityTests(ITestOutputHelper output)
         Check($"{EncoderOnlyModel} last_hidden_state", hidden, reference.F("batch.last_hidden_state"));
     }
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Backends.ModelsByBackend), MemberType = typeof(Backends))]
     public void StepByStepDecodingEqualsTeacherForcing(string modelName, string backendName)
     {
