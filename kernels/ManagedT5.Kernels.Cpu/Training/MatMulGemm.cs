@@ -142,18 +142,8 @@ internal static unsafe class MatMulGemm
         public readonly void Execute(int index)
         {
             int first = index * PackRowsPerItem, end = Math.Min(first + PackRowsPerItem, Kc);
-            int whole = N / NR, tail = N - whole * NR;
             for (int k = first; k < end; k++)
-            {
-                float* source = B.Data + (long)(K0 + k) * B.Stride;
-                float* destination = Packed + (long)k * NR;
-                for (int panel = 0; panel < whole; panel++, source += NR, destination += (long)NR * Kc)
-                    CopyRow(source, destination, NR);
-                if (tail == 0) continue;
-                int j = 0;
-                for (; j < tail; j++) destination[j] = source[j];
-                for (; j < NR; j++) destination[j] = 0;
-            }
+                ScatterRow(B.Data + (long)(K0 + k) * B.Stride, N, NR, (long)NR * Kc, Packed + (long)k * NR);
         }
     }
 
@@ -191,18 +181,8 @@ internal static unsafe class MatMulGemm
         public readonly void Execute(int index)
         {
             int first = index * PackRowsPerItem, end = Math.Min(first + PackRowsPerItem, P);
-            int whole = M / MR, tail = M - whole * MR;
             for (int k = first; k < end; k++)
-            {
-                float* source = A.Data + (long)k * A.Stride;
-                float* destination = Packed + (long)k * MR;
-                for (int s = 0; s < whole; s++, source += MR, destination += (long)P * MR)
-                    CopyRow(source, destination, MR);
-                if (tail == 0) continue;
-                int r = 0;
-                for (; r < tail; r++) destination[r] = source[r];
-                for (; r < MR; r++) destination[r] = 0;
-            }
+                ScatterRow(A.Data + (long)k * A.Stride, M, MR, (long)P * MR, Packed + (long)k * MR);
         }
     }
 
@@ -224,6 +204,20 @@ internal static unsafe class MatMulGemm
             for (; r < rows; r++) destination[r] = source[r];
             for (; r < mr; r++) destination[r] = 0;
         }
+    }
+
+    /// <summary>One stored row of <paramref name="length"/> floats into packed blocks: floats [i * width, +width) go to
+    /// destination + i * step, the last block zero past the row's end (a row of B into every panel, or of Aᵀ into every
+    /// strip).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScatterRow(float* source, int length, int width, long step, float* destination)
+    {
+        int whole = length / width, tail = length - whole * width;
+        for (int i = 0; i < whole; i++, source += width, destination += step) CopyRow(source, destination, width);
+        if (tail == 0) return;
+        int j = 0;
+        for (; j < tail; j++) destination[j] = source[j];
+        for (; j < width; j++) destination[j] = 0;
     }
 
     /// <summary>Copies <paramref name="count"/> floats (a few dozen at most) in registers, reading and writing exactly
