@@ -13,7 +13,7 @@
 #   publishes the runner self-contained for linux-x64 (trimmed; it also runs `managedt5 bench`) into .device/gpucheck,
 #   checks the published binary here (PTX compile checks, CPU parity), packs it into .device/gpucheck.tar.xz (TRIM=0:
 #   the untrimmed framework, should the trimmed one fail on the device), copies
-#   the PyTorch peer (PEER_SRC=<folder holding torch_peer.py>, default ../shared/bench) to .device/, measures what a
+#   the PyTorch peer (PEER_SRC=<folder holding torch_peer.py>; the peer is not in this repository) to .device/, measures what a
 #   device run would carry, and prints the `carry` list and the command line for the device tool's `run`.
 #   .device/ is git-ignored; the fixtures the suites read are tracked in tests/fixtures and travel with the tree.
 #
@@ -62,8 +62,10 @@ if [ "${1:-}" = "--prepare" ]; then
     echo "packing $PACKED ..."
     tar -cJf "$PACKED" -C .device gpucheck || { echo "gpu-check --prepare: tar -cJ failed" >&2; exit 1; }
     carry=("$PACKED")
-    src="${PEER_SRC:-$ROOT/../shared/bench}"
-    if [ -f "$src/torch_peer.py" ]; then
+    src="${PEER_SRC:-}"
+    if [ -z "$src" ]; then
+        echo "note: PEER_SRC is not set (the folder holding torch_peer.py): the device run will skip the PyTorch peer" >&2
+    elif [ -f "$src/torch_peer.py" ]; then
         cp "$src/torch_peer.py" .device/torch_peer.py && carry+=(.device/torch_peer.py) && echo "copied $src/torch_peer.py to .device/"
     else
         echo "note: no torch_peer.py in PEER_SRC=$src: the device run will skip the PyTorch peer" >&2

@@ -103,21 +103,10 @@ public sealed class DropoutKernelTests : IDisposable
         Assert.Throws<ArgumentOutOfRangeException>(() => _fast.Dropout(x, c, 1.0, 99));
     }
 
-    private static void Close(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what, double tolerance)
-    {
-        double max = 1e-30, worst = 0;
-        for (int i = 0; i < expected.Length; i++) max = Math.Max(max, Math.Abs(expected[i]));
-        for (int i = 0; i < expected.Length; i++) worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]) / max);
-        Assert.True(worst <= tolerance, $"{what}: worst error {worst:g3} of the largest magnitude {max:g3} (tolerance {tolerance:g3})");
-    }
+    private static void Close(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what, double tolerance) =>
+        TrainingKernelTests.Close(expected, actual, what, tolerance);
 
-    private static int[] Mask(int batch, int kLen)
-    {
-        var mask = new int[batch * kLen];
-        for (int b = 0; b < batch; b++)
-            for (int j = 0; j < kLen; j++) mask[b * kLen + j] = j < Math.Max(1, kLen - 3 * b - 1) ? 1 : 0;
-        return mask;
-    }
+    private static int[] Mask(int batch, int kLen) => TrainingKernelTests.Mask(batch, kLen);
 
     [Theory]
     [InlineData(2, 3, 5, 7, 9, "mask")]

@@ -15,7 +15,7 @@ public sealed class TrainingKernelTests : IDisposable
 
     private static float[] R(int length, int seed, float scale = 1f) => TestData.Random(length, seed, scale);
 
-    private static void Close(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what, double tolerance = Tolerance)
+    internal static void Close(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what, double tolerance = Tolerance)
     {
         double max = 1e-30, worst = 0;
         for (int i = 0; i < expected.Length; i++) max = Math.Max(max, Math.Abs(expected[i]));
@@ -185,7 +185,7 @@ public sealed class TrainingKernelTests : IDisposable
         Close(dq0, dq1, "dq"); Close(dk0, dk1, "dk"); Close(dv0, dv1, "dv"); Close(ds0, p1, "dscores"); Close(db0, db1, "dbias");
     }
 
-    private static int[] Mask(int batch, int kLen)
+    internal static int[] Mask(int batch, int kLen)
     {
         var mask = new int[batch * kLen];
         for (int b = 0; b < batch; b++)

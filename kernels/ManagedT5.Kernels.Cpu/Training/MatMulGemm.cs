@@ -87,7 +87,8 @@ internal static unsafe class MatMulGemm
         {
             // A stored [p, m] (dYᵀ in dW = dYᵀ·X): packed by depth rows, each stored row read start to end into every
             // strip. By strips, each strip read MR floats of every row at a stride (2.8% of a full fine-tuning step).
-            var rowsJob = new PackTransposedRowsJob { A = a, M = m, P = p, MR = mr, Packed = packedA, Strips = strips };
+            // packed[(s * P + k) * MR + r] = stored[k, s * MR + r]: stored row k into every strip.
+            var rowsJob = new ScatterRowsJob { Source = a.Data, Stride = a.Stride, Length = m, Width = mr, Step = (long)p * mr, Packed = packedA, Rows = p };
             pool.Run(ref rowsJob, (p + PackRowsPerItem - 1) / PackRowsPerItem);
         }
         else
@@ -115,35 +116,36 @@ internal static unsafe class MatMulGemm
         // flan-t5-small); the slab order also reads a block's A once per slab, not once per grain (the head's dX,
         // 32,128 deep). Each C element still adds its slabs in depth order, so the result is the unit order's.
         job.SharedB = Scratch.Get(ScratchSlot.SharedPanels, (long)panels * nr * Gemm.KC);
-        var packB = new PackPlainSlabJob { B = b, N = n, NR = nr, Panels = panels, Packed = job.SharedB };
+        // packed[(panel * kc + k) * NR + j] = B[k0 + k, panel * NR + j]: row k0 + k of B into every panel.
+        var packB = new ScatterRowsJob { Stride = b.Stride, Length = n, Width = nr, Packed = job.SharedB };
         for (int k0 = 0; k0 < p; k0 += Gemm.KC)
         {
             int kc = Math.Min(Gemm.KC, p - k0);
-            packB.K0 = k0; packB.Kc = kc;
+            packB.Source = b.Data + (long)k0 * b.Stride; packB.Rows = kc; packB.Step = (long)nr * kc;
             pool.Run(ref packB, (kc + PackRowsPerItem - 1) / PackRowsPerItem);
             job.SlabK0 = k0;
             pool.RunRanges(ref job, blocks * job.Grains, 1);
         }
     }
 
-    /// <summary>Rows of B a packing item copies (a slab's KC rows in eight items).</summary>
+    /// <summary>Rows a packing item copies (a slab's KC rows of B in eight items).</summary>
     private const int PackRowsPerItem = Gemm.KC / 8;
 
-    /// <summary>Rows [index * PackRowsPerItem, +PackRowsPerItem) of the depth slab [K0, K0 + Kc) of a plainly stored B,
-    /// every column, into the panel layout PackB writes: packed[(panel * Kc + k) * NR + j] = B[K0 + k, panel * NR + j],
-    /// zero past the last column.</summary>
-    private struct PackPlainSlabJob : IParallelJob
+    /// <summary>Rows [index * PackRowsPerItem, +PackRowsPerItem) of Source (Rows rows, Stride apart), each through
+    /// <see cref="ScatterRow"/> into Packed + row * Width: a depth slab of a plainly stored B into panels, or A stored
+    /// transposed into strips. Each row is read from start to end.</summary>
+    private struct ScatterRowsJob : IParallelJob
     {
-        public MatrixOperand B;
-        public float* Packed;
-        public int N, NR, Panels, K0, Kc;
+        public float* Source, Packed;
+        public long Step;
+        public int Stride, Length, Width, Rows;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public readonly void Execute(int index)
         {
-            int first = index * PackRowsPerItem, end = Math.Min(first + PackRowsPerItem, Kc);
+            int first = index * PackRowsPerItem, end = Math.Min(first + PackRowsPerItem, Rows);
             for (int k = first; k < end; k++)
-                ScatterRow(B.Data + (long)(K0 + k) * B.Stride, N, NR, (long)NR * Kc, Packed + (long)k * NR);
+                ScatterRow(Source + (long)k * Stride, Length, Width, Step, Packed + (long)k * Width);
         }
     }
 
@@ -166,23 +168,6 @@ internal static unsafe class MatMulGemm
                 if (A.Transposed) PackTransposedStrip(A.Data + row0, A.Stride, rows, P, MR, strip);
                 else Gemm.PackStrip(A.Data + (long)row0 * A.Stride, A.Stride, rows, P, MR, strip);
             }
-        }
-    }
-
-    /// <summary>Depth rows [index * PackRowsPerItem, +PackRowsPerItem) of A stored transposed ([p, m]) into Gemm.PackA's
-    /// layout: packed[(s * P + k) * MR + r] = stored[k, s * MR + r], zero past the last row of A.</summary>
-    private struct PackTransposedRowsJob : IParallelJob
-    {
-        public MatrixOperand A;
-        public float* Packed;
-        public int M, P, MR, Strips;
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public readonly void Execute(int index)
-        {
-            int first = index * PackRowsPerItem, end = Math.Min(first + PackRowsPerItem, P);
-            for (int k = first; k < end; k++)
-                ScatterRow(A.Data + (long)k * A.Stride, M, MR, (long)P * MR, Packed + (long)k * MR);
         }
     }
 
