@@ -228,10 +228,17 @@ public sealed class GenerationBehaviourTests : IClassFixture<GenerationBehaviour
         var marks = new long[25];
         int n = 0;
         Generator.Generate(_t5.Model, [prompt], o, default, (_, _) => { });   // warm up every path
-        Generator.Generate(_t5.Model, [prompt], o, default, (_, _) => marks[n++] = GC.GetAllocatedBytesForCurrentThread());
-        Assert.True(n >= 10, $"only {n} tokens were produced");
-        long perLoop = marks[n - 1] - marks[2];
-        Assert.True(perLoop == 0, $"{perLoop} bytes allocated over {n - 3} decoding steps");
+        // The fewest bytes of three runs: a per-token allocation shows in every run, while a one-off of the runtime's
+        // (a method tiering up under load landed in the window once in CI: 248 bytes) does not repeat.
+        long perLoop = long.MaxValue;
+        for (int round = 0; round < 3 && perLoop != 0; round++)
+        {
+            n = 0;
+            Generator.Generate(_t5.Model, [prompt], o, default, (_, _) => marks[n++] = GC.GetAllocatedBytesForCurrentThread());
+            Assert.True(n >= 10, $"only {n} tokens were produced");
+            perLoop = Math.Min(perLoop, marks[n - 1] - marks[2]);
+        }
+        Assert.True(perLoop == 0, $"{perLoop} bytes allocated over {n - 3} decoding steps (the fewest of three runs)");
     }
 
 }
