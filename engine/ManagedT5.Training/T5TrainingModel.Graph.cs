@@ -76,18 +76,25 @@ public sealed partial class T5TrainingModel
         if (Modules.TiedLmHead) TensorPrimitives.Multiply(_dHeadInput, HeadScale, _dHeadInput);
         if (_rate > 0) Drop(_dHeadInput.AsSpan(0, nt * d), DropoutSite(_decoder, 0, DropoutKind.Final));
 
-        // Decoder, from final_layer_norm down to its embeddings; cross-attention adds into _dEncoder.
+        // Decoder, from final_layer_norm down to its embeddings (or its lowest trained sublayer); cross-attention adds
+        // into _dEncoder when anything in or under the encoder is trained, and then every cross-attention sublayer
+        // (the lowest is block 0's) must be reached.
+        int encoderLowest = LowestTrained(_encoder);
+        bool encoderGradient = encoderLowest < _encoder.Sublayers.Length || _encoder.FinalNorm.Trainable;
+        int decoderLowest = LowestTrained(_decoder);
+        if (encoderGradient) decoderLowest = Math.Min(decoderLowest, Array.FindIndex(_decoder.Sublayers, x => x.CrossAttention is not null));
         Array.Clear(_dh);
         Array.Clear(_dEncoder);
         _k.RmsNormBackward(_dec.Output, _decoder.FinalNorm.Value, _dec.FinalInverseRms, _dHeadInput, nt, d, _dh.AsSpan(0, nt * d), GradOf(_decoder.FinalNorm));
-        StackBackward(_decoder, _dec, batch, t);
+        StackBackward(_decoder, _dec, batch, t, decoderLowest, encoderGradient);
         if (_shared.Trainable) EmbeddingBackward(_decoder, batch.DecoderInputIds, _dh.AsSpan(0, nt * d));
+        if (!encoderGradient) return (float)(sum / count);
 
         // Encoder, from its final_layer_norm (whose output fed every cross-attention's k and v).
         Array.Clear(_dh);
         if (_rate > 0) Drop(_dEncoder.AsSpan(0, ns * d), DropoutSite(_encoder, 0, DropoutKind.Final));
         _k.RmsNormBackward(_enc.Output, _encoder.FinalNorm.Value, _enc.FinalInverseRms, _dEncoder, ns, d, _dh.AsSpan(0, ns * d), GradOf(_encoder.FinalNorm));
-        StackBackward(_encoder, _enc, batch, s);
+        StackBackward(_encoder, _enc, batch, s, encoderLowest, encoderGradient: false);
         if (_shared.Trainable) EmbeddingBackward(_encoder, batch.InputIds, _dh.AsSpan(0, ns * d));
         return (float)(sum / count);
     }
@@ -252,15 +259,40 @@ public sealed partial class T5TrainingModel
     // ------------------------------------------------ backward
 
     /// <summary>Back through a stack's sublayers; on entry _dh holds dLoss/dOutput, on exit dLoss/dEmbeddings.</summary>
-    private void StackBackward(Stack stack, StackActivations a, TrainingBatch batch, int length)
+    /// <summary>
+    /// The lowest sublayer of <paramref name="stack"/> that holds a trainable parameter (norm, weight, LoRA A/B, bias
+    /// table), -1 when shared.weight (the embeddings under sublayer 0) is trained, the sublayer count when nothing is.
+    /// The backward pass stops there, as PyTorch's autograd stops at inputs that need no gradient: the sublayers below
+    /// it are not visited, and its own input gradient (dx of its Linears, the norm's dh) is not computed.
+    /// </summary>
+    private int LowestTrained(Stack stack)
+    {
+        if (_shared.Trainable) return -1;
+        for (int s = 0; s < stack.Sublayers.Length; s++)
+        {
+            Sublayer sub = stack.Sublayers[s];
+            if (sub.Norm.Trainable || Trains(sub.Wi) || Trains(sub.Wi0) || Trains(sub.Wi1) || Trains(sub.Wo)
+                || AttentionTrains(sub.SelfAttention) || AttentionTrains(sub.CrossAttention))
+                return s;
+        }
+        return stack.Sublayers.Length;
+
+        static bool Trains(Linear? l) => l is not null && (l.Weight.Trainable || l.LoraA?.Trainable == true || l.LoraB?.Trainable == true);
+        static bool AttentionTrains(Attention? a) => a is not null && (Trains(a.Q) || Trains(a.K) || Trains(a.V) || Trains(a.O) || a.BiasTable?.Trainable == true);
+    }
+
+    private void StackBackward(Stack stack, StackActivations a, TrainingBatch batch, int length, int lowest, bool encoderGradient)
     {
         int b = batch.Batch, n = b * length, d = Config.DModel, ff = Config.DFf, heads = Config.NumHeads, dKv = Config.DKv, source = batch.SourceLength;
         foreach (float[] db in a.DBias) Array.Clear(db);
         Span<float> dh = _dh.AsSpan(0, n * d), dn = _dn.AsSpan(0, n * d);
-        for (int s = stack.Sublayers.Length - 1; s >= 0; s--)
+        for (int s = stack.Sublayers.Length - 1; s >= Math.Max(lowest, 0); s--)
         {
             Sublayer sub = stack.Sublayers[s];
             SublayerActivations x = a.Sublayers[s];
+            // dn (the gradient at the norm's output) feeds the norm's weight gradient and, through the norm, dh: below
+            // the lowest trained sublayer neither is wanted.
+            bool input = s > lowest || sub.Norm.Trainable;
             if (sub.SelfAttention is { } self)
             {
                 Backward(self.O, ResidualGradient(dh, DropoutSite(stack, s, DropoutKind.Output)), x.Context, _dContext, n);
@@ -270,26 +302,26 @@ public sealed partial class T5TrainingModel
                 // dScores overwrite the saved probabilities (no longer needed).
                 _k.AttentionBackward(x.Q, x.K, x.V, x.Probs, _dContext, b, heads, dKv, length, length, _dq, _dk, _dv, x.Probs, dBias,
                     _rate, DropoutSite(stack, s, DropoutKind.Probs));
-                Backward(self.Q, _dq, x.Normed, dn, n);
-                Backward(self.K, _dk, x.Normed, dn, n, accumulate: true);
-                Backward(self.V, _dv, x.Normed, dn, n, accumulate: true);
+                Backward(self.Q, _dq, x.Normed, dn, n, input: input);
+                Backward(self.K, _dk, x.Normed, dn, n, accumulate: true, input: input);
+                Backward(self.V, _dv, x.Normed, dn, n, accumulate: true, input: input);
             }
             else if (sub.CrossAttention is { } cross)
             {
                 Backward(cross.O, ResidualGradient(dh, DropoutSite(stack, s, DropoutKind.Output)), x.Context, _dContext, n);
                 _k.AttentionBackward(x.Q, x.K, x.V, x.Probs, _dContext, b, heads, dKv, length, source, _dq, _dk, _dv, x.Probs, default,
                     _rate, DropoutSite(stack, s, DropoutKind.Probs));
-                Backward(cross.Q, _dq, x.Normed, dn, n);
-                Backward(cross.K, _dk, _enc.Final, _dEncoder, b * source, accumulate: true);
-                Backward(cross.V, _dv, _enc.Final, _dEncoder, b * source, accumulate: true);
+                Backward(cross.Q, _dq, x.Normed, dn, n, input: input);
+                Backward(cross.K, _dk, _enc.Final, _dEncoder, b * source, accumulate: true, input: encoderGradient);
+                Backward(cross.V, _dv, _enc.Final, _dEncoder, b * source, accumulate: true, input: encoderGradient);
             }
             else if (sub.Wi0 is not null)
             {
                 Backward(sub.Wo!, ResidualGradient(dh, DropoutSite(stack, s, DropoutKind.Output)), x.G, _dG, n);
                 if (_rate > 0) Drop(_dG.AsSpan(0, n * ff), DropoutSite(stack, s, DropoutKind.Hidden));
                 _k.GatedGeluNewBackward(x.A.AsSpan(0, n * ff), x.B, _dG.AsSpan(0, n * ff), _dA, _dB);
-                Backward(sub.Wi0, _dA, x.Normed, dn, n);
-                Backward(sub.Wi1!, _dB, x.Normed, dn, n, accumulate: true);
+                Backward(sub.Wi0, _dA, x.Normed, dn, n, input: input);
+                Backward(sub.Wi1!, _dB, x.Normed, dn, n, accumulate: true, input: input);
             }
             else
             {
@@ -298,10 +330,10 @@ public sealed partial class T5TrainingModel
                 if (_rate > 0) Drop(_dG.AsSpan(0, n * ff), DropoutSite(stack, s, DropoutKind.Hidden));
                 if (Config.DenseActivation == ActivationKind.Relu) _k.ReluBackward(x.G.AsSpan(0, n * ff), _dG.AsSpan(0, n * ff), _dA);
                 else _k.GeluNewBackward(x.A.AsSpan(0, n * ff), _dG.AsSpan(0, n * ff), _dA);
-                Backward(sub.Wi!, _dA, x.Normed, dn, n);
+                Backward(sub.Wi!, _dA, x.Normed, dn, n, input: input);
             }
             // Through the norm into the residual stream: dh += RMSNorm'(dn).
-            _k.RmsNormBackward(x.Input, sub.Norm.Value, x.InverseRms, dn, n, d, dh, GradOf(sub.Norm));
+            if (input) _k.RmsNormBackward(x.Input, sub.Norm.Value, x.InverseRms, dn, n, d, dh, GradOf(sub.Norm));
         }
         for (int o = 0; o < stack.BiasOwners.Length; o++)
         {
@@ -321,15 +353,16 @@ public sealed partial class T5TrainingModel
     }
 
     /// <summary>Backward of <see cref="Apply"/>: dW += dyᵀ·x (only when W is trained), dx (+)= dy·W; under LoRA
-    /// t = scale·dy·B, dA += tᵀ·x, dB += dyᵀ·(scale·x·Aᵀ), dx += t·A (x and t·A through lora_dropout's mask).</summary>
-    private void Backward(Linear linear, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, Span<float> dx, int rows, bool accumulate = false)
+    /// t = scale·dy·B, dA += tᵀ·x, dB += dyᵀ·(scale·x·Aᵀ), dx += t·A (x and t·A through lora_dropout's mask).
+    /// Without <paramref name="input"/> dx is left alone (nothing below needs it).</summary>
+    private void Backward(Linear linear, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, Span<float> dx, int rows, bool accumulate = false, bool input = true)
     {
         int inF = linear.In, outF = linear.Out;
         dy = dy[..(rows * outF)];
         x = x[..(rows * inF)];
         dx = dx[..(rows * inF)];
         if (linear.Weight.Trainable) _k.LinearBackwardWeight(dy, x, linear.Weight.Grad, rows, inF, outF);
-        _k.LinearBackwardInput(dy, linear.Weight.Value, dx, rows, inF, outF, accumulate);
+        if (input) _k.LinearBackwardInput(dy, linear.Weight.Value, dx, rows, inF, outF, accumulate);
         if (linear.LoraA is null) return;
         int r = linear.Rank;
         Span<float> t = _loraT.AsSpan(0, rows * r);
@@ -337,6 +370,7 @@ public sealed partial class T5TrainingModel
         TensorPrimitives.Multiply(t, linear.LoraScale, t);
         if (linear.LoraA.Trainable) _k.MatMul(t, r, rows, true, LoraInput(linear, x, rows), inF, linear.LoraA.Grad, accumulate: true);
         if (linear.LoraB.Trainable) _k.MatMul(dy, outF, rows, true, linear.Saved.AsSpan(0, rows * r), r, linear.LoraB.Grad, accumulate: true);
+        if (!input) return;
         if (_loraRate == 0) _k.MatMul(t, rows, r, false, linear.LoraA.Value, inF, dx, accumulate: true);
         else
         {
