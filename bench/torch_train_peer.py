@@ -9,13 +9,16 @@ Usage:
     python3 torch_train_peer.py --config tests/fixtures/configs/flan-t5-small.json [--mode full|lora] [--threads 2]
 Protocol (bench/train_bench.py runs ManagedT5 on the same work): random weights of the config's shapes, batch 8,
 every input 128 tokens and every target 32 tokens (no padding: 8 x 160 = 1280 tokens a step), lr 1e-4 constant,
-2 warm-up steps then --steps timed steps. Prints one JSON line: tokens_per_s over the timed steps, peak RSS (MiB).
+2 warm-up steps then --steps timed steps. Prints one JSON line: tokens_per_s over the timed steps, the step's arithmetic
+and GFLOP/s (train_flops.py), peak RSS (MiB).
 """
 import argparse, json, math, resource, sys, time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from train_flops import step_gflop   # bench/train_flops.py, beside this file
 
 
 class Linear(nn.Module):
@@ -177,6 +180,8 @@ def main():
         "threads": a.threads, "batch": a.batch, "source_tokens": a.source, "target_tokens": a.target, "steps": a.steps,
         "trainable_parameters": sum(p.numel() for p in params), "loss": float(loss),
         "step_s": sum(timed) / len(timed), "tokens_per_s": tokens * len(timed) / sum(timed),
+        "gflop_per_step": round(step_gflop(cfg, a.mode, a.batch, a.source, a.target), 1),
+        "gflop_per_s": round(step_gflop(cfg, a.mode, a.batch, a.source, a.target) * len(timed) / sum(timed), 1),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 

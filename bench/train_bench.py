@@ -5,11 +5,14 @@ Builds (once, under --work) a model folder with random weights of a config's sha
 the tokenizer files come from the tiny-flan-t5 fixture, which has Flan-T5's vocabulary) and a JSONL of 8 examples
 whose inputs truncate to exactly 128 tokens and targets to 32, then runs 2 warm-up + --steps steps at batch 8
 (lr 1e-4 constant, weight decay 0.01, clipping to 1) in full or LoRA (q and v, r 8, alpha 8) mode. Prints one JSON
-line: tokens_per_s over the timed steps (the CLI's own per-step token counts and times) and the CLI process's peak RSS.
+line: tokens_per_s over the timed steps (the CLI's own per-step token counts and times), the step's arithmetic and
+GFLOP/s (train_flops.py: comparable with the FMA peak) and the CLI process's peak RSS.
 Plain Python 3, no packages. Usage (from the repository root, after `dotnet build engine/ManagedT5.Cli -c Release`):
     python3 bench/train_bench.py --config tests/fixtures/configs/flan-t5-small.json --mode lora [--threads 2]
 """
 import argparse, array, json, os, random, resource, shutil, struct, subprocess, sys
+
+from train_flops import step_gflop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(REPO, "engine", "ManagedT5.Cli", "bin", "Release", "net10.0", "ManagedT5.Cli.dll")
@@ -105,7 +108,8 @@ def main():
     print(json.dumps({
         "engine": "managedt5", "config": name, "mode": a.mode, "threads": a.threads, "batch": 8, "source_tokens": 128, "target_tokens": 32,
         "steps": len(steps), "loss": steps[-1]["loss"], "step_s": seconds / len(steps), "tokens_per_s": tokens / seconds,
-        "tokens_per_step": tokens / len(steps),
+        "tokens_per_step": tokens / len(steps), "gflop_per_step": round(step_gflop(cfg, a.mode), 1),
+        "gflop_per_s": round(step_gflop(cfg, a.mode) * len(steps) / seconds, 1),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }))
 
