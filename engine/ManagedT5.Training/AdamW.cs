@@ -36,6 +36,11 @@ public sealed record AdamWOptions
 /// <param name="Epsilon">eps.</param>
 public readonly record struct AdamWStep(double Decay, double Beta1, double Beta2, double StepSize, double Bc2Sqrt, double Epsilon)
 {
+    /// <summary>What each gradient is multiplied by (in float) before it is used: clip_grad_norm_'s coefficient, applied
+    /// here instead of in a pass of its own over every gradient (the same float products). 1 leaves the gradients as
+    /// they are.</summary>
+    public float GradScale { get; init; } = 1f;
+
     /// <summary>The scalars of optimizer step <paramref name="step"/> (1-based) at learning rate <paramref name="lr"/>;
     /// <paramref name="decay"/> false for parameters excluded from weight decay (layer norms).</summary>
     public static AdamWStep For(AdamWOptions o, int step, double lr, bool decay)
@@ -50,18 +55,18 @@ public readonly record struct AdamWStep(double Decay, double Beta1, double Beta2
 /// is tested against); <see cref="Update"/> the SIMD form. Both do the same float operations in the same order.</summary>
 public static class AdamWKernel
 {
-    /// <summary>The scalar twin: per element p *= decay; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
-    /// p -= stepSize * m / (sqrt(v)/bc2sqrt + eps), every operation in float.</summary>
+    /// <summary>The scalar twin: per element g *= gradScale; p *= decay; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+    /// p -= stepSize * m / (sqrt(v)/bc2sqrt + eps), every operation in float. The gradient array is not written.</summary>
     public static void Reference(Span<float> p, ReadOnlySpan<float> g, Span<float> m, Span<float> v, in AdamWStep s)
     {
         CheckLengths(p, g, m, v);
         float decay = (float)s.Decay, b1 = (float)s.Beta1, a1 = (float)(1 - s.Beta1), b2 = (float)s.Beta2, a2 = (float)(1 - s.Beta2);
-        float stepSize = (float)s.StepSize, bc2 = (float)s.Bc2Sqrt, eps = (float)s.Epsilon;
+        float stepSize = (float)s.StepSize, bc2 = (float)s.Bc2Sqrt, eps = (float)s.Epsilon, scale = s.GradScale;
         for (int i = 0; i < p.Length; i++)
         {
-            float x = p[i] * decay;
-            float mi = m[i] * b1 + g[i] * a1;
-            float vi = v[i] * b2 + g[i] * g[i] * a2;
+            float x = p[i] * decay, gi = g[i] * scale;
+            float mi = m[i] * b1 + gi * a1;
+            float vi = v[i] * b2 + gi * gi * a2;
             m[i] = mi;
             v[i] = vi;
             p[i] = x - stepSize * (mi / (MathF.Sqrt(vi) / bc2 + eps));
@@ -73,7 +78,7 @@ public static class AdamWKernel
     {
         CheckLengths(p, g, m, v);
         float decay = (float)s.Decay, b1 = (float)s.Beta1, a1 = (float)(1 - s.Beta1), b2 = (float)s.Beta2, a2 = (float)(1 - s.Beta2);
-        float stepSize = (float)s.StepSize, bc2 = (float)s.Bc2Sqrt, eps = (float)s.Epsilon;
+        float stepSize = (float)s.StepSize, bc2 = (float)s.Bc2Sqrt, eps = (float)s.Epsilon, scale = s.GradScale;
         int n = p.Length, i = 0;
         if (Vector.IsHardwareAccelerated && n >= Vector<float>.Count)
         {
@@ -81,10 +86,10 @@ public static class AdamWKernel
             var vg = MemoryMarshal.Cast<float, Vector<float>>(g);
             var vm = MemoryMarshal.Cast<float, Vector<float>>(m);
             var vv = MemoryMarshal.Cast<float, Vector<float>>(v);
-            Vector<float> d = new(decay), B1 = new(b1), A1 = new(a1), B2 = new(b2), A2 = new(a2), S = new(stepSize), C = new(bc2), E = new(eps);
+            Vector<float> d = new(decay), B1 = new(b1), A1 = new(a1), B2 = new(b2), A2 = new(a2), S = new(stepSize), C = new(bc2), E = new(eps), G = new(scale);
             for (int k = 0; k < vp.Length; k++)
             {
-                Vector<float> x = vp[k] * d, gk = vg[k];
+                Vector<float> x = vp[k] * d, gk = vg[k] * G;
                 Vector<float> mi = vm[k] * B1 + gk * A1;
                 Vector<float> vi = vv[k] * B2 + gk * gk * A2;
                 vm[k] = mi;
@@ -140,14 +145,16 @@ public sealed class AdamW
         ExpAvgSq = _tensors.Select(t => new float[t.Value.Length]).ToArray();
     }
 
-    /// <summary>One optimizer step at learning rate <paramref name="lr"/> with the gradients as they are (clip first).</summary>
-    public void Update(double lr)
+    /// <summary>One optimizer step at learning rate <paramref name="lr"/> with the gradients times
+    /// <paramref name="gradScale"/> (clip_grad_norm_'s coefficient, <see cref="GradientClipping.Coefficient"/>; the
+    /// gradient arrays are left unscaled).</summary>
+    public void Update(double lr, float gradScale = 1f)
     {
         Step++;
         for (int i = 0; i < _tensors.Length; i++)
         {
             TrainedTensor t = _tensors[i];
-            AdamWStep step = AdamWStep.For(Options, Step, lr, t.Decays);
+            AdamWStep step = AdamWStep.For(Options, Step, lr, t.Decays) with { GradScale = gradScale };
             if (Pool is null || t.Value.Length < 2 * ChunkElements)
             {
                 AdamWKernel.Update(t.Value, t.Grad, ExpAvg[i], ExpAvgSq[i], step);

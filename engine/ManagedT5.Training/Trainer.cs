@@ -201,14 +201,11 @@ public sealed class Trainer
             loss /= accumulation;
             float norm = GradientClipping.GlobalNorm(_grads);
             if (!float.IsFinite(norm)) throw Diverged(step, $"the gradient norm is {norm}", rows);
-            if (Arguments.MaxGradNorm > 0)
-            {
-                float coef = GradientClipping.Coefficient(norm, Arguments.MaxGradNorm);
-                if (coef < 1f)
-                    for (int i = 0; i < _grads.Length; i++) System.Numerics.Tensors.TensorPrimitives.Multiply(_grads[i], coef, _grads[i]);
-            }
+            // Clipping's coefficient is applied inside the optimizer's pass (the same float products as multiplying every
+            // gradient first, without a pass of its own over them).
+            float coef = Arguments.MaxGradNorm > 0 ? GradientClipping.Coefficient(norm, Arguments.MaxGradNorm) : 1f;
             double lr = Schedule.LearningRate(step);
-            _optimizer.Update(lr);
+            _optimizer.Update(lr, coef);
             GlobalStep = step;
             double? evalLoss = _eval is not null && Arguments.EvalSteps is int every && step % every == 0 && step < total ? Evaluate() : null;
             var log = new TrainingLog(step, loss, lr, norm, tokens, Stopwatch.GetElapsedTime(start).TotalSeconds, evalLoss);

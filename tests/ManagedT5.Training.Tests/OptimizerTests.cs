@@ -89,6 +89,32 @@ public sealed class OptimizerTests
         Assert.Equal(0.0, Errors.RelativeError(v1, v2));
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(37)]
+    [InlineData(768 * 2048 + 3)]
+    public void AdamW_with_a_gradient_scale_equals_clipping_the_gradients_first(int n)
+    {
+        // The trainer hands clip_grad_norm_'s coefficient to the optimizer instead of multiplying every gradient: the same
+        // float products, so the same parameters and moments bit for bit, and the gradients stay as they were.
+        var rng = new Random(n);
+        float[] p1 = Rand(rng, n, 1), g = Rand(rng, n, 0.5f), m1 = Rand(rng, n, 0.001f), v1 = Rand(rng, n, 0.0001f).Select(Math.Abs).ToArray();
+        float[] p2 = (float[])p1.Clone(), m2 = (float[])m1.Clone(), v2 = (float[])v1.Clone(), p3 = (float[])p1.Clone(), m3 = (float[])m1.Clone(), v3 = (float[])v1.Clone();
+        float[] unscaled = (float[])g.Clone(), clipped = new float[n];
+        const float coef = 0.3719f;
+        System.Numerics.Tensors.TensorPrimitives.Multiply(g, coef, clipped);
+        var s = AdamWStep.For(new AdamWOptions { WeightDecay = 0.01 }, 3, 1e-3, decay: true);
+        AdamWKernel.Update(p1, clipped, m1, v1, s);
+        AdamWKernel.Update(p2, g, m2, v2, s with { GradScale = coef });
+        AdamWKernel.Reference(p3, g, m3, v3, s with { GradScale = coef });
+        foreach ((float[] a, float[] b, float[] c) in new[] { (p1, p2, p3), (m1, m2, m3), (v1, v2, v3) })
+        {
+            Assert.True(a.AsSpan().SequenceEqual(b), "Update with GradScale differs from clipping first");
+            Assert.True(a.AsSpan().SequenceEqual(c), "Reference with GradScale differs from clipping first");
+        }
+        Assert.True(g.AsSpan().SequenceEqual(unscaled), "the gradients were written");
+    }
+
     [Fact]
     public void AdamW_refuses_tensors_of_different_lengths()
     {
