@@ -48,6 +48,55 @@ public static class GradientClipping
         return (float)Math.Sqrt(sum);
     }
 
+    /// <summary>Elements per chunk of a pooled <see cref="GlobalNorm(IReadOnlyList{float[]}, ManagedT5.Kernels.Cpu.WorkerPool?, double[])"/>.</summary>
+    internal const int ChunkElements = 1 << 16;
+
+    /// <summary>The chunk sums a pooled global norm of tensors of up to <paramref name="largest"/> elements needs.</summary>
+    internal static double[] Partials(int largest) => new double[(largest + ChunkElements - 1) / ChunkElements];
+
+    /// <summary><see cref="GlobalNorm(IReadOnlyList{float[]})"/> with each large tensor's sum of squares taken in fixed
+    /// chunks across <paramref name="pool"/>'s threads (one core does not stream the gradients at the memory's rate) and
+    /// the chunk sums added in order into <paramref name="partials"/>' (<see cref="Partials"/>) slots, so the norm does
+    /// not depend on the thread count. Allocates nothing.</summary>
+    internal static unsafe float GlobalNorm(IReadOnlyList<float[]> gradients, ManagedT5.Kernels.Cpu.WorkerPool? pool, double[] partials)
+    {
+        double sum = 0;
+        for (int i = 0; i < gradients.Count; i++)
+        {
+            float[] g = gradients[i];
+            if (pool is null || g.Length < 2 * ChunkElements)
+            {
+                sum += SumOfSquares(g);
+                continue;
+            }
+            int chunks = (g.Length + ChunkElements - 1) / ChunkElements;
+            fixed (float* gp = g)
+            fixed (double* pp = partials)
+            {
+                var job = new SumJob { G = gp, Length = g.Length, Partials = pp };
+                pool.RunRanges(ref job, chunks, 1);
+            }
+            for (int c = 0; c < chunks; c++) sum += partials[c];
+        }
+        return (float)Math.Sqrt(sum);
+    }
+
+    private unsafe struct SumJob : ManagedT5.Kernels.Cpu.IRangeJob
+    {
+        public float* G;
+        public double* Partials;
+        public int Length;
+
+        public readonly void Execute(int first, int end)
+        {
+            for (int c = first; c < end; c++)
+            {
+                int start = c * ChunkElements;
+                Partials[c] = SumOfSquares(new ReadOnlySpan<float>(G + start, Math.Min(ChunkElements, Length - start)));
+            }
+        }
+    }
+
     /// <summary>The clip coefficient for a norm: max_norm / (norm + 1e-6) in float, or 1 when that is not below 1
     /// (including a non-finite norm, which the trainer reports before it gets here).</summary>
     public static float Coefficient(float norm, double maxNorm)

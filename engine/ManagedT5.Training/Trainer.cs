@@ -142,6 +142,7 @@ public sealed class Trainer
     private readonly AdamW _optimizer;
     private readonly TrainedTensor[] _tensors;
     private readonly float[][] _grads;
+    private readonly double[] _normPartials;   // chunk sums of the pooled gradient norm
     private readonly List<TrainingLog> _history = [];
 
     /// <summary>The arguments.</summary>
@@ -166,6 +167,7 @@ public sealed class Trainer
         if (_tensors.Length == 0) throw new ArgumentException("The model has no trainable parameters.", nameof(model));
         _grads = _tensors.Select(t => t.Grad).ToArray();
         _optimizer = new AdamW(_tensors, arguments.AdamW) { Pool = (model as T5ModelTrainable)?.Pool };
+        _normPartials = GradientClipping.Partials(_grads.Length == 0 ? 0 : _grads.Max(g => g.Length));
         Schedule = new LearningRateSchedule(arguments.LrSchedulerType, arguments.LearningRate, arguments.WarmupSteps, arguments.TotalSteps(train.Count));
     }
 
@@ -199,7 +201,7 @@ public sealed class Trainer
                 tokens += Tokens(b);
             }
             loss /= accumulation;
-            float norm = GradientClipping.GlobalNorm(_grads);
+            float norm = GradientClipping.GlobalNorm(_grads, _optimizer.Pool, _normPartials);
             if (!float.IsFinite(norm)) throw Diverged(step, $"the gradient norm is {norm}", rows);
             // Clipping's coefficient is applied inside the optimizer's pass (the same float products as multiplying every
             // gradient first, without a pass of its own over them).

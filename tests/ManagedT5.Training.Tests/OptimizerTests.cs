@@ -132,6 +132,26 @@ public sealed class OptimizerTests
     }
 
     [Fact]
+    public void The_pooled_global_norm_does_not_depend_on_the_thread_count_and_agrees_with_the_plain_one()
+    {
+        // Tensors below, at and well above two chunks (the pooled path), one ending in a partial chunk and a partial vector.
+        var rng = new Random(3);
+        float[][] grads = [Rand(rng, 100, 1), Rand(rng, 2 * GradientClipping.ChunkElements, 0.01f), Rand(rng, 5 * GradientClipping.ChunkElements + 13, 3)];
+        double[] partials = GradientClipping.Partials(grads.Max(g => g.Length));
+        float plain = GradientClipping.GlobalNorm(grads);
+        double reference = Math.Sqrt(grads.Sum(g => GradientClipping.SumOfSquaresReference(g)));
+        var norms = new List<float>();
+        foreach (int threads in new[] { 1, 2, 3 })
+        {
+            using var pool = new ManagedT5.Kernels.Cpu.WorkerPool(threads);
+            norms.Add(GradientClipping.GlobalNorm(grads, pool, partials));
+        }
+        Assert.All(norms, n => Assert.Equal(norms[0], n));
+        Assert.True(Math.Abs(norms[0] - reference) <= 1e-6 * reference, $"pooled {norms[0]} vs the twin's {reference}");
+        Assert.True(Math.Abs(norms[0] - plain) <= 1e-6 * plain, $"pooled {norms[0]} vs plain {plain}");
+    }
+
+    [Fact]
     public void Clipping_scales_by_max_norm_over_norm_plus_1e6_only_when_below_one()
     {
         float[] a = [3f, 0f], b = [0f, 4f];   // global norm 5
