@@ -9,13 +9,24 @@
 #   4. the engine's benchmark on CUDA with random weights: flan-t5-small f32, flan-t5-base f32 and bf16
 #   5. the PyTorch peer on CUDA for the same configs (the baseline the engine's numbers are compared to)
 #
-# Prepare (on a machine with the .NET SDK, before the device run): bash bench/gpu-check.sh --prepare
-#   publishes the runner self-contained for linux-x64 (trimmed; it also runs `managedt5 bench`) into .device/gpucheck,
-#   checks the published binary here (PTX compile checks, CPU parity), packs it into .device/gpucheck.tar.xz (TRIM=0:
-#   the untrimmed framework, should the trimmed one fail on the device), copies
-#   the PyTorch peer (PEER_SRC=<folder holding torch_peer.py>; the peer is not in this repository) to .device/, measures what a
-#   device run would carry, and prints the `carry` list and the command line for the device tool's `run`.
-#   .device/ is git-ignored; the fixtures the suites read are tracked in tests/fixtures and travel with the tree.
+# Prepare (on a machine with the .NET SDK, before the device run; commit or stash changes to tests/fixtures first):
+#   bash bench/gpu-check.sh --prepare
+#   1. publishes the runner self-contained for linux-x64 (trimmed; it also runs `managedt5 bench`) into .device/gpucheck;
+#   2. packs the fixtures a device run needs (bench/ManagedT5.Bench.GpuCheck/device-fixtures.txt: the four model
+#      folders the parity suite reads and configs/) into .device/fixtures.tar.xz;
+#   3. checks the published binary here, with no .NET on PATH: PTX compile checks (CUDA cases skip without a GPU),
+#      and every CPU parity case on the packed fixtures alone (unpacked to a temporary folder, MANAGEDT5_FIXTURES);
+#   4. packs the runner into .device/gpucheck.tar.xz (TRIM=0: the untrimmed framework, should the trimmed one fail on
+#      the device) and copies the PyTorch peer (PEER_SRC=<folder holding torch_peer.py>; not in this repository);
+#   5. slims the tree that travels (SLIM=0 leaves it whole): the tracked tree is ~110 MiB, nearly all tests/fixtures,
+#      and a run may carry 64 MiB, so everything in tests/fixtures but its README moves to a stash in the git
+#      directory (never sent) -- it refuses a tree with changes under tests/fixtures, or one already slimmed;
+#   6. measures what the device tool counts (tracked files on disk + untracked-not-ignored + shared/ + carried) and
+#      prints the `carry` list and the command line for the device tool's `run`.
+#   .device/ is git-ignored. The device run (below) unpacks .device/fixtures.tar.xz into tests/fixtures when they
+#   are missing. Afterwards, here: bash bench/gpu-check.sh --restore puts tests/fixtures back, byte for byte
+#   (it refuses when a file there differs from the stash), and shows git status clean.
+#   --slim alone does steps 2, 5 and 6 (the runner already packed); --sizes only measures.
 #
 # Assumptions (each checked; an unmet one is reported in the JSON and its steps are skipped, never a hang):
 #   - Runs from any directory; works in the repository root (the folder above bench/).
@@ -41,9 +52,159 @@ PUBLISHED=.device/gpucheck
 PACKED=.device/gpucheck.tar.xz
 LIMIT_MIB=64   # what one device run may carry: tracked + untracked-not-ignored files + carried paths
 
+FIXTURES=tests/fixtures
+FIXTURE_LIST=bench/$RUNNER_NAME/device-fixtures.txt
+FIXTURES_PACKED=.device/fixtures.tar.xz
+AIM_MIB=58     # what --prepare aims under, leaving room for a torch peer and a grown runner
+
+# The paths under tests/fixtures that a device run gets, one a line (comments and blank lines left out).
+listed_fixtures() { sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$FIXTURE_LIST" | grep -v '^$'; }
+
+# Whether any listed fixture is missing from tests/fixtures (a slimmed tree, or the device before unpacking).
+fixtures_missing() { local p; while read -r p; do [ -e "$FIXTURES/$p" ] || return 0; done < <(listed_fixtures); return 1; }
+
+# unpack_fixtures DEST: the packed fixtures into DEST (tar -J needs xz; Python's tarfile reads .tar.xz on its own).
+unpack_fixtures() {
+    mkdir -p "$1" && { tar -xJf "$FIXTURES_PACKED" -C "$1" 2>/dev/null \
+        || python3 -c 'import tarfile, sys; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$FIXTURES_PACKED" "$1"; }
+}
+
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+
+# The stash of a slimmed tree: inside the git directory, which the device tool never sends (it sends the files git
+# lists: tracked, and untracked-not-ignored). Per worktree: each checkout slims on its own.
+stash_dir() { echo "$(git rev-parse --absolute-git-dir)/gpucheck-fixtures-stash"; }
+
+# sizes CARRIED...: what the device tool counts, printed; returns 1 over the limit.
+sizes() {
+    local tree shared=0 carried=0 total
+    # Tracked files present on disk and untracked files that are not ignored (a moved-away tracked file is not sent).
+    tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
+    # shared/ travels even when ignored.
+    if [ -d shared ] && git check-ignore -q shared; then shared=$(du -sb shared | cut -f1); fi
+    [ "$#" -gt 0 ] && carried=$(du -cb "$@" | tail -1 | cut -f1)
+    total=$((tree + shared + carried))
+    echo "sizes: working tree $(mib "$tree") MiB (tests/fixtures in it: $(mib "$(git ls-files -z -- "$FIXTURES" | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')") MiB)$([ "$shared" -gt 0 ] && echo ", shared/ $(mib "$shared") MiB"), carried $(mib "$carried") MiB${*:+ ($*)}, total $(mib "$total") MiB of the $LIMIT_MIB MiB a run may carry (aim: $AIM_MIB)"
+    if [ "$total" -gt $((LIMIT_MIB * 1048576)) ]; then
+        echo "gpu-check: over the ${LIMIT_MIB} MiB limit: the device tool will refuse the run; leave fewer folders in $FIXTURE_LIST or carry less" >&2
+        return 1
+    fi
+    [ "$total" -gt $((AIM_MIB * 1048576)) ] && echo "note: over the ${AIM_MIB} MiB aimed at, with little margin" >&2
+    return 0
+}
+
+# Refuses (exit 1) a tree that cannot be slimmed: already slimmed, or changes under tests/fixtures.
+check_slimmable() {
+    local stash dirty
+    stash="$(stash_dir)"
+    if [ -e "$stash" ]; then
+        echo "gpu-check: this tree is already slimmed (the stash $stash exists): run bash bench/gpu-check.sh --restore first" >&2
+        exit 1
+    fi
+    dirty="$(git status --porcelain --untracked-files=all --ignored=no -- "$FIXTURES")"
+    if [ -n "$dirty" ]; then
+        echo "gpu-check: refusing to slim: $FIXTURES has changes (commit or stash them first, so --restore can prove the tree whole):" >&2
+        echo "$dirty" | head -10 | sed 's/^/  /' >&2
+        exit 1
+    fi
+    local p missing=0
+    while read -r p; do
+        [ -e "$FIXTURES/$p" ] || { echo "gpu-check: $FIXTURE_LIST names $FIXTURES/$p, which is not in this tree" >&2; missing=1; }
+    done < <(listed_fixtures)
+    [ "$missing" = 0 ] || exit 1
+}
+
+# Packs the listed fixtures into $FIXTURES_PACKED (xz -9: a 64 MiB window, so the models' identical tokenizer files
+# are stored once).
+pack_fixtures() {
+    mkdir -p .device
+    rm -f "$FIXTURES_PACKED"
+    echo "packing $FIXTURES_PACKED: $(listed_fixtures | tr '\n' ' ')..."
+    listed_fixtures | tar -cf - --sort=name -C "$FIXTURES" -T - | xz -9 -T1 > "$FIXTURES_PACKED.tmp" \
+        && mv "$FIXTURES_PACKED.tmp" "$FIXTURES_PACKED" \
+        || { rm -f "$FIXTURES_PACKED.tmp"; echo "gpu-check: packing the fixtures failed (tar, xz)" >&2; exit 1; }
+}
+
+# Moves everything in tests/fixtures but its README to the stash, printing what moved.
+slim() {
+    local stash entry moved=0
+    stash="$(stash_dir)"
+    mkdir -p "$stash" || { echo "gpu-check: cannot create $stash" >&2; exit 1; }
+    git rev-parse HEAD > "$stash/.commit"
+    for entry in "$FIXTURES"/* "$FIXTURES"/.[!.]*; do
+        [ -e "$entry" ] || continue
+        [ "$entry" = "$FIXTURES/README.md" ] && continue
+        local size; size=$(du -sb "$entry" | cut -f1)
+        mv "$entry" "$stash/" || { echo "gpu-check: moving $entry to $stash failed: run bash bench/gpu-check.sh --restore" >&2; exit 1; }
+        echo "moved $entry ($(mib "$size") MiB) to $stash/"
+        moved=$((moved + size))
+    done
+    echo "slimmed: $(mib "$moved") MiB of $FIXTURES moved out of the tree that travels (the device run unpacks $FIXTURES_PACKED);"
+    echo "  put it back with: bash bench/gpu-check.sh --restore"
+}
+
+# Moves the stash back. A folder the device-style unpack put there must hold only files identical to the stash's;
+# every entry is checked before anything moves.
+restore() {
+    local stash entry name bad
+    stash="$(stash_dir)"
+    if [ ! -d "$stash" ]; then echo "gpu-check --restore: nothing to restore (no stash at $stash)"; return 0; fi
+    for entry in "$stash"/* "$stash"/.[!.]*; do
+        [ -e "$entry" ] || continue
+        name="$(basename "$entry")"
+        [ "$name" = .commit ] || [ ! -e "$FIXTURES/$name" ] && continue
+        # Only in the stash: not unpacked (fine). Only here, or different: changed since the slim (refuse).
+        bad="$(diff -rq "$FIXTURES/$name" "$entry" 2>&1 | grep -v "^Only in $stash")"
+        if [ -n "$bad" ]; then
+            echo "gpu-check --restore: $FIXTURES/$name differs from the stash $entry; move your changes away, then run --restore again (nothing was moved):" >&2
+            echo "$bad" | head -10 | sed 's/^/  /' >&2
+            exit 1
+        fi
+    done
+    for entry in "$stash"/* "$stash"/.[!.]*; do
+        [ -e "$entry" ] || continue
+        name="$(basename "$entry")"
+        [ "$name" = .commit ] && continue
+        rm -rf "${FIXTURES:?}/$name"
+        mv "$entry" "$FIXTURES/" || { echo "gpu-check --restore: moving $entry back failed" >&2; exit 1; }
+        echo "restored $FIXTURES/$name"
+    done
+    rm -f "$stash/.commit" && rmdir "$stash" || { echo "gpu-check --restore: $stash is not empty" >&2; exit 1; }
+    local status; status="$(git status --porcelain --untracked-files=all -- "$FIXTURES")"
+    if [ -n "$status" ]; then
+        echo "gpu-check --restore: $FIXTURES is back but git status shows changes:" >&2; echo "$status" | head -10 >&2; exit 1
+    fi
+    local stat; stat="$(git diff --stat -- "$FIXTURES" | tail -1)"
+    echo "git status --porcelain -- $FIXTURES: clean; git diff --stat -- $FIXTURES: ${stat:-empty}"
+}
+
+# The carried paths that exist: the runner, the fixtures, the peer.
+carried_paths() { local c; for c in "$PACKED" "$FIXTURES_PACKED" .device/torch_peer.py; do [ -f "$c" ] && echo "$c"; done; }
+
+print_run() {
+    local carry; mapfile -t carry < <(carried_paths)
+    printf 'carry: ['; local sep="" c; for c in "${carry[@]}"; do printf '%s"%s"' "$sep" "$c"; sep=", "; done; printf ']\n'
+    echo 'run command (timeout_s 600): BUDGET=540 bash bench/gpu-check.sh'
+    echo 'afterwards, here: bash bench/gpu-check.sh --restore'
+}
+
+case "${1:-}" in
+--restore) restore; exit 0 ;;
+--sizes) mapfile -t carry < <(carried_paths); sizes "${carry[@]}"; exit $? ;;
+--slim)
+    check_slimmable
+    pack_fixtures
+    slim
+    mapfile -t carry < <(carried_paths)
+    sizes "${carry[@]}" || exit 1
+    print_run
+    exit 0 ;;
+esac
+
 if [ "${1:-}" = "--prepare" ]; then
     set -o pipefail
     command -v dotnet >/dev/null 2>&1 || { echo "gpu-check --prepare: needs the .NET SDK (dotnet) on this machine" >&2; exit 1; }
+    [ "${SLIM:-1}" = 0 ] || check_slimmable   # before the long publish
     mkdir -p .device
     rm -rf "$PUBLISHED" "$PACKED"
     echo "publishing bench/$RUNNER_NAME self-contained for linux-x64 into $PUBLISHED ..."
@@ -52,36 +213,37 @@ if [ "${1:-}" = "--prepare" ]; then
     untrimmed=(); [ "${TRIM:-1}" = 0 ] && untrimmed=(-p:PublishTrimmed=false)
     dotnet publish "bench/$RUNNER_NAME" -c Release -r linux-x64 --self-contained -o "$PUBLISHED" -nologo -v quiet "${untrimmed[@]}" \
         || { echo "gpu-check --prepare: publish failed" >&2; exit 1; }
+    pack_fixtures
     # The published (trimmed) binary, run as the device will, with no .NET on PATH: the PTX compile checks pass and
-    # the CUDA cases skip cleanly without a GPU; the CPU backend passes every HF parity case.
+    # the CUDA cases skip cleanly without a GPU; the CPU backend passes every HF parity case on the packed fixtures.
+    sent="$(mktemp -d)"
+    unpack_fixtures "$sent" || { rm -rf "$sent"; echo "gpu-check --prepare: cannot unpack $FIXTURES_PACKED" >&2; exit 1; }
     for backend in cuda cpu; do
-        line="$(env PATH=/usr/bin:/bin DOTNET_ROOT= "$PUBLISHED/$RUNNER_NAME" --backend "$backend" | tail -1)" \
-            || { echo "gpu-check --prepare: the published runner failed on --backend $backend: $line" >&2; exit 1; }
-        echo "self-check --backend $backend: $line"
+        line="$(env PATH=/usr/bin:/bin DOTNET_ROOT= MANAGEDT5_FIXTURES="$sent" "$PUBLISHED/$RUNNER_NAME" --backend "$backend" | tail -1)" \
+            || { rm -rf "$sent"; echo "gpu-check --prepare: the published runner failed on --backend $backend (packed fixtures): $line" >&2; exit 1; }
+        echo "self-check --backend $backend on the packed fixtures: $line"
     done
+    rm -rf "$sent"
     echo "packing $PACKED ..."
     tar -cJf "$PACKED" -C .device gpucheck || { echo "gpu-check --prepare: tar -cJ failed" >&2; exit 1; }
-    carry=("$PACKED")
     src="${PEER_SRC:-}"
+    rm -f .device/torch_peer.py
     if [ -z "$src" ]; then
         echo "note: PEER_SRC is not set (the folder holding torch_peer.py): the device run will skip the PyTorch peer" >&2
     elif [ -f "$src/torch_peer.py" ]; then
-        cp "$src/torch_peer.py" .device/torch_peer.py && carry+=(.device/torch_peer.py) && echo "copied $src/torch_peer.py to .device/"
+        cp "$src/torch_peer.py" .device/torch_peer.py && echo "copied $src/torch_peer.py to .device/"
     else
         echo "note: no torch_peer.py in PEER_SRC=$src: the device run will skip the PyTorch peer" >&2
     fi
-    # What a device run carries: the working tree (tracked and untracked-not-ignored files) and the carried paths.
-    tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
-    carried=$(du -cb "${carry[@]}" | tail -1 | cut -f1)
-    total=$((tree + carried))
-    awk -v t="$tree" -v c="$carried" -v l="$LIMIT_MIB" -v what="${carry[*]}" 'BEGIN {
-        printf "sizes: working tree %.1f MiB, carried %.1f MiB (%s), total %.1f MiB of the %d MiB a run may carry\n",
-            t / 1048576, c / 1048576, what, (t + c) / 1048576, l }'
-    if [ "$total" -gt $((LIMIT_MIB * 1048576)) ]; then
-        echo "WARNING: over the ${LIMIT_MIB} MiB limit: the device tool will refuse the run until the working tree is smaller" >&2
+    if [ "${SLIM:-1}" = 0 ]; then
+        echo "SLIM=0: the tree is left whole; the device run will not need $FIXTURES_PACKED"
+        rm -f "$FIXTURES_PACKED"
+    else
+        slim
     fi
-    printf 'carry: ['; sep=""; for c in "${carry[@]}"; do printf '%s"%s"' "$sep" "$c"; sep=", "; done; printf ']\n'
-    echo 'run command (timeout_s 600): BUDGET=540 bash bench/gpu-check.sh'
+    mapfile -t carry < <(carried_paths)
+    sizes "${carry[@]}" || exit 1
+    print_run
     exit 0
 fi
 
@@ -191,6 +353,14 @@ else
     else
         skip "runner" "no .NET SDK here and no published runner: run bash bench/gpu-check.sh --prepare on a machine with the SDK and carry $PACKED"
     fi
+fi
+
+# The fixtures: a tree slimmed by --prepare has sent them packed; a case whose folder is still missing skips, naming it.
+if [ -f "$FIXTURES_PACKED" ] && fixtures_missing; then
+    export -f unpack_fixtures; export FIXTURES_PACKED
+    step "unpack $FIXTURES_PACKED" 60 bash -c 'unpack_fixtures "$1"' _ "$FIXTURES"
+elif fixtures_missing; then
+    skip "fixtures" "$FIXTURES lacks some of $FIXTURE_LIST and there is no $FIXTURES_PACKED: their cases skip"
 fi
 
 # --- 3. parity on CUDA ----------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 //   ManagedT5.Bench.GpuCheck --backend cuda|opencl|ilgpu-cpu|cpu|reference [--quick] [--list]
 //   ManagedT5.Bench.GpuCheck bench ARGS...   (= managedt5 bench ARGS..., e.g. --device cuda --random-weights --json)
 // Prints one line per case, then one JSON summary line; exit 0 when no case failed, 1 when one did, 2 on a usage error.
+// The fixtures are tests/fixtures above the binary, or the folder MANAGEDT5_FIXTURES names; a case whose model folder
+// is absent there (a device run gets the subset bench/ManagedT5.Bench.GpuCheck/device-fixtures.txt) skips, naming it.
 using ManagedT5.Bench.GpuCheck;
 
 if (args.Length > 0 && args[0] == "bench")

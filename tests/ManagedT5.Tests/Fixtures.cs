@@ -9,19 +9,34 @@ internal static class Fixtures
 {
     public static readonly string[] ModelNames = ["tiny-flan-t5", "tiny-t5-v1_0", "tiny-flan-t5-bf16-sharded"];
 
-    /// <summary>tests/fixtures, found by walking up from the test binary.</summary>
-    public static string Root { get; } = FindRoot();
+    /// <summary>The environment variable naming another folder laid out as tests/fixtures (the device runner's tests
+    /// point it at a copy with a model folder left out).</summary>
+    public const string RootVariable = "MANAGEDT5_FIXTURES";
 
-    public static string Model(string name) => Path.Combine(Root, "models", name);
+    /// <summary>tests/fixtures, found by walking up from the test binary, or the folder <see cref="RootVariable"/> names.</summary>
+    public static string Root => Environment.GetEnvironmentVariable(RootVariable) is { Length: > 0 } root ? Path.GetFullPath(root) : Found.Value;
+
+    private static readonly Lazy<string> Found = new(FindRoot);
+
+    /// <summary>Whether a model's folder is in this tree: `bash bench/gpu-check.sh --prepare` sends a GPU machine a
+    /// subset of the fixtures (bench/ManagedT5.Bench.GpuCheck/device-fixtures.txt); a normal clone has them all.</summary>
+    public static bool Has(string name) => Directory.Exists(Path.Combine(Root, "models", name));
+
+    /// <summary>A model's folder; Xunit.SkipException naming it when it is not in this tree (see <see cref="Has"/>).</summary>
+    public static string Model(string name) => Has(name) ? Path.Combine(Root, "models", name)
+        : throw new Xunit.SkipException($"fixture tests/fixtures/models/{name} not in this tree (gpu-check --prepare sends a subset)");
+
     public static string Configs => Path.Combine(Root, "configs");
-    public static string RepoRoot => Path.GetFullPath(Path.Combine(Root, "..", ".."));
+    public static string RepoRoot => Path.GetFullPath(Path.Combine(Found.Value, "..", ".."));
 
+    // The folder alone, not tests/fixtures/models: on a slimmed tree (gpu-check --prepare) only its README stays until
+    // the device run unpacks the subset.
     private static string FindRoot()
     {
         for (DirectoryInfo? d = new(AppContext.BaseDirectory); d != null; d = d.Parent)
         {
             string candidate = Path.Combine(d.FullName, "tests", "fixtures");
-            if (Directory.Exists(Path.Combine(candidate, "models"))) return candidate;
+            if (Directory.Exists(candidate)) return candidate;
         }
         throw new DirectoryNotFoundException("tests/fixtures not found above " + AppContext.BaseDirectory);
     }
