@@ -86,7 +86,11 @@ sizes() {
     total=$((tree + shared + carried))
     echo "sizes: working tree $(mib "$tree") MiB (tests/fixtures in it: $(mib "$(git ls-files -z -- "$FIXTURES" | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')") MiB)$([ "$shared" -gt 0 ] && echo ", shared/ $(mib "$shared") MiB"), carried $(mib "$carried") MiB${*:+ ($*)}, total $(mib "$total") MiB of the $LIMIT_MIB MiB a run may carry (aim: $AIM_MIB)"
     if [ "$total" -gt $((LIMIT_MIB * 1048576)) ]; then
-        echo "gpu-check: over the ${LIMIT_MIB} MiB limit: the device tool will refuse the run; leave fewer folders in $FIXTURE_LIST or carry less" >&2
+        if [ -d "$FIXTURES/models" ] && [ ! -e "$(stash_dir)" ]; then
+            echo "gpu-check: over the ${LIMIT_MIB} MiB limit: the device tool will refuse the run; slim the tree first (bash bench/gpu-check.sh --prepare, or --slim)" >&2
+        else
+            echo "gpu-check: over the ${LIMIT_MIB} MiB limit: the device tool will refuse the run; leave fewer folders in $FIXTURE_LIST or carry less" >&2
+        fi
         return 1
     fi
     [ "$total" -gt $((AIM_MIB * 1048576)) ] && echo "note: over the ${AIM_MIB} MiB aimed at, with little margin" >&2
@@ -136,7 +140,7 @@ slim() {
         [ "$entry" = "$FIXTURES/README.md" ] && continue
         local size; size=$(du -sb "$entry" | cut -f1)
         mv "$entry" "$stash/" || { echo "gpu-check: moving $entry to $stash failed: run bash bench/gpu-check.sh --restore" >&2; exit 1; }
-        echo "moved $entry ($(mib "$size") MiB) to $stash/"
+        echo "moved $entry ($(awk -v b="$size" 'BEGIN { if (b < 104858) printf "%.0f KiB", b / 1024; else printf "%.1f MiB", b / 1048576 }')) to $stash/"
         moved=$((moved + size))
     done
     echo "slimmed: $(mib "$moved") MiB of $FIXTURES moved out of the tree that travels (the device run unpacks $FIXTURES_PACKED);"
