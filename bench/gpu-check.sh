@@ -26,7 +26,8 @@
 #   .device/ is git-ignored. The device run (below) unpacks .device/fixtures.tar.xz into tests/fixtures when they
 #   are missing. Afterwards, here: bash bench/gpu-check.sh --restore puts tests/fixtures back, byte for byte
 #   (it refuses when a file there differs from the stash), and shows git status clean.
-#   --slim alone does steps 2, 5 and 6 (the runner already packed); --sizes only measures.
+#   --slim alone does steps 2, 5 and 6 (the runner already packed); --sizes only measures. Sizes, what the subset
+#   leaves untested on the GPU, and the steps with the device tool: docs/GPU-CHECK.md.
 #
 # Assumptions (each checked; an unmet one is reported in the JSON and its steps are skipped, never a hang):
 #   - Runs from any directory; works in the repository root (the folder above bench/).
