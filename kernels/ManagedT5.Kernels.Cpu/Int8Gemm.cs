@@ -501,20 +501,25 @@ internal static unsafe class Int8Gemm
         {
             int columns = Math.Min(NR, end - column);
             PackPanel(w, column, columns, panel, correction, columnScales, TDot.ZeroPoint);
-            for (int r0 = 0; r0 < rows; r0 += MR)
+            for (int r0 = 0; r0 < rows; r0 += TDot.TileRows)
             {
-                int rowsHere = Math.Min(MR, rows - r0);
+                int rowsHere = Math.Min(TDot.TileRows, rows - r0);
                 byte* a = quantized + r0 * pitch;
                 float* cTile = c + (long)r0 * outDim + column;
-                if (rowsHere == MR && columns == NR)
+                if (rowsHere == TDot.TileRows && columns == NR)
                 {
-                    Tile<SixRows, TDot>(a, pitch, MR, panel, k4, correction, rowScales + r0, rowFixes + r0, columnScales, cTile, outDim, accumulate);
+                    if (TDot.TileRows == 4)
+                        Tile<FourRows, TDot>(a, pitch, 4, panel, k4, correction, rowScales + r0, rowFixes + r0, columnScales, cTile, outDim, accumulate);
+                    else
+                        Tile<SixRows, TDot>(a, pitch, MR, panel, k4, correction, rowScales + r0, rowFixes + r0, columnScales, cTile, outDim, accumulate);
                     continue;
                 }
                 // Edge tile: compute the whole tile aside, keep the part that exists (the same float ops). The last
                 // 1 to 3 rows take the half-height kernel.
                 if (rowsHere <= 3)
                     Tile<ThreeRows, TDot>(a, pitch, rowsHere, panel, k4, correction, rowScales + r0, rowFixes + r0, columnScales, tile, NR, false);
+                else if (TDot.TileRows == 4)
+                    Tile<FourRows, TDot>(a, pitch, rowsHere, panel, k4, correction, rowScales + r0, rowFixes + r0, columnScales, tile, NR, false);
                 else
                     Tile<SixRows, TDot>(a, pitch, rowsHere, panel, k4, correction, rowScales + r0, rowFixes + r0, columnScales, tile, NR, false);
                 for (int r = 0; r < rowsHere; r++)
@@ -630,13 +635,13 @@ internal static unsafe class Int8Gemm
     private static void MicroKernel<THeight, TDot>(byte* a, nint pitch, int rows, sbyte* b, int k4, int* correction, float* rowScales,
         int* rowFixes, float* columnScales, float* c, int ldc, bool add) where THeight : struct, ITileHeight where TDot : struct, IInt8Dot
     {
-        bool six = THeight.Rows == 6; // a JIT-time constant: each instantiation keeps one of the loops below
+        bool six = THeight.Rows == 6, four = THeight.Rows >= 4; // JIT-time constants: each instantiation keeps its loop
         byte* a0 = a, a1 = a + Math.Min(1, rows - 1) * pitch, a2 = a + Math.Min(2, rows - 1) * pitch;
         byte* a3 = a + Math.Min(3, rows - 1) * pitch, a4 = a + Math.Min(4, rows - 1) * pitch, a5 = a + Math.Min(5, rows - 1) * pitch;
         Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         nint step = TDot.GroupBytes, end = step * k4;
-        if (six)
+        if (four)
         {
             for (nint k = 0; k < end; k += step, b += 4 * NR)
             {
@@ -649,6 +654,7 @@ internal static unsafe class Int8Gemm
                 c20 = TDot.AddGroup(c20, pk, ak, b0); c21 = TDot.AddGroup(c21, pk, ak, b1);
                 ak = TDot.First(a3 + k); pk = TDot.Second(a3 + k);
                 c30 = TDot.AddGroup(c30, pk, ak, b0); c31 = TDot.AddGroup(c31, pk, ak, b1);
+                if (!six) continue;
                 ak = TDot.First(a4 + k); pk = TDot.Second(a4 + k);
                 c40 = TDot.AddGroup(c40, pk, ak, b0); c41 = TDot.AddGroup(c41, pk, ak, b1);
                 ak = TDot.First(a5 + k); pk = TDot.Second(a5 + k);
@@ -696,9 +702,9 @@ internal static unsafe class Int8Gemm
             c00 += Vector256.Create(rowFixes[0]); c01 += Vector256.Create(rowFixes[0]);
             c10 += Vector256.Create(rowFixes[1]); c11 += Vector256.Create(rowFixes[1]);
             c20 += Vector256.Create(rowFixes[2]); c21 += Vector256.Create(rowFixes[2]);
+            if (four) { c30 += Vector256.Create(rowFixes[3]); c31 += Vector256.Create(rowFixes[3]); }
             if (six)
             {
-                c30 += Vector256.Create(rowFixes[3]); c31 += Vector256.Create(rowFixes[3]);
                 c40 += Vector256.Create(rowFixes[4]); c41 += Vector256.Create(rowFixes[4]);
                 c50 += Vector256.Create(rowFixes[5]); c51 += Vector256.Create(rowFixes[5]);
             }
@@ -707,8 +713,9 @@ internal static unsafe class Int8Gemm
         Store(c, c00 - z0, c01 - z1, rowScales[0], s0, s1, add);
         Store(c + ldc, c10 - z0, c11 - z1, rowScales[1], s0, s1, add);
         Store(c + 2 * ldc, c20 - z0, c21 - z1, rowScales[2], s0, s1, add);
-        if (!six) return;
+        if (!four) return;
         Store(c + 3 * ldc, c30 - z0, c31 - z1, rowScales[3], s0, s1, add);
+        if (!six) return;
         Store(c + 4 * ldc, c40 - z0, c41 - z1, rowScales[4], s0, s1, add);
         Store(c + 5 * ldc, c50 - z0, c51 - z1, rowScales[5], s0, s1, add);
     }
@@ -900,6 +907,12 @@ internal readonly struct SixRows : ITileHeight
     public static int Rows => 6;
 }
 
+/// <summary>The AVX2 tile.</summary>
+internal readonly struct FourRows : ITileHeight
+{
+    public static int Rows => 4;
+}
+
 /// <summary>The half tile for the last 1 to 3 rows.</summary>
 internal readonly struct ThreeRows : ITileHeight
 {
@@ -933,6 +946,9 @@ internal unsafe interface IInt8Dot
     /// <summary>GEMV: acc + the four-product sums of x (prepared as <paramref name="prepared"/>) and w.</summary>
     static abstract Vector256<int> Add(Vector256<int> acc, Vector256<byte> prepared, Vector256<byte> x, Vector256<sbyte> w);
 
+    /// <summary>GEMM: rows of a full micro-tile (at most <see cref="Int8Gemm.MR"/>).</summary>
+    static abstract int TileRows { get; }
+
     /// <summary>GEMM: bytes of a quantized row per k group (4: q + 128; 8: |q| then the sign bytes).</summary>
     static abstract int GroupBytes { get; }
 
@@ -952,6 +968,8 @@ internal readonly unsafe struct Int8VnniDot : IInt8Dot
     public static byte ZeroPoint => 128;
 
     public static int GroupBytes => 4;
+
+    public static int TileRows => 6;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Prepare(Vector256<byte> x) => x;
@@ -980,6 +998,8 @@ internal readonly unsafe struct Int8Avx2Dot : IInt8Dot
     public static byte ZeroPoint => 0;
 
     public static int GroupBytes => 8;
+
+    public static int TileRows => 4;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Prepare(Vector256<byte> x) => Avx2.Abs(x.AsSByte());
@@ -1011,6 +1031,8 @@ internal readonly unsafe struct Int8Avx512BWDot : IInt8Dot
     public static byte ZeroPoint => 0;
 
     public static int GroupBytes => 8;
+
+    public static int TileRows => 6;
 
     public static Vector256<byte> Prepare(Vector256<byte> x) => Int8Avx2Dot.Prepare(x);
 
