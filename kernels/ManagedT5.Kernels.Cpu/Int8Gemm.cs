@@ -25,22 +25,34 @@
 // by AVX-512 Zen parts. So there is one vector width.
 //
 // Without AVX-VNNI (Zen 2/3/4, Skylake-X to Ice Lake, every AVX2-only CPU) the same kernels run on AVX2 with
-// VPMADDUBSW + VPMADDWD (Int8Isa.Avx2, the Int8Avx2Dot step): VPMADDUBSW adds two u8 x s8 products into a saturating
-// int16, and with the zero point (u up to 255) two products can reach 2 * 255 * 127 = 64770 > 32767. So that path does
-// not use the zero point: the activations are stored as signed q, and each step multiplies |q| (u8) by w * sign(q)
-// (VPSIGNB; s8), whose products are q * w exactly and whose pairs stay within 2 * 127 * 127 = 32258. VPMADDWD by ones
-// then widens the pairs to int32. The integer sums are the same exact sum q * w as VPDPBUSD's minus the correction,
-// so both paths equal the scalar twin bit for bit; the weight row sums are simply not needed there.
+// VPMADDUBSW + VPMADDWD (Int8Isa.Avx2), or on AVX-512BW with 512-bit vectors (Int8Isa.Avx512BW, at Vector512):
+// VPMADDUBSW adds two u8 x s8 products into a saturating int16, and with the zero point (u up to 255) two products can
+// reach 2 * 255 * 127 = 64770 > 32767. So these paths do not use the zero point; the activations are signed q:
+// - GEMM: each row is quantized as |q| and sign bytes s (0xFF where q < 0) per k group (QuantizeSplitRows), both
+//   broadcast from memory, and each step is VPMADDUBSW(|q|, w ^ s): where q < 0, w ^ s = -w - 1, so the sum is
+//   sum q w - sum_{q<0} |q|, the second sum a per-row integer the epilogue adds back (pairs stay within 2 * 127 * 128
+//   = 32512, exact). Per 32 products: one XOR, VPMADDUBSW, VPMADDWD by ones, VPADDD, and no per-row work but the two
+//   broadcast loads. On AVX2 the tile is 4 x 16 (8 accumulators + 2 weights + |q|, s, ones and a temporary fit the 16
+//   ymm; a 6-row tile spilled two accumulators and was 5-15% slower). On AVX-512BW a k group of a panel (16 columns x
+//   4 k = 64 bytes) is one zmm and one accumulator per row; the XOR stands in for VPSIGNB, which AVX-512BW lacks.
+// - GEMV: VPMADDUBSW(|q|, w * sign(q)) on 32 (AVX2: VPSIGNB) or 64 (AVX-512BW: (w ^ s) - s) contiguous bytes, whose
+//   pairs stay within 2 * 127 * 127 = 32258.
+// VPMADDWD by ones then widens the pairs to int32. The integer sums are the same exact sum q * w as VPDPBUSD's minus
+// the correction, so every path equals the scalar twin bit for bit; the weight row sums are not needed there. Tests
+// force each path by name; the AVX-VNNI and AVX-512BW kernels also run on any AVX2 machine there, emulated (CanRun:
+// VPDPBUSD as two VPMADDWD; VPMADDUBSW and VPMADDWD as AVX2 on the two 256-bit halves, the rest software Vector512),
+// while Isa selects only hardware paths.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace ManagedT5.Kernels.Cpu;
 
-/// <summary>Linear for many rows with int8 weights, multiplied in int8 x uint8 -> int32 (VPDPBUSD).</summary>
+/// <summary>Linear for many rows with int8 weights, multiplied in int8 x uint8 -> int32 (VPDPBUSD, or VPMADDUBSW +
+/// VPMADDWD without VNNI).</summary>
 internal static unsafe class Int8Gemm
 {
-    /// <summary>Rows of A per micro-tile.</summary>
+    /// <summary>Rows of A per micro-tile at most (VNNI and AVX-512BW; AVX2 takes 4: IInt8Dot.TileRows).</summary>
     public const int MR = 6;
 
     /// <summary>Output columns per packed panel (and per micro-tile): two ymm of int32.</summary>
@@ -77,10 +89,10 @@ internal static unsafe class Int8Gemm
     };
 
     /// <summary>Whether the forced-path entry points (<c>Run(pool, Int8Isa, ...)</c>, which tests use) can run
-    /// <paramref name="isa"/> here: where <see cref="IsSupported(Int8Isa)"/> is, and AVX-512BW on any AVX2 machine too,
-    /// emulated (its two missing instructions as AVX2 halves, the rest as software Vector512), so the 512-bit kernels'
-    /// logic is tested everywhere.</summary>
-    public static bool CanRun(Int8Isa isa) => IsSupported(isa) || (isa == Int8Isa.Avx512BW && Avx2.IsSupported);
+    /// <paramref name="isa"/> here: where <see cref="IsSupported(Int8Isa)"/> is, and AVX-VNNI and AVX-512BW on any AVX2
+    /// machine too, emulated (VPDPBUSD as two VPMADDWD; AVX-512BW's two missing instructions as AVX2 halves, the rest as
+    /// software Vector512), so every kernel's logic is tested everywhere. <see cref="Isa"/> never picks an emulation.</summary>
+    public static bool CanRun(Int8Isa isa) => IsSupported(isa) || (isa is (Int8Isa.AvxVnni or Int8Isa.Avx512BW) && Avx2.IsSupported);
 
     /// <summary>Whether <paramref name="isa"/> runs emulated here (see <see cref="CanRun"/>).</summary>
     public static bool IsEmulated(Int8Isa isa) => CanRun(isa) && !IsSupported(isa);
@@ -976,7 +988,7 @@ internal readonly unsafe struct Int8VnniDot : IInt8Dot
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> Add(Vector256<int> acc, Vector256<byte> prepared, Vector256<byte> x, Vector256<sbyte> w) =>
-        AvxVnni.MultiplyWideningAndAdd(acc, x, w);
+        MultiplyWideningAndAdd(acc, x, w);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> First(byte* group) => Vector256.Create(*(uint*)group).AsByte();
@@ -986,7 +998,20 @@ internal readonly unsafe struct Int8VnniDot : IInt8Dot
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> AddGroup(Vector256<int> acc, Vector256<byte> second, Vector256<byte> first, Vector256<sbyte> w) =>
-        AvxVnni.MultiplyWideningAndAdd(acc, first, w);
+        MultiplyWideningAndAdd(acc, first, w);
+
+    /// <summary>VPDPBUSD: acc + the sums of four adjacent u8 x s8 products. Without AVX-VNNI (tests force the path on
+    /// any AVX2 machine) the same exact sums come from two VPMADDWD on the even and the odd bytes widened to int16
+    /// (u0 w0 + u2 w2 and u1 w1 + u3 w3, each within 2 * 255 * 128); the JIT folds <c>AvxVnni.IsSupported</c>, so
+    /// this is dead code where the instruction exists.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> MultiplyWideningAndAdd(Vector256<int> acc, Vector256<byte> u, Vector256<sbyte> w)
+    {
+        if (AvxVnni.IsSupported) return AvxVnni.MultiplyWideningAndAdd(acc, u, w);
+        Vector256<short> uEven = (u.AsInt16() & Vector256.Create((short)0xFF)), uOdd = Avx2.ShiftRightLogical(u.AsInt16(), 8);
+        Vector256<short> wEven = Avx2.ShiftRightArithmetic(Avx2.ShiftLeftLogical(w.AsInt16(), 8), 8), wOdd = Avx2.ShiftRightArithmetic(w.AsInt16(), 8);
+        return acc + Avx2.MultiplyAddAdjacent(uEven, wEven) + Avx2.MultiplyAddAdjacent(uOdd, wOdd);
+    }
 }
 
 /// <summary>AVX2 on signed q. GEMV: VPMADDUBSW(|q|, w * sign(q)) (VPSIGNB) gives pairs q0 w0 + q1 w1 exactly (at most

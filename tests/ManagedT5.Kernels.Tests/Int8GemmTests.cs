@@ -3,8 +3,9 @@
 // - Twin parity: each vector path and RunScalar do the same quantization and the same epilogue, and the integer dot
 //   product is exact, so the outputs must be equal bit for bit, on odd shapes (edge strips and panels, k tails, k not
 //   a multiple of 4), with and without accumulate, on 1 and 2 threads. Each path is forced by name (Int8Isa), so the
-//   AVX2 kernels run on VNNI machines too, and the AVX-512BW kernels run on every AVX2 machine (emulated without the
-//   hardware: Int8Gemm.CanRun); a path this CPU cannot run is skipped with the reason.
+//   AVX2 kernels run on VNNI machines too, and the AVX-VNNI and AVX-512BW kernels run on every AVX2 machine (emulated
+//   without the hardware, the test's display name then ending "(emulated: ...)": Int8Gemm.CanRun); a path this CPU
+//   cannot run is skipped with the reason.
 // - Accuracy: the only approximation is quantizing x per row, |x - q * sx| <= sx / 2 = max|x_r| / 254 per element, so
 //   |y_int8 - y_exact| <= max|x_r| / 254 * sum_k |W[o, k]| for every output, plus fp32 rounding (< 1e-6 of
 //   sum_k |x_k W[o, k]|). That worst case is asserted per element against a double-precision product with the
@@ -46,7 +47,7 @@ public sealed unsafe class Int8GemmTests : IDisposable
     [Int8IsaFact(Int8Isa.Avx2)]
     public void Avx2GemmEqualsScalarTwinExactly() => GemmEqualsTwin(Int8Isa.Avx2);
 
-    /// <summary>The 512-bit kernels, emulated where the CPU lacks AVX-512BW (the display name says so).</summary>
+    /// <summary>The 512-bit kernels (emulated where the CPU lacks AVX-512BW; the display name says so).</summary>
     [Int8IsaFact(Int8Isa.Avx512BW)]
     public void Avx512BWGemmEqualsScalarTwinExactly() => GemmEqualsTwin(Int8Isa.Avx512BW);
 
@@ -133,8 +134,7 @@ public sealed unsafe class Int8GemmTests : IDisposable
 
     private delegate float[] Form(WorkerPool pool, CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate);
 
-    /// <summary>Every shape, with and without accumulation, on one and two threads: bit for bit the scalar twin. (On a
-    /// CPU without AVX-VNNI both forms run the twin itself, so there this checks only the fallback.)</summary>
+    /// <summary>Every shape, with and without accumulation, on one and two threads: bit for bit the scalar twin.</summary>
     private void AssertEqualsTwinOnOneAndTwoThreads(string name, IEnumerable<(int Rows, int In, int Out)> shapes, int seed, Form form)
     {
         using var one = new WorkerPool(1);
