@@ -99,7 +99,8 @@ public static class QuickReport
                 using IBuffer x = WeightStore.Random(cpu, rows * inDim), y = cpu.Allocate(rows * outDim);
                 double seconds = Best(() => cpu.Linear(x, w, y, rows), 10);
                 double gflops = 2.0 * rows * inDim * outDim / seconds / 1e9;
-                Console.WriteLine($"GEMM {rows}x{inDim}x{outDim} {format,-4}: {seconds * 1e3,7:F3} ms = {gflops,6:F1} GFLOP/s ({gflops / peak:P0} of FMA peak)");
+                string path = format == WeightFormat.Int8 ? $" ({Int8Gemm.Isa(SimdLevels.Best)})" : "";   // the integer path taken
+                Console.WriteLine($"GEMM {rows}x{inDim}x{outDim} {format,-4}{path}: {seconds * 1e3,7:F3} ms = {gflops,6:F1} GFLOP/s ({gflops / peak:P0} of FMA peak)");
                 if (format == WeightFormat.F32)
                 {
                     // The packed GEMM the in-place one replaced for F32 (AVX-512), for comparison.
@@ -125,7 +126,7 @@ public static class QuickReport
     /// <summary>A flan-t5-small and -base decoder step's Linears (distinct weights, so streamed from memory) at 1, 2, 4
     /// and 8 rows, per format: ms per step and GB/s of weights. Rows > 1 is beam search or batched decoding, timed
     /// three ways with fp32 activations: separate dots per row (1x1), the multi-row GEMV kernel (1x4/1x8), the packed
-    /// GEMM; int8 also on VNNI (quantized activations); F32 also with weights 8 bytes past a cache line (1, 4 and 8 rows), read plainly
+    /// GEMM; int8 also on its integer path (quantized activations); F32 also with weights 8 bytes past a cache line (1, 4 and 8 rows), read plainly
     /// or in aligned chunks. Each case passes its <see cref="KernelChoices"/> to the one backend.</summary>
     public static void DecodeRows(int threads, int trials = 7)
     {
@@ -160,13 +161,15 @@ public static class QuickReport
                 }
                 foreach (int rows in rowCounts)
                 {
-                    // The widening kernels three ways (one dot per row, the multi-row GEMV, the GEMM); int8 also on VNNI.
+                    // The widening kernels three ways (one dot per row, the multi-row GEMV, the GEMM); int8 also on its
+                    // integer path (named: avxvnni, avx512bw or avx2).
                     var modes = new List<(string Name, KernelChoices Options)>();
                     if (rows > 1) modes.Add(("1x1", new KernelChoices { MultiRowGemv = false, NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Integer = false }));
                     modes.Add((rows > 1 ? "1x4" : "", new KernelChoices { NarrowGemvMaxRows = 8, GemvMaxRows = 8, Int8Integer = false }));
                     if (rows > 1) modes.Add(("gemm", new KernelChoices { NarrowGemvMaxRows = 1, GemvMaxRows = 1, ChunkedF32GemvMaxRows = 1, GroupedGemvMaxRows = 1, Int8Integer = false }));
-                    if (format == WeightFormat.Int8) modes.Add(("vnni", new KernelChoices()));
-                    if (rows == 1) modes.Add((format == WeightFormat.Int8 ? "vnni no steal" : "no steal", new KernelChoices { Stealing = false }));
+                    string integer = Int8Gemm.Isa(SimdLevels.Best).ToString().ToLowerInvariant();
+                    if (format == WeightFormat.Int8) modes.Add((integer, new KernelChoices()));
+                    if (rows == 1) modes.Add((format == WeightFormat.Int8 ? $"{integer} no steal" : "no steal", new KernelChoices { Stealing = false }));
                     foreach (var (name, options) in modes)
                         cases.Add(($"{shape.Name} {format,-4} rows {rows} {name}".TrimEnd(), options, weights, rows, x, y));
                 }

@@ -46,6 +46,6 @@ public static class CpuFeatures
     }
 
     /// <summary>The widest vector width the kernels take at <paramref name="level"/> and the int8 kernel
-    /// ("AvxVnni" = VPDPBUSD, "Avx2" = VPMADDUBSW + VPMADDWD, "Scalar" = widening to fp32 instead).</summary>
+    /// ("AvxVnni" = VPDPBUSD, "Avx512BW" or "Avx2" = VPMADDUBSW + VPMADDWD, "Scalar" = widening to fp32 instead).</summary>
     public static string KernelsAt(SimdLevel level) => $"Vector{(int)level}, int8 {Int8Gemm.Isa(level)}";
 }

@@ -1,9 +1,11 @@
-// Int8Gemm (int8 x uint8 -> int32 GEMM with per-row activation quantization, on AVX-VNNI or on AVX2's VPMADDUBSW)
-// against its scalar twin and against fp32 math with the same int8 weights.
+// Int8Gemm (int8 x uint8 -> int32 GEMM with per-row activation quantization, on AVX-VNNI, or VPMADDUBSW on AVX2 and
+// AVX-512BW) against its scalar twin and against fp32 math with the same int8 weights.
 // - Twin parity: each vector path and RunScalar do the same quantization and the same epilogue, and the integer dot
 //   product is exact, so the outputs must be equal bit for bit, on odd shapes (edge strips and panels, k tails, k not
 //   a multiple of 4), with and without accumulate, on 1 and 2 threads. Each path is forced by name (Int8Isa), so the
-//   AVX2 kernels run on VNNI machines too; a path this CPU lacks is skipped with the reason.
+//   AVX2 kernels run on VNNI machines too, and the AVX-VNNI and AVX-512BW kernels run on every AVX2 machine (emulated
+//   without the hardware, the test's display name then ending "(emulated: ...)": Int8Gemm.CanRun); a path this CPU
+//   cannot run is skipped with the reason.
 // - Accuracy: the only approximation is quantizing x per row, |x - q * sx| <= sx / 2 = max|x_r| / 254 per element, so
 //   |y_int8 - y_exact| <= max|x_r| / 254 * sum_k |W[o, k]| for every output, plus fp32 rounding (< 1e-6 of
 //   sum_k |x_k W[o, k]|). That worst case is asserted per element against a double-precision product with the
@@ -45,6 +47,10 @@ public sealed unsafe class Int8GemmTests : IDisposable
     [Int8IsaFact(Int8Isa.Avx2)]
     public void Avx2GemmEqualsScalarTwinExactly() => GemmEqualsTwin(Int8Isa.Avx2);
 
+    /// <summary>The 512-bit kernels (emulated where the CPU lacks AVX-512BW; the display name says so).</summary>
+    [Int8IsaFact(Int8Isa.Avx512BW)]
+    public void Avx512BWGemmEqualsScalarTwinExactly() => GemmEqualsTwin(Int8Isa.Avx512BW);
+
     private void GemmEqualsTwin(Int8Isa isa) =>
         AssertEqualsTwinOnOneAndTwoThreads($"{isa} GEMM", Shapes(), seed: 1,
             (pool, weight, x, residual, rows, accumulate) => Run(pool, isa, weight, x, residual, rows, accumulate));
@@ -56,18 +62,26 @@ public sealed unsafe class Int8GemmTests : IDisposable
     [Int8IsaFact(Int8Isa.Avx2)]
     public void Avx2GemvEqualsScalarTwinExactly() => GemvEqualsTwin(Int8Isa.Avx2);
 
+    [Int8IsaFact(Int8Isa.Avx512BW)]
+    public void Avx512BWGemvEqualsScalarTwinExactly() => GemvEqualsTwin(Int8Isa.Avx512BW);
+
     private void GemvEqualsTwin(Int8Isa isa) =>
         AssertEqualsTwinOnOneAndTwoThreads($"{isa} GEMV", GemvShapes(), seed: 500,
             (pool, weight, x, residual, rows, accumulate) => RunGemv(pool, isa, weight, x, residual, rows, accumulate));
 
     /// <summary>The products at their largest: every |q| = 127 against weights of +-127 with the same signs, so each
     /// adjacent pair sums to 2 * 127 * 127 = 32258 (VPMADDUBSW's int16 holds it; with the zero point's u = q + 128 it
-    /// would be up to 64770 and saturate at 32767), and the most negative sums (opposite signs).</summary>
+    /// would be up to 64770 and saturate at 32767), and the most negative sums (opposite signs). The GEMM's split form
+    /// multiplies |q| by w ^ s, which is -w - 1 = -128 for q &lt; 0 and w = 127: pairs of -2 * 127 * 128 = -32512, the
+    /// edge of its int16 range, occur here too (odd rows have negative q against +127 weights).</summary>
     [Int8IsaFact(Int8Isa.Avx2)]
     public void Avx2LargestProductsStayExact() => LargestProductsStayExact(Int8Isa.Avx2);
 
     [Int8IsaFact(Int8Isa.AvxVnni)]
     public void VnniLargestProductsStayExact() => LargestProductsStayExact(Int8Isa.AvxVnni);
+
+    [Int8IsaFact(Int8Isa.Avx512BW)]
+    public void Avx512BWLargestProductsStayExact() => LargestProductsStayExact(Int8Isa.Avx512BW);
 
     private void LargestProductsStayExact(Int8Isa isa)
     {
@@ -77,14 +91,17 @@ public sealed unsafe class Int8GemmTests : IDisposable
         var wp = (float*)source.Data;
         float[] x = new float[rows * inDim];
         for (int r = 0; r < rows; r++)
-            for (int k = 0; k < inDim; k++) x[r * inDim + k] = ((k * 7 + r) % 3 == 0 ? -1f : 1f) * (r + 1);
+            for (int k = 0; k < inDim; k++)
+                x[r * inDim + k] = (r == rows - 1 || (k * 7 + r) % 3 == 0 ? -1f : 1f) * (r + 1);   // the last row all negative
         for (int o = 0; o < outDim; o++)
             for (int k = 0; k < inDim; k++)
-                wp[o * inDim + k] = (o % 2 == 0) == ((k * 7) % 3 == 0) ? -2f : 2f;  // even rows match row 0's signs
+                wp[o * inDim + k] = o == outDim - 1 ? 2f                                      // the last row all +127
+                    : (o % 2 == 0) == ((k * 7) % 3 == 0) ? -2f : 2f;  // even rows match row 0's signs
         using CpuWeight weight = CpuWeight.Create(source, WeightFormat.Int8);
         float[] residual = new float[rows * outDim];
         float[] expected = RunScalar(weight, x, residual, rows, accumulate: false);
         Assert.Equal(2f * inDim, expected[0], 0.01f);   // row 0 x weight row 0: every product at +127 * 127
+        Assert.Equal(-2f * rows * inDim, expected[rows * outDim - 1], 0.01f);   // q = -127 x w = +127 everywhere
         AssertIdentical(expected, Run(pool, isa, weight, x, residual, rows, accumulate: false), $"{isa} GEMM");
         AssertIdentical(expected, RunGemv(pool, isa, weight, x, residual, rows, accumulate: false), $"{isa} GEMV");
     }
@@ -97,8 +114,14 @@ public sealed unsafe class Int8GemmTests : IDisposable
         Int8Isa best = Int8Gemm.Isa(SimdLevels.Best);
         Int8Isa expected = SimdLevels.Best < SimdLevel.Vector256 ? Int8Isa.Scalar
             : Int8Gemm.IsSupported(Int8Isa.AvxVnni) ? Int8Isa.AvxVnni
+            : SimdLevels.Best == SimdLevel.Vector512 && Int8Gemm.IsSupported(Int8Isa.Avx512BW) ? Int8Isa.Avx512BW
             : Int8Gemm.IsSupported(Int8Isa.Avx2) ? Int8Isa.Avx2 : Int8Isa.Scalar;
         Assert.Equal(expected, best);
+        // The 512-bit path only at Vector512, and never emulated in production: a level picks it only with the hardware.
+        if (SimdLevels.Best >= SimdLevel.Vector256 && !Int8Gemm.IsSupported(Int8Isa.AvxVnni))
+            Assert.NotEqual(Int8Isa.Avx512BW, Int8Gemm.Isa(SimdLevel.Vector256));
+        foreach (SimdLevel level in SimdLevels.Supported())
+            Assert.True(Int8Gemm.IsSupported(Int8Gemm.Isa(level)), $"{level} picks {Int8Gemm.Isa(level)}, which this CPU lacks");
         _output.WriteLine($"best int8 path here: {best}");
     }
 
@@ -111,8 +134,7 @@ public sealed unsafe class Int8GemmTests : IDisposable
 
     private delegate float[] Form(WorkerPool pool, CpuWeight weight, float[] x, float[] residual, int rows, bool accumulate);
 
-    /// <summary>Every shape, with and without accumulation, on one and two threads: bit for bit the scalar twin. (On a
-    /// CPU without AVX-VNNI both forms run the twin itself, so there this checks only the fallback.)</summary>
+    /// <summary>Every shape, with and without accumulation, on one and two threads: bit for bit the scalar twin.</summary>
     private void AssertEqualsTwinOnOneAndTwoThreads(string name, IEnumerable<(int Rows, int In, int Out)> shapes, int seed, Form form)
     {
         using var one = new WorkerPool(1);
@@ -247,9 +269,9 @@ public sealed unsafe class Int8GemmTests : IDisposable
         for (int k = 0; k < inDim; k++) x[3 * inDim + k] = k % 2 == 0 ? 0.5f : -0.5f; // row 3: halves (ties round to even)
         float[] residual = TestData.Random(rows * outDim, 11);
         float[] expected = RunScalar(weight, x, residual, rows, accumulate: false);
-        foreach (Int8Isa isa in new[] { Int8Isa.AvxVnni, Int8Isa.Avx2 })
+        foreach (Int8Isa isa in new[] { Int8Isa.AvxVnni, Int8Isa.Avx2, Int8Isa.Avx512BW })
         {
-            if (!Int8Gemm.IsSupported(isa)) continue;
+            if (!Int8Gemm.CanRun(isa)) continue;
             AssertIdentical(expected, Run(pool, isa, weight, x, residual, rows, accumulate: false), $"{isa} degenerate rows");
             AssertIdentical(expected, RunGemv(pool, isa, weight, x, residual, rows, accumulate: false), $"{isa} GEMV degenerate rows");
         }
@@ -310,12 +332,14 @@ public sealed unsafe class Int8GemmTests : IDisposable
     public void Dispose() => _store.Dispose();
 }
 
-/// <summary>A fact that runs only where the CPU has the given <see cref="Int8Isa"/>, and is reported skipped, with the
-/// reason, elsewhere.</summary>
+/// <summary>A fact that runs where the forced <see cref="Int8Isa"/> can run (<see cref="Int8Gemm.CanRun"/>: AVX-512BW
+/// emulated on AVX2 machines, its display name then saying "emulated"), and is reported skipped, with the reason,
+/// elsewhere.</summary>
 internal sealed class Int8IsaFactAttribute : FactAttribute
 {
-    public Int8IsaFactAttribute(Int8Isa isa)
+    public Int8IsaFactAttribute(Int8Isa isa, [System.Runtime.CompilerServices.CallerMemberName] string test = "")
     {
-        if (!Int8Gemm.IsSupported(isa)) Skip = $"This CPU lacks {isa}; the {isa} int8 kernels run on CPUs that have it.";
+        if (!Int8Gemm.CanRun(isa)) Skip = $"This CPU lacks {isa}; the {isa} int8 kernels run on CPUs that have it.";
+        else if (Int8Gemm.IsEmulated(isa)) DisplayName = $"{typeof(Int8GemmTests).FullName}.{test} (emulated: this CPU lacks {isa})";
     }
 }
