@@ -271,14 +271,8 @@ internal static unsafe class Int8Gemm
                     a2 = TDot.Add(a2, p0, x0, Vector256.Load(w2 + k));
                     a3 = TDot.Add(a3, p0, x0, Vector256.Load(w3 + k));
                 }
-                Vector128<int> acc = SumEach(a0 + b0, a1 + b1, a2 + b2, a3 + b3);
-                if (whole < inDim)
-                    acc += Vector128.Create(Tail<TDot>(u, w0, whole, inDim), Tail<TDot>(u, w1, whole, inDim),
-                        Tail<TDot>(u, w2, whole, inDim), Tail<TDot>(u, w3, whole, inDim));
-                Vector128<float> value = Vector128.ConvertToSingle(acc - correction) * Vector128.Create(rowScales[r]) * scales;
-                float* output = y + (long)r * outDim + o;
-                if (accumulate) value = Vector128.Load(output) + value;
-                value.Store(output);
+                StoreFour<TDot>(SumEach(a0 + b0, a1 + b1, a2 + b2, a3 + b3), u, w0, whole, inDim, correction, rowScales[r], scales,
+                    y + (long)r * outDim + o, accumulate);
             }
         }
         for (; o < end; o++)
@@ -299,6 +293,21 @@ internal static unsafe class Int8Gemm
                 *output = accumulate ? *output + value : value;
             }
         }
+    }
+
+    /// <summary>The epilogue of four GEMV outputs for one x row: adds the bytes past the last whole vector (four weight
+    /// rows inDim apart from <paramref name="w0"/>), takes the zero point's correction out, scales by sx * sw and stores
+    /// (or adds) the four floats at <paramref name="output"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreFour<TDot>(Vector128<int> acc, byte* u, sbyte* w0, int whole, int inDim, Vector128<int> correction, float rowScale,
+        Vector128<float> scales, float* output, bool accumulate) where TDot : struct, IInt8Dot
+    {
+        if (whole < inDim)
+            acc += Vector128.Create(Tail<TDot>(u, w0, whole, inDim), Tail<TDot>(u, w0 + inDim, whole, inDim),
+                Tail<TDot>(u, w0 + 2 * inDim, whole, inDim), Tail<TDot>(u, w0 + 3 * inDim, whole, inDim));
+        Vector128<float> value = Vector128.ConvertToSingle(acc - correction) * Vector128.Create(rowScale) * scales;
+        if (accumulate) value = Vector128.Load(output) + value;
+        value.Store(output);
     }
 
     /// <summary>The four int32 sums of a, b, c and d's lanes, in that order.</summary>
@@ -824,14 +833,8 @@ internal static unsafe class Int8Gemm
                     a2 = Gemv512Add(a2, magnitude, s, Vector512.Load(w2 + k));
                     a3 = Gemv512Add(a3, magnitude, s, Vector512.Load(w3 + k));
                 }
-                var acc = Vector128.Create(Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
-                if (whole < inDim)
-                    acc += Vector128.Create(Tail<Int8Avx2Dot>(u, w0, whole, inDim), Tail<Int8Avx2Dot>(u, w1, whole, inDim),
-                        Tail<Int8Avx2Dot>(u, w2, whole, inDim), Tail<Int8Avx2Dot>(u, w3, whole, inDim));
-                Vector128<float> value = Vector128.ConvertToSingle(acc) * Vector128.Create(rowScales[r]) * scales;
-                float* output = y + (long)r * outDim + o;
-                if (accumulate) value = Vector128.Load(output) + value;
-                value.Store(output);
+                StoreFour<Int8Avx2Dot>(Vector128.Create(Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3)),
+                    u, w0, whole, inDim, default, rowScales[r], scales, y + (long)r * outDim + o, accumulate);
             }
         }
         for (; o < end; o++)
