@@ -258,7 +258,6 @@ public sealed partial class T5TrainingModel
 
     // ------------------------------------------------ backward
 
-    /// <summary>Back through a stack's sublayers; on entry _dh holds dLoss/dOutput, on exit dLoss/dEmbeddings.</summary>
     /// <summary>
     /// The lowest sublayer of <paramref name="stack"/> that holds a trainable parameter (norm, weight, LoRA A/B, bias
     /// table), -1 when shared.weight (the embeddings under sublayer 0) is trained, the sublayer count when nothing is.
@@ -281,6 +280,9 @@ public sealed partial class T5TrainingModel
         static bool AttentionTrains(Attention? a) => a is not null && (Trains(a.Q) || Trains(a.K) || Trains(a.V) || Trains(a.O) || a.BiasTable?.Trainable == true);
     }
 
+    /// <summary>Back through a stack's sublayers down to <paramref name="lowest"/> (<see cref="LowestTrained"/>, or lower
+    /// where the caller needs it); on entry _dh holds dLoss/dOutput, on exit (lowest -1) dLoss/dEmbeddings. Cross-attention
+    /// adds into _dEncoder when <paramref name="encoderGradient"/>.</summary>
     private void StackBackward(Stack stack, StackActivations a, TrainingBatch batch, int length, int lowest, bool encoderGradient)
     {
         int b = batch.Batch, n = b * length, d = Config.DModel, ff = Config.DFf, heads = Config.NumHeads, dKv = Config.DKv, source = batch.SourceLength;

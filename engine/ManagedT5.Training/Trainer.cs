@@ -167,7 +167,7 @@ public sealed class Trainer
         if (_tensors.Length == 0) throw new ArgumentException("The model has no trainable parameters.", nameof(model));
         _grads = _tensors.Select(t => t.Grad).ToArray();
         _optimizer = new AdamW(_tensors, arguments.AdamW) { Pool = (model as T5ModelTrainable)?.Pool };
-        _normPartials = GradientClipping.Partials(_grads.Length == 0 ? 0 : _grads.Max(g => g.Length));
+        _normPartials = GradientClipping.Partials(_grads.Max(g => g.Length));   // _tensors is not empty (checked above)
         Schedule = new LearningRateSchedule(arguments.LrSchedulerType, arguments.LearningRate, arguments.WarmupSteps, arguments.TotalSteps(train.Count));
     }
 

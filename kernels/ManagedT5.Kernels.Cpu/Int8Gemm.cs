@@ -837,24 +837,9 @@ internal static unsafe class Int8Gemm
                     u, w0, whole, inDim, default, rowScales[r], scales, y + (long)r * outDim + o, accumulate);
             }
         }
-        for (; o < end; o++)
-        {
-            sbyte* weights = (sbyte*)w.Data + (long)o * inDim;
-            for (int r = 0; r < rows; r++)
-            {
-                byte* u = quantized + (long)r * stride;
-                Vector512<int> a0 = default;
-                for (int k = 0; k < whole; k += 64)
-                {
-                    Vector512<sbyte> q = Vector512.Load((sbyte*)u + k);
-                    a0 = Gemv512Add(a0, Vector512.Abs(q).AsByte(), Vector512.LessThan(q, Vector512<sbyte>.Zero), Vector512.Load(weights + k));
-                }
-                int acc = Vector512.Sum(a0) + Tail<Int8Avx2Dot>(u, weights, whole, inDim);
-                float value = (float)acc * rowScales[r] * w.Scales[o];
-                float* output = y + (long)r * outDim + o;
-                *output = accumulate ? *output + value : value;
-            }
-        }
+        // The last 1 to 3 outputs: the AVX2 GEMV's one-row loop on the same signed rows (every AVX-512BW CPU has AVX2,
+        // and the integer sums are exact, so the floats are the same).
+        if (o < end) Gemv<Int8Avx2Dot>(w, quantized, rowScales, y, stride, rows, o, end, accumulate);
     }
 
     /// <summary>acc + the four-product sums of |q| and w * sign(q) = (w ^ s) - s.</summary>
